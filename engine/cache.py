@@ -1,0 +1,182 @@
+"""The signature-keyed output cache: LRU under a memory budget, with statistics.
+
+Entries hold node outputs as they are: a tensor produced on the GPU stays on the GPU. Sizes are measured
+once when an entry is stored (tensors by their storage, shared storage counted once; other objects may
+report their own size through ``__atelier_nbytes__``). An entry larger than the whole budget is not kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class CacheStats(BaseModel):
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    device_bytes: int
+    max_bytes: int | None
+    evictions: int
+    rejected: int
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    outputs: tuple[Any, ...]
+    ui: dict[str, Any] | None
+    nbytes: int
+    device_bytes: int
+
+
+def measure(obj: Any) -> tuple[int, int]:
+    """(total bytes, bytes on an accelerator) of an output value."""
+    seen: set[int] = set()
+    return _measure(obj, seen, 0)
+
+
+def _measure(obj: Any, seen: set[int], depth: int) -> tuple[int, int]:
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return 0, 0
+    if depth > 8:
+        return sys.getsizeof(obj), 0
+    sizer = getattr(type(obj), "__atelier_nbytes__", None)
+    if sizer is not None:
+        n = int(sizer(obj))
+        return n, 0
+    if isinstance(obj, (str, bytes, bytearray)):
+        return sys.getsizeof(obj), 0
+    if isinstance(obj, dict):
+        total = dev = 0
+        for v in obj.values():
+            a, b = _measure(v, seen, depth + 1)
+            total += a
+            dev += b
+        return total, dev
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        total = dev = 0
+        for v in obj:
+            a, b = _measure(v, seen, depth + 1)
+            total += a
+            dev += b
+        return total, dev
+    storage = getattr(obj, "untyped_storage", None)
+    if storage is not None and hasattr(obj, "device"):  # a torch tensor
+        try:
+            st = storage()
+            key = st.data_ptr()
+            if key in seen and key != 0:
+                return 0, 0
+            seen.add(key)
+            n = st.nbytes()
+        except Exception:
+            n = obj.numel() * obj.element_size()
+        return n, (n if obj.device.type != "cpu" else 0)
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, int):  # numpy arrays and the like
+        return nbytes, 0
+    return sys.getsizeof(obj), 0
+
+
+class OutputCache:
+    """LRU store of node outputs keyed by signature.
+
+    ``max_bytes`` bounds the total size (None: unbounded), ``max_entries`` the number of entries.
+    Thread-safe; lookups are O(1).
+    """
+
+    def __init__(self, max_bytes: int | None = None, max_entries: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._lock = threading.RLock()
+        self._bytes = 0
+        self._device_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.rejected = 0
+
+    def get(self, signature: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get(signature)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(signature)
+            self.hits += 1
+            return entry
+
+    def __contains__(self, signature: object) -> bool:
+        return signature in self._entries
+
+    def put(self, signature: str, outputs: tuple[Any, ...], ui: dict[str, Any] | None = None) -> bool:
+        """Store outputs; returns False when they are larger than the whole budget (not kept)."""
+        nbytes, device_bytes = measure(outputs)
+        with self._lock:
+            old = self._entries.pop(signature, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+                self._device_bytes -= old.device_bytes
+            if self.max_bytes is not None and nbytes > self.max_bytes:
+                self.rejected += 1
+                return False
+            self._entries[signature] = CacheEntry(outputs, ui, nbytes, device_bytes)
+            self._bytes += nbytes
+            self._device_bytes += device_bytes
+            self._evict(keep=signature)
+            return True
+
+    def _evict(self, keep: str) -> None:
+        while self._entries and (
+            (self.max_bytes is not None and self._bytes > self.max_bytes)
+            or (self.max_entries is not None and len(self._entries) > self.max_entries)
+        ):
+            sig = next(iter(self._entries))
+            if sig == keep:
+                if len(self._entries) == 1:
+                    break
+                self._entries.move_to_end(sig)
+                continue
+            self._drop(sig)
+            self.evictions += 1
+
+    def _drop(self, signature: str) -> None:
+        entry = self._entries.pop(signature)
+        self._bytes -= entry.nbytes
+        self._device_bytes -= entry.device_bytes
+
+    def discard(self, signatures: Iterable[str]) -> None:
+        with self._lock:
+            for sig in signatures:
+                if sig in self._entries:
+                    self._drop(sig)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self._device_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                hits=self.hits,
+                misses=self.misses,
+                entries=len(self._entries),
+                bytes=self._bytes,
+                device_bytes=self._device_bytes,
+                max_bytes=self.max_bytes,
+                evictions=self.evictions,
+                rejected=self.rejected,
+            )

@@ -1,0 +1,468 @@
+"""``atelier run|validate|nodes``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from . import events as E
+from . import folders as F
+from .executor import Executor, JobResult
+from .registry import Registry, default_registry
+from .validate import check
+from .workflow import Workflow, WorkflowFormatError, parse_workflow, read_workflow_data
+
+#: Extra subcommands: name -> (add_arguments, handler). Other modules (server, models) register here.
+SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- values from the command line ------------------------------------------------------------------
+
+
+def parse_value(text: str, type_name: str | None) -> Any:
+    """Turn a command-line string into a value of ``type_name`` (INT, FLOAT, BOOLEAN, STRING, COMBO)."""
+    if type_name == "INT":
+        try:
+            return int(text, 0) if text.lower().startswith(("0x", "0b", "0o")) else int(text)
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                raise UsageError(f"{text!r} is not an integer") from None
+            if not f.is_integer():
+                raise UsageError(f"{text!r} is not an integer") from None
+            return int(f)
+    if type_name == "FLOAT":
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{text!r} is not a number") from None
+    if type_name == "BOOLEAN":
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{text!r} is not true or false")
+    if type_name in ("STRING", "COMBO"):
+        return text
+    try:  # unknown target: let validation name the problem, but keep numbers numbers
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def target_type(wf: Workflow, registry: Registry, name: str) -> str | None:
+    if name in wf.parameters:
+        return wf.parameters[name].type
+    node_id, _, input_name = name.rpartition(".")
+    node = wf.nodes.get(node_id)
+    cls = registry.get(node.type) if node else None
+    spec = cls.spec.input(input_name) if cls else None
+    return spec.type if spec else None
+
+
+def split_assignment(text: str, flag: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name:
+        raise UsageError(f"{flag} expects NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def split_sweep(value: str) -> list[str]:
+    """Split ``a,b,c`` on commas not escaped with a backslash."""
+    parts, cur, esc = [], [], False
+    for ch in value:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif ch == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def job_points(wf: Workflow, registry: Registry, sets: Sequence[str], sweeps: Sequence[str]) -> list[dict[str, Any]]:
+    """The overrides of every job: ``--set`` values, times the cartesian product of ``--sweep`` lists."""
+    base: dict[str, Any] = {}
+    for s in sets:
+        name, value = split_assignment(s, "--set")
+        base[name] = parse_value(value, target_type(wf, registry, name))
+    axes: list[tuple[str, list[Any]]] = []
+    for s in sweeps:
+        name, value = split_assignment(s, "--sweep")
+        t = target_type(wf, registry, name)
+        axes.append((name, [parse_value(v, t) for v in split_sweep(value)]))
+    if not axes:
+        return [base]
+    points = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        point = dict(base)
+        point.update({name: v for (name, _), v in zip(axes, combo, strict=True)})
+        points.append(point)
+    return points
+
+
+# -- human output ----------------------------------------------------------------------------------
+
+
+class HumanReporter:
+    """Progress bars and one line per node, for people at a terminal."""
+
+    def __init__(self, stream: IO[str], registry: Registry) -> None:
+        self.stream = stream
+        self.registry = registry
+        self.bar: Any = None
+        self.tty = stream.isatty()
+
+    def __call__(self, ev: E.Event) -> None:
+        w = self.stream.write
+        if isinstance(ev, E.JobStarted):
+            w(f"job {ev.job[:8]}: {ev.to_run} of {ev.nodes} nodes to run\n")
+        elif isinstance(ev, E.Progress):
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=ev.max or None, desc=f"  node {ev.node}", file=self.stream, leave=False, disable=not self.tty
+                )
+            self.bar.n = ev.value
+            self.bar.refresh()
+        elif isinstance(ev, E.NodeFinished):
+            self._close_bar()
+            w(f"  ran    {ev.node} ({ev.node_type}) in {_ms(ev.elapsed_ms)}\n")
+            for ref in (ev.ui or {}).get("images", []):
+                w(f"         wrote {_ref_path(ref)}\n")
+        elif isinstance(ev, E.NodeFailed):
+            self._close_bar()
+            w(f"  FAILED {ev.node} ({ev.node_type}): {ev.exception_type}: {ev.message}\n")
+        elif isinstance(ev, E.JobFinished):
+            w(f"done in {_ms(ev.elapsed_ms)}: {ev.executed} ran, {ev.cached} cached\n")
+        elif isinstance(ev, E.JobInterrupted):
+            self._close_bar()
+            w(f"interrupted at node {ev.node}\n")
+        elif isinstance(ev, E.JobFailed) and ev.errors:
+            w(f"{ev.message}:\n")
+            for e in ev.errors:
+                from .validate import NodeError
+
+                w(f"  {NodeError.model_validate(e)}\n")
+        self.stream.flush()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _ms(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
+def _ref_path(ref: dict[str, str]) -> str:
+    root = F.active().output if ref.get("type") == "output" else F.active().temp
+    return str(root / ref.get("subfolder", "") / ref["filename"])
+
+
+class JsonLines:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, ev: E.Event) -> None:
+        self.stream.write(ev.to_json() + "\n")
+        self.stream.flush()
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def add_folder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", type=Path, default=None, help="where images are written (default ./output)")
+    p.add_argument("--input-dir", type=Path, default=None, help="where input images are read (default ./input)")
+    p.add_argument("--temp-dir", type=Path, default=None, help="previews (default ./temp)")
+
+
+def configure_folders(args: argparse.Namespace) -> F.Folders:
+    current = F.active()
+    fol = F.Folders(
+        output=args.output_dir or Path(os.environ.get("ATELIER_OUTPUT", current.output)),
+        input=getattr(args, "input_dir", None) or Path(os.environ.get("ATELIER_INPUT", current.input)),
+        temp=getattr(args, "temp_dir", None) or Path(os.environ.get("ATELIER_TEMP", current.temp)),
+        models=current.models,
+    )
+    return F.configure(fol)
+
+
+#: Hooks run after folders are configured and before the registry is built (model folders, say).
+SETUP_HOOKS: list[Callable[[argparse.Namespace], None]] = []
+
+
+def build_registry() -> Registry:
+    reg = default_registry()
+    for source, message in reg.load_errors:
+        print(f"warning: {source}: {message}", file=sys.stderr)
+    return reg
+
+
+def default_device() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+    except ImportError:
+        pass
+    return "cpu"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    fol = configure_folders(args)
+    for hook in SETUP_HOOKS:
+        hook(args)
+    registry = build_registry()
+    fol.ensure()
+    workflows: list[tuple[str, Workflow]] = []
+    for path in args.workflows:
+        try:
+            data = read_workflow_data(path)
+        except (OSError, WorkflowFormatError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            workflows.append((path, parse_workflow(data)))
+        except Exception:
+            for e in check(data, registry).errors:  # the same messages validation gives
+                print(f"{path}: {e}", file=sys.stderr)
+            return 2
+    jobs: list[tuple[str, Workflow, dict[str, Any]]] = []
+    try:
+        for path, wf in workflows:
+            for point in job_points(wf, registry, args.set, args.sweep):
+                jobs.append((path, wf, point))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    event_file: IO[str] | None = None
+    sinks: list[E.EventSink] = []
+    human_stream = sys.stderr if args.events == "-" else sys.stdout
+    if args.events == "-":
+        sinks.append(JsonLines(sys.stdout))
+    elif args.events:
+        event_file = open(args.events, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        sinks.append(JsonLines(event_file))
+    if not args.quiet and args.events != "-":
+        sinks.append(HumanReporter(human_stream, registry))
+
+    from .node import Paths
+
+    executor = Executor(
+        registry,
+        device=args.device or default_device(),
+        paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
+        services=SERVICES_FACTORY(args) if SERVICES_FACTORY else {},
+    )
+
+    def on_event(ev: E.Event) -> None:
+        for s in sinks:
+            s(ev)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not executor.interrupt():
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C kills
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    results: list[JobResult] = []
+    try:
+        for path, wf, point in jobs:
+            if point and not args.quiet and args.events != "-":
+                shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                human_stream.write(f"{path} [{shown}]\n")
+            res = executor.run(wf, overrides=point, on_event=on_event, job_info={"source": path})
+            results.append(res)
+            if res.status == "interrupted":
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if event_file is not None:
+            event_file.close()
+    if any(r.status == "interrupted" for r in results):
+        return 130
+    failed = [r for r in results if not r.ok]
+    if failed and args.events == "-":
+        for r in failed:
+            msg = r.failure.message if r.failure else "; ".join(str(e) for e in r.errors if e.severity == "error")
+            print(f"job {r.job[:8]} {r.status}: {msg}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+#: Optional factory of executor services (model manager, ...), set by the model package.
+SERVICES_FACTORY: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    configure_folders(args)
+    for hook in SETUP_HOOKS:
+        hook(args)
+    registry = build_registry()
+    status = 0
+    report: list[dict[str, Any]] = []
+    for path in args.workflows:
+        try:
+            data = read_workflow_data(path)
+        except (OSError, WorkflowFormatError) as exc:
+            report.append({"workflow": path, "ok": False, "errors": [{"code": "malformed", "message": str(exc)}]})
+            if not args.json:
+                print(f"{path}: error [malformed] {exc}")
+            status = 1
+            continue
+        overrides: dict[str, Any] = {}
+        try:
+            overrides = job_points(parse_workflow(data), registry, args.set, [])[0]
+        except UsageError as exc:
+            report.append({"workflow": path, "ok": False, "errors": [{"code": "invalid_override", "message": str(exc)}]})
+            if not args.json:
+                print(f"{path}: error [invalid_override] {exc}")
+            status = 1
+            continue
+        except Exception:
+            pass  # check() below reports what is wrong with the data
+        wf: Any = data
+        result = check(wf, registry, overrides)
+        ok = result.ok
+        report.append(
+            {"workflow": path, "ok": ok, "errors": [e.model_dump() for e in result.errors]}
+        )
+        if not ok:
+            status = 1
+        if not args.json:
+            for e in result.errors:
+                print(f"{path}: {e}")
+            if ok:
+                print(f"{path}: ok" + (f" ({len(result.warnings)} warnings)" if result.warnings else ""))
+    if args.json:
+        print(json.dumps(report if len(report) != 1 else report[0], indent=2))
+    return status
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    configure_folders(args)
+    for hook in SETUP_HOOKS:
+        hook(args)
+    registry = build_registry()
+    if args.type:
+        if args.type not in registry:
+            print(f"error: unknown node type {args.type!r}", file=sys.stderr)
+            return 1
+        desc = registry.describe(args.type)
+        if args.json:
+            print(json.dumps(desc, indent=2))
+            return 0
+        print(f"{desc['type']} {desc['version']}  [{desc['category']}]" + ("  (output)" if desc["output_node"] else ""))
+        if desc["description"]:
+            print(f"  {desc['description']}")
+        print("  inputs:")
+        for i in desc["inputs"]:
+            extra = []
+            for k in ("default", "min", "max", "step"):
+                if k in i:
+                    extra.append(f"{k}={i[k]!r}")
+            if "choices" in i:
+                shown = ", ".join(map(str, i["choices"][:8])) + (", ..." if len(i["choices"]) > 8 else "")
+                extra.append(f"choices: {shown}")
+            opt = " (optional)" if i["optional"] else ""
+            print(f"    {i['name']}: {i['type']}{opt} {' '.join(extra)}".rstrip())
+        print("  outputs:")
+        for o in desc["outputs"]:
+            print(f"    {o['name']}: {o['type']}")
+        return 0
+    if args.json:
+        print(json.dumps(registry.describe(), indent=2))
+        return 0
+    by_cat: dict[str, list[str]] = {}
+    for name in registry:
+        by_cat.setdefault(registry.get(name).spec.category, []).append(name)  # type: ignore[union-attr]
+    for cat in sorted(by_cat):
+        print(f"{cat}:")
+        for name in by_cat[cat]:
+            print(f"  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: node-graph workflows for Stable Diffusion")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run workflows headless")
+    p.add_argument("workflows", nargs="+", help="workflow JSON files (Atelier or ComfyUI API format) or PNGs")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
+    p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_folder_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check workflows without running them")
+    p.add_argument("workflows", nargs="+")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    add_folder_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("nodes", help="list node types, or describe one")
+    p.add_argument("type", nargs="?")
+    p.add_argument("--json", action="store_true")
+    add_folder_args(p)
+    p.set_defaults(func=cmd_nodes)
+
+    for name, (add_args, handler) in SUBCOMMANDS.items():
+        p = sub.add_parser(name)
+        add_args(p)
+        p.set_defaults(func=handler)
+    return parser
+
+
+def _load_extensions() -> None:
+    """Import modules that register subcommands and hooks (they are optional parts of the engine)."""
+    import importlib
+
+    for module in ("engine.models.cli", "engine.server.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Every check before a run. Returns all problems in one pass; never raises on bad user input.
+
+The result of a successful check is a :class:`Graph`: each node with its type class, its literal inputs
+coerced to their declared types (defaults filled in) and its links resolved to ``(node_id, output_index)``.
+That is what the executor plans and runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import BaseModel, ValidationError
+
+from . import types as T
+from .node import InputSpec, Node
+from .registry import Registry
+from .workflow import Link, Workflow, WorkflowFormatError, parse_workflow
+
+
+class NodeError(BaseModel):
+    """One problem found by validation."""
+
+    code: str
+    message: str
+    node: str | None = None
+    node_type: str | None = None
+    input: str | None = None
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = []
+        if self.node is not None:
+            where.append(f"node {self.node}" + (f" ({self.node_type})" if self.node_type else ""))
+        if self.input is not None:
+            where.append(f"input {self.input!r}")
+        prefix = ", ".join(where)
+        tag = "warning" if self.severity == "warning" else "error"
+        return f"{tag} [{self.code}] {prefix + ': ' if prefix else ''}{self.message}"
+
+
+@dataclass
+class GraphNode:
+    id: str
+    type: type[Node]
+    literals: dict[str, Any]
+    links: dict[str, tuple[str, int]]
+    title: str | None = None
+
+
+@dataclass
+class Graph:
+    """A validated, executable workflow."""
+
+    workflow: Workflow
+    nodes: dict[str, GraphNode]
+    outputs: list[str]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckResult:
+    errors: list[NodeError]
+    graph: Graph | None
+    workflow: Workflow | None
+
+    @property
+    def ok(self) -> bool:
+        return self.graph is not None
+
+    @property
+    def warnings(self) -> list[NodeError]:
+        return [e for e in self.errors if e.severity == "warning"]
+
+
+# -- literal checks --------------------------------------------------------------------------------
+
+
+def describe_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def coerce_literal(spec: InputSpec, value: Any) -> tuple[Any, tuple[str, str] | None]:
+    """Coerce ``value`` to the input's type. Returns (value, None) or (None, (code, message))."""
+    t = spec.type
+    if t == T.INT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, ("invalid_type", f"expected an integer, got {describe_value(value)}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None, ("invalid_type", f"expected an integer, got {value!r}")
+            value = int(value)
+    elif t == T.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, ("invalid_type", f"expected a number, got {describe_value(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            return None, ("invalid_type", f"expected a finite number, got {value!r}")
+    elif t == T.STRING:
+        if not isinstance(value, str):
+            return None, ("invalid_type", f"expected a string, got {describe_value(value)}")
+    elif t == T.BOOLEAN:
+        if not isinstance(value, bool):
+            return None, ("invalid_type", f"expected true or false, got {describe_value(value)}")
+    elif t == T.COMBO:
+        try:
+            choices = spec.resolved_choices()
+        except Exception as exc:  # a broken choice source is a problem to report, not to raise
+            return None, ("invalid_choices", f"could not list the choices: {exc}")
+        if not _hashable_in(value, choices):
+            shown = ", ".join(repr(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
+            return None, (
+                "not_in_choices",
+                f"{describe_value(value)} is not one of: {shown or '(no choices)'}",
+            )
+        return value, None
+    else:
+        return None, (
+            "invalid_type",
+            f"{t} input needs a link from a {t} output, got a literal {describe_value(value)}",
+        )
+    if t in (T.INT, T.FLOAT):
+        if spec.min is not None and value < spec.min:
+            return None, ("out_of_range", f"{value} is below the minimum {_num(spec.min)}")
+        if spec.max is not None and value > spec.max:
+            return None, ("out_of_range", f"{value} is above the maximum {_num(spec.max)}")
+    return value, None
+
+
+def _hashable_in(value: Any, choices: list[Any]) -> bool:
+    try:
+        return any(value == c and type(value) is type(c) for c in choices) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value in choices
+        )
+    except Exception:
+        return False
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _widget_accepts(input_spec: InputSpec, output_type: str) -> bool:
+    if output_type == T.ANY:
+        return True
+    if input_spec.type == T.COMBO:
+        return output_type in (T.COMBO, T.STRING)
+    if input_spec.type == T.FLOAT:
+        return output_type in (T.FLOAT, T.INT)
+    return output_type == input_spec.type
+
+
+# -- the check -------------------------------------------------------------------------------------
+
+
+def check(
+    data: Any,
+    registry: Registry,
+    overrides: dict[str, Any] | None = None,
+    outputs: list[str] | None = None,
+) -> CheckResult:
+    """Parse and check a workflow (any supported format, already parsed or raw JSON data).
+
+    ``overrides`` maps exposed parameter names or ``"node_id.input"`` to values; ``outputs`` limits the
+    run to these output node ids (default: every output node).
+    """
+    try:
+        return _check(data, registry, overrides or {}, outputs)
+    except Exception as exc:  # last line of defence: validation never raises on user input
+        err = NodeError(
+            code="malformed", message=f"could not check the workflow: {type(exc).__name__}: {exc}"
+        )
+        return CheckResult([err], None, None)
+
+
+def _check(
+    data: Any, registry: Registry, overrides: dict[str, Any], outputs: list[str] | None
+) -> CheckResult:
+    errors: list[NodeError] = []
+    if isinstance(data, Workflow):
+        wf = data
+    else:
+        try:
+            wf = parse_workflow(data)
+        except WorkflowFormatError as exc:
+            return CheckResult([NodeError(code="malformed", message=str(exc))], None, None)
+        except ValidationError as exc:
+            return CheckResult(_pydantic_errors(exc), None, None)
+
+    if not wf.nodes:
+        errors.append(NodeError(code="empty", message="the workflow has no nodes"))
+
+    # Literal inputs per node after parameters and overrides.
+    values: dict[str, dict[str, Any]] = {nid: dict(n.inputs) for nid, n in wf.nodes.items()}
+    parameters = _apply_parameters(wf, registry, values, overrides, errors)
+
+    nodes: dict[str, GraphNode] = {}
+    for nid, node in wf.nodes.items():
+        gn = _check_node(nid, node.type, node.version, values[nid], wf, registry, errors)
+        if gn is not None:
+            gn.title = node.title
+            nodes[nid] = gn
+
+    _check_cycles(wf, errors)
+
+    output_ids = _check_outputs(wf, registry, outputs, errors)
+    has_errors = any(e.severity == "error" for e in errors)
+    graph = None if has_errors else Graph(wf, nodes, output_ids, parameters)
+    return CheckResult(errors, graph, wf)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[NodeError]:
+    out = []
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ())]
+        node = loc[1] if len(loc) >= 2 and loc[0] == "nodes" else None
+        inp = loc[3] if len(loc) >= 4 and loc[0] == "nodes" and loc[2] == "inputs" else None
+        where = ".".join(loc)
+        out.append(
+            NodeError(
+                code="malformed", message=f"{where or 'workflow'}: {e.get('msg')}", node=node, input=inp
+            )
+        )
+    return out
+
+
+def _apply_parameters(
+    wf: Workflow,
+    registry: Registry,
+    values: dict[str, dict[str, Any]],
+    overrides: dict[str, Any],
+    errors: list[NodeError],
+) -> dict[str, Any]:
+    resolved: dict[str, Any] = {}
+    for pname, param in wf.parameters.items():
+        if "." in pname or not pname:
+            errors.append(
+                NodeError(code="invalid_parameter", message=f"parameter name {pname!r} must not contain '.'")
+            )
+            continue
+        for node_id, input_name in param.target_pairs():
+            node = wf.nodes.get(node_id)
+            if not node_id or node is None:
+                errors.append(
+                    NodeError(
+                        code="invalid_parameter",
+                        message=f"parameter {pname!r} targets {node_id + '.' + input_name!r}: no node {node_id!r}",
+                    )
+                )
+                continue
+            cls = registry.get(node.type)
+            spec = cls.spec.input(input_name) if cls else None
+            if cls is not None and spec is None:
+                errors.append(
+                    NodeError(
+                        code="invalid_parameter",
+                        node=node_id,
+                        node_type=node.type,
+                        input=input_name,
+                        message=f"parameter {pname!r} targets input {input_name!r}, which {node.type} does not have",
+                    )
+                )
+            elif spec is not None and not _widget_accepts(spec, param.type) and spec.type != param.type:
+                errors.append(
+                    NodeError(
+                        code="invalid_parameter",
+                        node=node_id,
+                        node_type=node.type,
+                        input=input_name,
+                        message=f"parameter {pname!r} is {param.type} but the input is {spec.type}",
+                    )
+                )
+        if pname in overrides:
+            value = overrides[pname]
+        elif param.default is not None:
+            value = param.default
+        else:
+            continue
+        # the parameter's own constraints (the targets' are checked with each node)
+        if param.type not in T.PRIMITIVES and param.type != T.COMBO:
+            errors.append(
+                NodeError(
+                    code="invalid_parameter",
+                    input=pname,
+                    message=f"parameter {pname!r} has type {param.type}; parameters are INT, FLOAT, STRING, BOOLEAN or COMBO",
+                )
+            )
+            continue
+        if param.type != T.COMBO or param.choices is not None:
+            pspec = InputSpec(
+                name="value",
+                type=param.type,
+                min=param.min,
+                max=param.max,
+                choices=tuple(param.choices) if param.choices is not None else None,
+            )
+            coerced, problem = coerce_literal(pspec, value)
+            if problem is not None:
+                errors.append(
+                    NodeError(code=problem[0], message=f"parameter {pname!r}: {problem[1]}", input=pname)
+                )
+                continue
+            value = coerced
+        resolved[pname] = value
+        for node_id, input_name in param.target_pairs():
+            if node_id in values:
+                values[node_id][input_name] = value
+    for name, value in overrides.items():
+        if name in wf.parameters:
+            continue
+        node_id, dot, input_name = name.rpartition(".")
+        if not dot or node_id not in wf.nodes:
+            known = ", ".join(sorted(wf.parameters)) or "(none)"
+            errors.append(
+                NodeError(
+                    code="unknown_override",
+                    message=f"{name!r} is neither an exposed parameter (known: {known}) nor NODE_ID.INPUT of an existing node",
+                )
+            )
+            continue
+        node = wf.nodes[node_id]
+        cls = registry.get(node.type)
+        if cls is not None and cls.spec.input(input_name) is None:
+            errors.append(
+                NodeError(
+                    code="unknown_override",
+                    node=node_id,
+                    node_type=node.type,
+                    input=input_name,
+                    message=f"{node.type} has no input {input_name!r}",
+                )
+            )
+            continue
+        values[node_id][input_name] = value
+    return resolved
+
+
+def _check_node(
+    nid: str,
+    type_name: str,
+    version: str | None,
+    given: dict[str, Any],
+    wf: Workflow,
+    registry: Registry,
+    errors: list[NodeError],
+) -> GraphNode | None:
+    cls = registry.get(type_name)
+    if cls is None:
+        errors.append(
+            NodeError(
+                code="unknown_node_type",
+                node=nid,
+                node_type=type_name,
+                message=f"unknown node type {type_name!r} (is the plugin that provides it installed?)",
+            )
+        )
+        return None
+    spec = cls.spec
+    if version is not None and version.split(".")[0] != spec.version.split(".")[0]:
+        errors.append(
+            NodeError(
+                code="node_version",
+                node=nid,
+                node_type=type_name,
+                severity="warning",
+                message=f"saved with {type_name} {version}, running {spec.version}: inputs or results may differ",
+            )
+        )
+    literals: dict[str, Any] = {}
+    links: dict[str, tuple[str, int]] = {}
+
+    def err(code: str, message: str, input: str | None = None, severity: str = "error") -> None:
+        errors.append(
+            NodeError(
+                code=code, node=nid, node_type=type_name, input=input, message=message, severity=severity
+            )
+        )
+
+    for ispec in spec.inputs:
+        name = ispec.name
+        if name not in given or given[name] is None:
+            if ispec.has_default and ispec.is_widget:
+                value, problem = coerce_literal(ispec, ispec.default)
+                if problem is None:
+                    literals[name] = value
+                elif not ispec.optional:
+                    err("missing_input", f"no value given and the default is not valid: {problem[1]}", name)
+            elif not ispec.optional:
+                err(
+                    "missing_input",
+                    f"required {ispec.type} input is not connected"
+                    if not ispec.is_widget
+                    else f"required {ispec.type} value is missing",
+                    name,
+                )
+            continue
+        value = given[name]
+        if isinstance(value, Link):
+            src = wf.nodes.get(value.node)
+            if src is None:
+                err("link_missing_node", f"linked to node {value.node!r}, which does not exist", name)
+                continue
+            src_cls = registry.get(src.type)
+            if src_cls is None:
+                continue  # reported on the source node
+            index = src_cls.spec.output_index(value.output)
+            if index is None:
+                outs = ", ".join(f"{i}:{o.name}" for i, o in enumerate(src_cls.spec.outputs)) or "none"
+                err(
+                    "link_missing_output",
+                    f"linked to output {value.output!r} of node {value.node} ({src.type}), which has outputs: {outs}",
+                    name,
+                )
+                continue
+            out_type = src_cls.spec.outputs[index].type
+            ok = _widget_accepts(ispec, out_type) if ispec.is_widget else T.compatible(out_type, ispec.type)
+            if not ok:
+                err(
+                    "type_mismatch",
+                    f"expects {ispec.type} but is linked to {src.type} output "
+                    f"{src_cls.spec.outputs[index].name!r} ({out_type}) of node {value.node}",
+                    name,
+                )
+                continue
+            links[name] = (value.node, index)
+        else:
+            coerced, problem = coerce_literal(ispec, value)
+            if problem is not None:
+                err(problem[0], problem[1], name)
+                continue
+            literals[name] = coerced
+    for name in given:
+        if spec.input(name) is None:
+            err(
+                "unknown_input", f"{type_name} has no input {name!r}; it is ignored", name, severity="warning"
+            )
+    return GraphNode(nid, cls, literals, links)
+
+
+def _check_cycles(wf: Workflow, errors: list[NodeError]) -> None:
+    g = nx.DiGraph()
+    for nid, node in wf.nodes.items():
+        for value in node.inputs.values():
+            if isinstance(value, Link) and value.node in wf.nodes:
+                g.add_edge(value.node, nid)
+    for component in nx.strongly_connected_components(g):
+        if len(component) > 1 or any(g.has_edge(n, n) for n in component):
+            members = sorted(component)
+            errors.append(
+                NodeError(
+                    code="cycle",
+                    node=members[0],
+                    node_type=wf.nodes[members[0]].type,
+                    message="links form a cycle through nodes " + ", ".join(members),
+                )
+            )
+
+
+def _check_outputs(
+    wf: Workflow, registry: Registry, outputs: list[str] | None, errors: list[NodeError]
+) -> list[str]:
+    if outputs is not None:
+        chosen = []
+        for nid in outputs:
+            if nid not in wf.nodes:
+                errors.append(
+                    NodeError(code="unknown_output", node=str(nid), message=f"no node {nid!r} to run up to")
+                )
+            else:
+                chosen.append(nid)
+        return chosen
+    chosen = [
+        nid
+        for nid, n in wf.nodes.items()
+        if (cls := registry.get(n.type)) is not None and cls.spec.output_node
+    ]
+    if not chosen and wf.nodes and all(registry.get(n.type) is not None for n in wf.nodes.values()):
+        errors.append(
+            NodeError(code="no_outputs", message="the workflow has no output node (such as SaveImage)")
+        )
+    return chosen
