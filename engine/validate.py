@@ -241,6 +241,15 @@ def _apply_parameters(
                 NodeError(code="invalid_parameter", message=f"parameter name {pname!r} must not contain '.'")
             )
             continue
+        if param.type not in T.PRIMITIVES and param.type != T.COMBO:
+            errors.append(
+                NodeError(
+                    code="invalid_parameter",
+                    input=pname,
+                    message=f"parameter {pname!r} has type {param.type}; parameters are INT, FLOAT, STRING, BOOLEAN or COMBO",
+                )
+            )
+            continue
         for node_id, input_name in param.target_pairs():
             node = wf.nodes.get(node_id)
             if not node_id or node is None:
@@ -280,15 +289,6 @@ def _apply_parameters(
         else:
             continue
         # the parameter's own constraints (the targets' are checked with each node)
-        if param.type not in T.PRIMITIVES and param.type != T.COMBO:
-            errors.append(
-                NodeError(
-                    code="invalid_parameter",
-                    input=pname,
-                    message=f"parameter {pname!r} has type {param.type}; parameters are INT, FLOAT, STRING, BOOLEAN or COMBO",
-                )
-            )
-            continue
         if param.type != T.COMBO or param.choices is not None:
             pspec = InputSpec(
                 name="value",
