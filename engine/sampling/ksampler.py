@@ -1,0 +1,120 @@
+"""The KSampler step loop: noise, sigma schedule slicing (denoise, start/end steps), masks, guidance.
+
+ComfyUI's conventions, so the same seed, checkpoint, sampler and scheduler give the same picture:
+initial noise is ``torch.randn`` from ``torch.manual_seed(seed)`` drawn on the CPU in the latent's shape;
+``denoise < 1`` computes ``int(steps / denoise)`` steps and keeps the last ``steps``; a few samplers drop
+the penultimate sigma.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .guidance import CFGDenoiser, Conditioning, DiffusionModel
+from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
+from .schedulers import calculate_sigmas
+
+
+def prepare_noise(latent: Tensor, seed: int) -> Tensor:
+    """Gaussian noise in the latent's shape from ``seed``, drawn on the CPU (device independent)."""
+    generator = torch.Generator(device="cpu").manual_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    return torch.randn(latent.shape, generator=generator, dtype=torch.float32, device="cpu")
+
+
+def schedule(
+    model: DiffusionModel, scheduler: str, sampler_name: str, steps: int, denoise: float = 1.0
+) -> Tensor:
+    """The CPU sigma schedule for ``steps`` steps at ``denoise`` (empty when denoise is 0)."""
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    discard = sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+    sigmas = calculate_sigmas(model.sampling, scheduler, total + 1 if discard else total)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas[-(steps + 1) :]
+
+
+def sample(
+    model: DiffusionModel,
+    latent_image: Tensor,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Conditioning,
+    negative: Conditioning,
+    denoise: float = 1.0,
+    add_noise: bool = True,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+    noise_mask: Tensor | None = None,
+    device: str | torch.device = "cpu",
+    callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Denoise ``latent_image`` (un-scaled latent space, as VAEEncode gives). Returns a CPU-independent
+    float32 latent on ``device``. ``callback(step, total, x, denoised)`` runs after every step."""
+    sigmas = schedule(model, scheduler, sampler_name, steps, denoise)
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[: last_step + 1]
+        if force_full_denoise:
+            sigmas = sigmas.clone()
+            sigmas[-1] = 0.0
+    if start_step is not None and start_step > 0:
+        if start_step < len(sigmas) - 1:
+            sigmas = sigmas[start_step:]
+        else:
+            return latent_image.to(device, torch.float32)
+    latent = latent_image.to(device, torch.float32)
+    if len(sigmas) < 2:
+        return latent
+    noise = prepare_noise(latent_image, seed).to(device) if add_noise else torch.zeros_like(latent)
+    ms = model.sampling
+    sigma_max = float(sigmas[0])
+    max_denoise = abs(sigma_max - ms.sigma_max) < 1e-5 * ms.sigma_max or sigma_max > ms.sigma_max
+    x = ms.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
+
+    denoiser: Callable[..., Tensor] = CFGDenoiser(model, positive, negative, cfg)
+    mask = None
+    if noise_mask is not None:
+        mask = _latent_mask(noise_mask, latent).to(device)
+        inner = denoiser
+
+        def denoiser(xx: Tensor, sigma: Tensor, **kw: Any) -> Tensor:  # keep unmasked regions as they were
+            s = sigma.reshape(-1, 1, 1, 1).to(xx.device)
+            keep = latent + noise * s
+            xx = xx * mask + keep * (1 - mask)
+            return inner(xx, sigma, **kw) * mask + latent * (1 - mask)
+
+    total = len(sigmas) - 1
+
+    def on_step(info: dict[str, Any]) -> None:
+        if callback is not None:
+            callback(int(info["i"]) + 1, total, info["x"], info["denoised"])
+
+    sampler = get_sampler(sampler_name)
+    out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed)
+    out = ms.inverse_noise_scaling(sigmas[-1], out)
+    if mask is not None:
+        out = out * mask + latent * (1 - mask)
+    return out
+
+
+def _latent_mask(mask: Tensor, latent: Tensor) -> Tensor:
+    """A MASK [B,H,W] or [B,1,h,w] resized to the latent's cells, broadcast over its batch and channels."""
+    m = mask.float()
+    if m.dim() == 2:
+        m = m[None, None]
+    elif m.dim() == 3:
+        m = m[:, None]
+    m = torch.nn.functional.interpolate(m, size=latent.shape[-2:], mode="bilinear")
+    if m.shape[0] != latent.shape[0]:
+        m = m.repeat(latent.shape[0] // m.shape[0] + 1, 1, 1, 1)[: latent.shape[0]]
+    return m.clamp(0, 1)

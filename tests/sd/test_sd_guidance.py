@@ -1,0 +1,223 @@
+"""Guidance and the KSampler loop against closed forms, with a model whose answer is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from engine.sampling import SAMPLER_NAMES, ModelSampling
+from engine.sampling.guidance import CFGDenoiser
+from engine.sampling.ksampler import prepare_noise, sample, schedule
+
+
+@dataclass
+class PointModel:
+    """An eps-prediction model whose denoised output is exactly the context's first value everywhere."""
+
+    sampling: ModelSampling
+    calls: list
+
+    needs_pooled = False
+
+    def timestep(self, sigma):  # the exact sigma instead of the nearest table index
+        return sigma
+
+    def apply_model(self, x_in, t, context, added):
+        self.calls.append(x_in.shape[0])
+        sigma = t.reshape(-1, 1, 1, 1).float()
+        x = x_in * (sigma**2 + 1) ** 0.5
+        target = context[:, 0, 0].reshape(-1, 1, 1, 1)
+        return (x - target) / sigma
+
+
+def model(prediction: str = "eps") -> PointModel:
+    base = ModelSampling.discrete(prediction)
+    return PointModel(base, [])
+
+
+def cond(value: float, tokens: int = 77, **extras) -> list:
+    return [(torch.full((1, tokens, 8), value), extras)]
+
+
+def test_cfg_combines_cond_and_uncond_in_one_forward() -> None:
+    m = model()
+    d = CFGDenoiser(m, cond(2.0), cond(-1.0), cfg=3.0)
+    x = torch.randn(2, 4, 8, 8)
+    out = d(x, torch.tensor([5.0, 5.0]))
+    assert torch.allclose(out, torch.full_like(x, -1.0 + 3.0 * (2.0 + 1.0)), atol=1e-4)
+    assert m.calls == [4]  # one batched forward: 2 cond + 2 uncond
+
+
+def test_cfg_one_skips_the_negative() -> None:
+    m = model()
+    out = CFGDenoiser(m, cond(2.0), cond(-1.0), cfg=1.0)(torch.randn(1, 4, 8, 8), torch.tensor([3.0]))
+    assert torch.allclose(out, torch.full_like(out, 2.0), atol=1e-4) and m.calls == [1]
+
+
+def test_different_prompt_lengths_still_batch() -> None:
+    m = model()
+    out = CFGDenoiser(m, cond(1.0, tokens=154), cond(0.0, tokens=77), cfg=2.0)(
+        torch.randn(1, 4, 8, 8), torch.tensor([2.0])
+    )
+    assert m.calls == [2] and torch.allclose(out, torch.full_like(out, 2.0), atol=1e-4)
+
+
+def test_area_conditioning_weights_by_strength_inside_the_area() -> None:
+    m = model()
+    pos = cond(1.0) + cond(5.0, area=(4, 8, 0, 0), strength=3.0)
+    out = CFGDenoiser(m, pos, cond(0.0), cfg=1.0)(torch.randn(1, 4, 8, 8), torch.tensor([2.0]))
+    top, bottom = out[:, :, :4], out[:, :, 4:]
+    assert torch.allclose(top, torch.full_like(top, (1.0 + 5.0 * 3.0) / 4.0), atol=1e-4)
+    assert torch.allclose(bottom, torch.full_like(bottom, 1.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", [s for s in SAMPLER_NAMES])
+def test_every_sampler_reaches_the_guided_target(sampler: str) -> None:
+    m = model()
+    latent = torch.zeros(1, 4, 8, 8)
+    out = sample(
+        m,
+        latent,
+        seed=1,
+        steps=6,
+        cfg=2.5,
+        sampler_name=sampler,
+        scheduler="karras",
+        positive=cond(0.6),
+        negative=cond(0.2),
+    )
+    expected = 0.2 + 2.5 * (0.6 - 0.2)
+    assert torch.allclose(out, torch.full_like(out, expected), atol=2e-3), (sampler, out.mean())
+
+
+def test_v_prediction_model_reaches_the_target() -> None:
+    base = ModelSampling.discrete("v_prediction")
+
+    class VModel(PointModel):
+        def apply_model(self, x_in, t, context, added):
+            sigma = t.reshape(-1, 1, 1, 1).float()
+            x = x_in * (sigma**2 + 1) ** 0.5
+            target = context[:, 0, 0].reshape(-1, 1, 1, 1)
+            # invert denoised = x/(s^2+1) - v*s/sqrt(s^2+1)
+            return (x / (sigma**2 + 1) - target) * (sigma**2 + 1) ** 0.5 / sigma
+
+    m = VModel(base, [])
+    out = sample(
+        m,
+        torch.zeros(1, 4, 4, 4),
+        seed=0,
+        steps=5,
+        cfg=1.0,
+        sampler_name="dpmpp_2m",
+        scheduler="normal",
+        positive=cond(-0.4),
+        negative=cond(0.0),
+    )
+    assert torch.allclose(out, torch.full_like(out, -0.4), atol=2e-3)
+
+
+def test_same_seed_same_result_other_seed_differs() -> None:
+    m = model()
+    kw = dict(
+        steps=4,
+        cfg=2.0,
+        sampler_name="euler_ancestral",
+        scheduler="normal",
+        positive=cond(0.5),
+        negative=cond(0.0),
+        denoise=0.6,
+    )
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    a = sample(m, latent, seed=7, **kw)
+    b = sample(m, latent, seed=7, **kw)
+    c = sample(m, latent, seed=8, **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_noise_is_comfyui_convention() -> None:
+    torch.manual_seed(42)
+    expected = torch.randn((2, 4, 8, 8), dtype=torch.float32, device="cpu")
+    assert torch.equal(prepare_noise(torch.zeros(2, 4, 8, 8), 42), expected)
+
+
+def test_denoise_zero_returns_the_input_and_partial_denoise_keeps_the_tail() -> None:
+    m = model()
+    latent = torch.randn(1, 4, 8, 8)
+    out = sample(
+        m,
+        latent,
+        seed=1,
+        steps=10,
+        cfg=7,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=cond(1.0),
+        negative=cond(0.0),
+        denoise=0.0,
+    )
+    assert torch.equal(out, latent)
+    full = schedule(m, "normal", "euler", 20)
+    half = schedule(m, "normal", "euler", 10, denoise=0.5)
+    assert len(half) == 11 and torch.allclose(half, full[-11:])
+
+
+def test_advanced_start_end_steps_and_leftover_noise() -> None:
+    m = model()
+    latent = torch.zeros(1, 4, 8, 8)
+    kw = dict(
+        seed=3,
+        steps=8,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=cond(0.5),
+        negative=cond(0.0),
+    )
+    first = sample(m, latent, last_step=4, force_full_denoise=False, **kw)
+    assert first.std() > 0.1  # leftover noise kept
+    second = sample(m, first, start_step=4, add_noise=False, **kw)
+    assert torch.allclose(second, torch.full_like(second, 0.5), atol=1e-3)
+    forced = sample(m, latent, last_step=4, force_full_denoise=True, **kw)
+    assert torch.allclose(forced, torch.full_like(forced, 0.5), atol=1e-3)
+    assert torch.equal(sample(m, latent, start_step=8, **kw), latent)
+
+
+def test_noise_mask_keeps_unmasked_latent() -> None:
+    m = model()
+    latent = torch.randn(1, 4, 8, 8)
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, 4:] = 1.0
+    out = sample(
+        m,
+        latent,
+        seed=1,
+        steps=5,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=cond(0.9),
+        negative=cond(0.0),
+        noise_mask=mask,
+    )
+    assert torch.allclose(out[..., :4], latent[..., :4], atol=1e-5)
+    assert torch.allclose(out[..., 5:], torch.full_like(out[..., 5:], 0.9), atol=1e-3)
+
+
+def test_step_callback_counts_steps() -> None:
+    seen = []
+    m = model()
+    sample(
+        m,
+        torch.zeros(1, 4, 4, 4),
+        seed=0,
+        steps=5,
+        cfg=1.0,
+        sampler_name="heun",
+        scheduler="normal",
+        positive=cond(0.1),
+        negative=cond(0.0),
+        callback=lambda i, n, x, d: seen.append((i, n)),
+    )
+    assert seen == [(i, 5) for i in range(1, 6)]
