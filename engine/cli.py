@@ -20,7 +20,9 @@ from .validate import check
 from .workflow import Workflow, WorkflowFormatError, parse_workflow, read_workflow_data
 
 #: Extra subcommands: name -> (add_arguments, handler). Other modules (server, models) register here.
-SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+SUBCOMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {}
 
 
 class UsageError(Exception):
@@ -98,7 +100,9 @@ def split_sweep(value: str) -> list[str]:
     return parts
 
 
-def job_points(wf: Workflow, registry: Registry, sets: Sequence[str], sweeps: Sequence[str]) -> list[dict[str, Any]]:
+def job_points(
+    wf: Workflow, registry: Registry, sets: Sequence[str], sweeps: Sequence[str]
+) -> list[dict[str, Any]]:
     """The overrides of every job: ``--set`` values, times the cartesian product of ``--sweep`` lists."""
     base: dict[str, Any] = {}
     for s in sets:
@@ -140,7 +144,11 @@ class HumanReporter:
                 from tqdm import tqdm
 
                 self.bar = tqdm(
-                    total=ev.max or None, desc=f"  node {ev.node}", file=self.stream, leave=False, disable=not self.tty
+                    total=ev.max or None,
+                    desc=f"  node {ev.node}",
+                    file=self.stream,
+                    leave=False,
+                    disable=not self.tty,
                 )
             self.bar.n = ev.value
             self.bar.refresh()
@@ -193,9 +201,19 @@ class JsonLines:
 
 
 def add_folder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", type=Path, default=None, help="where images are written (default ./output)")
-    p.add_argument("--input-dir", type=Path, default=None, help="where input images are read (default ./input)")
+    p.add_argument(
+        "--output-dir", type=Path, default=None, help="where images are written (default ./output)"
+    )
+    p.add_argument(
+        "--input-dir", type=Path, default=None, help="where input images are read (default ./input)"
+    )
     p.add_argument("--temp-dir", type=Path, default=None, help="previews (default ./temp)")
+    p.add_argument(
+        "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, help="TOML config with extra model folders ($ATELIER_CONFIG)"
+    )
 
 
 def configure_folders(args: argparse.Namespace) -> F.Folders:
@@ -310,7 +328,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.ok]
     if failed and args.events == "-":
         for r in failed:
-            msg = r.failure.message if r.failure else "; ".join(str(e) for e in r.errors if e.severity == "error")
+            msg = (
+                r.failure.message
+                if r.failure
+                else "; ".join(str(e) for e in r.errors if e.severity == "error")
+            )
             print(f"job {r.job[:8]} {r.status}: {msg}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -330,7 +352,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             data = read_workflow_data(path)
         except (OSError, WorkflowFormatError) as exc:
-            report.append({"workflow": path, "ok": False, "errors": [{"code": "malformed", "message": str(exc)}]})
+            report.append(
+                {"workflow": path, "ok": False, "errors": [{"code": "malformed", "message": str(exc)}]}
+            )
             if not args.json:
                 print(f"{path}: error [malformed] {exc}")
             status = 1
@@ -339,7 +363,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             overrides = job_points(parse_workflow(data), registry, args.set, [])[0]
         except UsageError as exc:
-            report.append({"workflow": path, "ok": False, "errors": [{"code": "invalid_override", "message": str(exc)}]})
+            report.append(
+                {"workflow": path, "ok": False, "errors": [{"code": "invalid_override", "message": str(exc)}]}
+            )
             if not args.json:
                 print(f"{path}: error [invalid_override] {exc}")
             status = 1
@@ -349,9 +375,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         wf: Any = data
         result = check(wf, registry, overrides)
         ok = result.ok
-        report.append(
-            {"workflow": path, "ok": ok, "errors": [e.model_dump() for e in result.errors]}
-        )
+        report.append({"workflow": path, "ok": ok, "errors": [e.model_dump() for e in result.errors]})
         if not ok:
             status = 1
         if not args.json:
@@ -377,7 +401,10 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(desc, indent=2))
             return 0
-        print(f"{desc['type']} {desc['version']}  [{desc['category']}]" + ("  (output)" if desc["output_node"] else ""))
+        print(
+            f"{desc['type']} {desc['version']}  [{desc['category']}]"
+            + ("  (output)" if desc["output_node"] else "")
+        )
         if desc["description"]:
             print(f"  {desc['description']}")
         print("  inputs:")
@@ -409,12 +436,16 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: node-graph workflows for Stable Diffusion")
+    parser = argparse.ArgumentParser(
+        prog="atelier", description="Atelier: node-graph workflows for Stable Diffusion"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run workflows headless")
     p.add_argument("workflows", nargs="+", help="workflow JSON files (Atelier or ComfyUI API format) or PNGs")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT"
+    )
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
     p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")

@@ -76,7 +76,9 @@ class EmptyImage(Node):
     outputs = (Output("IMAGE"),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int, color: int) -> torch.Tensor:
-        rgb = torch.tensor([(color >> 16) & 255, (color >> 8) & 255, color & 255], dtype=torch.float32) / 255.0
+        rgb = (
+            torch.tensor([(color >> 16) & 255, (color >> 8) & 255, color & 255], dtype=torch.float32) / 255.0
+        )
         return rgb.expand(batch_size, height, width, 3).clone()
 
 
@@ -101,7 +103,9 @@ class ImageBlend(Node):
     )
     outputs = (Output("IMAGE"),)
 
-    def run(self, ctx: Context, image1: torch.Tensor, image2: torch.Tensor, blend_factor: float, blend_mode: str):
+    def run(
+        self, ctx: Context, image1: torch.Tensor, image2: torch.Tensor, blend_factor: float, blend_mode: str
+    ):
         if image2.shape[1:3] != image1.shape[1:3]:
             image2 = resize(image2, image1.shape[2], image1.shape[1], "bicubic")
         a, b = image1, image2.to(image1.device, image1.dtype)
@@ -221,7 +225,9 @@ def _metadata(ctx: Context) -> dict[str, Any]:
     return meta
 
 
-def save_images(images: torch.Tensor, folder: Path, prefix: str, metadata: dict[str, Any] | None) -> list[str]:
+def save_images(
+    images: torch.Tensor, folder: Path, prefix: str, metadata: dict[str, Any] | None
+) -> list[str]:
     """Write PNGs as ``{prefix}_{NNNNN}_.png`` under ``folder`` without ever overwriting a file."""
     target_dir = folders.resolve_inside(folder, prefix).parent if "/" in prefix else folder.resolve()
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -282,4 +288,3 @@ class PreviewImage(Node):
         prefix = "preview_" + hashlib.sha1(ctx.job_id.encode()).hexdigest()[:8]
         names = save_images(images, ctx.paths.temp, prefix, _metadata(ctx))
         return NodeResult(ui={"images": _image_refs(names, "temp")})
-

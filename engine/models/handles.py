@@ -1,0 +1,243 @@
+"""MODEL, CLIP and VAE handles: immutable views of loaded modules.
+
+A handle shares its modules with every other handle made from the same checkpoint. Applying a LoRA gives
+a new handle carrying weight patches; the patches are applied in place only for the duration of a use
+(``with handle.session():``) and the exact original weights are restored afterwards, so branches with and
+without a LoRA are both right whatever order they run in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from engine.sampling import ModelSampling
+
+from .patches import PatchSet, WeightPatch, merge_patches, patched
+from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
+
+EMPTY: Mapping[str, tuple[WeightPatch, ...]] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """MODEL: a denoising UNet with its noise schedule and weight patches."""
+
+    unet: Any  # diffusers UNet2DConditionModel
+    sampling: ModelSampling
+    family: str
+    name: str = ""
+    sha256: str = ""
+    patches: PatchSet = field(default_factory=dict)
+    #: LATENT holds raw VAE latents (as ComfyUI's); the model works on latents times this factor.
+    latent_scale: float = 0.18215
+
+    def process_in(self, latent: Tensor) -> Tensor:
+        return latent * self.latent_scale
+
+    def process_out(self, latent: Tensor) -> Tensor:
+        return latent / self.latent_scale
+
+    def __atelier_nbytes__(self) -> int:  # weights belong to the model manager, not the output cache
+        return 0
+
+    @property
+    def needs_pooled(self) -> bool:
+        return self.family == "sdxl"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def timestep(self, sigma: Tensor) -> Tensor:
+        return self.sampling.timestep_discrete(sigma)
+
+    def apply_model(
+        self, x: Tensor, timestep: Tensor, context: Tensor, added: dict[str, Tensor] | None
+    ) -> Tensor:
+        dtype = self.dtype
+        kwargs: dict[str, Any] = {}
+        if added is not None:
+            kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in added.items()}
+        with torch.inference_mode():
+            out = self.unet(
+                x.to(dtype),
+                timestep,
+                encoder_hidden_states=context.to(x.device, dtype),
+                return_dict=False,
+                **kwargs,
+            )[0]
+        return out.float()
+
+    @contextmanager
+    def session(self) -> Iterator[ModelHandle]:
+        """Use the handle: its patches are applied for the duration of the block."""
+        with patched(self.unet, self.patches):
+            yield self
+
+    def with_patches(self, patches: PatchSet) -> ModelHandle:
+        return replace(self, patches=merge_patches(self.patches, patches))
+
+    def with_sampling(self, sampling: ModelSampling) -> ModelHandle:
+        return replace(self, sampling=sampling)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipHandle:
+    """CLIP: one (SD1/SD2) or two (SDXL) text encoders with tokenizers, a layer choice and patches."""
+
+    encoders: tuple[TextEncoderSpec, ...]
+    family: str
+    clip_skip: int | None = None
+    patches: tuple[PatchSet, ...] = ()
+
+    def __atelier_nbytes__(self) -> int:
+        return 0
+
+    @contextmanager
+    def session(self) -> Iterator[ClipHandle]:
+        with ExitStack() as stack:
+            for spec, p in zip(self.encoders, self.patches, strict=False):
+                if p:
+                    stack.enter_context(patched(spec.model, p))
+            yield self
+
+    def encode(self, text: str) -> tuple[Tensor, Tensor | None]:
+        with self.session():
+            return encode_prompt(text, list(self.encoders), clip_skip=self.clip_skip)
+
+    def encode_sdxl(self, text_g: str, text_l: str) -> tuple[Tensor, Tensor | None]:
+        if len(self.encoders) != 2:
+            raise ValueError(
+                f"CLIPTextEncodeSDXL needs SDXL's two text encoders; this CLIP ({self.family}) has one"
+            )
+        with self.session():
+            return encode_sdxl(text_g, text_l, tuple(self.encoders), clip_skip=self.clip_skip)
+
+    def with_layer(self, layer: int) -> ClipHandle:
+        return replace(self, clip_skip=layer)
+
+    def with_patches(self, per_encoder: tuple[PatchSet, ...]) -> ClipHandle:
+        current = self.patches or tuple({} for _ in self.encoders)
+        merged = tuple(merge_patches(a, b) if b else a for a, b in zip(current, per_encoder, strict=False))
+        return replace(self, patches=merged)
+
+
+@dataclass(frozen=True, eq=False)
+class VaeHandle:
+    """VAE: encode IMAGE [B,H,W,C] in 0..1 to raw latents and back (the MODEL scales latents itself)."""
+
+    vae: Any  # diffusers AutoencoderKL
+    name: str = ""
+
+    def __atelier_nbytes__(self) -> int:
+        return 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def decode(self, latent: Tensor) -> Tensor:
+        z = latent.to(self.device, self.dtype)
+        with torch.inference_mode():
+            x = self.vae.decode(z, return_dict=False)[0]
+        return ((x.float() + 1.0) / 2.0).clamp(0, 1).movedim(1, -1).cpu()
+
+    def encode(self, image: Tensor) -> Tensor:
+        x = image[..., :3].movedim(-1, 1).to(self.device, self.dtype) * 2.0 - 1.0
+        with torch.inference_mode():
+            dist = self.vae.encode(x, return_dict=False)[0]
+        z = dist.mode() if hasattr(dist, "mode") else dist
+        return z.float().cpu()
+
+    def decode_tiled(self, latent: Tensor, tile: int = 64, overlap: int = 16) -> Tensor:
+        """Decode in overlapping latent tiles blended linearly (tile and overlap in latent cells)."""
+        f = self.downscale
+        return _tiled(latent, tile, overlap, f, self.decode, out_channels=3, channels_last=True)
+
+    def encode_tiled(self, image: Tensor, tile: int = 512, overlap: int = 64) -> Tensor:
+        """Encode in overlapping pixel tiles blended linearly (tile and overlap in pixels)."""
+        f = self.downscale
+        x = image[..., :3].movedim(-1, 1)
+        lat = _tiled(x, tile, overlap, 1.0 / f, lambda t: self.encode(t.movedim(1, -1)), out_channels=None)
+        return lat
+
+
+def _tiled(
+    x: Tensor,
+    tile: int,
+    overlap: int,
+    scale: float,
+    fn: Any,
+    out_channels: int | None,
+    channels_last: bool = False,
+) -> Tensor:
+    """Run ``fn`` over overlapping tiles of ``x`` [B,C,H,W] and blend the results (scaled by ``scale``)."""
+    b, _, h, w = x.shape
+    tile = max(1, min(tile, max(h, w)))
+    overlap = max(0, min(overlap, tile // 2))
+    stride = max(1, tile - overlap)
+    ys = list(range(0, max(h - tile, 0) + 1, stride))
+    xs = list(range(0, max(w - tile, 0) + 1, stride))
+    if ys[-1] + tile < h:
+        ys.append(h - tile)
+    if xs[-1] + tile < w:
+        xs.append(w - tile)
+    out: Tensor | None = None
+    weight: Tensor | None = None
+    for y0 in ys:
+        for x0 in xs:
+            th, tw = min(tile, h - y0), min(tile, w - x0)
+            piece = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
+            if channels_last:
+                piece = piece.movedim(-1, 1)
+            piece = piece.float()
+            oh, ow = round(h * scale), round(w * scale)
+            if out is None:
+                out = torch.zeros(b, piece.shape[1], oh, ow)
+                weight = torch.zeros(1, 1, oh, ow)
+            py, px = round(y0 * scale), round(x0 * scale)
+            ph, pw = piece.shape[-2:]
+            ramp = _ramp(
+                ph, pw, round(overlap * scale), top=y0 > 0, left=x0 > 0, bottom=y0 + th < h, right=x0 + tw < w
+            )
+            out[:, :, py : py + ph, px : px + pw] += piece.cpu() * ramp
+            weight[:, :, py : py + ph, px : px + pw] += ramp  # type: ignore[index]
+    assert out is not None and weight is not None
+    result = out / weight.clamp_min(1e-8)
+    return result.movedim(1, -1) if channels_last else result
+
+
+def _ramp(h: int, w: int, overlap: int, *, top: bool, left: bool, bottom: bool, right: bool) -> Tensor:
+    wy = torch.ones(h)
+    wx = torch.ones(w)
+    if overlap > 0:
+        r = torch.linspace(0.0, 1.0, overlap + 2)[1:-1]
+        n = min(overlap, h)
+        if top:
+            wy[:n] = torch.minimum(wy[:n], r[:n])
+        if bottom:
+            wy[-n:] = torch.minimum(wy[-n:], r[:n].flip(0))
+        n = min(overlap, w)
+        if left:
+            wx[:n] = torch.minimum(wx[:n], r[:n])
+        if right:
+            wx[-n:] = torch.minimum(wx[-n:], r[:n].flip(0))
+    return (wy[:, None] * wx[None, :])[None, None]

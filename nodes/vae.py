@@ -1,0 +1,102 @@
+"""VAE nodes: latents to images and back, whole or in tiles, and inpainting encode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.models.handles import VaeHandle
+from engine.node import Context, Int, Node, Output, Socket
+
+
+def _crop_to_multiple(image: torch.Tensor, m: int) -> torch.Tensor:
+    _, h, w, _ = image.shape
+    nh, nw = (h // m) * m, (w // m) * m
+    if nh == 0 or nw == 0:
+        raise ValueError(f"image {w}x{h} is smaller than the VAE's {m}-pixel cell")
+    y0, x0 = (h - nh) // 2, (w - nw) // 2
+    return image[:, y0 : y0 + nh, x0 : x0 + nw]
+
+
+class VAEDecode(Node):
+    """Latents to images."""
+
+    category = "latent"
+    inputs = (Socket("samples", "LATENT"), Socket("vae", "VAE"))
+    outputs = (Output("IMAGE"),)
+
+    def run(self, ctx: Context, samples: dict, vae: VaeHandle) -> torch.Tensor:
+        return vae.decode(samples["samples"])
+
+
+class VAEEncode(Node):
+    """Images to latents (sides cropped to a multiple of 8)."""
+
+    category = "latent"
+    inputs = (Socket("pixels", "IMAGE"), Socket("vae", "VAE"))
+    outputs = (Output("LATENT"),)
+
+    def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle) -> dict:
+        return {"samples": vae.encode(_crop_to_multiple(pixels, vae.downscale))}
+
+
+class VAEDecodeTiled(Node):
+    """Decode in overlapping tiles: large images in little memory."""
+
+    category = "_for_testing"
+    inputs = (
+        Socket("samples", "LATENT"),
+        Socket("vae", "VAE"),
+        Int("tile_size", 512, min=64, max=4096, step=32),
+        Int("overlap", 64, min=0, max=4096, step=32),
+    )
+    outputs = (Output("IMAGE"),)
+
+    def run(self, ctx: Context, samples: dict, vae: VaeHandle, tile_size: int, overlap: int) -> torch.Tensor:
+        f = vae.downscale
+        return vae.decode_tiled(samples["samples"], tile=max(1, tile_size // f), overlap=overlap // f)
+
+
+class VAEEncodeTiled(Node):
+    category = "_for_testing"
+    inputs = (
+        Socket("pixels", "IMAGE"),
+        Socket("vae", "VAE"),
+        Int("tile_size", 512, min=64, max=4096, step=64),
+        Int("overlap", 64, min=0, max=4096, step=32),
+    )
+    outputs = (Output("LATENT"),)
+
+    def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, tile_size: int, overlap: int) -> dict:
+        image = _crop_to_multiple(pixels, vae.downscale)
+        return {"samples": vae.encode_tiled(image, tile=tile_size, overlap=overlap)}
+
+
+class VAEEncodeForInpaint(Node):
+    """Encode for inpainting: the masked area is greyed out before encoding and becomes the noise mask."""
+
+    category = "latent/inpaint"
+    inputs = (
+        Socket("pixels", "IMAGE"),
+        Socket("vae", "VAE"),
+        Socket("mask", "MASK"),
+        Int("grow_mask_by", 6, min=0, max=64),
+    )
+    outputs = (Output("LATENT"),)
+
+    def run(
+        self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, mask: torch.Tensor, grow_mask_by: int
+    ) -> dict:
+        f = vae.downscale
+        image = _crop_to_multiple(pixels, f)
+        _, h, w, _ = image.shape
+        m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
+        m = F.interpolate(m, size=(h, w), mode="bilinear").clamp(0, 1)
+        if grow_mask_by > 0:
+            k = grow_mask_by * 2 + 1
+            grown = F.max_pool2d(m, kernel_size=k, stride=1, padding=grow_mask_by)
+        else:
+            grown = m
+        keep = (1.0 - m.round()).movedim(1, -1)
+        image = (image - 0.5) * keep + 0.5
+        return {"samples": vae.encode(image), "noise_mask": grown.round()}
