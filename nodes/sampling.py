@@ -11,7 +11,7 @@ import torch
 from engine.models.handles import ModelHandle
 from engine.node import Choice, Context, Float, Int, Node, Output, Socket
 from engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-from engine.sampling.ksampler import sample
+from engine.sampling.ksampler import effective_sigmas, sample
 
 # Approximate linear maps from the 4 latent channels to RGB, for cheap previews (published fits).
 LATENT_RGB = {
@@ -62,6 +62,18 @@ def run_sampler(
             ctx.preview(data, format="JPEG", width=w, height=h)
 
     samples = latent["samples"]
+    walk = effective_sigmas(
+        model,
+        kw["scheduler"],
+        kw["sampler_name"],
+        kw["steps"],
+        kw.get("denoise", 1.0),
+        kw.get("start_step"),
+        kw.get("last_step"),
+        kw.get("force_full_denoise", False),
+    )
+    if len(walk) < 2:  # denoise 0, or a step range that is empty: the latent passes through untouched
+        return dict(latent)
     with model.session():
         out = sample(
             model,

@@ -39,6 +39,29 @@ def schedule(
     return sigmas[-(steps + 1) :]
 
 
+def effective_sigmas(
+    model: DiffusionModel,
+    scheduler: str,
+    sampler_name: str,
+    steps: int,
+    denoise: float = 1.0,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+) -> Tensor:
+    """The sigmas a run actually walks: the schedule cut by denoise and KSamplerAdvanced's step range.
+    Fewer than two means nothing to do: the latent comes back as it is."""
+    sigmas = schedule(model, scheduler, sampler_name, steps, denoise)
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[: last_step + 1]
+        if force_full_denoise:
+            sigmas = sigmas.clone()
+            sigmas[-1] = 0.0
+    if start_step is not None and start_step > 0:
+        sigmas = sigmas[start_step:] if start_step < len(sigmas) - 1 else sigmas[:0]
+    return sigmas
+
+
 def sample(
     model: DiffusionModel,
     latent_image: Tensor,
@@ -59,19 +82,11 @@ def sample(
     device: str | torch.device = "cpu",
     callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
-    """Denoise ``latent_image`` (un-scaled latent space, as VAEEncode gives). Returns a CPU-independent
-    float32 latent on ``device``. ``callback(step, total, x, denoised)`` runs after every step."""
-    sigmas = schedule(model, scheduler, sampler_name, steps, denoise)
-    if last_step is not None and last_step < len(sigmas) - 1:
-        sigmas = sigmas[: last_step + 1]
-        if force_full_denoise:
-            sigmas = sigmas.clone()
-            sigmas[-1] = 0.0
-    if start_step is not None and start_step > 0:
-        if start_step < len(sigmas) - 1:
-            sigmas = sigmas[start_step:]
-        else:
-            return latent_image.to(device, torch.float32)
+    """Denoise ``latent_image`` (in the model's latent space). Returns a float32 latent on ``device``.
+    ``callback(step, total, x, denoised)`` runs after every step."""
+    sigmas = effective_sigmas(
+        model, scheduler, sampler_name, steps, denoise, start_step, last_step, force_full_denoise
+    )
     latent = latent_image.to(device, torch.float32)
     if len(sigmas) < 2:
         return latent
