@@ -487,6 +487,7 @@ def _load_extensions() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Atelier never downloads models
     _load_extensions()
     args = build_parser().parse_args(argv)
     try:

@@ -60,6 +60,8 @@ class Plan:
     signatures: dict[str, str]
     to_run: list[str]
     cached: list[str]
+    #: node id -> fingerprint, for nodes that have one (file hashes of loaders, say)
+    fingerprints: dict[str, Any] = field(default_factory=dict)
 
 
 class NodeOutputError(RuntimeError):
@@ -128,6 +130,7 @@ class Executor:
         order = list(nx.lexicographical_topological_sort(g))
 
         signatures: dict[str, str] = {}
+        fingerprints: dict[str, Any] = {}
         for nid in order:
             node = nodes[nid]
             spec = node.type.spec
@@ -144,6 +147,8 @@ class Executor:
                 except Exception as exc:
                     exc._atelier_node = nid  # type: ignore[attr-defined]
                     raise
+                if fp is not None:
+                    fingerprints[nid] = fp
             signatures[nid] = _signature(spec.type, spec.version, node.literals, upstream, fp)
 
         cache = self.cache
@@ -158,7 +163,7 @@ class Executor:
                         needed.add(src)
         to_run.reverse()
         run_set = set(to_run)
-        return Plan(order, signatures, to_run, [n for n in order if n not in run_set])
+        return Plan(order, signatures, to_run, [n for n in order if n not in run_set], fingerprints)
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -255,6 +260,11 @@ class Executor:
             plan = self.plan(graph, make_ctx)
             fetched = ({}, {})
         values, ui_cached = fetched
+        info["fingerprints"] = {
+            nid: {"type": nodes[nid].type.spec.type, "inputs": nodes[nid].literals, "fingerprint": fp}
+            for nid, fp in plan.fingerprints.items()
+        }
+        info["node_versions"] = {nodes[nid].type.spec.type: nodes[nid].type.spec.version for nid in plan.order}
         outputs_wanted = set(graph.outputs)
         consumers: dict[str, int] = {}
         for nid in plan.to_run:

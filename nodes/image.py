@@ -219,9 +219,10 @@ def _metadata(ctx: Context) -> dict[str, Any]:
         meta["workflow"] = wf.to_dict()
     if info.get("parameters"):
         meta["parameters"] = info["parameters"]
-    for key in ("node_versions", "models"):
-        if info.get(key):
-            meta[key] = info[key]
+    if info.get("node_versions"):
+        meta["node_versions"] = info["node_versions"]
+    if info.get("fingerprints"):  # content hashes of the files the result depends on (checkpoints, LoRAs)
+        meta["files"] = info["fingerprints"]
     return meta
 
 
