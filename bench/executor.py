@@ -83,7 +83,10 @@ def chain(n: int) -> dict:
     nodes: dict[str, dict] = {"c": {"type": "Const", "inputs": {"value": 1.0, "salt": 0}}}
     prev = "c"
     for i in range(n - 2):
-        nodes[f"s{i}"] = {"type": "Sum", "inputs": {"a": {"node": prev, "output": 0}, "b": {"node": "c", "output": 0}}}
+        nodes[f"s{i}"] = {
+            "type": "Sum",
+            "inputs": {"a": {"node": prev, "output": 0}, "b": {"node": "c", "output": 0}},
+        }
         prev = f"s{i}"
     nodes["out"] = {"type": "Out", "inputs": {"x": {"node": prev, "output": 0}}}
     return {"format": "atelier/workflow", "version": 1, "nodes": nodes}
@@ -159,17 +162,27 @@ def main() -> int:
     per_node = (t_full - t_direct) / n * 1e6
     per_node_events = (t_full_events - t_direct) / n * 1e6
     print(f"workflow of {n} nodes (layered DAG), median of {args.repeat} runs; 10-node chain, median of 200")
-    print(f"  validate                        {t_validate * 1e3:8.2f} ms  ({t_validate / n * 1e6:.1f} us/node)")
+    print(
+        f"  validate                        {t_validate * 1e3:8.2f} ms  ({t_validate / n * 1e6:.1f} us/node)"
+    )
     print(f"  plan (topo sort + signatures)   {t_plan * 1e3:8.2f} ms  ({t_plan / n * 1e6:.1f} us/node)")
     print(f"  full run, no listeners          {t_full * 1e3:8.2f} ms")
     print(f"  full run, collecting events     {t_full_events * 1e3:8.2f} ms")
     print(f"  node functions called directly  {t_direct * 1e3:8.2f} ms  (floor)")
-    print(f"  fully cached rerun              {t_cached_big * 1e3:8.2f} ms  ({t_cached_big / n * 1e6:.1f} us/node)")
-    print(f"  per-node overhead               {per_node:8.1f} us   (target < 50 us: {50 / per_node:.1f}x under)")
-    print(f"  per-node overhead with events   {per_node_events:8.1f} us   ({50 / per_node_events:.1f}x under target)")
+    print(
+        f"  fully cached rerun              {t_cached_big * 1e3:8.2f} ms  ({t_cached_big / n * 1e6:.1f} us/node)"
+    )
+    print(
+        f"  per-node overhead               {per_node:8.1f} us   (target < 50 us: {50 / per_node:.1f}x under)"
+    )
+    print(
+        f"  per-node overhead with events   {per_node_events:8.1f} us   ({50 / per_node_events:.1f}x under target)"
+    )
     print(f"  executor / direct calls         {t_full / t_direct:8.1f}x")
     print("10-node chain, fully cached rerun:")
-    print(f"  from JSON (validate+plan+run)   {t_cached_small * 1e3:8.3f} ms  (target < 2 ms: {2e-3 / t_cached_small:.1f}x under)")
+    print(
+        f"  from JSON (validate+plan+run)   {t_cached_small * 1e3:8.3f} ms  (target < 2 ms: {2e-3 / t_cached_small:.1f}x under)"
+    )
     print(f"  from a checked graph            {t_cached_small_graph * 1e3:8.3f} ms")
     print(f"  from JSON, collecting events    {t_cached_small_events * 1e3:8.3f} ms")
     ok = per_node < 50 and t_cached_small < 2e-3

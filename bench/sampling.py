@@ -67,7 +67,9 @@ def main() -> int:
 
     t0 = time.perf_counter()
     loaded = build_random_sd15(seed=0, device=args.device, dtype=dtype)
-    print(f"built random SD1.5 ({args.device}, {str(dtype).removeprefix('torch.')}) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"built random SD1.5 ({args.device}, {str(dtype).removeprefix('torch.')}) in {time.perf_counter() - t0:.1f} s"
+    )
     handles = handles_from_checkpoint(loaded, "random-sd15")
 
     class RandomSD15(Node):
@@ -93,15 +95,34 @@ def main() -> int:
         "version": 1,
         "nodes": {
             "m": {"type": "RandomSD15"},
-            "p": {"type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": {"node": "m", "output": "CLIP"}}},
-            "n": {"type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": {"node": "m", "output": "CLIP"}}},
+            "p": {
+                "type": "CLIPTextEncode",
+                "inputs": {"text": PROMPT, "clip": {"node": "m", "output": "CLIP"}},
+            },
+            "n": {
+                "type": "CLIPTextEncode",
+                "inputs": {"text": NEGATIVE, "clip": {"node": "m", "output": "CLIP"}},
+            },
             "l": {"type": "EmptyLatentImage", "inputs": {"width": size, "height": size}},
-            "k": {"type": "KSampler", "inputs": {
-                "model": {"node": "m", "output": "MODEL"}, "seed": 1, "steps": steps, "cfg": args.cfg,
-                "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
-                "positive": {"node": "p", "output": 0}, "negative": {"node": "n", "output": 0},
-                "latent_image": {"node": "l", "output": 0}}},
-            "d": {"type": "VAEDecode", "inputs": {"samples": {"node": "k", "output": 0}, "vae": {"node": "m", "output": "VAE"}}},
+            "k": {
+                "type": "KSampler",
+                "inputs": {
+                    "model": {"node": "m", "output": "MODEL"},
+                    "seed": 1,
+                    "steps": steps,
+                    "cfg": args.cfg,
+                    "sampler_name": "euler",
+                    "scheduler": "normal",
+                    "denoise": 1.0,
+                    "positive": {"node": "p", "output": 0},
+                    "negative": {"node": "n", "output": 0},
+                    "latent_image": {"node": "l", "output": 0},
+                },
+            },
+            "d": {
+                "type": "VAEDecode",
+                "inputs": {"samples": {"node": "k", "output": 0}, "vae": {"node": "m", "output": "VAE"}},
+            },
             "o": {"type": "Keep", "inputs": {"images": {"node": "d", "output": 0}}},
         },
     }
@@ -121,8 +142,13 @@ def main() -> int:
         text_encoder=loaded.text_encoders[0],
         tokenizer=loaded.tokenizers[0],
         unet=loaded.unet,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                         num_train_timesteps=1000, timestep_spacing="linspace"),
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            timestep_spacing="linspace",
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -136,8 +162,16 @@ def main() -> int:
         g = torch.Generator("cpu").manual_seed(1)
         sync(args.device)
         t = time.perf_counter()
-        pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=args.cfg,
-             height=size, width=size, generator=g, output_type="pt")
+        pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=args.cfg,
+            height=size,
+            width=size,
+            generator=g,
+            output_type="pt",
+        )
         sync(args.device)
         return time.perf_counter() - t
 
@@ -148,12 +182,17 @@ def main() -> int:
         ours.append(atelier())
         theirs.append(diffusers_run())
     a, d = statistics.median(ours), statistics.median(theirs)
-    print(f"{size} px, {steps} steps, cfg {args.cfg}, euler/normal, batch 1, median of {args.repeat} alternating runs")
+    print(
+        f"{size} px, {steps} steps, cfg {args.cfg}, euler/normal, batch 1, median of {args.repeat} alternating runs"
+    )
     print(f"  Atelier  (encode + KSampler + VAEDecode via the executor)  {a:8.2f} s")
     print(f"  diffusers StableDiffusionPipeline                         {d:8.2f} s")
     print(f"  ratio diffusers / Atelier: {d / a:.2f}x  ({'faster' if d > a else 'slower'})")
     last = [e for e in events if e.type == "node_finished"][-6:]
-    print("  Atelier node times (last run): " + ", ".join(f"{e.node_type} {e.elapsed_ms / 1000:.2f} s" for e in last))
+    print(
+        "  Atelier node times (last run): "
+        + ", ".join(f"{e.node_type} {e.elapsed_ms / 1000:.2f} s" for e in last)
+    )
     return 0
 
 

@@ -264,7 +264,9 @@ class Executor:
             nid: {"type": nodes[nid].type.spec.type, "inputs": nodes[nid].literals, "fingerprint": fp}
             for nid, fp in plan.fingerprints.items()
         }
-        info["node_versions"] = {nodes[nid].type.spec.type: nodes[nid].type.spec.version for nid in plan.order}
+        info["node_versions"] = {
+            nodes[nid].type.spec.type: nodes[nid].type.spec.version for nid in plan.order
+        }
         outputs_wanted = set(graph.outputs)
         consumers: dict[str, int] = {}
         for nid in plan.to_run:

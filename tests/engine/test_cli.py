@@ -44,9 +44,24 @@ def events_of(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def test_run_with_events_on_stdout_and_sweep_shares_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_run_with_events_on_stdout_and_sweep_shares_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = write(tmp_path, sample())
-    rc = cli.main(["run", path, "--sweep", "seed=1,2,3", "--set", "start=5", "--events", "-", "--output-dir", str(tmp_path / "o")])
+    rc = cli.main(
+        [
+            "run",
+            path,
+            "--sweep",
+            "seed=1,2,3",
+            "--set",
+            "start=5",
+            "--events",
+            "-",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 0
     evs = events_of(capsys.readouterr().out)
     jobs = [e for e in evs if e["type"] == "job_finished"]
@@ -58,7 +73,9 @@ def test_run_with_events_on_stdout_and_sweep_shares_the_cache(tmp_path: Path, ca
     assert all(f["o"]["value"][0] == 10.0 for f in finals)
 
 
-def test_sweep_over_node_input_and_product_of_two_sweeps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_sweep_over_node_input_and_product_of_two_sweeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = write(tmp_path, sample())
     rc = cli.main(["run", path, "--sweep", "s.factor=1,2", "--sweep", "seed=1,2", "--events", "-"])
     assert rc == 0
@@ -89,7 +106,9 @@ def test_run_failures_exit_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["run", str(tmp_path / "missing.json")]) == 2
 
 
-def test_validate_prints_one_error_per_line_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_validate_prints_one_error_per_line_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     w = sample()
     w["nodes"]["s"]["inputs"]["factor"] = 999
     w["nodes"]["t"]["inputs"]["text"] = 4
@@ -111,7 +130,16 @@ def test_nodes_lists_and_describes(capsys: pytest.CaptureFixture) -> None:
     desc = json.loads(capsys.readouterr().out)
     assert desc["Scale"]["version"] == "1.2.0"
     factor = next(i for i in desc["Scale"]["inputs"] if i["name"] == "factor")
-    assert factor == {"name": "factor", "type": "FLOAT", "optional": False, "widget": True, "default": 1.0, "min": -100, "max": 100, "step": 0.01}
+    assert factor == {
+        "name": "factor",
+        "type": "FLOAT",
+        "optional": False,
+        "widget": True,
+        "default": 1.0,
+        "min": -100,
+        "max": 100,
+        "step": 0.01,
+    }
     assert cli.main(["nodes", "Scale"]) == 0
     assert "choices: multiply, divide" in capsys.readouterr().out
     assert cli.main(["nodes", "Nope"]) == 1

@@ -6,11 +6,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.engine.toy_nodes import RUNS, Sink, Slow, link, toy_registry, wf
 
 from engine import events as E
 from engine.cache import OutputCache
 from engine.executor import Executor
+from tests.engine.toy_nodes import RUNS, Sink, Slow, link, toy_registry, wf
 
 
 @pytest.fixture(autouse=True)
@@ -95,9 +95,17 @@ def test_signature_ignores_node_ids_so_two_workflows_share_entries() -> None:
 
 def test_defaults_and_explicit_defaults_share_a_signature() -> None:
     ex = Executor(toy_registry())
-    w1 = wf({"n": {"type": "Number", "inputs": {"value": 1}}, "o": {"type": "Sink", "inputs": {"value": link("n")}}})
+    w1 = wf(
+        {
+            "n": {"type": "Number", "inputs": {"value": 1}},
+            "o": {"type": "Sink", "inputs": {"value": link("n")}},
+        }
+    )
     w2 = wf(
-        {"n": {"type": "Number", "inputs": {"value": 1.0}}, "o": {"type": "Sink", "inputs": {"value": link("n"), "label": "out"}}}
+        {
+            "n": {"type": "Number", "inputs": {"value": 1.0}},
+            "o": {"type": "Sink", "inputs": {"value": link("n"), "label": "out"}},
+        }
     )
     ex.run(w1)
     assert ex.run(w2).executed == []
@@ -254,7 +262,9 @@ def test_interrupt_inside_a_long_node() -> None:
     Slow.gate.clear()
     events: list[E.Event] = []
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("res", ex.run(slow_workflow(), on_event=events.append)))
+    t = threading.Thread(
+        target=lambda: box.setdefault("res", ex.run(slow_workflow(), on_event=events.append))
+    )
     t.start()
     assert Slow.started.wait(5)
     assert ex.interrupt()

@@ -16,7 +16,10 @@ REG = toy_registry()
 
 def codes(data: Any, **kw: Any) -> list[tuple[str, str | None, str | None]]:
     res = check(data, REG, **kw)
-    return sorted(((e.code, e.node, e.input) for e in res.errors if e.severity == "error"), key=lambda t: tuple(x or "" for x in t))
+    return sorted(
+        ((e.code, e.node, e.input) for e in res.errors if e.severity == "error"),
+        key=lambda t: tuple(x or "" for x in t),
+    )
 
 
 def good() -> dict:
@@ -69,7 +72,9 @@ def test_every_problem_is_reported_in_one_pass() -> None:
     assert by[("unknown_node_type", "u")].node_type == "NoSuchNode"
     assert "NUMBER" in by[("type_mismatch", "a")].message and "TEXT" in by[("type_mismatch", "a")].message
     assert "0:NUMBER" in by[("link_missing_output", "a")].message
-    assert "'cube'" in by[("not_in_choices", "s")].message and "multiply" in by[("not_in_choices", "s")].message
+    assert (
+        "'cube'" in by[("not_in_choices", "s")].message and "multiply" in by[("not_in_choices", "s")].message
+    )
     assert "100" in by[("out_of_range", "s")].message
     assert all(e.node_type for e in res.errors)
 
@@ -109,7 +114,12 @@ def test_socket_input_refuses_literals_and_widget_accepts_matching_link() -> Non
 
 
 def test_booleans_are_not_numbers_and_integral_floats_are_ints() -> None:
-    w = wf({"t": {"type": "Text", "inputs": {"text": "a", "repeat": True}}, "o": {"type": "Sink", "inputs": {"value": link("t")}}})
+    w = wf(
+        {
+            "t": {"type": "Text", "inputs": {"text": "a", "repeat": True}},
+            "o": {"type": "Sink", "inputs": {"value": link("t")}},
+        }
+    )
     assert codes(w) == [("invalid_type", "t", "repeat")]
     w["nodes"]["t"]["inputs"]["repeat"] = 3.0
     res = check(w, REG)
@@ -194,7 +204,9 @@ json_values = st.recursive(
 type_names = st.sampled_from(["Number", "Add", "Scale", "Split", "Text", "Sink", "Fail", "Nope", ""])
 node_ids = st.sampled_from(["a", "b", "c", "1", "2"])
 input_values = json_values | st.builds(
-    lambda n, o: {"node": n, "output": o}, node_ids | st.integers(), st.sampled_from(["NUMBER", "sum", 0, 1, -1, 7, "x"])
+    lambda n, o: {"node": n, "output": o},
+    node_ids | st.integers(),
+    st.sampled_from(["NUMBER", "sum", 0, 1, -1, 7, "x"]),
 )
 nodes = st.dictionaries(
     node_ids,
@@ -227,14 +239,21 @@ comfy = st.dictionaries(
     node_ids,
     st.fixed_dictionaries(
         {"class_type": type_names | json_values},
-        optional={"inputs": st.dictionaries(st.text(max_size=6), json_values | st.tuples(node_ids, st.integers()).map(list))},
+        optional={
+            "inputs": st.dictionaries(
+                st.text(max_size=6), json_values | st.tuples(node_ids, st.integers()).map(list)
+            )
+        },
     ),
     max_size=4,
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=workflows | comfy | json_values, overrides=st.dictionaries(st.text(max_size=8), json_values, max_size=3))
+@given(
+    data=workflows | comfy | json_values,
+    overrides=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+)
 def test_validation_never_raises_on_arbitrary_json(data: Any, overrides: dict) -> None:
     res = check(data, REG, overrides=overrides)
     assert isinstance(res.errors, list)

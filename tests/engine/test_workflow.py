@@ -24,12 +24,31 @@ FULL = {
     "version": 1,
     "metadata": {"name": "t", "description": "d", "author": "me", "tags": ["x"], "license": "CC0"},
     "parameters": {
-        "k": {"type": "FLOAT", "default": 2.5, "targets": ["s.factor"], "description": "", "widget_hint": "slider"}
+        "k": {
+            "type": "FLOAT",
+            "default": 2.5,
+            "targets": ["s.factor"],
+            "description": "",
+            "widget_hint": "slider",
+        }
     },
     "nodes": {
-        "n": {"type": "Number", "version": "1.0.0", "title": "Start", "inputs": {"value": 1}, "color": "#fff"},
-        "s": {"type": "Scale", "inputs": {"x": {"node": "n", "output": "NUMBER"}, "factor": 2, "mode": "multiply"}},
-        "p": {"type": "FancyPluginNode", "inputs": {"img": {"node": "s", "output": 0}, "strength": [1, 2]}, "zz": 1},
+        "n": {
+            "type": "Number",
+            "version": "1.0.0",
+            "title": "Start",
+            "inputs": {"value": 1},
+            "color": "#fff",
+        },
+        "s": {
+            "type": "Scale",
+            "inputs": {"x": {"node": "n", "output": "NUMBER"}, "factor": 2, "mode": "multiply"},
+        },
+        "p": {
+            "type": "FancyPluginNode",
+            "inputs": {"img": {"node": "s", "output": 0}, "strength": [1, 2]},
+            "zz": 1,
+        },
         "o": {"type": "Sink", "inputs": {"value": {"node": "s", "output": 0}}},
     },
     "ui": {"positions": {"n": [10, 20]}, "zoom": 1.5},
@@ -74,7 +93,15 @@ def test_comfyui_api_format_loads_runs_and_round_trips() -> None:
 def test_comfy_export_resolves_output_names_to_indexes() -> None:
     from engine.workflow import to_comfy_api
 
-    w = parse_workflow(wf({"a": {"type": "Split", "inputs": {"x": link("b")}}, "b": {"type": "Number"}, "c": {"type": "Sink", "inputs": {"value": link("a", "double")}}}))
+    w = parse_workflow(
+        wf(
+            {
+                "a": {"type": "Split", "inputs": {"x": link("b")}},
+                "b": {"type": "Number"},
+                "c": {"type": "Sink", "inputs": {"value": link("a", "double")}},
+            }
+        )
+    )
     api = to_comfy_api(w, toy_registry())
     assert api["c"]["inputs"]["value"] == ["a", 1]
     assert api["a"]["inputs"]["x"] == ["b", 0]
@@ -119,9 +146,8 @@ def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
     ex2 = Executor(reg, paths=Paths(output=out2, input=tmp_path, temp=tmp_path))
     res2 = ex2.run(again)
     png2 = out2 / res2.outputs["save"]["images"][0]["filename"]
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     a = np.asarray(Image.open(png))
     b = np.asarray(Image.open(png2))
