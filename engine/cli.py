@@ -449,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
     p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument(
+        "--dtype", default=None, help="model weights: float16 (GPU default), bfloat16, float32 (CPU default)"
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_folder_args(p)
     p.set_defaults(func=cmd_run)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+import torch
 
 from engine import cli
 from engine import folders as F
 
-from .manager import configure_models, list_models
+from .manager import ModelManager, configure_models, list_models
 
 TINY_NAME = "atelier-tiny-sd15.safetensors"
 
@@ -47,6 +50,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2")
     p.add_argument("--events", default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, help="float16, bfloat16 or float32")
     p.add_argument("--quiet", "-q", action="store_true")
     cli.add_folder_args(p)
 
@@ -64,11 +68,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             write_tiny_checkpoint("sd15", folder / TINY_NAME, seed=0)
             names = [TINY_NAME]
-        name = names[0]
+        real = [n for n in names if n != TINY_NAME]
+        name = real[0] if real else names[0]
         if name == TINY_NAME:
+            where = ", ".join(str(p) for p in F.active().models["checkpoints"])
             print(
-                f"No checkpoint found in {', '.join(str(p) for p in F.active().models['checkpoints'])}, so this demo\n"
-                f"uses {TINY_NAME}: a tiny model with RANDOM weights that Atelier generated. It runs the\n"
+                f"No real checkpoint in {where}, so this demo uses\n"
+                f"{TINY_NAME}: a tiny model with RANDOM weights that Atelier generated. It runs the\n"
                 "real pipeline end to end, but random weights draw noise, not portraits. For real pictures put\n"
                 "a checkpoint (SD1.x, SD2.x or SDXL .safetensors) in that folder, or point at one you have:\n"
                 "  ./dev demo --models-dir /path/to/ComfyUI/models --set checkpoint=NAME.safetensors\n",
@@ -84,6 +90,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cli.cmd_run(args)
 
 
+DTYPES = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+}
+
+
+def _services(args: argparse.Namespace) -> dict[str, object]:
+    device = getattr(args, "device", None) or cli.default_device()
+    name = getattr(args, "dtype", None) or os.environ.get("ATELIER_DTYPE")
+    if name and name not in DTYPES:
+        print(f"error: unknown dtype {name!r}; use one of {', '.join(DTYPES)}", file=sys.stderr)
+        raise SystemExit(2)
+    return {"models": ModelManager(device=device, dtype=DTYPES[name] if name else None)}
+
+
 cli.SETUP_HOOKS.append(_setup)
+cli.SERVICES_FACTORY = _services
 cli.SUBCOMMANDS["tiny-checkpoint"] = (_tiny_args, cmd_tiny)
 cli.SUBCOMMANDS["demo"] = (_demo_args, cmd_demo)

@@ -127,11 +127,17 @@ class ModelManager:
         with self._lock:
             hit = self._loaded.pop(key, None)
             if hit is None:
-                hit = load_checkpoint(path, device=self.device, dtype=self.dtype)
+                hit = load_checkpoint(path, device=self.device, dtype=self.dtype, vae_dtype=self.vae_dtype())
             self._loaded[key] = hit
             while len(self._loaded) > self.max_loaded:
                 self._loaded.pop(next(iter(self._loaded)))
             return hit
+
+    def vae_dtype(self) -> torch.dtype | None:
+        """fp16 VAEs overflow (SDXL's notably): on CUDA decode in bf16 where supported, else fp32."""
+        if not str(self.device).startswith("cuda"):
+            return self.dtype
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
 
     def unload_all(self) -> None:
         with self._lock:
