@@ -297,3 +297,24 @@ def test_comfyui_api_prompt_runs_unchanged(engine_env) -> None:
     res = engine_env.run(prompt)
     assert res.ok, res.failure
     assert res.outputs["9"]["images"][0]["filename"].startswith("ComfyUI_")
+
+
+def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path) -> None:
+    seen: list[str] = []
+    unet = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors").unet
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+
+    def on_event(e: E.Event) -> None:
+        seen.append(e.type)
+        if e.type == "progress" and e.node == "sampler" and e.value == 2:
+            engine_env.interrupt()
+
+    res = engine_env.run(
+        portrait(), overrides={"checkpoint": "tiny15.safetensors", "steps": 10, "width": 64, "height": 64}, on_event=on_event
+    )
+    assert res.status == "interrupted"
+    assert seen.count("progress") == 2 and seen[-1] == "job_interrupted"
+    assert "decode" not in res.executed
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+    ok, _ = run(engine_env, portrait())
+    assert ok.ok
