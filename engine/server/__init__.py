@@ -1,0 +1,1 @@
+"""The HTTP and websocket service: ``atelier serve``."""

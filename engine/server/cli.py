@@ -1,0 +1,81 @@
+"""``atelier serve``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+from engine import cli
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8188)
+    p.add_argument(
+        "--token",
+        default=os.environ.get("ATELIER_TOKEN"),
+        help="required on every request when binding beyond loopback ($ATELIER_TOKEN)",
+    )
+    p.add_argument("--database", type=Path, default=None, help="SQLite file (default ./atelier.db)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, help="float16, bfloat16 or float32")
+    p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
+    p.add_argument("--max-upload-mb", type=float, default=32.0)
+    p.add_argument("--cache-mb", type=float, default=None, help="output cache budget (default unbounded)")
+    p.add_argument("--log-level", default="warning")
+    cli.add_folder_args(p)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import Settings, create_app
+
+    if not _is_loopback(args.host) and not args.token:
+        print(
+            f"error: binding to {args.host} exposes Atelier beyond this machine: give --token (or ATELIER_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
+    fol = cli.configure_folders(args)
+    for hook in cli.SETUP_HOOKS:
+        hook(args)
+    device = args.device or cli.default_device()
+    args.device = device
+    services = cli.SERVICES_FACTORY(args) if cli.SERVICES_FACTORY else {}
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        database=args.database or Path("atelier.db"),
+        device=device,
+        allow_origins=list(args.allow_origin),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        cache_bytes=int(args.cache_mb * 1024 * 1024) if args.cache_mb else None,
+        services=services,
+    )
+    logging.basicConfig(level=args.log_level.upper())
+    app = create_app(settings, cli.build_registry())
+    print(
+        f"Atelier serving on http://{args.host}:{args.port}  (outputs in {fol.output}, API docs at /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+cli.SUBCOMMANDS["serve"] = (_args, cmd_serve)

@@ -1,0 +1,254 @@
+"""SQLite storage: the job queue and history, and the workflow library. Survives restarts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    number INTEGER NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    overrides TEXT NOT NULL DEFAULT '{}',
+    outputs_requested TEXT,
+    client_id TEXT,
+    source TEXT NOT NULL DEFAULT 'atelier',
+    outputs TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    executed TEXT NOT NULL DEFAULT '[]',
+    cached TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, priority DESC, number);
+CREATE INDEX IF NOT EXISTS jobs_number ON jobs(number);
+CREATE TABLE IF NOT EXISTS workflows (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+"""
+
+FINISHED = ("success", "failed", "interrupted", "cancelled", "invalid")
+JSON_COLUMNS = ("workflow", "overrides", "outputs_requested", "outputs", "error", "executed", "cached")
+
+
+class Store:
+    """One SQLite database file (WAL mode); safe to use from several threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        d = dict(row)
+        for k in JSON_COLUMNS:
+            if d.get(k) is not None:
+                d[k] = json.loads(d[k])
+        return d
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        job_id: str,
+        workflow: Any,
+        overrides: dict[str, Any],
+        *,
+        priority: int = 0,
+        outputs_requested: list[str] | None = None,
+        client_id: str | None = None,
+        source: str = "atelier",
+    ) -> int:
+        with self._lock:
+            cur = self._db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs")
+            number = int(cur.fetchone()[0])
+            self._db.execute(
+                "INSERT INTO jobs (id, number, priority, status, workflow, overrides, outputs_requested, client_id,"
+                " source, created) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    number,
+                    priority,
+                    json.dumps(workflow),
+                    json.dumps(overrides),
+                    json.dumps(outputs_requested) if outputs_requested is not None else None,
+                    client_id,
+                    source,
+                    time.time(),
+                ),
+            )
+            return number
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._row(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def next_queued(self) -> dict[str, Any] | None:
+        """Take the next queued job (highest priority, then oldest) and mark it running, atomically."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, number LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), row["id"])
+            )
+            job = self._row(row)
+            assert job is not None
+            job["status"] = "running"
+            return job
+
+    def finish_job(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        outputs: dict[str, Any] | None = None,
+        error: Any = None,
+        executed: list[str] | None = None,
+        cached: list[str] | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = ?, outputs = ?, error = ?, executed = ?, cached = ?, finished = ? WHERE id = ?",
+                (
+                    status,
+                    json.dumps(outputs or {}),
+                    json.dumps(error) if error is not None else None,
+                    json.dumps(executed or []),
+                    json.dumps(cached or []),
+                    time.time(),
+                    job_id,
+                ),
+            )
+
+    def cancel_queued(self, job_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND status = 'queued'",
+                (time.time(), job_id),
+            )
+            return cur.rowcount > 0
+
+    def cancel_all_queued(self) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished = ? WHERE status = 'queued'", (time.time(),)
+            )
+            return cur.rowcount
+
+    def delete_job(self, job_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                f"DELETE FROM jobs WHERE id = ? AND status IN ({_marks(FINISHED)})", (job_id, *FINISHED)
+            )
+            return cur.rowcount > 0
+
+    def clear_history(self) -> int:
+        with self._lock:
+            cur = self._db.execute(f"DELETE FROM jobs WHERE status IN ({_marks(FINISHED)})", FINISHED)
+            return cur.rowcount
+
+    def recover_after_restart(self) -> list[str]:
+        """Jobs left 'running' by a stopped server are marked interrupted; queued ones stay queued."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status = 'running'")]
+            self._db.execute(
+                "UPDATE jobs SET status = 'interrupted', finished = ?, error = ? WHERE status = 'running'",
+                (time.time(), json.dumps({"message": "the server stopped while this job was running"})),
+            )
+            return ids
+
+    def queue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(running, queued in the order they will run)."""
+        with self._lock:
+            running = [self._row(r) for r in self._db.execute("SELECT * FROM jobs WHERE status = 'running'")]
+            queued = [
+                self._row(r)
+                for r in self._db.execute(
+                    "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, number"
+                )
+            ]
+            return running, queued  # type: ignore[return-value]
+
+    def count_queued(self) -> int:
+        with self._lock:
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
+                ).fetchone()[0]
+            )
+
+    def history(
+        self, *, offset: int = 0, limit: int = 50, status: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Finished jobs, newest first, with the total count."""
+        with self._lock:
+            statuses = (status,) if status else FINISHED
+            total = self._db.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE status IN ({_marks(statuses)})", statuses
+            ).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({_marks(statuses)}) ORDER BY number DESC LIMIT ? OFFSET ?",
+                (*statuses, limit, offset),
+            ).fetchall()
+            return [self._row(r) for r in rows], int(total)  # type: ignore[misc]
+
+    # -- workflow library --------------------------------------------------------------------------
+
+    def save_workflow(self, name: str, data: Any) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO workflows (name, data, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                (name, json.dumps(data), time.time()),
+            )
+
+    def get_workflow(self, name: str) -> Any | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM workflows WHERE name = ?", (name,)).fetchone()
+            return json.loads(row[0]) if row else None
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for name, data, updated in self._db.execute(
+                "SELECT name, data, updated FROM workflows ORDER BY name"
+            ):
+                meta = json.loads(data).get("metadata", {}) if data.startswith("{") else {}
+                out.append(
+                    {"name": name, "updated": updated, "description": (meta or {}).get("description", "")}
+                )
+            return out
+
+    def delete_workflow(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM workflows WHERE name = ?", (name,)).rowcount > 0
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in values)

@@ -1,0 +1,147 @@
+"""The job runner: one thread taking queued jobs from the store and running them on the engine."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine import events as E
+from engine.executor import Executor
+
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class LiveState:
+    """What a running job is doing now, for clients that connect late."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    def update(self, ev: E.Event) -> None:
+        with self._lock:
+            if isinstance(ev, E.JobStarted):
+                self._jobs[ev.job] = {
+                    "status": "running",
+                    "node": None,
+                    "value": None,
+                    "max": None,
+                    "executed": [],
+                    "cached": [],
+                    "nodes": ev.nodes,
+                    "to_run": ev.to_run,
+                }
+                return
+            st = self._jobs.get(ev.job)
+            if st is None:
+                return
+            if isinstance(ev, E.NodeCached):
+                st["cached"].append(ev.node)
+            elif isinstance(ev, E.NodeStarted):
+                st.update(node=ev.node, node_type=ev.node_type, value=None, max=None)
+            elif isinstance(ev, E.Progress):
+                st.update(value=ev.value, max=ev.max)
+            elif isinstance(ev, E.NodeFinished):
+                st["executed"].append(ev.node)
+            elif isinstance(ev, (E.JobFinished, E.JobFailed, E.JobInterrupted)):
+                self._jobs.pop(ev.job, None)
+
+    def get(self, job: str) -> dict[str, Any] | None:
+        with self._lock:
+            st = self._jobs.get(job)
+            return (
+                None if st is None else {**st, "executed": list(st["executed"]), "cached": list(st["cached"])}
+            )
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        publish: Callable[[E.Event], None],
+        on_queue_change: Callable[[], None],
+        on_out_of_memory: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(name="atelier-worker", daemon=True)
+        self.store = store
+        self.executor = executor
+        self.publish = publish
+        self.on_queue_change = on_queue_change
+        self.on_out_of_memory = on_out_of_memory
+        self.live = LiveState()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.current: str | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+        if self.current is not None:
+            self.executor.interrupt(self.current)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            job = self.store.next_queued()
+            if job is None:
+                self.wakeup.wait(1.0)
+                self.wakeup.clear()
+                continue
+            self._run_job(job)
+
+    def _run_job(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        self.current = job_id
+        self.on_queue_change()
+
+        def on_event(ev: E.Event) -> None:
+            self.live.update(ev)
+            self.publish(ev)
+
+        try:
+            res = self.executor.run(
+                job["workflow"],
+                job_id=job_id,
+                overrides=job["overrides"] or {},
+                outputs=job["outputs_requested"],
+                on_event=on_event,
+                job_info={"source": "server", "client_id": job.get("client_id")},
+            )
+            error: Any = None
+            if res.failure is not None:
+                f = res.failure
+                error = {
+                    "node": f.node,
+                    "node_type": f.node_type,
+                    "message": f.message,
+                    "exception_type": f.exception_type,
+                    "traceback": f.traceback,
+                }
+                if "OutOfMemory" in f.exception_type and self.on_out_of_memory is not None:
+                    self.on_out_of_memory()
+            elif res.errors:
+                error = {
+                    "message": "the workflow is not valid",
+                    "errors": [e.model_dump() for e in res.errors],
+                }
+            elif res.status == "interrupted":
+                error = {"message": "interrupted"}
+            status = "success" if res.ok else res.status
+            if self.stopping.is_set() and status == "interrupted":
+                # the server is stopping: leave it for recovery to mark it (or the user to re-queue)
+                error = {"message": "the server stopped while this job was running"}
+            self.store.finish_job(
+                job_id, status, outputs=res.outputs, error=error, executed=res.executed, cached=res.cached
+            )
+        except Exception as exc:  # the engine never raises for a job, but the worker must survive anything
+            log.exception("job %s crashed the worker loop", job_id)
+            self.store.finish_job(job_id, "failed", error={"message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.current = None
+            self.on_queue_change()
+            time.sleep(0)
