@@ -290,6 +290,31 @@ def _valid_name(name: str) -> bool:
     return 0 < len(name) <= 200 and not any(c in name for c in "/\\\x00") and name.strip() == name
 
 
+WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@router.get("/workflows/_default")
+async def default_workflow() -> Any:
+    """The graph a first visit starts from: the portrait workflow."""
+    import json
+
+    return json.loads((WORKFLOWS_DIR / "portrait.json").read_text(encoding="utf-8"))
+
+
+@router.get("/workflows/_shipped")
+async def shipped_workflows() -> Any:
+    """The ready workflows that ship with Atelier (workflows/*.json), by file name."""
+    import json
+
+    out = {}
+    for p in sorted(WORKFLOWS_DIR.glob("*.json")):
+        try:
+            out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 @router.get("/workflows/{name}")
 async def get_workflow(name: str, request: Request) -> Any:
     data = state_of(request).store.get_workflow(name)
