@@ -499,5 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if (
+    __name__ == "__main__"
+):  # run as `python -m engine.cli`: use the importable module, where extensions register
+    from engine.cli import main as _main
+
+    sys.exit(_main())

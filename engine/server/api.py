@@ -148,8 +148,10 @@ async def cancel(job_id: str, request: Request) -> Any:
     if job["status"] == "queued" and state.store.cancel_queued(job_id):
         state.queue_changed()
         return {"id": job_id, "status": "cancelled"}
-    if job["status"] == "running" and state.executor.interrupt(job_id):
+    # not queued (any more: the worker may have just taken it): interrupt it if it is the running job
+    if state.worker is not None and state.worker.interrupt(job_id):
         return {"id": job_id, "status": "interrupting"}
+    job = state.store.get_job(job_id) or job
     return error(409, f"job {job_id} is {job['status']}: nothing to cancel")
 
 
@@ -168,8 +170,7 @@ async def delete_job(job_id: str, request: Request) -> Any:
 @router.post("/interrupt")
 async def interrupt(request: Request) -> Any:
     state = state_of(request)
-    current = state.worker.current if state.worker else None
-    return {"interrupted": current if current and state.executor.interrupt(current) else None}
+    return {"interrupted": state.worker.interrupt() if state.worker else None}
 
 
 @router.get("/nodes")
@@ -214,9 +215,17 @@ def store_upload(
     name = Path(filename or "").name
     if not name or name.startswith("."):
         return error(400, "the upload needs a file name")
+    if not name.lower().endswith(F.IMAGE_EXTENSIONS):
+        # an image polyglot saved as .html or .svg would be served back as a page on this origin
+        return error(400, f"{name!r}: uploads need an image file extension ({', '.join(F.IMAGE_EXTENSIONS)})")
     try:
         Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
         with Image.open(io.BytesIO(data)) as im:
+            # PIL only warns below twice its MAX_IMAGE_PIXELS: refuse anything above the limit here
+            if im.size[0] * im.size[1] > settings.max_image_pixels:
+                return error(
+                    400, f"{name!r} is {im.size[0]}x{im.size[1]}: over {settings.max_image_pixels} pixels"
+                )
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size

@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.hub = Hub(asyncio.get_running_loop())
+        for job in store.queue()[1]:  # jobs queued before a restart keep reporting to their client only
+            state.hub.owners[job["id"]] = job.get("client_id")
         state.worker = Worker(store, executor, state.hub.publish, state.queue_changed, _out_of_memory(state))
         state.worker.start()
         try:
@@ -137,6 +139,18 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+    if settings.allow_origins:
+        # outside the guard: answers preflights (which carry no token) and adds the CORS headers that
+        # let a page from an allowed origin read the responses; other origins still meet the guard's 403
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allow_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -194,8 +208,29 @@ def token_of(request_headers: Any, query: Any) -> str | None:
     return query.get("token")
 
 
+def host_allowed(headers: Any, settings: Settings) -> bool:
+    """Without a token the server is for this machine only: the Host header must name a loopback address
+    (or the address it is bound to), which defeats DNS-rebinding pages reaching it through a browser."""
+    if settings.token is not None:
+        return True
+    host = headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
+    if name in ("localhost", settings.host):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def check_request(request: Request, settings: Settings) -> Response | None:
-    """Token and same-origin checks shared by HTTP requests (websockets do the same in their handler)."""
+    """Token, Host and same-origin checks shared by HTTP requests (websockets do the same in their handler)."""
+    if not host_allowed(request.headers, settings):
+        return api_error(
+            403, "this server answers only to loopback host names (start it with --token to share it)"
+        )
     if settings.token is not None:
         given = token_of(request.headers, request.query_params)
         if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
@@ -218,6 +253,9 @@ def origin_allowed(headers: Any, settings: Settings) -> bool:
 
 async def websocket_session(websocket: WebSocket, state: ServerState) -> None:
     settings = state.settings
+    if not host_allowed(websocket.headers, settings):
+        await websocket.close(code=4403, reason="loopback host names only")
+        return
     if settings.token is not None:
         given = token_of(websocket.headers, websocket.query_params)
         if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
@@ -267,7 +305,13 @@ async def websocket_session(websocket: WebSocket, state: ServerState) -> None:
     task = asyncio.create_task(sender())
     try:
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:  # a binary frame: answer, do not crash the session
+                client.queue.put_nowait(json.dumps({"type": "error", "error": "messages must be JSON text"}))
+                continue
             reply = handle_client_message(text, client, state)
             if reply is not None:
                 client.queue.put_nowait(json.dumps(reply))

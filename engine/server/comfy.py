@@ -186,9 +186,12 @@ async def history_edit(request: Request) -> Any:
         return error(400, "request body is not valid JSON")
     if not isinstance(body, dict):
         return error(400, "expected an object with 'clear' or 'delete'")
+    delete = body.get("delete") or []
+    if not isinstance(delete, list):
+        return error(400, "'delete' must be a list of prompt ids")
     if body.get("clear"):
         state.store.clear_history()
-    for pid in body.get("delete", []) or []:
+    for pid in delete:
         if isinstance(pid, str):
             state.store.delete_job(pid)
     return {}
@@ -216,9 +219,12 @@ async def edit_queue(request: Request) -> Any:
         return error(400, "request body is not valid JSON")
     if not isinstance(body, dict):
         return error(400, "expected an object with 'clear' or 'delete'")
+    delete = body.get("delete") or []
+    if not isinstance(delete, list):
+        return error(400, "'delete' must be a list of prompt ids")
     if body.get("clear"):
         state.store.cancel_all_queued()
-    for pid in body.get("delete", []) or []:
+    for pid in delete:
         if isinstance(pid, str):
             state.store.cancel_queued(pid)
     state.queue_changed()
@@ -228,9 +234,8 @@ async def edit_queue(request: Request) -> Any:
 @router.post("/interrupt")
 async def comfy_interrupt(request: Request) -> Any:
     state = state_of(request)
-    current = state.worker.current if state.worker else None
-    if current:
-        state.executor.interrupt(current)
+    if state.worker is not None:
+        state.worker.interrupt()
     return {}
 
 

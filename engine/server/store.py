@@ -207,6 +207,7 @@ class Store:
         self, *, offset: int = 0, limit: int = 50, status: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Finished jobs, newest first, with the total count."""
+        offset, limit = min(max(offset, 0), 2**62), min(max(limit, 0), 2**62)  # SQLite integers are 64-bit
         with self._lock:
             statuses = (status,) if status else FINISHED
             total = self._db.execute(

@@ -15,6 +15,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+TERMINAL_EVENTS = (E.JobFinished, E.JobFailed, E.JobInterrupted)
+
 
 class LiveState:
     """What a running job is doing now, for clients that connect late."""
@@ -78,12 +80,24 @@ class Worker(threading.Thread):
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.current: str | None = None
+        self._interrupt_requested: str | None = None
+
+    def interrupt(self, job_id: str | None = None) -> str | None:
+        """Interrupt the running job (or only if it is ``job_id``); returns its id, or None if none runs.
+
+        The request also holds while the executor is still validating the job, before it accepts
+        interrupts for it (an interrupt then was lost): it is repeated when ``job_started`` arrives."""
+        current = self.current
+        if current is None or (job_id is not None and job_id != current):
+            return None
+        self._interrupt_requested = current
+        self.executor.interrupt(current)
+        return current
 
     def stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()
-        if self.current is not None:
-            self.executor.interrupt(self.current)
+        self.interrupt()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -99,7 +113,16 @@ class Worker(threading.Thread):
         self.current = job_id
         self.on_queue_change()
 
+        # The terminal event goes out only once the store has the job's final state: a client that
+        # reads /history or /api/jobs/{id} on ``executing: null`` or ``job_finished`` must find it.
+        terminal: list[E.Event] = []
+
         def on_event(ev: E.Event) -> None:
+            if isinstance(ev, E.JobStarted) and self._interrupt_requested == job_id:
+                self.executor.interrupt(job_id)
+            if isinstance(ev, TERMINAL_EVENTS):
+                terminal.append(ev)
+                return
             self.live.update(ev)
             self.publish(ev)
 
@@ -140,8 +163,15 @@ class Worker(threading.Thread):
             )
         except Exception as exc:  # the engine never raises for a job, but the worker must survive anything
             log.exception("job %s crashed the worker loop", job_id)
-            self.store.finish_job(job_id, "failed", error={"message": f"{type(exc).__name__}: {exc}"})
+            message = f"{type(exc).__name__}: {exc}"
+            self.store.finish_job(job_id, "failed", error={"message": message})
+            if not terminal:
+                terminal.append(E.JobFailed(job=job_id, message=message, exception_type=type(exc).__name__))
         finally:
             self.current = None
+            self._interrupt_requested = None
+            for ev in terminal:
+                self.live.update(ev)
+                self.publish(ev)
             self.on_queue_change()
             time.sleep(0)
