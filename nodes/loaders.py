@@ -53,6 +53,7 @@ def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, C
 class CheckpointLoaderSimple(Node):
     """Load a Stable Diffusion checkpoint (SD1.x, SD2.x, SDXL; single file or diffusers folder)."""
 
+    display_name = "Load Checkpoint"
     category = "loaders"
     inputs = (Choice("ckpt_name", lambda: list_models("checkpoints")),)
     outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
@@ -73,6 +74,7 @@ class CheckpointLoaderSimple(Node):
 class VAELoader(Node):
     """Load a standalone VAE file."""
 
+    display_name = "Load VAE"
     category = "loaders"
     inputs = (Choice("vae_name", lambda: list_models("vae")),)
     outputs = (Output("VAE"),)
@@ -128,6 +130,7 @@ def _load_lora(
 class LoraLoader(Node):
     """Apply a LoRA (kohya/A1111 format) to a model and its text encoder. The inputs stay unchanged."""
 
+    display_name = "Load LoRA"
     category = "loaders"
     inputs = (
         Socket("model", "MODEL"),
@@ -162,6 +165,7 @@ class LoraLoader(Node):
 class LoraLoaderModelOnly(Node):
     """Apply a LoRA to the model only."""
 
+    display_name = "Load LoRA (model only)"
     category = "loaders"
     inputs = (
         Socket("model", "MODEL"),

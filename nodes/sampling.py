@@ -93,6 +93,7 @@ def run_sampler(
 class KSampler(Node):
     """Denoise a latent: the sampler's step loop, guided by positive and negative conditioning."""
 
+    display_name = "KSampler"
     category = "sampling"
     inputs = (
         Socket("model", "MODEL"),
@@ -140,6 +141,7 @@ class KSampler(Node):
 class KSamplerAdvanced(Node):
     """KSampler with control over noise and the range of steps (for multi-stage sampling)."""
 
+    display_name = "KSampler (Advanced)"
     category = "sampling"
     inputs = (
         Socket("model", "MODEL"),

@@ -301,7 +301,9 @@ def test_comfyui_api_prompt_runs_unchanged(engine_env) -> None:
 
 def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path) -> None:
     seen: list[str] = []
-    unet = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors").unet
+    unet = (
+        engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors").unet
+    )
     before = {k: v.clone() for k, v in unet.state_dict().items()}
 
     def on_event(e: E.Event) -> None:
@@ -310,7 +312,9 @@ def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path
             engine_env.interrupt()
 
     res = engine_env.run(
-        portrait(), overrides={"checkpoint": "tiny15.safetensors", "steps": 10, "width": 64, "height": 64}, on_event=on_event
+        portrait(),
+        overrides={"checkpoint": "tiny15.safetensors", "steps": 10, "width": 64, "height": 64},
+        on_event=on_event,
     )
     assert res.status == "interrupted"
     assert seen.count("progress") == 2 and seen[-1] == "job_interrupted"
