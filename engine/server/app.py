@@ -138,6 +138,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             return api_error(411, "a Content-Length is required")
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if settings.token is not None and request.url.path == "/" and request.query_params.get("token"):
+            # the page was opened with ?token=: its assets, API calls and websocket carry it as a cookie
+            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
         return response
 
     if settings.allow_origins:
@@ -201,11 +204,16 @@ def _out_of_memory(state: ServerState) -> Any:
     return recover
 
 
-def token_of(request_headers: Any, query: Any) -> str | None:
+TOKEN_COOKIE = "atelier_token"
+
+
+def token_of(request_headers: Any, query: Any, cookies: Any = None) -> str | None:
+    """The token a request carries: ``Authorization: Bearer``, ``?token=``, or the cookie the canvas page
+    gets when it is opened with ``?token=`` (SameSite=Strict, so other sites cannot use it)."""
     auth = request_headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return query.get("token")
+    return query.get("token") or (cookies or {}).get(TOKEN_COOKIE)
 
 
 def host_allowed(headers: Any, settings: Settings) -> bool:
@@ -232,7 +240,7 @@ def check_request(request: Request, settings: Settings) -> Response | None:
             403, "this server answers only to loopback host names (start it with --token to share it)"
         )
     if settings.token is not None:
-        given = token_of(request.headers, request.query_params)
+        given = token_of(request.headers, request.query_params, request.cookies)
         if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
             return api_error(401, "missing or wrong token (Authorization: Bearer TOKEN, or ?token=TOKEN)")
     if not origin_allowed(request.headers, settings):
@@ -257,7 +265,7 @@ async def websocket_session(websocket: WebSocket, state: ServerState) -> None:
         await websocket.close(code=4403, reason="loopback host names only")
         return
     if settings.token is not None:
-        given = token_of(websocket.headers, websocket.query_params)
+        given = token_of(websocket.headers, websocket.query_params, websocket.cookies)
         if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
             await websocket.close(code=4401, reason="missing or wrong token")
             return

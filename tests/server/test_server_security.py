@@ -4,6 +4,7 @@ without the token, and binding beyond loopback without one."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,20 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
         assert r.status_code >= 400 and "access-control-allow-origin" not in r.headers
         r = anon.post("/api/jobs", headers={"Origin": "http://allowed.example"}, json={"workflow": {}})
         assert r.status_code == 401  # an allowed origin still needs the token
+    # the canvas opened with ?token= gets a strict same-site cookie that carries the token from then on
+    with httpx.Client(base_url=token_server.base, timeout=30) as browser:
+        assert browser.get("/static/js/api.js").status_code == 401
+        page = browser.get("/", params={"token": "s3cret-token"})
+        assert page.status_code == 200
+        cookie = page.headers["set-cookie"].lower()
+        assert "atelier_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get("/static/js/api.js").status_code == 200
+        assert browser.get("/api/system").status_code == 200
+        with connect(
+            f"ws://127.0.0.1:{token_server.port}/ws",
+            additional_headers={"Cookie": "atelier_token=s3cret-token"},
+        ) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
 
     base = f"{token_server.ws_base}/ws"
     for url, headers in [
