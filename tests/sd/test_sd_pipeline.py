@@ -322,3 +322,52 @@ def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
     ok, _ = run(engine_env, portrait())
     assert ok.ok
+
+
+def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_root: Path) -> None:
+    from engine.models.checkpoint import file_sha256
+    from engine.pnginfo import read_metadata
+
+    res, _ = run(engine_env, portrait(), seed=21)
+    ref = res.outputs["save"]["images"][0]
+    meta = read_metadata(engine_env.paths.output / ref["filename"])
+    files = meta["files"]
+    assert files["loader"]["type"] == "CheckpointLoaderSimple"
+    assert files["loader"]["inputs"]["ckpt_name"] == "tiny15.safetensors"
+    assert files["loader"]["fingerprint"] == file_sha256(models_root / "checkpoints" / "tiny15.safetensors")
+    assert meta["node_versions"]["KSampler"] == "1.0.0"
+    assert meta["parameters"]["seed"] == 21
+
+
+def test_tiled_vae_matches_whole_when_one_tile_covers_it_and_keeps_shapes(
+    engine_env, models_root: Path
+) -> None:
+    from nodes.loaders import handles_from_checkpoint
+
+    loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
+    _, _, vae = handles_from_checkpoint(loaded)
+    latent = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0))
+    whole = vae.decode(latent)
+    assert torch.allclose(vae.decode_tiled(latent, tile=16, overlap=4), whole, atol=1e-5)
+    tiled = vae.decode_tiled(latent, tile=8, overlap=2)
+    assert tiled.shape == whole.shape == (1, 96, 128, 3) and torch.isfinite(tiled).all()
+    image = whole
+    enc_whole = vae.encode(image)
+    assert torch.allclose(vae.encode_tiled(image, tile=128, overlap=16), enc_whole, atol=1e-5)
+    assert vae.encode_tiled(image, tile=64, overlap=16).shape == enc_whole.shape == (1, 4, 12, 16)
+
+
+def test_load_image_gives_mask_from_alpha(engine_env) -> None:
+    from engine.node import Context
+    from nodes.image import LoadImage
+
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 255
+    rgba[:, :3, 3] = 0  # left half transparent
+    Image.fromarray(rgba, "RGBA").save(engine_env.paths.input / "alpha.png")
+    ctx = Context("j", "n", "LoadImage", paths=engine_env.paths)
+    image, mask = LoadImage().run(ctx, image="alpha.png")
+    assert image.shape == (1, 4, 6, 3) and torch.allclose(image[..., 0], torch.ones(1, 4, 6))
+    assert mask.shape == (1, 4, 6)
+    assert torch.equal(mask[0, :, :3], torch.ones(4, 3)) and torch.equal(mask[0, :, 3:], torch.zeros(4, 3))
