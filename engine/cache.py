@@ -7,6 +7,7 @@ report their own size through ``__atelier_nbytes__``). An entry larger than the 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -83,6 +84,15 @@ def _measure(obj: Any, seen: set[int], depth: int) -> tuple[int, int]:
     if isinstance(nbytes, int):  # numpy arrays and the like
         return nbytes, 0
     return sys.getsizeof(obj), 0
+
+
+def default_budget() -> int:
+    """A quarter of this machine's RAM, at most 8 GiB: what a long-lived engine may keep by default."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 << 30
+    return min(total // 4, 8 << 30)
 
 
 class OutputCache:

@@ -290,10 +290,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and args.events != "-":
         sinks.append(HumanReporter(human_stream, registry))
 
+    from .cache import OutputCache, default_budget
     from .node import Paths
 
     executor = Executor(
         registry,
+        OutputCache(max_bytes=default_budget()),
         device=args.device or default_device(),
         paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
         services=SERVICES_FACTORY(args) if SERVICES_FACTORY else {},

@@ -24,6 +24,14 @@ from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
 EMPTY: Mapping[str, tuple[WeightPatch, ...]] = {}
 
 
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers."""
+    try:
+        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    except Exception:
+        return 0
+
+
 @dataclass(frozen=True, eq=False)
 class ModelHandle:
     """MODEL: a denoising UNet with its noise schedule and weight patches."""
@@ -43,8 +51,10 @@ class ModelHandle:
     def process_out(self, latent: Tensor) -> Tensor:
         return latent / self.latent_scale
 
-    def __atelier_nbytes__(self) -> int:  # weights belong to the model manager, not the output cache
-        return 0
+    def __atelier_nbytes__(self) -> int:
+        # Counted against the output cache's budget, so that cached handles of models nobody uses any more
+        # are evicted and their weights freed (the model manager keeps the recently used ones loaded).
+        return module_bytes(self.unet)
 
     @property
     def needs_pooled(self) -> bool:
@@ -101,7 +111,7 @@ class ClipHandle:
     patches: tuple[PatchSet, ...] = ()
 
     def __atelier_nbytes__(self) -> int:
-        return 0
+        return sum(module_bytes(e.model) for e in self.encoders)
 
     @contextmanager
     def session(self) -> Iterator[ClipHandle]:
@@ -140,7 +150,7 @@ class VaeHandle:
     name: str = ""
 
     def __atelier_nbytes__(self) -> int:
-        return 0
+        return module_bytes(self.vae)
 
     @property
     def device(self) -> torch.device:

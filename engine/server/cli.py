@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from engine import cli
+from engine.cache import default_budget
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,7 +35,12 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="float16, bfloat16 or float32")
     p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
     p.add_argument("--max-upload-mb", type=float, default=32.0)
-    p.add_argument("--cache-mb", type=float, default=None, help="output cache budget (default unbounded)")
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
+    )
     p.add_argument("--log-level", default="warning")
     cli.add_folder_args(p)
 
@@ -64,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=device,
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        cache_bytes=int(args.cache_mb * 1024 * 1024) if args.cache_mb else None,
+        cache_bytes=int(args.cache_mb * 1024 * 1024) if args.cache_mb else default_budget(),
         services=services,
     )
     logging.basicConfig(level=args.log_level.upper())

@@ -371,3 +371,20 @@ def test_load_image_gives_mask_from_alpha(engine_env) -> None:
     assert image.shape == (1, 4, 6, 3) and torch.allclose(image[..., 0], torch.ones(1, 4, 6))
     assert mask.shape == (1, 4, 6)
     assert torch.equal(mask[0, :, :3], torch.ones(4, 3)) and torch.equal(mask[0, :, 3:], torch.zeros(4, 3))
+
+
+def test_cached_handles_count_their_weights_so_unused_models_can_be_evicted(
+    engine_env, models_root: Path
+) -> None:
+    from engine.cache import OutputCache, measure
+    from nodes.loaders import handles_from_checkpoint
+
+    loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
+    model, clip, vae = handles_from_checkpoint(loaded)
+    unet_bytes = sum(p.numel() * p.element_size() for p in loaded.unet.parameters())
+    total, _ = measure((model, clip, vae))
+    assert total >= unet_bytes > 0
+    cache = OutputCache(max_bytes=total + 1000)
+    cache.put("a", (model, clip, vae))
+    cache.put("b", (model, clip, vae))
+    assert len(cache) == 1 and cache.stats().evictions == 1
