@@ -388,3 +388,20 @@ def test_cached_handles_count_their_weights_so_unused_models_can_be_evicted(
     cache.put("a", (model, clip, vae))
     cache.put("b", (model, clip, vae))
     assert len(cache) == 1 and cache.stats().evictions == 1
+
+
+def test_sd2_v_prediction_checkpoint_end_to_end(engine_env, models_root: Path) -> None:
+    from engine.models.tiny import write_tiny_checkpoint
+
+    path = models_root / "checkpoints" / "tiny2v.safetensors"
+    if not path.exists():
+        write_tiny_checkpoint("sd2", path, seed=0, v_prediction=True)
+    loaded = engine_env.services["models"].load_checkpoint(path)
+    assert loaded.info.family == "sd2" and loaded.info.prediction == "v"
+    from nodes.loaders import handles_from_checkpoint
+
+    assert handles_from_checkpoint(loaded)[0].sampling.prediction == "v_prediction"
+    res, events = run(engine_env, portrait(), checkpoint="tiny2v.safetensors", seed=4)
+    assert res.ok, res.failure
+    img = pixels(engine_env, res)
+    assert img.shape == (64, 64, 3) and img.std() > 0
