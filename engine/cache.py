@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ class CacheStats(BaseModel):
     max_bytes: int | None
     evictions: int
     rejected: int
+    spills: int = 0
+    max_device_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -95,16 +97,58 @@ def default_budget() -> int:
     return min(total // 4, 8 << 30)
 
 
+def _is_device_tensor(obj: Any) -> bool:
+    return hasattr(obj, "untyped_storage") and hasattr(obj, "device") and obj.device.type != "cpu"
+
+
+def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """``obj`` with every accelerator tensor inside dicts, lists and tuples replaced by ``fn(tensor)``."""
+    if _is_device_tensor(obj):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_map_tensors(v, fn) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def default_device_budget(device: str) -> int | None:
+    """A fifth of the accelerator's memory for cached outputs (the rest is for models and work), or None
+    on the CPU."""
+    if not str(device).startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory * 0.2)
+    except Exception:
+        return None
+
+
 class OutputCache:
     """LRU store of node outputs keyed by signature.
 
     ``max_bytes`` bounds the total size (None: unbounded), ``max_entries`` the number of entries.
-    Thread-safe; lookups are O(1).
+    ``max_device_bytes`` bounds what stays on an accelerator: past it, the least recently used entries are
+    spilled to host memory (``spill`` moves one tensor; by default ``.to("cpu")``) instead of being dropped,
+    so a later hit costs a copy back rather than a re-run. Thread-safe; lookups are O(1).
     """
 
-    def __init__(self, max_bytes: int | None = None, max_entries: int | None = None) -> None:
+    def __init__(
+        self,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+        *,
+        max_device_bytes: int | None = None,
+        spill: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.max_device_bytes = max_device_bytes
+        self._spill_tensor = spill or (lambda t: t.to("cpu"))
+        self.spills = 0
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._lock = threading.RLock()
         self._bytes = 0
@@ -141,8 +185,25 @@ class OutputCache:
             self._entries[signature] = CacheEntry(outputs, ui, nbytes, device_bytes)
             self._bytes += nbytes
             self._device_bytes += device_bytes
+            self._spill(keep=signature)
             self._evict(keep=signature)
             return True
+
+    def _spill(self, keep: str) -> None:
+        if self.max_device_bytes is None or self._device_bytes <= self.max_device_bytes:
+            return
+        for sig in list(self._entries):
+            if self._device_bytes <= self.max_device_bytes:
+                break
+            entry = self._entries[sig]
+            if sig == keep or entry.device_bytes == 0:
+                continue
+            entry.outputs = _map_tensors(entry.outputs, self._spill_tensor)
+            nbytes, device_bytes = measure(entry.outputs)
+            self._bytes += nbytes - entry.nbytes
+            self._device_bytes += device_bytes - entry.device_bytes
+            entry.nbytes, entry.device_bytes = nbytes, device_bytes
+            self.spills += 1
 
     def _evict(self, keep: str) -> None:
         while self._entries and (
@@ -189,4 +250,6 @@ class OutputCache:
                 max_bytes=self.max_bytes,
                 evictions=self.evictions,
                 rejected=self.rejected,
+                spills=self.spills,
+                max_device_bytes=self.max_device_bytes,
             )

@@ -290,13 +290,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and args.events != "-":
         sinks.append(HumanReporter(human_stream, registry))
 
-    from .cache import OutputCache, default_budget
+    from .cache import OutputCache, default_budget, default_device_budget
     from .node import Paths
 
+    device = args.device or default_device()
     executor = Executor(
         registry,
-        OutputCache(max_bytes=default_budget()),
-        device=args.device or default_device(),
+        OutputCache(max_bytes=default_budget(), max_device_bytes=default_device_budget(device)),
+        device=device,
         paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
         services=SERVICES_FACTORY(args) if SERVICES_FACTORY else {},
     )

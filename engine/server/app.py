@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from engine import folders as F
-from engine.cache import OutputCache
+from engine.cache import OutputCache, default_device_budget
 from engine.executor import Executor
 from engine.node import Paths
 from engine.registry import Registry, default_registry
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         )
     executor = Executor(
         registry,
-        OutputCache(max_bytes=settings.cache_bytes),
+        OutputCache(max_bytes=settings.cache_bytes, max_device_bytes=default_device_budget(settings.device)),
         device=settings.device,
         paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
         services=settings.services,

@@ -358,3 +358,30 @@ def test_events_serialise_to_json_lines() -> None:
         assert E.parse_event(data) == e
     finished = [e for e in events if e.type == "node_finished"]
     assert all(e.elapsed_ms >= 0 for e in finished)
+
+
+def test_device_budget_spills_least_recently_used_outputs_to_host() -> None:
+    import torch
+
+    moved: list[tuple[int, ...]] = []
+
+    def to_host(t: torch.Tensor) -> torch.Tensor:  # meta tensors stand in for GPU ones on this CPU machine
+        moved.append(tuple(t.shape))
+        return torch.zeros(t.shape, dtype=t.dtype)
+
+    cache = OutputCache(max_device_bytes=3000, spill=to_host)
+    a = torch.empty(250, device="meta")  # 1000 bytes each
+    b = torch.empty(250, device="meta")
+    c = torch.empty(250, device="meta")
+    cache.put("a", ({"samples": a},))
+    cache.put("b", ([b, 1],))
+    cache.get("a")  # a is now more recently used than b
+    cache.put("c", (c,))
+    assert cache.stats().device_bytes == 3000 and moved == []
+    cache.put("d", (torch.empty(500, device="meta"),))  # 2000 more: two entries must go to the host
+    s = cache.stats()
+    assert s.device_bytes <= 3000 and s.spills == 2 and s.entries == 4 and s.evictions == 0
+    assert moved == [(250,), (250,)]
+    assert cache.get("b").outputs[0][0].device.type == "cpu"  # b went first (least recently used)
+    assert cache.get("b").outputs[0][1] == 1
+    assert cache.get("d").outputs[0].device.type == "meta"  # the newest entry stays
