@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cache import OutputCache  # noqa: E402
-from engine.executor import Executor  # noqa: E402
-from engine.node import Context, Float, Int, Node, Output, Socket  # noqa: E402
-from engine.registry import Registry  # noqa: E402
-from engine.validate import check  # noqa: E402
+from atelier.engine.cache import OutputCache  # noqa: E402
+from atelier.engine.executor import Executor  # noqa: E402
+from atelier.engine.node import Context, Float, Int, Node, Output, Socket  # noqa: E402
+from atelier.engine.registry import Registry  # noqa: E402
+from atelier.engine.validate import check  # noqa: E402
 
 
 class Const(Node):

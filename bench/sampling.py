@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.cache import OutputCache  # noqa: E402
-from engine.executor import Executor  # noqa: E402
-from engine.node import Context, Node, Output  # noqa: E402
-from engine.registry import Registry  # noqa: E402
+from atelier.engine.cache import OutputCache  # noqa: E402
+from atelier.engine.executor import Executor  # noqa: E402
+from atelier.engine.node import Context, Node, Output  # noqa: E402
+from atelier.engine.registry import Registry  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PROMPT = "portrait of a woman, soft light, detailed face"
@@ -58,12 +58,12 @@ def main() -> int:
 
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    from engine.models.tiny import build_random_sd15
-    from nodes.conditioning import CLIPTextEncode
-    from nodes.latent import EmptyLatentImage
-    from nodes.loaders import handles_from_checkpoint
-    from nodes.sampling import KSampler
-    from nodes.vae import VAEDecode
+    from atelier.engine.models.tiny import build_random_sd15
+    from atelier.nodes.conditioning import CLIPTextEncode
+    from atelier.nodes.latent import EmptyLatentImage
+    from atelier.nodes.loaders import handles_from_checkpoint
+    from atelier.nodes.sampling import KSampler
+    from atelier.nodes.vae import VAEDecode
 
     t0 = time.perf_counter()
     loaded = build_random_sd15(seed=0, device=args.device, dtype=dtype)
@@ -82,7 +82,7 @@ def main() -> int:
 
     class Keep(Node):
         output_node = True
-        from engine.node import Socket
+        from atelier.engine.node import Socket
 
         inputs = (Socket("images", "IMAGE"),)
 

@@ -1,7 +1,7 @@
-"""``python -m engine`` is the ``atelier`` command."""
+"""``python -m atelier.engine`` is the ``atelier`` command."""
 
 import sys
 
-from engine.cli import main
+from atelier.engine.cli import main
 
 sys.exit(main())

@@ -483,7 +483,7 @@ def _load_extensions() -> None:
     """Import modules that register subcommands and hooks (they are optional parts of the engine)."""
     import importlib
 
-    for module in ("engine.models.cli", "engine.server.cli"):
+    for module in ("atelier.engine.models.cli", "atelier.engine.server.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -504,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if (
     __name__ == "__main__"
-):  # run as `python -m engine.cli`: use the importable module, where extensions register
-    from engine.cli import main as _main
+):  # run as `python -m atelier.engine.cli`: use the importable module, where extensions register
+    from atelier.engine.cli import main as _main
 
     sys.exit(_main())

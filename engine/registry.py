@@ -56,7 +56,7 @@ class Registry:
                 n += 1
         return n
 
-    def discover_package(self, package: str = "nodes") -> None:
+    def discover_package(self, package: str = "atelier.nodes") -> None:
         """Import every module of ``package`` (recursively) and add its node types."""
         try:
             pkg = importlib.import_module(package)
@@ -118,6 +118,16 @@ class Registry:
     def __len__(self) -> int:
         return len(self._types)
 
+    def describe_types(self) -> dict[str, dict[str, str]]:
+        """Every socket type the node types use (and the known ones), with description and colour."""
+        from . import types as T
+
+        names = set(T.SOCKET_TYPES)
+        for cls in self._types.values():
+            names.update(i.type for i in cls.spec.inputs)
+            names.update(o.type for o in cls.spec.outputs)
+        return {name: T.describe_type(name) for name in sorted(names)}
+
     def describe(self, type_name: str | None = None) -> dict[str, Any]:
         """JSON description of one node type, or of all of them keyed by type name."""
         if type_name is not None:
@@ -128,6 +138,6 @@ class Registry:
 def default_registry() -> Registry:
     """The node library shipped in ``nodes/`` plus installed plugins."""
     reg = Registry()
-    reg.discover_package("nodes")
+    reg.discover_package("atelier.nodes")
     reg.discover_plugins()
     return reg

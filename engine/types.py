@@ -27,16 +27,27 @@ SOCKET_TYPES: Final[dict[str, tuple[str, str]]] = {
     "LATENT": ("{samples: [B,C,h,w], noise_mask?: [B,1,h,w]}", "#ec407a"),
     "IMAGE": ("float tensor [B,H,W,C] in 0..1", "#64b5f6"),
     "MASK": ("float tensor [B,H,W] in 0..1", "#81c784"),
-    "UPSCALE_MODEL": ("an image upscaler model", "#a1887f"),
-    "CONTROL_NET": ("a ControlNet model", "#00897b"),
-    "FACES": ("detected face boxes and crops", "#f06292"),
-    INT: ("integer", "#90a4ae"),
-    FLOAT: ("floating-point number", "#90a4ae"),
-    STRING: ("text", "#90a4ae"),
-    BOOLEAN: ("true or false", "#90a4ae"),
+    "UPSCALE_MODEL": ("an image upscaler model", "#9575cd"),
+    "CONTROL_NET": ("a ControlNet model", "#4db6ac"),
+    "FACES": ("detected face boxes and crops", "#f48fb1"),
+    INT: ("integer", "#7fa8d8"),
+    FLOAT: ("floating-point number", "#9ccc65"),
+    STRING: ("text", "#b0bec5"),
+    BOOLEAN: ("true or false", "#ce93d8"),
     COMBO: ("one of a list of choices", "#90a4ae"),
     ANY: ("anything", "#e0e0e0"),
 }
+
+
+def describe_type(name: str) -> dict[str, str]:
+    """Description and colour of a socket type; types nobody declared get a stable colour from the name."""
+    known = SOCKET_TYPES.get(name)
+    if known is not None:
+        return {"description": known[0], "color": known[1]}
+    h = 0
+    for ch in name:
+        h = (h * 31 + ord(ch)) % 360
+    return {"description": "", "color": f"hsl({h} 55% 65%)"}
 
 
 def compatible(output_type: str, input_type: str) -> bool:

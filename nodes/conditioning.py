@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from engine.models.handles import ClipHandle
-from engine.node import Context, Float, Int, Node, Output, Socket, String
+from atelier.engine.models.handles import ClipHandle
+from atelier.engine.node import Context, Float, Int, Node, Output, Socket, String
 
 Cond = list[tuple[torch.Tensor, dict[str, Any]]]
 

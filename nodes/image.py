@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from engine import folders
-from engine.node import Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
-from engine.pnginfo import png_info
-from engine.workflow import Workflow
+from atelier.engine import folders
+from atelier.engine.node import Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
+from atelier.engine.pnginfo import png_info
+from atelier.engine.workflow import Workflow
 
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 MAX_SIZE = 16384

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.node import Choice, Context, Float, Int, Node, Output, Socket
+from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
 
 MAX_RESOLUTION = 16384
 LATENT_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.models.handles import ClipHandle, ModelHandle, VaeHandle
-from engine.models.manager import find_model, list_models, manager_for
-from engine.node import Choice, Context, Float, Int, Node, Output, Socket
-from engine.sampling import ModelSampling
+from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
+from atelier.engine.models.manager import find_model, list_models, manager_for
+from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
+from atelier.engine.sampling import ModelSampling
 
 
 def _fingerprint(kind: str, name: str) -> str:
-    from engine.models.checkpoint import file_hash
+    from atelier.engine.models.checkpoint import file_hash
 
     return file_hash(find_model(kind, name)).sha256
 
 
 def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:
     """MODEL, CLIP and VAE handles over a loaded checkpoint's modules."""
-    from engine.models.text_encode import TextEncoderSpec
+    from atelier.engine.models.text_encode import TextEncoderSpec
 
     info = loaded.info
     prediction = "v_prediction" if info.prediction == "v" else "eps"
@@ -84,7 +84,7 @@ class VAELoader(Node):
         return _fingerprint("vae", vae_name)
 
     def run(self, ctx: Context, vae_name: str) -> VaeHandle:
-        from engine.models.checkpoint import load_vae
+        from atelier.engine.models.checkpoint import load_vae
 
         mm = manager_for(ctx)
         return VaeHandle(
@@ -106,7 +106,7 @@ class CLIPSetLastLayer(Node):
 def _load_lora(
     ctx: Context, lora_name: str, model: ModelHandle | None, clip: ClipHandle | None, sm: float, sc: float
 ):
-    from engine.models.lora import load_lora
+    from atelier.engine.models.lora import load_lora
 
     path = find_model("loras", lora_name)
     te = list(clip.encoders) if clip is not None else []

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from engine.models.handles import ModelHandle
-from engine.node import Choice, Context, Float, Int, Node, Output, Socket
-from engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-from engine.sampling.ksampler import effective_sigmas, sample
+from atelier.engine.models.handles import ModelHandle
+from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
+from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from atelier.engine.sampling.ksampler import effective_sigmas, sample
 
 # Approximate linear maps from the 4 latent channels to RGB, for cheap previews (published fits).
 LATENT_RGB = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.models.handles import VaeHandle
-from engine.node import Context, Int, Node, Output, Socket
+from atelier.engine.models.handles import VaeHandle
+from atelier.engine.node import Context, Int, Node, Output, Socket
 
 
 def _crop_to_multiple(image: torch.Tensor, m: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.models.checkpoint import (
+    from atelier.engine.models.checkpoint import (
         FileHash,
         LoadedCheckpoint,
         detect_state_dict,
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         load_state_dict_file,
         load_vae,
     )
-    from engine.models.detect import (
+    from atelier.engine.models.detect import (
         CONFIG_DIR,
         TOKENIZER_DIR,
         VAE_SCALING_FACTOR,
@@ -38,8 +38,13 @@ if TYPE_CHECKING:
         detect_checkpoint,
         family_config,
     )
-    from engine.models.layout import original_state_dict, unet_key_map
-    from engine.models.tiny import TinyModels, build_random_sd15, build_tiny_models, write_tiny_checkpoint
+    from atelier.engine.models.layout import original_state_dict, unet_key_map
+    from atelier.engine.models.tiny import (
+        TinyModels,
+        build_random_sd15,
+        build_tiny_models,
+        write_tiny_checkpoint,
+    )
 
 __all__ = [
     "CONFIG_DIR",
@@ -70,7 +75,7 @@ __all__ = [
 ]
 
 _MODULES: dict[str, tuple[str, ...]] = {
-    "engine.models.detect": (
+    "atelier.engine.models.detect": (
         "CONFIG_DIR",
         "TOKENIZER_DIR",
         "VAE_SCALING_FACTOR",
@@ -82,7 +87,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "detect_checkpoint",
         "family_config",
     ),
-    "engine.models.checkpoint": (
+    "atelier.engine.models.checkpoint": (
         "FileHash",
         "LoadedCheckpoint",
         "detect_state_dict",
@@ -93,8 +98,13 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "load_state_dict_file",
         "load_vae",
     ),
-    "engine.models.layout": ("original_state_dict", "unet_key_map"),
-    "engine.models.tiny": ("TinyModels", "build_random_sd15", "build_tiny_models", "write_tiny_checkpoint"),
+    "atelier.engine.models.layout": ("original_state_dict", "unet_key_map"),
+    "atelier.engine.models.tiny": (
+        "TinyModels",
+        "build_random_sd15",
+        "build_tiny_models",
+        "write_tiny_checkpoint",
+    ),
 }
 _EXPORTS: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -102,7 +112,7 @@ _EXPORTS: dict[str, str] = {name: module for module, names in _MODULES.items() f
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'engine.models' has no attribute {name!r}")
+        raise AttributeError(f"module 'atelier.engine.models' has no attribute {name!r}")
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

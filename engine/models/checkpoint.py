@@ -25,7 +25,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from engine.models.detect import (
+from atelier.engine.models.detect import (
     TOKENIZER_DIR,
     VAE_SCALING_FACTOR,
     CheckpointError,
@@ -43,7 +43,7 @@ from engine.models.detect import (
     open_single_file,
     weight_files,
 )
-from engine.models.layout import UNET_PREFIX, VAE_PREFIX, vae_key_to_original
+from atelier.engine.models.layout import UNET_PREFIX, VAE_PREFIX, vae_key_to_original
 
 log = logging.getLogger(__name__)
 

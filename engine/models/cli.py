@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from engine import cli
-from engine import folders as F
+from atelier.engine import cli
+from atelier.engine import folders as F
 
 from .manager import ModelManager, configure_models, list_models
 

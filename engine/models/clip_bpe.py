@@ -1,6 +1,6 @@
 """Derive the shipped CLIP tokenizer files (vocab.json + merges.txt) from ``bpe_simple_vocab_16e6.txt.gz``.
 
-Usage: ``python -m engine.models.clip_bpe path/to/bpe_simple_vocab_16e6.txt.gz engine/models/configs/clip_tokenizer``
+Usage: ``python -m atelier.engine.models.clip_bpe path/to/bpe_simple_vocab_16e6.txt.gz engine/models/configs/clip_tokenizer``
 
 The BPE file lists merges, one ``a b`` pair a line after a version line. CLIP keeps the first
 49152 - 256 - 2 = 48894 of them. Its vocabulary, in id order, is the 256 byte symbols of byte-level BPE,

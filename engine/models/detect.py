@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from engine.models.layout import (
+from atelier.engine.models.layout import (
     SD1_CLIP_PREFIX,
     SD2_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.sampling import ModelSampling
+from atelier.engine.sampling import ModelSampling
 
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from engine.models.patches import WeightPatch, merge_patches
+from atelier.engine.models.patches import WeightPatch, merge_patches
 
 __all__ = [
     "LoraFormatError",

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from engine import folders as F
+from atelier.engine import folders as F
 
 MODEL_KINDS = ("checkpoints", "vae", "loras", "upscale_models", "controlnet", "embeddings")
 ALIASES: dict[str, tuple[str, ...]] = {

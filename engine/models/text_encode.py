@@ -54,7 +54,7 @@ from typing import Any, Final
 
 import torch
 
-from engine.models.prompt import PromptStyle, Segment, parse_prompt
+from atelier.engine.models.prompt import PromptStyle, Segment, parse_prompt
 
 __all__ = [
     "TextEncoderSpec",

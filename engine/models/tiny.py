@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from engine.models.checkpoint import (
+from atelier.engine.models.checkpoint import (
     LoadedCheckpoint,
     TextEncoder,
     assign_weights,
@@ -26,7 +26,7 @@ from engine.models.checkpoint import (
     load_clip_tokenizer,
     resolve_dtype,
 )
-from engine.models.detect import (
+from atelier.engine.models.detect import (
     VAE_SCALING_FACTOR,
     CheckpointInfo,
     Family,
@@ -34,7 +34,7 @@ from engine.models.detect import (
     family_config,
     family_text_layer,
 )
-from engine.models.layout import (
+from atelier.engine.models.layout import (
     SD1_CLIP_PREFIX,
     SD2_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,

@@ -11,8 +11,8 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from engine import folders as F
-from engine.validate import check
+from atelier.engine import folders as F
+from atelier.engine.validate import check
 
 router = APIRouter(prefix="/api", tags=["atelier"])
 
@@ -179,6 +179,12 @@ async def nodes(request: Request) -> Any:
     return state_of(request).registry.describe()
 
 
+@router.get("/types")
+def socket_types(request: Request) -> Any:
+    """Socket types of the catalogue: what travels on each and the colour the canvas draws it in."""
+    return state_of(request).registry.describe_types()
+
+
 @router.get("/nodes/{type_name}")
 async def node(type_name: str, request: Request) -> Any:
     reg = state_of(request).registry
@@ -189,14 +195,14 @@ async def node(type_name: str, request: Request) -> Any:
 
 @router.get("/models")
 async def model_kinds(request: Request) -> Any:
-    from engine.models.manager import MODEL_KINDS, list_models
+    from atelier.engine.models.manager import MODEL_KINDS, list_models
 
     return {kind: list_models(kind) for kind in MODEL_KINDS}
 
 
 @router.get("/models/{kind}")
 async def models(kind: str, request: Request) -> Any:
-    from engine.models.manager import MODEL_KINDS, list_models
+    from atelier.engine.models.manager import MODEL_KINDS, list_models
 
     if kind not in MODEL_KINDS:
         return error(404, f"unknown model kind {kind!r}; kinds: {', '.join(MODEL_KINDS)}")
@@ -333,7 +339,7 @@ async def get_workflow(name: str, request: Request) -> Any:
 @router.put("/workflows/{name}")
 async def put_workflow(name: str, body: WorkflowBody, request: Request) -> Any:
     """Save a workflow in the library (it must parse as a workflow; unknown node types are kept)."""
-    from engine.workflow import WorkflowFormatError, parse_workflow
+    from atelier.engine.workflow import WorkflowFormatError, parse_workflow
 
     if not _valid_name(name):
         return error(400, "workflow names are 1-200 characters without / or \\")

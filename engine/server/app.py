@@ -23,11 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from engine import folders as F
-from engine.cache import OutputCache, default_device_budget
-from engine.executor import Executor
-from engine.node import Paths
-from engine.registry import Registry, default_registry
+from atelier.engine import folders as F
+from atelier.engine.cache import OutputCache, default_device_budget
+from atelier.engine.executor import Executor
+from atelier.engine.node import Paths
+from atelier.engine.registry import Registry, default_registry
 
 from .hub import Client, Hub
 from .store import Store

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from engine import cli
-from engine.cache import default_budget
+from atelier.engine import cli
+from atelier.engine.cache import default_budget
 
 
 def _is_loopback(host: str) -> bool:

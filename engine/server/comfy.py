@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
-from engine import types as T
+from atelier.engine import types as T
 
 from .api import error, resolve_file, state_of, store_upload, submit
 
@@ -309,6 +309,6 @@ async def system_stats(request: Request) -> Any:
 
 @router.get("/embeddings")
 async def embeddings() -> Any:
-    from engine.models.manager import list_models
+    from atelier.engine.models.manager import list_models
 
     return [name.rsplit(".", 1)[0] for name in list_models("embeddings")]

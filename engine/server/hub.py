@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import events as E
+from atelier.engine import events as E
 
 QUEUE_LIMIT = 1000
 COMFY_PREVIEW = 1  # ComfyUI's binary event type for a preview image

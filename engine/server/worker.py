@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine import events as E
-from engine.executor import Executor
+from atelier.engine import events as E
+from atelier.engine.executor import Executor
 
 from .store import Store
 

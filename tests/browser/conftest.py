@@ -71,7 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("atelier-serve")
     models = base / "models"
     (models / "checkpoints").mkdir(parents=True)
-    atelier = [sys.executable, "-m", "engine.cli"]
+    atelier = [sys.executable, "-m", "atelier.engine"]
     exe = Path(sys.executable).with_name("atelier")
     if exe.is_file():
         atelier = [str(exe)]

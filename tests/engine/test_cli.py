@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli
-from engine.registry import Registry
+from atelier.engine import cli
+from atelier.engine.registry import Registry
 from tests.engine.toy_nodes import RUNS, TOY_TYPES, link, wf
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import events as E
-from engine.cache import OutputCache
-from engine.executor import Executor
+from atelier.engine import events as E
+from atelier.engine.cache import OutputCache
+from atelier.engine.executor import Executor
 from tests.engine.toy_nodes import RUNS, Sink, Slow, link, toy_registry, wf
 
 
@@ -140,7 +140,7 @@ def test_cached_downstream_means_evicted_upstream_need_not_run() -> None:
 
 
 def ex_check(ex: Executor, w: dict):
-    from engine.validate import check
+    from atelier.engine.validate import check
 
     return check(w, ex.registry).graph
 
@@ -219,7 +219,7 @@ def test_failure_reports_node_and_keeps_earlier_outputs_and_engine_healthy() -> 
 
 
 def test_wrong_number_of_outputs_fails_the_node() -> None:
-    from engine.node import Context, Node, Output
+    from atelier.engine.node import Context, Node, Output
 
     class Bad(Node):
         outputs = (Output("NUMBER"), Output("NUMBER", "other"))

@@ -9,8 +9,8 @@ from importlib.metadata import EntryPoint
 import pytest
 from pydantic import ValidationError
 
-from engine import registry as R
-from engine.node import Choice, Int, Node, Output
+from atelier.engine import registry as R
+from atelier.engine.node import Choice, Int, Node, Output
 from tests.engine.toy_nodes import toy_registry
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.validate import check
+from atelier.engine.validate import check
 from tests.engine.toy_nodes import link, toy_registry, wf
 
 REG = toy_registry()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.executor import Executor
-from engine.validate import check
-from engine.workflow import (
+from atelier.engine.executor import Executor
+from atelier.engine.validate import check
+from atelier.engine.workflow import (
     Link,
     WorkflowFormatError,
     detect_format,
@@ -91,7 +91,7 @@ def test_comfyui_api_format_loads_runs_and_round_trips() -> None:
 
 
 def test_comfy_export_resolves_output_names_to_indexes() -> None:
-    from engine.workflow import to_comfy_api
+    from atelier.engine.workflow import to_comfy_api
 
     w = parse_workflow(
         wf(
@@ -121,9 +121,9 @@ def test_bad_documents_are_refused_with_a_reason(tmp_path: Path) -> None:
 
 
 def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
-    from engine.node import Paths
-    from engine.registry import Registry
-    from nodes.image import EmptyImage, SaveImage
+    from atelier.engine.node import Paths
+    from atelier.engine.registry import Registry
+    from atelier.nodes.image import EmptyImage, SaveImage
 
     reg = Registry([EmptyImage, SaveImage])
     w = {
@@ -157,7 +157,7 @@ def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
 def test_saving_never_overwrites(tmp_path: Path) -> None:
     import torch
 
-    from nodes.image import save_images
+    from atelier.nodes.image import save_images
 
     img = torch.zeros(2, 4, 4, 3)
     (tmp_path / "x_00003_.png").write_bytes(b"not mine")

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.node import Boolean, Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
-from engine.registry import Registry
+from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
+from atelier.engine.registry import Registry
 
 RUNS: Counter[str] = Counter()
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine.models as models
-from engine.models import load_checkpoint, write_tiny_checkpoint
+import atelier.engine.models as models
+from atelier.engine.models import load_checkpoint, write_tiny_checkpoint
 
 
 def test_every_export_resolves() -> None:
@@ -30,7 +30,7 @@ def test_bad_arguments_are_value_errors_not_file_errors(tmp_path: Path) -> None:
 def test_full_size_random_sd15(request: pytest.FixtureRequest) -> None:
     if not request.config.getoption("--runslow", default=False):
         pytest.skip("full-size model: opt in with --runslow")
-    from engine.models import build_random_sd15
+    from atelier.engine.models import build_random_sd15
 
     ck = build_random_sd15(seed=0, dtype=torch.bfloat16)
     counts = {

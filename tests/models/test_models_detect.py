@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.models import (
+from atelier.engine.models import (
     CheckpointError,
     build_tiny_models,
     detect_checkpoint,
@@ -17,10 +17,10 @@ from engine.models import (
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from engine.models.checkpoint import empty_text_encoder, empty_unet, empty_vae
-from engine.models.detect import TensorIndex, detect_index, index_state_dict
-from engine.models.layout import original_state_dict
-from engine.models.tiny import text_encoder_info
+from atelier.engine.models.checkpoint import empty_text_encoder, empty_unet, empty_vae
+from atelier.engine.models.detect import TensorIndex, detect_index, index_state_dict
+from atelier.engine.models.layout import original_state_dict
+from atelier.engine.models.tiny import text_encoder_info
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.models import (
+from atelier.engine.models import (
     CheckpointError,
     build_tiny_models,
     detect_checkpoint,
@@ -15,7 +15,7 @@ from engine.models import (
     load_vae,
     write_tiny_checkpoint,
 )
-from engine.models.tiny import TinyModels
+from atelier.engine.models.tiny import TinyModels
 
 
 def _assert_same_weights(loaded: torch.nn.Module, original: torch.nn.Module) -> None:

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.models import (
+from atelier.engine.models import (
     build_tiny_models,
     detect_checkpoint,
     file_hash,
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from engine.models import checkpoint as checkpoint_module
-from engine.models.tiny import TinyModels
+from atelier.engine.models import checkpoint as checkpoint_module
+from atelier.engine.models.tiny import TinyModels
 
 
 @pytest.fixture(scope="module")

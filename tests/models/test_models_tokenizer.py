@@ -4,7 +4,7 @@ import json
 
 from transformers import CLIPTokenizer
 
-from engine.models import TOKENIZER_DIR, load_clip_tokenizer
+from atelier.engine.models import TOKENIZER_DIR, load_clip_tokenizer
 
 
 def test_tokenizer_loads_with_from_pretrained() -> None:

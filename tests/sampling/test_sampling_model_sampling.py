@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.sampling import ModelSampling, make_betas, sigmas_from_betas
+from atelier.engine.sampling import ModelSampling, make_betas, sigmas_from_betas
 
 MS = ModelSampling.discrete()
 

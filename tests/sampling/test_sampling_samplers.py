@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from engine.sampling import (
+from atelier.engine.sampling import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     SAMPLER_NAMES,
     SAMPLERS,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.sampling import (
+from atelier.engine.sampling import (
     SCHEDULER_NAMES,
     ModelSampling,
     beta_ppf,

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from engine import folders as F
-from engine.executor import Executor
-from engine.models.manager import ModelManager, configure_models
-from engine.node import Paths
-from engine.registry import default_registry
+from atelier.engine import folders as F
+from atelier.engine.executor import Executor
+from atelier.engine.models.manager import ModelManager, configure_models
+from atelier.engine.node import Paths
+from atelier.engine.registry import default_registry
 
 
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.models.tiny import write_tiny_checkpoint
+    from atelier.engine.models.tiny import write_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("models")
     (root / "checkpoints").mkdir()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from engine.sampling import SAMPLER_NAMES, ModelSampling
-from engine.sampling.guidance import CFGDenoiser
-from engine.sampling.ksampler import prepare_noise, sample, schedule
+from atelier.engine.sampling import SAMPLER_NAMES, ModelSampling
+from atelier.engine.sampling.guidance import CFGDenoiser
+from atelier.engine.sampling.ksampler import prepare_noise, sample, schedule
 
 
 @dataclass

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine import events as E
-from engine.workflow import load_workflow
+from atelier.engine import events as E
+from atelier.engine.workflow import load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,7 +160,7 @@ def _write_lora(path: Path, unet, te, rank: int = 2, seed: int = 0) -> None:
 
 
 def test_lora_branches_are_both_right_in_either_order(engine_env, models_root: Path) -> None:
-    from engine.models.checkpoint import load_checkpoint
+    from atelier.engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
     lora = models_root / "loras" / "style.safetensors"
@@ -325,8 +325,8 @@ def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path
 
 
 def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_root: Path) -> None:
-    from engine.models.checkpoint import file_sha256
-    from engine.pnginfo import read_metadata
+    from atelier.engine.models.checkpoint import file_sha256
+    from atelier.engine.pnginfo import read_metadata
 
     res, _ = run(engine_env, portrait(), seed=21)
     ref = res.outputs["save"]["images"][0]
@@ -342,7 +342,7 @@ def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_ro
 def test_tiled_vae_matches_whole_when_one_tile_covers_it_and_keeps_shapes(
     engine_env, models_root: Path
 ) -> None:
-    from nodes.loaders import handles_from_checkpoint
+    from atelier.nodes.loaders import handles_from_checkpoint
 
     loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
     _, _, vae = handles_from_checkpoint(loaded)
@@ -358,8 +358,8 @@ def test_tiled_vae_matches_whole_when_one_tile_covers_it_and_keeps_shapes(
 
 
 def test_load_image_gives_mask_from_alpha(engine_env) -> None:
-    from engine.node import Context
-    from nodes.image import LoadImage
+    from atelier.engine.node import Context
+    from atelier.nodes.image import LoadImage
 
     rgba = np.zeros((4, 6, 4), dtype=np.uint8)
     rgba[..., 0] = 255
@@ -376,8 +376,8 @@ def test_load_image_gives_mask_from_alpha(engine_env) -> None:
 def test_cached_handles_count_their_weights_so_unused_models_can_be_evicted(
     engine_env, models_root: Path
 ) -> None:
-    from engine.cache import OutputCache, measure
-    from nodes.loaders import handles_from_checkpoint
+    from atelier.engine.cache import OutputCache, measure
+    from atelier.nodes.loaders import handles_from_checkpoint
 
     loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
     model, clip, vae = handles_from_checkpoint(loaded)
@@ -391,14 +391,14 @@ def test_cached_handles_count_their_weights_so_unused_models_can_be_evicted(
 
 
 def test_sd2_v_prediction_checkpoint_end_to_end(engine_env, models_root: Path) -> None:
-    from engine.models.tiny import write_tiny_checkpoint
+    from atelier.engine.models.tiny import write_tiny_checkpoint
 
     path = models_root / "checkpoints" / "tiny2v.safetensors"
     if not path.exists():
         write_tiny_checkpoint("sd2", path, seed=0, v_prediction=True)
     loaded = engine_env.services["models"].load_checkpoint(path)
     assert loaded.info.family == "sd2" and loaded.info.prediction == "v"
-    from nodes.loaders import handles_from_checkpoint
+    from atelier.nodes.loaders import handles_from_checkpoint
 
     assert handles_from_checkpoint(loaded)[0].sampling.prediction == "v_prediction"
     res, events = run(engine_env, portrait(), checkpoint="tiny2v.safetensors", seed=4)

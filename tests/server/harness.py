@@ -27,7 +27,7 @@ TERMINAL = ("job_finished", "job_failed", "job_interrupted")
 # ``python -m engine.cli`` runs the module twice (as __main__ and as engine.cli): the subcommands that
 # engine.server.cli registers land in the second copy, so start through ``engine.cli.main`` as the
 # ``atelier`` script does.
-SERVE = "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+SERVE = "import sys; from atelier.engine.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def free_port() -> int:
 def write_models(root: Path) -> Path:
     """A models root with a tiny SD1.5 checkpoint and a file that is no checkpoint at all (it makes the
     loader node fail at run time)."""
-    from engine.models.tiny import write_tiny_checkpoint
+    from atelier.engine.models.tiny import write_tiny_checkpoint
 
     ckpts = root / "checkpoints"
     ckpts.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from engine.models.lora import (
+from atelier.engine.models.lora import (
     LoraFormatError,
     build_lora_patches,
     load_lora,
@@ -19,7 +19,7 @@ from engine.models.lora import (
     read_lora_file,
     unet_ldm_names,
 )
-from engine.models.patches import patched
+from atelier.engine.models.patches import patched
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.models.patches import (
+from atelier.engine.models.patches import (
     WeightPatch,
     apply_patches,
     merge_patches,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from engine.models.text_encode import (
+from atelier.engine.models.text_encode import (
     TextEncoderSpec,
     empty_chunk,
     encode_chunks,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.models.prompt import Segment, parse_prompt, strip_weighting
+from atelier.engine.models.prompt import Segment, parse_prompt, strip_weighting
 
 
 def pairs(prompt: str, **kwargs: str) -> list[tuple[str, float]]:
