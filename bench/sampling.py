@@ -58,10 +58,10 @@ def main() -> int:
 
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
+    from atelier.engine.models.handles import handles_from_checkpoint
     from atelier.engine.models.tiny import build_random_sd15
     from atelier.nodes.conditioning import CLIPTextEncode
     from atelier.nodes.latent import EmptyLatentImage
-    from atelier.nodes.loaders import handles_from_checkpoint
     from atelier.nodes.sampling import KSampler
     from atelier.nodes.vae import VAEDecode
 

@@ -1,4 +1,8 @@
-"""``atelier run|validate|nodes``: the command line."""
+"""``atelier run|validate|nodes`` and the subcommands plugins add (``serve``, ``demo``, ...).
+
+Every command that needs an engine builds it through the composition root (``engine/runtime.py``) from
+the shared engine options; plugins contribute subcommands as :class:`~atelier.engine.runtime.Command`s.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,15 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import IO, Any
 
 from . import events as E
-from . import folders as F
-from .executor import Executor, JobResult
-from .registry import Registry, default_registry
-from .validate import check
+from .executor import JobResult
+from .folders import Folders
+from .registry import Registry
+from .runtime import Engine, EngineConfig, add_engine_arguments, build_engine, config_from_args, load_plugins
 from .workflow import Workflow, WorkflowFormatError, parse_workflow, read_workflow_data
-
-#: Extra subcommands: name -> (add_arguments, handler). Other modules (server, models) register here.
-SUBCOMMANDS: dict[
-    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = {}
 
 
 class UsageError(Exception):
@@ -129,9 +127,9 @@ def job_points(
 class HumanReporter:
     """Progress bars and one line per node, for people at a terminal."""
 
-    def __init__(self, stream: IO[str], registry: Registry) -> None:
+    def __init__(self, stream: IO[str], folders: Folders) -> None:
         self.stream = stream
-        self.registry = registry
+        self.folders = folders
         self.bar: Any = None
         self.tty = stream.isatty()
 
@@ -156,7 +154,7 @@ class HumanReporter:
             self._close_bar()
             w(f"  ran    {ev.node} ({ev.node_type}) in {_ms(ev.elapsed_ms)}\n")
             for ref in (ev.ui or {}).get("images", []):
-                w(f"         wrote {_ref_path(ref)}\n")
+                w(f"         wrote {_ref_path(self.folders, ref)}\n")
         elif isinstance(ev, E.NodeFailed):
             self._close_bar()
             w(f"  FAILED {ev.node} ({ev.node_type}): {ev.exception_type}: {ev.message}\n")
@@ -183,8 +181,8 @@ def _ms(ms: float) -> str:
     return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
 
 
-def _ref_path(ref: dict[str, str]) -> str:
-    root = F.active().output if ref.get("type") == "output" else F.active().temp
+def _ref_path(folders: Folders, ref: dict[str, str]) -> str:
+    root = folders.output if ref.get("type") == "output" else folders.temp
     return str(root / ref.get("subfolder", "") / ref["filename"])
 
 
@@ -200,63 +198,24 @@ class JsonLines:
 # -- commands --------------------------------------------------------------------------------------
 
 
-def add_folder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--output-dir", type=Path, default=None, help="where images are written (default ./output)"
-    )
-    p.add_argument(
-        "--input-dir", type=Path, default=None, help="where input images are read (default ./input)"
-    )
-    p.add_argument("--temp-dir", type=Path, default=None, help="previews (default ./temp)")
-    p.add_argument(
-        "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
-    )
-    p.add_argument(
-        "--config", type=Path, default=None, help="TOML config with extra model folders ($ATELIER_CONFIG)"
-    )
-
-
-def configure_folders(args: argparse.Namespace) -> F.Folders:
-    current = F.active()
-    fol = F.Folders(
-        output=args.output_dir or Path(os.environ.get("ATELIER_OUTPUT", current.output)),
-        input=getattr(args, "input_dir", None) or Path(os.environ.get("ATELIER_INPUT", current.input)),
-        temp=getattr(args, "temp_dir", None) or Path(os.environ.get("ATELIER_TEMP", current.temp)),
-        models=current.models,
-    )
-    return F.configure(fol)
-
-
-#: Hooks run after folders are configured and before the registry is built (model folders, say).
-SETUP_HOOKS: list[Callable[[argparse.Namespace], None]] = []
-
-
-def build_registry() -> Registry:
-    reg = default_registry()
-    for source, message in reg.load_errors:
-        print(f"warning: {source}: {message}", file=sys.stderr)
-    return reg
-
-
-def default_device() -> str:
+def engine_for(args: argparse.Namespace, config: EngineConfig | None = None) -> Engine | None:
+    """Build the engine the shared options describe, reporting problems on stderr (None: a bad option)."""
     try:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-    except ImportError:
-        pass
-    return "cpu"
+        engine = build_engine(config or config_from_args(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    for source, message in engine.load_errors:
+        print(f"warning: {source}: {message}", file=sys.stderr)
+    return engine
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    fol = configure_folders(args)
-    for hook in SETUP_HOOKS:
-        hook(args)
-    registry = build_registry()
-    fol.ensure()
+def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    engine = engine or engine_for(args)
+    if engine is None:
+        return 2
+    registry = engine.registry
+    engine.folders.ensure()
     workflows: list[tuple[str, Workflow]] = []
     for path in args.workflows:
         try:
@@ -267,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             workflows.append((path, parse_workflow(data)))
         except Exception:
-            for e in check(data, registry).errors:  # the same messages validation gives
+            for e in engine.check(data).errors:  # the same messages validation gives
                 print(f"{path}: {e}", file=sys.stderr)
             return 2
     jobs: list[tuple[str, Workflow, dict[str, Any]]] = []
@@ -288,19 +247,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         event_file = open(args.events, "w", encoding="utf-8")  # noqa: SIM115 - closed below
         sinks.append(JsonLines(event_file))
     if not args.quiet and args.events != "-":
-        sinks.append(HumanReporter(human_stream, registry))
+        sinks.append(HumanReporter(human_stream, engine.folders))
 
-    from .cache import OutputCache, default_budget, default_device_budget
-    from .node import Paths
-
-    device = args.device or default_device()
-    executor = Executor(
-        registry,
-        OutputCache(max_bytes=default_budget(), max_device_bytes=default_device_budget(device)),
-        device=device,
-        paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
-        services=SERVICES_FACTORY(args) if SERVICES_FACTORY else {},
-    )
+    executor = engine.executor
 
     def on_event(ev: E.Event) -> None:
         for s in sinks:
@@ -318,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if point and not args.quiet and args.events != "-":
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 human_stream.write(f"{path} [{shown}]\n")
-            res = executor.run(wf, overrides=point, on_event=on_event, job_info={"source": path})
+            res = executor.run(wf, overrides=point, on_event=on_event, source=path)
             results.append(res)
             if res.status == "interrupted":
                 break
@@ -340,15 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-#: Optional factory of executor services (model manager, ...), set by the model package.
-SERVICES_FACTORY: Callable[[argparse.Namespace], dict[str, Any]] | None = None
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    configure_folders(args)
-    for hook in SETUP_HOOKS:
-        hook(args)
-    registry = build_registry()
+    engine = engine_for(args)
+    if engine is None:
+        return 2
+    registry = engine.registry
     status = 0
     report: list[dict[str, Any]] = []
     for path in args.workflows:
@@ -375,8 +320,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         except Exception:
             pass  # check() below reports what is wrong with the data
-        wf: Any = data
-        result = check(wf, registry, overrides)
+        result = engine.check(data, overrides)
         ok = result.ok
         report.append({"workflow": path, "ok": ok, "errors": [e.model_dump() for e in result.errors]})
         if not ok:
@@ -392,15 +336,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    configure_folders(args)
-    for hook in SETUP_HOOKS:
-        hook(args)
-    registry = build_registry()
+    engine = engine_for(args)
+    if engine is None:
+        return 2
+    registry = engine.registry
     if args.type:
         if args.type not in registry:
             print(f"error: unknown node type {args.type!r}", file=sys.stderr)
             return 1
-        desc = registry.describe(args.type)
+        desc = engine.describe(args.type)
         if args.json:
             print(json.dumps(desc, indent=2))
             return 0
@@ -426,7 +370,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print(f"    {o['name']}: {o['type']}")
         return 0
     if args.json:
-        print(json.dumps(registry.describe(), indent=2))
+        print(json.dumps(engine.describe(), indent=2))
         return 0
     by_cat: dict[str, list[str]] = {}
     for name in registry:
@@ -446,55 +390,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run workflows headless")
     p.add_argument("workflows", nargs="+", help="workflow JSON files (Atelier or ComfyUI API format) or PNGs")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT"
-    )
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
-    p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument(
-        "--dtype", default=None, help="model weights: float16 (GPU default), bfloat16, float32 (CPU default)"
-    )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    add_folder_args(p)
+    add_run_arguments(p)
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check workflows without running them")
     p.add_argument("workflows", nargs="+")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--json", action="store_true", help="machine-readable report")
-    add_folder_args(p)
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("nodes", help="list node types, or describe one")
     p.add_argument("type", nargs="?")
     p.add_argument("--json", action="store_true")
-    add_folder_args(p)
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_nodes)
 
-    for name, (add_args, handler) in SUBCOMMANDS.items():
-        p = sub.add_parser(name)
-        add_args(p)
-        p.set_defaults(func=handler)
+    errors: list[tuple[str, str]] = []
+    for plugin in load_plugins(errors):
+        for command in plugin.commands():
+            p = sub.add_parser(command.name, help=command.help)
+            command.add_arguments(p)
+            if command.engine_options:
+                add_engine_arguments(p)
+            p.set_defaults(func=command.run)
+    for source, message in errors:
+        print(f"warning: {source}: {message}", file=sys.stderr)
     return parser
 
 
-def _load_extensions() -> None:
-    """Import modules that register subcommands and hooks (they are optional parts of the engine)."""
-    import importlib
-
-    for module in ("atelier.engine.models.cli", "atelier.engine.server.cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``run`` (and ``demo``, which runs a shipped workflow) take besides the engine options."""
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT"
+    )
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
+    p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Atelier never downloads models
-    _load_extensions()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -502,9 +440,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-if (
-    __name__ == "__main__"
-):  # run as `python -m atelier.engine.cli`: use the importable module, where extensions register
-    from atelier.engine.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +22,9 @@ import networkx as nx
 
 from . import events as E
 from .cache import OutputCache
-from .node import Context, Interrupted, NodeResult, Paths
+from .folders import Folders
+from .model_loader import ModelLoader
+from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
 
@@ -60,8 +62,10 @@ class Plan:
     signatures: dict[str, str]
     to_run: list[str]
     cached: list[str]
-    #: node id -> fingerprint, for nodes that have one (file hashes of loaders, say)
+    #: node id -> fingerprint, for nodes that have one (file identities of loaders, say)
     fingerprints: dict[str, Any] = field(default_factory=dict)
+    #: nodes whose outputs are not cached: not cacheable themselves, or downstream of one that is not
+    volatile: set[str] = field(default_factory=set)
 
 
 class NodeOutputError(RuntimeError):
@@ -75,8 +79,15 @@ def _signature(
     return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+#: ``observer(node_id, node_type, outputs)`` after a node ran (for probes in tests and debugging tools)
+OutputObserver = Callable[[str, str, tuple[Any, ...]], None]
+
+
 class Executor:
-    """Runs jobs one at a time against a shared output cache."""
+    """Runs jobs one at a time against a shared output cache.
+
+    Built by the composition root (``engine/runtime.py``) with the engine's folders and model loader,
+    which every node reaches through its :class:`Context`."""
 
     def __init__(
         self,
@@ -84,36 +95,42 @@ class Executor:
         cache: OutputCache | None = None,
         *,
         device: str = "cpu",
-        paths: Paths | None = None,
-        services: Mapping[str, Any] | None = None,
+        folders: Folders | None = None,
+        models: ModelLoader | None = None,
     ) -> None:
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
         self.device = device
-        self.paths = paths or Paths()
-        self.services: dict[str, Any] = dict(services or {})
+        self.folders = folders if folders is not None else Folders()
+        self.models = models if models is not None else ModelLoader(device)
         self.listeners: list[E.EventSink] = []
+        self.observers: list[OutputObserver] = []
         self._lock = threading.Lock()
-        self._interrupt = threading.Event()
-        self._current: str | None = None
+        self._current: tuple[str, CancelToken] | None = None
 
     # -- control -----------------------------------------------------------------------------------
 
     @property
     def current_job(self) -> str | None:
-        return self._current
+        current = self._current
+        return current[0] if current is not None else None
 
     def interrupt(self, job_id: str | None = None) -> bool:
-        """Interrupt the running job (or only if it is ``job_id``). Returns whether one was running."""
+        """Cancel the running job's token (or only if it is ``job_id``). Returns whether one was running.
+        Callers that own a job's token (the server's worker) cancel it directly instead."""
         current = self._current
-        if current is None or (job_id is not None and job_id != current):
+        if current is None or (job_id is not None and job_id != current[0]):
             return False
-        self._interrupt.set()
+        current[1].cancel()
         return True
 
     # -- planning ----------------------------------------------------------------------------------
 
-    def plan(self, graph: Graph, ctx_for: Callable[[str], Context] | None = None) -> Plan:
+    def plan(self, graph: Graph, ctx_for: Callable[[str], Context] | None = None, nonce: str = "") -> Plan:
+        """The nodes the requested outputs need, their signatures, and which must run.
+
+        ``nonce`` (the job id) goes into the signatures of nodes that are not cacheable, so that they and
+        what depends on them run again in every job."""
         nodes = graph.nodes
         g = nx.DiGraph()
         stack = list(graph.outputs)
@@ -131,17 +148,16 @@ class Executor:
 
         signatures: dict[str, str] = {}
         fingerprints: dict[str, Any] = {}
+        volatile: set[str] = set()
         for nid in order:
             node = nodes[nid]
             spec = node.type.spec
             upstream = sorted((name, signatures[src], idx) for name, (src, idx) in node.links.items())
+            if not node.type.cacheable or any(src in volatile for src, _ in node.links.values()):
+                volatile.add(nid)
             fp = None
             if node.type.has_fingerprint:
-                ctx = (
-                    ctx_for(nid)
-                    if ctx_for
-                    else Context("plan", nid, spec.type, device=self.device, paths=self.paths)
-                )
+                ctx = ctx_for(nid) if ctx_for else self.make_context(JobContext("plan"), nid, spec.type)
                 try:
                     fp = node.type.fingerprint(ctx, **node.literals)
                 except Exception as exc:
@@ -149,6 +165,8 @@ class Executor:
                     raise
                 if fp is not None:
                     fingerprints[nid] = fp
+            if not node.type.cacheable:
+                fp = (fp, "volatile", nonce)
             signatures[nid] = _signature(spec.type, spec.version, node.literals, upstream, fp)
 
         cache = self.cache
@@ -163,7 +181,21 @@ class Executor:
                         needed.add(src)
         to_run.reverse()
         run_set = set(to_run)
-        return Plan(order, signatures, to_run, [n for n in order if n not in run_set], fingerprints)
+        return Plan(order, signatures, to_run, [n for n in order if n not in run_set], fingerprints, volatile)
+
+    def make_context(
+        self, job: JobContext, nid: str, node_type: str, cancel: CancelToken | None = None, emit: Any = None
+    ) -> Context:
+        return Context(
+            job,
+            nid,
+            node_type,
+            device=self.device,
+            files=self.folders,
+            models=self.models,
+            cancel=cancel if cancel is not None else CancelToken(),
+            emit=emit,
+        )
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -175,10 +207,16 @@ class Executor:
         overrides: dict[str, Any] | None = None,
         outputs: list[str] | None = None,
         on_event: E.EventSink | None = None,
-        job_info: Mapping[str, Any] | None = None,
+        source: str = "",
+        client_id: str | None = None,
+        cancel: CancelToken | None = None,
     ) -> JobResult:
         """Check and run a workflow (any format, or a checked :class:`Graph`). Never raises for a bad
-        workflow or a failing node: the result says what happened."""
+        workflow or a failing node: the result says what happened.
+
+        ``cancel`` is the job's token: cancelling it stops the job at the next node or, inside a node, at
+        its next ``ctx.progress``/``ctx.check_interrupt``. A token cancelled before the run starts stops
+        the job before its first node."""
         job = job_id or uuid.uuid4().hex
         sinks = [s for s in (*self.listeners, on_event) if s is not None]
 
@@ -192,7 +230,7 @@ class Executor:
         if isinstance(workflow, Graph):
             graph = workflow
         else:
-            checked: CheckResult = check(workflow, self.registry, overrides, outputs)
+            checked: CheckResult = check(workflow, self.registry, overrides, outputs, files=self.folders)
             if checked.graph is None:
                 errs = [e for e in checked.errors if e.severity == "error"]
                 if sinks:
@@ -205,22 +243,23 @@ class Executor:
                     )
                 return JobResult(job, "invalid", errors=checked.errors)
             graph = checked.graph
+        token = cancel if cancel is not None else CancelToken()
+        job_ctx = JobContext(
+            job, source=source, client_id=client_id, workflow=graph.workflow, parameters=graph.parameters
+        )
         with self._lock:
-            self._current = job
-            self._interrupt.clear()
+            self._current = (job, token)
             try:
-                return self._run(graph, job, emit if sinks else None, job_info or {})
+                return self._run(graph, job_ctx, emit if sinks else None, token)
             finally:
                 self._current = None
-                self._interrupt.clear()
 
     def _run(
-        self, graph: Graph, job: str, emit: Callable[[E.Event], None] | None, job_info: Mapping[str, Any]
+        self, graph: Graph, job_ctx: JobContext, emit: Callable[[E.Event], None] | None, token: CancelToken
     ) -> JobResult:
         t0 = time.perf_counter()
+        job = job_ctx.id
         nodes = graph.nodes
-        info = {"workflow": graph.workflow, "parameters": graph.parameters, **job_info}
-        interrupt = self._interrupt
 
         def make_ctx(nid: str) -> Context:
             node_type = nodes[nid].type.spec.type
@@ -233,22 +272,12 @@ class Executor:
                     elif kind == "preview":
                         emit(E.Preview(job=job, node=_nid, **data))
 
-            return Context(
-                job,
-                nid,
-                node_type,
-                device=self.device,
-                paths=self.paths,
-                services=self.services,
-                job_info=info,
-                _emit=emit_node,
-                _interrupt=interrupt,
-            )
+            return self.make_context(job_ctx, nid, node_type, token, emit_node)
 
         result = JobResult(job, "success")
         for _attempt in range(3):
             try:
-                plan = self.plan(graph, make_ctx)
+                plan = self.plan(graph, make_ctx, nonce=job)
             except Exception as exc:
                 # a fingerprint failed (a file that cannot be read, say): fail on that node
                 return self._fail(result, graph, getattr(exc, "_atelier_node", None), exc, emit, t0)
@@ -257,16 +286,10 @@ class Executor:
                 break
         else:  # the cache kept losing entries under us (cleared concurrently): run everything
             self.cache.clear()
-            plan = self.plan(graph, make_ctx)
+            plan = self.plan(graph, make_ctx, nonce=job)
             fetched = ({}, {})
         values, ui_cached = fetched
-        info["fingerprints"] = {
-            nid: {"type": nodes[nid].type.spec.type, "inputs": nodes[nid].literals, "fingerprint": fp}
-            for nid, fp in plan.fingerprints.items()
-        }
-        info["node_versions"] = {
-            nodes[nid].type.spec.type: nodes[nid].type.spec.version for nid in plan.order
-        }
+        job_ctx._provenance = lambda: self._provenance(graph, plan, make_ctx)
         outputs_wanted = set(graph.outputs)
         consumers: dict[str, int] = {}
         for nid in plan.to_run:
@@ -281,12 +304,12 @@ class Executor:
                 emit(E.NodeCached(job=job, node=nid, node_type=nodes[nid].type.spec.type))
 
         registry = self.registry
+        observers = self.observers
         for nid in plan.to_run:
             node = nodes[nid]
             spec = node.type.spec
             try:
-                if interrupt.is_set():
-                    raise Interrupted("interrupted before node " + nid)
+                token.check("before node " + nid)
                 if emit is not None:
                     emit(E.NodeStarted(job=job, node=nid, node_type=spec.type, title=node.title))
                 kwargs = dict(node.literals)
@@ -295,8 +318,10 @@ class Executor:
                 ctx = make_ctx(nid)
                 started = time.perf_counter()
                 raw = registry.instance(spec.type).run(ctx, **kwargs)
-                outputs, ui = _normalise(raw, len(spec.outputs), spec.type)
+                outputs, ui = _normalise(raw, spec, nid)
                 elapsed = (time.perf_counter() - started) * 1000.0
+                for observe in observers:
+                    observe(nid, spec.type, outputs)
             except Interrupted:
                 result.status = "interrupted"
                 result.elapsed_ms = (time.perf_counter() - t0) * 1000.0
@@ -305,7 +330,8 @@ class Executor:
                 return result
             except Exception as exc:
                 return self._fail(result, graph, nid, exc, emit, t0)
-            self.cache.put(plan.signatures[nid], outputs, ui)
+            if nid not in plan.volatile:
+                self.cache.put(plan.signatures[nid], outputs, ui)
             values[nid] = outputs
             result.executed.append(nid)
             if ui is not None and nid in outputs_wanted:
@@ -354,6 +380,23 @@ class Executor:
                 ui[nid] = dict(entry.ui)
         return values, ui
 
+    def _provenance(self, graph: Graph, plan: Plan, make_ctx: Callable[[str], Context]) -> Provenance:
+        """What this job's results are made from (asked for by nodes that save results)."""
+        nodes = graph.nodes
+        files: dict[str, dict[str, Any]] = {}
+        for nid, fp in plan.fingerprints.items():
+            node = nodes[nid]
+            entry: dict[str, Any] = {"type": node.type.spec.type, "inputs": node.literals, "fingerprint": fp}
+            if node.type.has_provenance:
+                entry.update(node.type.provenance(make_ctx(nid), **node.literals) or {})
+            files[nid] = entry
+        return Provenance(
+            workflow=graph.workflow.to_dict(),
+            parameters=dict(graph.parameters),
+            node_versions={nodes[n].type.spec.type: nodes[n].type.spec.version for n in plan.order},
+            files=files,
+        )
+
     def _fail(
         self,
         result: JobResult,
@@ -394,16 +437,31 @@ class Executor:
         return result
 
 
-def _normalise(raw: Any, n_outputs: int, type_name: str) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+def _normalise(raw: Any, spec: Any, nid: str) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    """A node's return value as a tuple of outputs (checked against the declared carriers) and UI data."""
     ui = None
+    n_outputs = len(spec.outputs)
     if isinstance(raw, NodeResult):
         ui = dict(raw.ui) if raw.ui is not None else None
         raw = raw.outputs
     if n_outputs == 0:
         return (), ui
     if n_outputs == 1 and not isinstance(raw, tuple):
-        return (raw,), ui
+        raw = (raw,)
     if not isinstance(raw, tuple) or len(raw) != n_outputs:
         got = f"a tuple of {len(raw)}" if isinstance(raw, tuple) else type(raw).__name__
-        raise NodeOutputError(f"{type_name} returned {got}, but declares {n_outputs} outputs")
+        raise NodeOutputError(f"{spec.type} returned {got}, but declares {n_outputs} outputs")
+    for out, value in zip(spec.outputs, raw, strict=True):
+        socket = out.socket
+        if socket is not None and socket.carrier is not None and not isinstance(value, socket.carrier):
+            raise NodeOutputError(
+                f"{spec.type} node {nid} returned {type(value).__name__} for its output {out.name!r}, "
+                f"but {out.type} carries {_carrier_name(socket.carrier)}"
+            )
     return raw, ui
+
+
+def _carrier_name(carrier: type | tuple[type, ...]) -> str:
+    if isinstance(carrier, tuple):
+        return " or ".join(c.__name__ for c in carrier)
+    return carrier.__name__

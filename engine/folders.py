@@ -1,37 +1,79 @@
 """Where files live: output, input and temp folders, and model folders by kind.
 
-The CLI and the server configure one :class:`Folders` at start-up (flags, environment variables, a config
-file); node types read their choice lists (input images, model files) from it, and every file name that
-comes from a workflow or a request is resolved through :meth:`Folders.resolve`, which never leaves the
-folder it names.
+The composition root (``engine/runtime.py``) builds one :class:`Folders` per engine from its configuration
+(flags, environment variables, a config file) and hands it to nodes as ``ctx.files``: their choice lists
+(input images, model files) come from it, and every file name that comes from a workflow or a request is
+resolved through :func:`resolve_inside`, which never leaves the folder it names. There is no process-wide
+"active" instance: two engines in one process (tests, workers) each have their own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .node import Paths
-
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
 class UnsafePathError(ValueError):
     """A file name that would reach outside its folder."""
 
 
+class FileHashes:
+    """Content hashes of files, computed on demand and remembered per file version (path, size, mtime):
+    a 7 GB checkpoint is hashed once per process, and only when something records its provenance."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.computed = 0  # how many files were actually read (for tests and statistics)
+
+    def sha256(self, path: Path) -> str:
+        key = file_identity(path)
+        with self._lock:
+            hit = self._known.get(key)
+        if hit is not None:
+            return hit
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        with self._lock:
+            self.computed += 1
+            self._known[key] = digest
+            while len(self._known) > self.max_entries:
+                self._known.pop(next(iter(self._known)))
+        return digest
+
+
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime in ns): cheap, and changes whenever the file is rewritten."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def file_fingerprint(path: Path) -> str:
+    """A cache-signature fingerprint of a file that does not read it."""
+    p, size, mtime = file_identity(path)
+    return f"{p}:{size}:{mtime}"
+
+
 @dataclass
 class Folders:
+    """The folders of one engine, and the file operations nodes need on them (``ctx.files``)."""
+
     output: Path = Path("output")
     input: Path = Path("input")
     temp: Path = Path("temp")
     #: model kind (``checkpoints``, ``loras``, ...) -> folders searched, in order
     models: dict[str, list[Path]] = field(default_factory=dict)
-
-    @property
-    def paths(self) -> Paths:
-        return Paths(output=self.output, input=self.input, temp=self.temp)
+    hashes: FileHashes = field(default_factory=FileHashes, repr=False, compare=False)
 
     def ensure(self) -> None:
         for p in (self.output, self.input, self.temp):
@@ -52,6 +94,43 @@ class Folders:
     def input_images(self) -> list[str]:
         return self.list_files(self.input, IMAGE_EXTENSIONS)
 
+    def input_path(self, name: str) -> Path:
+        """An input file by name (never outside the input folder)."""
+        return resolve_inside(self.input, name)
+
+    def list_models(self, kind: str) -> list[str]:
+        """Model files (and, for checkpoints, diffusers folders) of a kind, as names relative to their
+        folder, in the order of the folders searched."""
+        names: list[str] = []
+        for folder in self.models.get(kind, []):
+            if not folder.is_dir():
+                continue
+            for root, dirs, files in os.walk(folder, followlinks=True):
+                rel_root = Path(root).relative_to(folder)
+                if "model_index.json" in files:  # a diffusers folder is one model
+                    names.append(rel_root.as_posix())
+                    dirs[:] = []
+                    continue
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in files:
+                    if f.lower().endswith(WEIGHT_EXTENSIONS) and not f.startswith("."):
+                        names.append((rel_root / f).as_posix())
+        return sorted(dict.fromkeys(names))
+
+    def find_model(self, kind: str, name: str) -> Path:
+        """The path of model ``name`` of ``kind``; never outside the kind's folders."""
+        searched = self.models.get(kind, [])
+        for folder in searched:
+            path = resolve_inside(folder, name)
+            if path.exists():
+                return path
+        where = ", ".join(str(p) for p in searched) or "(no folders configured)"
+        raise FileNotFoundError(f"{kind[:-1] if kind.endswith('s') else kind} {name!r} not found in {where}")
+
+    def sha256(self, path: Path) -> str:
+        """The content hash of a file, computed once per file version."""
+        return self.hashes.sha256(path)
+
 
 def resolve_inside(folder: Path, name: str) -> Path:
     """``folder / name``, refusing names that are absolute or climb out of ``folder``."""
@@ -65,17 +144,3 @@ def resolve_inside(folder: Path, name: str) -> Path:
     if target != base and base not in target.parents:
         raise UnsafePathError(f"file name {name!r} reaches outside {folder}")
     return target
-
-
-_active = Folders()
-
-
-def active() -> Folders:
-    """The folders configured for this process."""
-    return _active
-
-
-def configure(folders: Folders) -> Folders:
-    global _active
-    _active = folders
-    return folders

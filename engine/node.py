@@ -24,16 +24,18 @@ output (a bare value when there is exactly one output) or a :class:`NodeResult` 
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import types as T
+from .folders import Folders
+from .model_loader import ModelLoader
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,7 +58,10 @@ class InputSpec(BaseModel):
     max: int | float | None = None
     step: int | float | None = None
     choices: tuple[Any, ...] | None = None
-    choices_fn: Callable[[], list[Any]] | None = Field(default=None, exclude=True)
+    #: choices that change (model files, input images): called with the engine's folders
+    choices_fn: Callable[[Folders], list[Any]] | None = Field(default=None, exclude=True)
+    #: the socket type object (description, colour, carrier) when declared with one
+    socket: T.SocketType | None = Field(default=None, exclude=True)
     multiline: bool = False
     description: str = ""
     control_after_generate: bool = False
@@ -77,12 +82,12 @@ class InputSpec(BaseModel):
     def has_default(self) -> bool:
         return self.default is not None
 
-    def resolved_choices(self) -> list[Any]:
+    def resolved_choices(self, files: Folders | None = None) -> list[Any]:
         if self.choices_fn is not None:
-            return list(self.choices_fn())
+            return list(self.choices_fn(files if files is not None else Folders()))
         return list(self.choices or ())
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, files: Folders | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type, "optional": self.optional}
         if self.is_widget:
             d["widget"] = True
@@ -91,7 +96,7 @@ class InputSpec(BaseModel):
             if value is not None:
                 d[key] = value
         if self.type == T.COMBO:
-            d["choices"] = self.resolved_choices()
+            d["choices"] = self.resolved_choices(files)
         if self.multiline:
             d["multiline"] = True
         if self.control_after_generate:
@@ -102,11 +107,12 @@ class InputSpec(BaseModel):
 
 
 class OutputSpec(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     name: str
     type: str
     description: str = ""
+    socket: T.SocketType | None = Field(default=None, exclude=True)
 
 
 class NodeSpec(BaseModel):
@@ -161,7 +167,7 @@ class NodeSpec(BaseModel):
                 return n
         return None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, files: Folders | None = None) -> dict[str, Any]:
         return {
             "type": self.type,
             "display_name": self.display_name,
@@ -170,7 +176,7 @@ class NodeSpec(BaseModel):
             "description": self.description,
             "output_node": self.output_node,
             "deprecated": self.deprecated,
-            "inputs": [i.describe() for i in self.inputs],
+            "inputs": [i.describe(files) for i in self.inputs],
             "outputs": [o.model_dump() for o in self.outputs],
         }
 
@@ -178,9 +184,12 @@ class NodeSpec(BaseModel):
 # -- input and output constructors -------------------------------------------------------------------
 
 
-def Socket(name: str, type: str, *, optional: bool = False, description: str = "") -> InputSpec:
-    """An input fed by a link from another node's output of ``type``."""
-    return InputSpec(name=name, type=type, optional=optional, description=description)
+def Socket(name: str, type: T.TypeRef, *, optional: bool = False, description: str = "") -> InputSpec:
+    """An input fed by a link from another node's output of ``type`` (a :class:`SocketType`)."""
+    socket = type if isinstance(type, T.SocketType) else None
+    return InputSpec(
+        name=name, type=T.type_name(type), optional=optional, description=description, socket=socket
+    )
 
 
 def Int(
@@ -248,13 +257,14 @@ def Boolean(name: str, default: bool = False, *, optional: bool = False, descrip
 
 def Choice(
     name: str,
-    choices: list[Any] | tuple[Any, ...] | Callable[[], list[Any]],
+    choices: list[Any] | tuple[Any, ...] | Callable[[Folders], list[Any]],
     default: Any = None,
     *,
     optional: bool = False,
     description: str = "",
 ) -> InputSpec:
-    """One of a list of choices. ``choices`` may be a callable for lists that change (model files)."""
+    """One of a list of choices. ``choices`` may be a callable for lists that change: it receives the
+    engine's :class:`Folders` (see :func:`model_files`, :func:`input_files`)."""
     if callable(choices):
         return InputSpec(
             name=name,
@@ -272,55 +282,130 @@ def Choice(
     )
 
 
-def Output(type: str, name: str | None = None, *, description: str = "") -> OutputSpec:
-    return OutputSpec(name=name or type, type=type, description=description)
+def Output(type: T.TypeRef, name: str | None = None, *, description: str = "") -> OutputSpec:
+    socket = type if isinstance(type, T.SocketType) else None
+    tname = T.type_name(type)
+    return OutputSpec(name=name or tname, type=tname, description=description, socket=socket)
+
+
+def model_files(kind: str) -> Callable[[Folders], list[str]]:
+    """Choices: the model files of ``kind`` (``checkpoints``, ``loras``, ...) in the engine's folders."""
+
+    def choices(files: Folders) -> list[str]:
+        return files.list_models(kind)
+
+    choices.__qualname__ = f"model_files({kind!r})"
+    return choices
+
+
+def input_files(files: Folders) -> list[str]:
+    """Choices: the images in the engine's input folder."""
+    return files.input_images()
 
 
 # -- run-time context ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Folders a run reads from and writes to."""
+class CancelToken:
+    """A job's cancel switch: set by whoever cancels (a Ctrl+C, a server request), read by the executor
+    between nodes and by nodes inside their loops (``ctx.check_interrupt()``). One per job."""
 
-    output: Path = Path("output")
-    input: Path = Path("input")
-    temp: Path = Path("temp")
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "interrupted") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self, where: str = "") -> None:
+        if self._event.is_set():
+            raise Interrupted(f"{self.reason or 'interrupted'}{' in ' + where if where else ''}")
+
+
+class Provenance(BaseModel):
+    """What a result was made from, for PNG metadata: the workflow, parameter values, node versions and
+    the files the result depends on (with their content hashes)."""
+
+    workflow: dict[str, Any] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    node_versions: dict[str, str] = Field(default_factory=dict)
+    #: node id -> {"type", "inputs", "fingerprint", plus what the node's ``provenance()`` adds (sha256)}
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass
+class JobContext:
+    """The job a node runs for: its id, where it came from, and (once planned) its provenance."""
+
+    id: str
+    source: str = ""
+    client_id: str | None = None
+    workflow: Any = None  # engine.workflow.Workflow (not imported here: the workflow module imports nodes)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    _provenance: Callable[[], Provenance] | None = None
+    _memo: Provenance | None = None
+
+    def provenance(self) -> Provenance:
+        """Computed once per job, on first use (file content hashes are only taken when a node saves)."""
+        if self._memo is None:
+            self._memo = self._provenance() if self._provenance is not None else Provenance()
+        return self._memo
+
+
+Emit = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
 class Context:
-    """What a node's ``run`` receives besides its inputs. One per node execution."""
+    """What a node's ``run`` receives besides its inputs: one per node execution.
 
-    job_id: str
+    Typed facades instead of a bag of services: ``files`` (output/input/temp and model folders, file
+    hashes), ``models`` (model files loaded once onto the engine's device), ``job`` (id, source,
+    provenance), ``progress``/``preview`` (events), ``check_interrupt`` (the job's cancel token)."""
+
+    job: JobContext
     node_id: str
     node_type: str
     device: str = "cpu"
-    paths: Paths = field(default_factory=Paths)
-    services: Mapping[str, Any] = field(default_factory=dict)
-    job_info: Mapping[str, Any] = field(default_factory=dict)
-    _emit: Callable[[str, dict[str, Any]], None] | None = None
-    _interrupt: threading.Event | None = None
+    files: Folders = field(default_factory=Folders)
+    models: ModelLoader = field(default_factory=ModelLoader)
+    cancel: CancelToken = field(default_factory=CancelToken)
+    emit: Emit | None = field(default=None, repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
 
     @property
     def interrupted(self) -> bool:
-        return self._interrupt is not None and self._interrupt.is_set()
+        return self.cancel.cancelled
 
     def check_interrupt(self) -> None:
         """Raise :class:`Interrupted` if the job was interrupted. Long loops call this between steps."""
-        if self._interrupt is not None and self._interrupt.is_set():
-            raise Interrupted(f"interrupted in node {self.node_id} ({self.node_type})")
+        self.cancel.check(f"node {self.node_id} ({self.node_type})")
 
     def progress(self, value: float, max: float | None = None) -> None:
         """Report progress (``value`` of ``max``) and honour an interrupt."""
         self.check_interrupt()
-        if self._emit is not None:
-            self._emit("progress", {"value": value, "max": max})
+        if self.emit is not None:
+            self.emit("progress", {"value": value, "max": max})
+
+    @property
+    def wants_previews(self) -> bool:
+        """Whether anybody listens for previews (encoding one is wasted work otherwise)."""
+        return self.emit is not None
 
     def preview(self, image: bytes, *, format: str = "JPEG", width: int = 0, height: int = 0) -> None:
         """Publish an encoded preview image (JPEG/PNG/WEBP bytes) of the node's work in progress."""
-        if self._emit is not None:
-            self._emit("preview", {"image": image, "format": format, "width": width, "height": height})
+        if self.emit is not None:
+            self.emit("preview", {"image": image, "format": format, "width": width, "height": height})
 
 
 @dataclass(frozen=True)
@@ -334,8 +419,17 @@ class NodeResult:
 # -- the node base class --------------------------------------------------------------------------
 
 
+class NodeDeclarationError(TypeError):
+    """A node class whose declaration does not hold together (raised when the class is created)."""
+
+
 class Node:
-    """Base class of node types. Subclasses set the class attributes and implement ``run``."""
+    """Base class of node types. Subclasses set the class attributes and implement ``run``.
+
+    ``run(self, ctx, <one keyword parameter per declared input>)``: the parameters are checked against
+    ``inputs`` when the class is created, so an input cannot be declared in one place and read under
+    another name in the other (optional inputs need a default in ``run``).
+    """
 
     type_name: ClassVar[str | None] = None
     display_name: ClassVar[str | None] = None
@@ -344,12 +438,16 @@ class Node:
     description: ClassVar[str | None] = None
     output_node: ClassVar[bool] = False
     deprecated: ClassVar[bool] = False
+    #: False for nodes whose result must not be reused: non-deterministic or side-effect nodes. They run on
+    #: every job, and what depends on them is not cached either.
+    cacheable: ClassVar[bool] = True
     inputs: ClassVar[tuple[InputSpec, ...]] = ()
     outputs: ClassVar[tuple[OutputSpec, ...]] = ()
 
     spec: ClassVar[NodeSpec]
-    #: Whether the class overrides ``fingerprint`` (saves a call per node when it does not).
+    #: Whether the class overrides ``fingerprint`` / ``provenance`` (saves a call per node when not).
     has_fingerprint: ClassVar[bool] = False
+    has_provenance: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -357,18 +455,23 @@ class Node:
             return
         type_name = cls.__dict__.get("type_name") or cls.__name__
         doc = (cls.__doc__ or "").strip()
-        cls.spec = NodeSpec(
-            type=type_name,
-            display_name=cls.display_name or _spaced(type_name),
-            version=cls.version,
-            category=cls.category,
-            description=cls.description if cls.description is not None else doc,
-            output_node=cls.output_node,
-            inputs=tuple(cls.inputs),
-            outputs=tuple(cls.outputs),
-            deprecated=cls.deprecated,
-        )
-        cls.has_fingerprint = cls.fingerprint is not Node.fingerprint
+        try:
+            cls.spec = NodeSpec(
+                type=type_name,
+                display_name=cls.display_name or _spaced(type_name),
+                version=cls.version,
+                category=cls.category,
+                description=cls.description if cls.description is not None else doc,
+                output_node=cls.output_node,
+                inputs=tuple(cls.inputs),
+                outputs=tuple(cls.outputs),
+                deprecated=cls.deprecated,
+            )
+        except ValueError as exc:
+            raise NodeDeclarationError(f"node type {type_name}: {exc}") from exc
+        _check_run_signature(cls, type_name)
+        cls.has_fingerprint = cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
+        cls.has_provenance = cls.provenance.__func__ is not Node.provenance.__func__  # type: ignore[attr-defined]
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -377,10 +480,49 @@ class Node:
     def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
         """Extra signature material for nodes whose result depends on the outside world.
 
-        Receives the literal (widget) inputs; returns something JSON-serialisable, such as the content hash
-        of the file a loader reads. The default, None, means the result depends on the inputs alone.
+        Receives the literal (widget) inputs; returns something JSON-serialisable and cheap to compute,
+        such as the identity (path, size, modification time) of the file a loader reads. The default, None,
+        means the result depends on the inputs alone.
         """
         return None
+
+    @classmethod
+    def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any] | None:
+        """What a saved result should record about this node's outside-world input (a model file's
+        sha256, say). Called only when a node of the job asks for the provenance (SaveImage), once."""
+        return None
+
+
+def _check_run_signature(cls: type[Node], type_name: str) -> None:
+    """``run``'s keyword parameters must be exactly the declared inputs."""
+    run = cls.run
+    if run is Node.run:
+        raise NodeDeclarationError(f"node type {type_name} does not implement run(self, ctx, ...)")
+    params = list(inspect.signature(run).parameters.values())[2:]  # self, ctx
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    named = {
+        p.name: p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    declared = {i.name: i for i in cls.spec.inputs}
+    for name in named:
+        if name not in declared:
+            raise NodeDeclarationError(
+                f"node type {type_name}: run() takes {name!r}, which is not a declared input "
+                f"(inputs: {', '.join(declared) or 'none'})"
+            )
+    for name, spec in declared.items():
+        p = named.get(name)
+        if p is None:
+            if not var_kw:
+                raise NodeDeclarationError(
+                    f"node type {type_name}: input {name!r} is declared but run() has no parameter for it"
+                )
+        elif spec.optional and p.default is inspect.Parameter.empty:
+            raise NodeDeclarationError(
+                f"node type {type_name}: optional input {name!r} needs a default in run() (it may be absent)"
+            )
 
 
 def _spaced(name: str) -> str:

@@ -1,4 +1,9 @@
-"""Finds node types (the ``nodes`` package and plugins) and describes them as JSON."""
+"""Finds node types and describes them as JSON.
+
+Node types come from installed packages that declare an entry point in the group ``atelier.nodes`` (a
+package or module, a node class, or a callable returning node classes); Atelier's own node library is one
+of them (see pyproject.toml), so the core names no node package.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
+from . import types as T
+from .folders import Folders
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ class Registry:
                 n += 1
         return n
 
-    def discover_package(self, package: str = "atelier.nodes") -> None:
+    def discover_package(self, package: str) -> None:
         """Import every module of ``package`` (recursively) and add its node types."""
         try:
             pkg = importlib.import_module(package)
@@ -76,14 +83,16 @@ class Registry:
     def discover_plugins(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Load plugins declared under the entry-point group ``atelier.nodes``.
 
-        An entry point may name a module (all its node types are added), a node class, or a callable
-        returning an iterable of node classes.
+        An entry point may name a package (every module in it, recursively), a module (all its node
+        types), a node class, or a callable returning an iterable of node classes.
         """
         for ep in entry_points(group=group):
             source = f"plugin {ep.name} ({ep.value})"
             try:
                 obj = ep.load()
-                if inspect.ismodule(obj):
+                if inspect.ismodule(obj) and hasattr(obj, "__path__"):
+                    self.discover_package(obj.__name__)
+                elif inspect.ismodule(obj):
                     self.add_module(obj, source=source)
                 elif inspect.isclass(obj) and issubclass(obj, Node):
                     self.add(obj, source=source)
@@ -118,26 +127,33 @@ class Registry:
     def __len__(self) -> int:
         return len(self._types)
 
+    def socket_types(self) -> dict[str, T.SocketType]:
+        """Every socket type the node types use, as declared (types named only by a string get a bare
+        :class:`SocketType`), plus the core's own."""
+        out: dict[str, T.SocketType] = dict(T.CORE_TYPES)
+        for name in sorted(self._types):
+            spec = self._types[name].spec
+            for s in (*spec.inputs, *spec.outputs):
+                if s.socket is not None:
+                    out[s.type] = s.socket
+                elif s.type not in out and "," not in s.type:
+                    out[s.type] = T.SocketType(s.type)
+        return out
+
     def describe_types(self) -> dict[str, dict[str, str]]:
-        """Every socket type the node types use (and the known ones), with description and colour."""
-        from . import types as T
+        """Every socket type with its description and the colour the canvas draws it in."""
+        return {name: t.describe() for name, t in sorted(self.socket_types().items())}
 
-        names = set(T.SOCKET_TYPES)
-        for cls in self._types.values():
-            names.update(i.type for i in cls.spec.inputs)
-            names.update(o.type for o in cls.spec.outputs)
-        return {name: T.describe_type(name) for name in sorted(names)}
-
-    def describe(self, type_name: str | None = None) -> dict[str, Any]:
-        """JSON description of one node type, or of all of them keyed by type name."""
+    def describe(self, type_name: str | None = None, files: Folders | None = None) -> dict[str, Any]:
+        """JSON description of one node type, or of all of them keyed by type name. Choice lists that
+        change (model files, input images) are read from ``files``."""
         if type_name is not None:
-            return self._types[type_name].spec.describe()
-        return {name: self._types[name].spec.describe() for name in sorted(self._types)}
+            return self._types[type_name].spec.describe(files)
+        return {name: self._types[name].spec.describe(files) for name in sorted(self._types)}
 
 
 def default_registry() -> Registry:
-    """The node library shipped in ``nodes/`` plus installed plugins."""
+    """Every node type installed: Atelier's node library and plugins (entry points ``atelier.nodes``)."""
     reg = Registry()
-    reg.discover_package("atelier.nodes")
     reg.discover_plugins()
     return reg

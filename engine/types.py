@@ -1,13 +1,39 @@
 """Socket types: the names on node inputs and outputs, checked when a link is made.
 
-The engine knows these only as names. What travels along a link of each type (a torch tensor, a model
-handle, a list of conditionings) is the node library's business; the table below documents it for the
-node catalogue and the canvas (which colours sockets by type).
+A socket type is a small object: its name (what workflows and the catalogue carry), what travels on it,
+the colour the canvas draws it in, and the Python carrier a node's output of that type must be an
+instance of (checked by the executor, so a node returning the wrong thing fails on that node, by name).
+
+The engine core defines the primitives; node libraries define their own types next to their carriers
+(Stable Diffusion's MODEL, LATENT, IMAGE, ... live in ``engine/models/sockets.py``) and use those objects
+in their declarations, never bare strings repeated across files.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+@dataclass(frozen=True)
+class SocketType:
+    """A socket type: name, description, canvas colour and the Python carrier of its values."""
+
+    name: str
+    description: str = ""
+    color: str | None = None
+    #: isinstance() check for node outputs of this type; None: anything goes
+    carrier: type | tuple[type, ...] | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+    def accepts(self, value: Any) -> bool:
+        return self.carrier is None or isinstance(value, self.carrier)
+
+    def describe(self) -> dict[str, str]:
+        return {"description": self.description, "color": self.color or fallback_color(self.name)}
+
 
 INT: Final = "INT"
 FLOAT: Final = "FLOAT"
@@ -18,36 +44,32 @@ ANY: Final = "*"
 
 PRIMITIVES: Final = frozenset({INT, FLOAT, STRING, BOOLEAN})
 
-#: Known socket types, what travels on them, and the colour the canvas draws them in.
-SOCKET_TYPES: Final[dict[str, tuple[str, str]]] = {
-    "MODEL": ("a denoising model handle (UNet + noise schedule + patches)", "#b39ddb"),
-    "CLIP": ("a text-encoder handle (one or two CLIP models + tokenizers)", "#ffd54f"),
-    "VAE": ("a VAE handle", "#ef5350"),
-    "CONDITIONING": ("list of (embedding [B,T,C], extras: pooled output, area, strength)", "#ffa726"),
-    "LATENT": ("{samples: [B,C,h,w], noise_mask?: [B,1,h,w]}", "#ec407a"),
-    "IMAGE": ("float tensor [B,H,W,C] in 0..1", "#64b5f6"),
-    "MASK": ("float tensor [B,H,W] in 0..1", "#81c784"),
-    "UPSCALE_MODEL": ("an image upscaler model", "#9575cd"),
-    "CONTROL_NET": ("a ControlNet model", "#4db6ac"),
-    "FACES": ("detected face boxes and crops", "#f48fb1"),
-    INT: ("integer", "#7fa8d8"),
-    FLOAT: ("floating-point number", "#9ccc65"),
-    STRING: ("text", "#b0bec5"),
-    BOOLEAN: ("true or false", "#ce93d8"),
-    COMBO: ("one of a list of choices", "#90a4ae"),
-    ANY: ("anything", "#e0e0e0"),
+#: The core's own socket types (primitives, choices and the wildcard).
+CORE_TYPES: Final[dict[str, SocketType]] = {
+    t.name: t
+    for t in (
+        SocketType(INT, "integer", "#7fa8d8", int),
+        SocketType(FLOAT, "floating-point number", "#9ccc65", (float, int)),
+        SocketType(STRING, "text", "#b0bec5", str),
+        SocketType(BOOLEAN, "true or false", "#ce93d8", bool),
+        SocketType(COMBO, "one of a list of choices", "#90a4ae"),
+        SocketType(ANY, "anything", "#e0e0e0"),
+    )
 }
 
+TypeRef = SocketType | str
 
-def describe_type(name: str) -> dict[str, str]:
-    """Description and colour of a socket type; types nobody declared get a stable colour from the name."""
-    known = SOCKET_TYPES.get(name)
-    if known is not None:
-        return {"description": known[0], "color": known[1]}
+
+def type_name(t: TypeRef) -> str:
+    return t.name if isinstance(t, SocketType) else t
+
+
+def fallback_color(name: str) -> str:
+    """A stable colour for a socket type nobody gave one (derived from its name)."""
     h = 0
     for ch in name:
         h = (h * 31 + ord(ch)) % 360
-    return {"description": "", "color": f"hsl({h} 55% 65%)"}
+    return f"hsl({h} 55% 65%)"
 
 
 def compatible(output_type: str, input_type: str) -> bool:

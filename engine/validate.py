@@ -15,6 +15,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from . import types as T
+from .folders import Folders
 from .node import InputSpec, Node
 from .registry import Registry
 from .workflow import Link, Workflow, WorkflowFormatError, parse_workflow
@@ -83,7 +84,9 @@ def describe_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def coerce_literal(spec: InputSpec, value: Any) -> tuple[Any, tuple[str, str] | None]:
+def coerce_literal(
+    spec: InputSpec, value: Any, files: Folders | None = None
+) -> tuple[Any, tuple[str, str] | None]:
     """Coerce ``value`` to the input's type. Returns (value, None) or (None, (code, message))."""
     t = spec.type
     if t == T.INT:
@@ -107,7 +110,7 @@ def coerce_literal(spec: InputSpec, value: Any) -> tuple[Any, tuple[str, str] | 
             return None, ("invalid_type", f"expected true or false, got {describe_value(value)}")
     elif t == T.COMBO:
         try:
-            choices = spec.resolved_choices()
+            choices = spec.resolved_choices(files)
         except Exception as exc:  # a broken choice source is a problem to report, not to raise
             return None, ("invalid_choices", f"could not list the choices: {exc}")
         if not _hashable_in(value, choices):
@@ -161,14 +164,17 @@ def check(
     registry: Registry,
     overrides: dict[str, Any] | None = None,
     outputs: list[str] | None = None,
+    *,
+    files: Folders | None = None,
 ) -> CheckResult:
     """Parse and check a workflow (any supported format, already parsed or raw JSON data).
 
     ``overrides`` maps exposed parameter names or ``"node_id.input"`` to values; ``outputs`` limits the
-    run to these output node ids (default: every output node).
+    run to these output node ids (default: every output node); ``files`` gives the choice lists that
+    come from folders (model files, input images).
     """
     try:
-        return _check(data, registry, overrides or {}, outputs)
+        return _check(data, registry, overrides or {}, outputs, files)
     except Exception as exc:  # last line of defence: validation never raises on user input
         err = NodeError(
             code="malformed", message=f"could not check the workflow: {type(exc).__name__}: {exc}"
@@ -177,7 +183,11 @@ def check(
 
 
 def _check(
-    data: Any, registry: Registry, overrides: dict[str, Any], outputs: list[str] | None
+    data: Any,
+    registry: Registry,
+    overrides: dict[str, Any],
+    outputs: list[str] | None,
+    files: Folders | None,
 ) -> CheckResult:
     errors: list[NodeError] = []
     if isinstance(data, Workflow):
@@ -199,7 +209,7 @@ def _check(
 
     nodes: dict[str, GraphNode] = {}
     for nid, node in wf.nodes.items():
-        gn = _check_node(nid, node.type, node.version, values[nid], wf, registry, errors)
+        gn = _check_node(nid, node.type, node.version, values[nid], wf, registry, errors, files)
         if gn is not None:
             gn.title = node.title
             nodes[nid] = gn
@@ -346,6 +356,7 @@ def _check_node(
     wf: Workflow,
     registry: Registry,
     errors: list[NodeError],
+    files: Folders | None = None,
 ) -> GraphNode | None:
     cls = registry.get(type_name)
     if cls is None:
@@ -383,7 +394,7 @@ def _check_node(
         name = ispec.name
         if name not in given or given[name] is None:
             if ispec.has_default and ispec.is_widget:
-                value, problem = coerce_literal(ispec, ispec.default)
+                value, problem = coerce_literal(ispec, ispec.default, files)
                 if problem is None:
                     literals[name] = value
                 elif not ispec.optional:
@@ -427,7 +438,7 @@ def _check_node(
                 continue
             links[name] = (value.node, index)
         else:
-            coerced, problem = coerce_literal(ispec, value)
+            coerced, problem = coerce_literal(ispec, value, files)
             if problem is not None:
                 err(problem[0], problem[1], name)
                 continue

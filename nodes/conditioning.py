@@ -1,33 +1,28 @@
 """Conditioning: encode prompts, combine, concatenate, restrict to areas, zero out.
 
-CONDITIONING is a list of ``(embedding [1, T, C], extras)``; see ``engine.sampling.guidance``.
+CONDITIONING is a list of :class:`~atelier.engine.sampling.conditioning.CondEntry`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from atelier.engine.models.handles import ClipHandle
+from atelier.engine.models.sockets import CLIP, CONDITIONING
 from atelier.engine.node import Context, Float, Int, Node, Output, Socket, String
-
-Cond = list[tuple[torch.Tensor, dict[str, Any]]]
+from atelier.engine.sampling.conditioning import CondEntry, Conditioning, SizeCond
 
 
 class CLIPTextEncode(Node):
     """Encode a prompt. Weights: (word:1.2), (word) = x1.1, escaped \\( \\); long prompts in 77-token chunks."""
 
     category = "conditioning"
-    inputs = (String("text", "", multiline=True), Socket("clip", "CLIP"))
-    outputs = (Output("CONDITIONING"),)
+    inputs = (String("text", "", multiline=True), Socket("clip", CLIP))
+    outputs = (Output(CONDITIONING),)
 
-    def run(self, ctx: Context, text: str, clip: ClipHandle) -> Cond:
+    def run(self, ctx: Context, text: str, clip: ClipHandle) -> Conditioning:
         cond, pooled = clip.encode(text)
-        extras: dict[str, Any] = {}
-        if pooled is not None:
-            extras["pooled_output"] = pooled
-        return [(cond, extras)]
+        return [CondEntry(cond, pooled)]
 
 
 class CLIPTextEncodeSDXL(Node):
@@ -35,7 +30,7 @@ class CLIPTextEncodeSDXL(Node):
 
     category = "conditioning"
     inputs = (
-        Socket("clip", "CLIP"),
+        Socket("clip", CLIP),
         Int("width", 1024, min=0, max=16384, step=8),
         Int("height", 1024, min=0, max=16384, step=8),
         Int("crop_w", 0, min=0, max=16384),
@@ -45,7 +40,7 @@ class CLIPTextEncodeSDXL(Node):
         String("text_g", "", multiline=True),
         String("text_l", "", multiline=True),
     )
-    outputs = (Output("CONDITIONING"),)
+    outputs = (Output(CONDITIONING),)
 
     def run(
         self,
@@ -59,28 +54,20 @@ class CLIPTextEncodeSDXL(Node):
         target_height: int,
         text_g: str,
         text_l: str,
-    ) -> Cond:
+    ) -> Conditioning:
         cond, pooled = clip.encode_sdxl(text_g, text_l)
-        extras = {
-            "pooled_output": pooled,
-            "width": width,
-            "height": height,
-            "crop_w": crop_w,
-            "crop_h": crop_h,
-            "target_width": target_width,
-            "target_height": target_height,
-        }
-        return [(cond, extras)]
+        size = SizeCond(width, height, crop_w, crop_h, target_width, target_height)
+        return [CondEntry(cond, pooled, size=size)]
 
 
 class ConditioningCombine(Node):
     """Both conditionings guide the sampler; their predictions are averaged."""
 
     category = "conditioning"
-    inputs = (Socket("conditioning_1", "CONDITIONING"), Socket("conditioning_2", "CONDITIONING"))
-    outputs = (Output("CONDITIONING"),)
+    inputs = (Socket("conditioning_1", CONDITIONING), Socket("conditioning_2", CONDITIONING))
+    outputs = (Output(CONDITIONING),)
 
-    def run(self, ctx: Context, conditioning_1: Cond, conditioning_2: Cond) -> Cond:
+    def run(self, ctx: Context, conditioning_1: Conditioning, conditioning_2: Conditioning) -> Conditioning:
         return list(conditioning_1) + list(conditioning_2)
 
 
@@ -88,18 +75,21 @@ class ConditioningConcat(Node):
     """Append the tokens of ``conditioning_from`` to each entry of ``conditioning_to``."""
 
     category = "conditioning"
-    inputs = (Socket("conditioning_to", "CONDITIONING"), Socket("conditioning_from", "CONDITIONING"))
-    outputs = (Output("CONDITIONING"),)
+    inputs = (Socket("conditioning_to", CONDITIONING), Socket("conditioning_from", CONDITIONING))
+    outputs = (Output(CONDITIONING),)
 
-    def run(self, ctx: Context, conditioning_to: Cond, conditioning_from: Cond) -> Cond:
-        src = conditioning_from[0][0]
+    def run(
+        self, ctx: Context, conditioning_to: Conditioning, conditioning_from: Conditioning
+    ) -> Conditioning:
+        src = conditioning_from[0].embedding
         out = []
-        for emb, extras in conditioning_to:
+        for entry in conditioning_to:
+            emb = entry.embedding
             if emb.shape[-1] != src.shape[-1]:
                 raise ValueError(
                     f"cannot concatenate conditionings of widths {emb.shape[-1]} and {src.shape[-1]}"
                 )
-            out.append((torch.cat([emb, src.to(emb)], dim=1), dict(extras)))
+            out.append(entry.replace(embedding=torch.cat([emb, src.to(emb)], dim=1)))
         return out
 
 
@@ -108,34 +98,41 @@ class ConditioningSetArea(Node):
 
     category = "conditioning"
     inputs = (
-        Socket("conditioning", "CONDITIONING"),
+        Socket("conditioning", CONDITIONING),
         Int("width", 64, min=64, max=16384, step=8),
         Int("height", 64, min=64, max=16384, step=8),
         Int("x", 0, min=0, max=16384, step=8),
         Int("y", 0, min=0, max=16384, step=8),
         Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
     )
-    outputs = (Output("CONDITIONING"),)
+    outputs = (Output(CONDITIONING),)
 
     def run(
-        self, ctx: Context, conditioning: Cond, width: int, height: int, x: int, y: int, strength: float
-    ) -> Cond:
+        self,
+        ctx: Context,
+        conditioning: Conditioning,
+        width: int,
+        height: int,
+        x: int,
+        y: int,
+        strength: float,
+    ) -> Conditioning:
         area = (height // 8, width // 8, y // 8, x // 8)
-        return [(emb, {**extras, "area": area, "strength": strength}) for emb, extras in conditioning]
+        return [entry.replace(area=area, strength=strength) for entry in conditioning]
 
 
 class ConditioningZeroOut(Node):
     """Zeros instead of text embeddings (SDXL-style empty negative)."""
 
     category = "conditioning"
-    inputs = (Socket("conditioning", "CONDITIONING"),)
-    outputs = (Output("CONDITIONING"),)
+    inputs = (Socket("conditioning", CONDITIONING),)
+    outputs = (Output(CONDITIONING),)
 
-    def run(self, ctx: Context, conditioning: Cond) -> Cond:
-        out = []
-        for emb, extras in conditioning:
-            e = dict(extras)
-            if e.get("pooled_output") is not None:
-                e["pooled_output"] = torch.zeros_like(e["pooled_output"])
-            out.append((torch.zeros_like(emb), e))
-        return out
+    def run(self, ctx: Context, conditioning: Conditioning) -> Conditioning:
+        return [
+            e.replace(
+                embedding=torch.zeros_like(e.embedding),
+                pooled=torch.zeros_like(e.pooled) if e.pooled is not None else None,
+            )
+            for e in conditioning
+        ]

@@ -16,9 +16,21 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from atelier.engine import folders
-from atelier.engine.node import Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
+from atelier.engine.folders import file_fingerprint
+from atelier.engine.models.sockets import IMAGE, MASK
+from atelier.engine.node import (
+    Choice,
+    Context,
+    Float,
+    Int,
+    Node,
+    NodeResult,
+    Output,
+    Socket,
+    String,
+    input_files,
+)
 from atelier.engine.pnginfo import png_info
-from atelier.engine.workflow import Workflow
 
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 MAX_SIZE = 16384
@@ -73,19 +85,19 @@ class EmptyImage(Node):
         Int("batch_size", 1, min=1, max=4096),
         Int("color", 0, min=0, max=0xFFFFFF, description="RGB as an integer, 0xRRGGBB"),
     )
-    outputs = (Output("IMAGE"),)
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int, color: int) -> torch.Tensor:
         rgb = (
             torch.tensor([(color >> 16) & 255, (color >> 8) & 255, color & 255], dtype=torch.float32) / 255.0
         )
-        return rgb.expand(batch_size, height, width, 3).clone()
+        return rgb.to(ctx.device).expand(batch_size, height, width, 3).clone()
 
 
 class ImageInvert(Node):
     category = "image"
-    inputs = (Socket("image", "IMAGE"),)
-    outputs = (Output("IMAGE"),)
+    inputs = (Socket("image", IMAGE),)
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, image: torch.Tensor) -> torch.Tensor:
         return 1.0 - image
@@ -96,12 +108,12 @@ class ImageBlend(Node):
 
     category = "image"
     inputs = (
-        Socket("image1", "IMAGE"),
-        Socket("image2", "IMAGE"),
+        Socket("image1", IMAGE),
+        Socket("image2", IMAGE),
         Float("blend_factor", 0.5, min=0.0, max=1.0, step=0.01),
         Choice("blend_mode", ["normal", "multiply", "screen", "overlay", "soft_light", "difference"]),
     )
-    outputs = (Output("IMAGE"),)
+    outputs = (Output(IMAGE),)
 
     def run(
         self, ctx: Context, image1: torch.Tensor, image2: torch.Tensor, blend_factor: float, blend_mode: str
@@ -130,13 +142,13 @@ class ImageScale(Node):
 
     category = "image/upscaling"
     inputs = (
-        Socket("image", "IMAGE"),
+        Socket("image", IMAGE),
         Choice("upscale_method", UPSCALE_METHODS),
         Int("width", 512, min=0, max=MAX_SIZE, step=1),
         Int("height", 512, min=0, max=MAX_SIZE, step=1),
         Choice("crop", ["disabled", "center"]),
     )
-    outputs = (Output("IMAGE"),)
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, image: torch.Tensor, upscale_method: str, width: int, height: int, crop: str):
         _, h, w, _ = image.shape
@@ -154,38 +166,34 @@ class ImageScale(Node):
 class ImageScaleBy(Node):
     category = "image/upscaling"
     inputs = (
-        Socket("image", "IMAGE"),
+        Socket("image", IMAGE),
         Choice("upscale_method", UPSCALE_METHODS),
         Float("scale_by", 1.0, min=0.01, max=8.0, step=0.01),
     )
-    outputs = (Output("IMAGE"),)
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, image: torch.Tensor, upscale_method: str, scale_by: float) -> torch.Tensor:
         _, h, w, _ = image.shape
         return resize(image, max(1, round(w * scale_by)), max(1, round(h * scale_by)), upscale_method)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class LoadImage(Node):
     """Load an image from the input folder; the MASK output comes from its alpha channel (1 = masked)."""
 
     category = "image"
-    inputs = (Choice("image", lambda: folders.active().input_images()),)
-    outputs = (Output("IMAGE"), Output("MASK"))
+    inputs = (Choice("image", input_files),)
+    outputs = (Output(IMAGE), Output(MASK))
 
     @classmethod
     def fingerprint(cls, ctx: Context, image: str) -> str:
-        return _file_digest(folders.resolve_inside(ctx.paths.input, image))
+        return file_fingerprint(ctx.files.input_path(image))
+
+    @classmethod
+    def provenance(cls, ctx: Context, image: str) -> dict[str, Any]:
+        return {"sha256": ctx.files.sha256(ctx.files.input_path(image))}
 
     def run(self, ctx: Context, image: str) -> tuple[torch.Tensor, torch.Tensor]:
-        path = folders.resolve_inside(ctx.paths.input, image)
+        path = ctx.files.input_path(image)
         try:
             im = Image.open(path)
             im.load()
@@ -208,21 +216,21 @@ class LoadImage(Node):
                 frames_mask.append(1.0 - torch.from_numpy(alpha.copy())[None])
             else:
                 frames_mask.append(torch.zeros((1, frame.size[1], frame.size[0]), dtype=torch.float32))
-        return torch.cat(frames_img), torch.cat(frames_mask)
+        # decoded on the host, then kept on the compute device like every intermediate tensor
+        return torch.cat(frames_img).to(ctx.device), torch.cat(frames_mask).to(ctx.device)
 
 
 def _metadata(ctx: Context) -> dict[str, Any]:
-    info = ctx.job_info
-    wf = info.get("workflow")
+    prov = ctx.job.provenance()
     meta: dict[str, Any] = {"generator": "atelier"}
-    if isinstance(wf, Workflow):
-        meta["workflow"] = wf.to_dict()
-    if info.get("parameters"):
-        meta["parameters"] = info["parameters"]
-    if info.get("node_versions"):
-        meta["node_versions"] = info["node_versions"]
-    if info.get("fingerprints"):  # content hashes of the files the result depends on (checkpoints, LoRAs)
-        meta["files"] = info["fingerprints"]
+    if prov.workflow is not None:
+        meta["workflow"] = prov.workflow
+    if prov.parameters:
+        meta["parameters"] = prov.parameters
+    if prov.node_versions:
+        meta["node_versions"] = prov.node_versions
+    if prov.files:  # the files the result depends on (checkpoints, LoRAs, input images) with content hashes
+        meta["files"] = prov.files
     return meta
 
 
@@ -269,11 +277,11 @@ class SaveImage(Node):
 
     category = "image"
     output_node = True
-    inputs = (Socket("images", "IMAGE"), String("filename_prefix", "Atelier"))
+    inputs = (Socket("images", IMAGE), String("filename_prefix", "Atelier"))
     outputs = ()
 
     def run(self, ctx: Context, images: torch.Tensor, filename_prefix: str) -> NodeResult:
-        names = save_images(images, ctx.paths.output, filename_prefix, _metadata(ctx))
+        names = save_images(images, ctx.files.output, filename_prefix, _metadata(ctx))
         return NodeResult(ui={"images": _image_refs(names, "output")})
 
 
@@ -282,10 +290,10 @@ class PreviewImage(Node):
 
     category = "image"
     output_node = True
-    inputs = (Socket("images", "IMAGE"),)
+    inputs = (Socket("images", IMAGE),)
     outputs = ()
 
     def run(self, ctx: Context, images: torch.Tensor) -> NodeResult:
         prefix = "preview_" + hashlib.sha1(ctx.job_id.encode()).hexdigest()[:8]
-        names = save_images(images, ctx.paths.temp, prefix, _metadata(ctx))
+        names = save_images(images, ctx.files.temp, prefix, _metadata(ctx))
         return NodeResult(ui={"images": _image_refs(names, "temp")})

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from atelier.engine.models.sockets import LATENT, MASK
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
 
 MAX_RESOLUTION = 16384
@@ -25,10 +26,10 @@ class EmptyLatentImage(Node):
         Int("height", 512, min=16, max=MAX_RESOLUTION, step=8),
         Int("batch_size", 1, min=1, max=4096),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int) -> dict[str, Any]:
-        return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8)}
+        return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8, device=ctx.device)}
 
 
 def upscale_latent(samples: torch.Tensor, width: int, height: int, method: str) -> torch.Tensor:
@@ -49,13 +50,13 @@ class LatentUpscale(Node):
 
     category = "latent"
     inputs = (
-        Socket("samples", "LATENT"),
+        Socket("samples", LATENT),
         Choice("upscale_method", LATENT_UPSCALE_METHODS),
         Int("width", 512, min=0, max=MAX_RESOLUTION, step=8),
         Int("height", 512, min=0, max=MAX_RESOLUTION, step=8),
         Choice("crop", ["disabled", "center"]),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(
         self, ctx: Context, samples: dict, upscale_method: str, width: int, height: int, crop: str
@@ -80,11 +81,11 @@ class LatentUpscale(Node):
 class LatentUpscaleBy(Node):
     category = "latent"
     inputs = (
-        Socket("samples", "LATENT"),
+        Socket("samples", LATENT),
         Choice("upscale_method", LATENT_UPSCALE_METHODS),
         Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(self, ctx: Context, samples: dict, upscale_method: str, scale_by: float) -> dict:
         s = samples["samples"]
@@ -99,8 +100,8 @@ class SetLatentNoiseMask(Node):
     """Only the masked part (1) of the latent is denoised; the rest is kept."""
 
     category = "latent/inpaint"
-    inputs = (Socket("samples", "LATENT"), Socket("mask", "MASK"))
-    outputs = (Output("LATENT"),)
+    inputs = (Socket("samples", LATENT), Socket("mask", MASK))
+    outputs = (Output(LATENT),)
 
     def run(self, ctx: Context, samples: dict, mask: torch.Tensor) -> dict:
         out = dict(samples)

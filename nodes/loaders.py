@@ -1,103 +1,79 @@
-"""Loaders: checkpoints, VAEs, LoRAs, and the CLIP layer choice."""
+"""Loaders: checkpoints, VAEs, LoRAs, and the CLIP layer choice.
+
+Files are found through ``ctx.files`` and loaded through ``ctx.models`` (once per file version, onto the
+engine's device). A loader's cache signature carries the file's identity (path, size, modification time);
+the content hash is only taken when a result records its provenance (SaveImage), once per file version.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
-from atelier.engine.models.manager import find_model, list_models, manager_for
-from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
-from atelier.engine.sampling import ModelSampling
+from atelier.engine.folders import file_fingerprint
+from atelier.engine.models.handles import (
+    ClipHandle,
+    ModelHandle,
+    VaeHandle,
+    load_checkpoint_handles,
+    load_vae_handle,
+)
+from atelier.engine.models.sockets import CLIP, MODEL, VAE
+from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket, model_files
 
 
-def _fingerprint(kind: str, name: str) -> str:
-    from atelier.engine.models.checkpoint import file_hash
+class _ModelFileNode(Node, abstract=True):
+    """A node that reads one model file named by an input: its fingerprint and provenance."""
 
-    return file_hash(find_model(kind, name)).sha256
+    #: (model kind, name of the input that names the file)
+    file_input: tuple[str, str] = ("checkpoints", "ckpt_name")
 
+    @classmethod
+    def fingerprint(cls, ctx: Context, **literals: Any) -> str:
+        kind, name = cls.file_input
+        return file_fingerprint(ctx.files.find_model(kind, literals[name]))
 
-def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:
-    """MODEL, CLIP and VAE handles over a loaded checkpoint's modules."""
-    from atelier.engine.models.text_encode import TextEncoderSpec
-
-    info = loaded.info
-    prediction = "v_prediction" if info.prediction == "v" else "eps"
-    model = ModelHandle(
-        unet=loaded.unet,
-        sampling=ModelSampling.discrete(prediction),
-        family=info.family,
-        name=name,
-        sha256=loaded.sha256,
-        latent_scale=info.vae_scaling_factor,
-    )
-    specs = []
-    for te_info, module, tok in zip(info.text_encoders, loaded.text_encoders, loaded.tokenizers, strict=True):
-        pad = tok.convert_tokens_to_ids(te_info.pad_token)
-        specs.append(
-            TextEncoderSpec(
-                module,
-                tok,
-                layer=te_info.default_layer,
-                layer_norm=te_info.final_layer_norm,
-                pooled=info.family == "sdxl" and te_info.model_class == "CLIPTextModelWithProjection",
-                pad_token_id=pad,
-            )
-        )
-    clip = ClipHandle(encoders=tuple(specs), family=info.family)
-    vae = None
-    if loaded.vae is not None:
-        vae = VaeHandle(loaded.vae, name=name)
-    return model, clip, vae
+    @classmethod
+    def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any]:
+        kind, name = cls.file_input
+        return {"sha256": ctx.files.sha256(ctx.files.find_model(kind, literals[name]))}
 
 
-class CheckpointLoaderSimple(Node):
+class CheckpointLoaderSimple(_ModelFileNode):
     """Load a Stable Diffusion checkpoint (SD1.x, SD2.x, SDXL; single file or diffusers folder)."""
 
     display_name = "Load Checkpoint"
     category = "loaders"
-    inputs = (Choice("ckpt_name", lambda: list_models("checkpoints")),)
-    outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+    file_input = ("checkpoints", "ckpt_name")
+    inputs = (Choice("ckpt_name", model_files("checkpoints")),)
+    outputs = (Output(MODEL), Output(CLIP), Output(VAE))
 
-    @classmethod
-    def fingerprint(cls, ctx: Context, ckpt_name: str) -> str:
-        return _fingerprint("checkpoints", ckpt_name)
-
-    def run(self, ctx: Context, ckpt_name: str) -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:
-        path = find_model("checkpoints", ckpt_name)
-        loaded = manager_for(ctx).load_checkpoint(path)
-        model, clip, vae = handles_from_checkpoint(loaded, ckpt_name)
+    def run(self, ctx: Context, ckpt_name: str) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
+        path = ctx.files.find_model("checkpoints", ckpt_name)
+        model, clip, vae = load_checkpoint_handles(ctx.models, path, ckpt_name)
         if vae is None:
             raise ValueError(f"checkpoint {ckpt_name!r} has no VAE weights; load one with VAELoader")
         return model, clip, vae
 
 
-class VAELoader(Node):
+class VAELoader(_ModelFileNode):
     """Load a standalone VAE file."""
 
     display_name = "Load VAE"
     category = "loaders"
-    inputs = (Choice("vae_name", lambda: list_models("vae")),)
-    outputs = (Output("VAE"),)
-
-    @classmethod
-    def fingerprint(cls, ctx: Context, vae_name: str) -> str:
-        return _fingerprint("vae", vae_name)
+    file_input = ("vae", "vae_name")
+    inputs = (Choice("vae_name", model_files("vae")),)
+    outputs = (Output(VAE),)
 
     def run(self, ctx: Context, vae_name: str) -> VaeHandle:
-        from atelier.engine.models.checkpoint import load_vae
-
-        mm = manager_for(ctx)
-        return VaeHandle(
-            load_vae(find_model("vae", vae_name), device=mm.device, dtype=mm.dtype), name=vae_name
-        )
+        return load_vae_handle(ctx.models, ctx.files.find_model("vae", vae_name), vae_name)
 
 
 class CLIPSetLastLayer(Node):
     """Condition on an earlier layer of the text encoder (-1 last, -2 penultimate: "clip skip")."""
 
     category = "conditioning"
-    inputs = (Socket("clip", "CLIP"), Int("stop_at_clip_layer", -1, min=-24, max=-1))
-    outputs = (Output("CLIP"),)
+    inputs = (Socket("clip", CLIP), Int("stop_at_clip_layer", -1, min=-24, max=-1))
+    outputs = (Output(CLIP),)
 
     def run(self, ctx: Context, clip: ClipHandle, stop_at_clip_layer: int) -> ClipHandle:
         return clip.with_layer(stop_at_clip_layer)
@@ -108,7 +84,7 @@ def _load_lora(
 ):
     from atelier.engine.models.lora import load_lora
 
-    path = find_model("loras", lora_name)
+    path = ctx.files.find_model("loras", lora_name)
     te = list(clip.encoders) if clip is not None else []
     patches = load_lora(
         path,
@@ -127,23 +103,20 @@ def _load_lora(
     return patches
 
 
-class LoraLoader(Node):
+class LoraLoader(_ModelFileNode):
     """Apply a LoRA (kohya/A1111 format) to a model and its text encoder. The inputs stay unchanged."""
 
     display_name = "Load LoRA"
     category = "loaders"
+    file_input = ("loras", "lora_name")
     inputs = (
-        Socket("model", "MODEL"),
-        Socket("clip", "CLIP"),
-        Choice("lora_name", lambda: list_models("loras")),
+        Socket("model", MODEL),
+        Socket("clip", CLIP),
+        Choice("lora_name", model_files("loras")),
         Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
         Float("strength_clip", 1.0, min=-100.0, max=100.0, step=0.01),
     )
-    outputs = (Output("MODEL"), Output("CLIP"))
-
-    @classmethod
-    def fingerprint(cls, ctx: Context, lora_name: str, **_: Any) -> str:
-        return _fingerprint("loras", lora_name)
+    outputs = (Output(MODEL), Output(CLIP))
 
     def run(
         self,
@@ -162,21 +135,18 @@ class LoraLoader(Node):
         return new_model, new_clip
 
 
-class LoraLoaderModelOnly(Node):
+class LoraLoaderModelOnly(_ModelFileNode):
     """Apply a LoRA to the model only."""
 
     display_name = "Load LoRA (model only)"
     category = "loaders"
+    file_input = ("loras", "lora_name")
     inputs = (
-        Socket("model", "MODEL"),
-        Choice("lora_name", lambda: list_models("loras")),
+        Socket("model", MODEL),
+        Choice("lora_name", model_files("loras")),
         Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
     )
-    outputs = (Output("MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, ctx: Context, lora_name: str, **_: Any) -> str:
-        return _fingerprint("loras", lora_name)
+    outputs = (Output(MODEL),)
 
     def run(self, ctx: Context, model: ModelHandle, lora_name: str, strength_model: float) -> ModelHandle:
         if strength_model == 0:

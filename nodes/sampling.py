@@ -2,92 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import time
-from typing import Any
-
-import torch
-
 from atelier.engine.models.handles import ModelHandle
+from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
 from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-from atelier.engine.sampling.ksampler import effective_sigmas, sample
-
-# Approximate linear maps from the 4 latent channels to RGB, for cheap previews (published fits).
-LATENT_RGB = {
-    "sd15": [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]],
-    "sdxl": [
-        [0.3920, 0.4054, 0.4549],
-        [-0.2634, -0.0196, 0.0653],
-        [0.0568, 0.1687, -0.0755],
-        [-0.3112, -0.2359, -0.2076],
-    ],
-}
-PREVIEW_MAX_SIDE = 512
-PREVIEW_INTERVAL_S = 0.25
-
-
-def latent_preview(latent: torch.Tensor, family: str) -> tuple[bytes, int, int]:
-    """JPEG bytes of the first latent of a batch through the latent-to-RGB map."""
-    from PIL import Image
-
-    factors = torch.tensor(LATENT_RGB.get(family, LATENT_RGB["sd15"]), dtype=torch.float32)
-    z = latent[0, :4].detach().float().cpu()
-    rgb = torch.einsum("chw,cr->hwr", z, factors)
-    rgb = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    im = Image.fromarray(rgb)
-    im = im.resize((im.width * 8, im.height * 8), Image.BILINEAR)
-    im.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return buf.getvalue(), im.width, im.height
-
-
-def run_sampler(
-    ctx: Context,
-    model: ModelHandle,
-    latent: dict[str, Any],
-    positive: list,
-    negative: list,
-    **kw: Any,
-) -> dict[str, Any]:
-    last_preview = [0.0]
-
-    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        ctx.progress(step, total)
-        now = time.monotonic()
-        if ctx._emit is not None and (now - last_preview[0] >= PREVIEW_INTERVAL_S or step == total):
-            last_preview[0] = now
-            data, w, h = latent_preview(denoised, model.family)
-            ctx.preview(data, format="JPEG", width=w, height=h)
-
-    samples = latent["samples"]
-    walk = effective_sigmas(
-        model,
-        kw["scheduler"],
-        kw["sampler_name"],
-        kw["steps"],
-        kw.get("denoise", 1.0),
-        kw.get("start_step"),
-        kw.get("last_step"),
-        kw.get("force_full_denoise", False),
-    )
-    if len(walk) < 2:  # denoise 0, or a step range that is empty: the latent passes through untouched
-        return dict(latent)
-    with model.session():
-        out = sample(
-            model,
-            model.process_in(samples.to(torch.float32)),
-            positive=positive,
-            negative=negative,
-            noise_mask=latent.get("noise_mask"),
-            device=model.device,
-            callback=on_step,
-            **kw,
-        )
-    result = {k: v for k, v in latent.items()}
-    result["samples"] = model.process_out(out).cpu()
-    return result
+from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.sampling.runner import run_sampler
 
 
 class KSampler(Node):
@@ -96,18 +16,18 @@ class KSampler(Node):
     display_name = "KSampler"
     category = "sampling"
     inputs = (
-        Socket("model", "MODEL"),
+        Socket("model", MODEL),
         Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
         Int("steps", 20, min=1, max=10000),
         Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
         Choice("sampler_name", SAMPLER_NAMES),
         Choice("scheduler", SCHEDULER_NAMES),
-        Socket("positive", "CONDITIONING"),
-        Socket("negative", "CONDITIONING"),
-        Socket("latent_image", "LATENT"),
+        Socket("positive", CONDITIONING),
+        Socket("negative", CONDITIONING),
+        Socket("latent_image", LATENT),
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(
         self,
@@ -118,8 +38,8 @@ class KSampler(Node):
         cfg: float,
         sampler_name: str,
         scheduler: str,
-        positive: list,
-        negative: list,
+        positive: Conditioning,
+        negative: Conditioning,
         latent_image: dict,
         denoise: float,
     ) -> dict:
@@ -144,21 +64,21 @@ class KSamplerAdvanced(Node):
     display_name = "KSampler (Advanced)"
     category = "sampling"
     inputs = (
-        Socket("model", "MODEL"),
+        Socket("model", MODEL),
         Choice("add_noise", ["enable", "disable"]),
         Int("noise_seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
         Int("steps", 20, min=1, max=10000),
         Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
         Choice("sampler_name", SAMPLER_NAMES),
         Choice("scheduler", SCHEDULER_NAMES),
-        Socket("positive", "CONDITIONING"),
-        Socket("negative", "CONDITIONING"),
-        Socket("latent_image", "LATENT"),
+        Socket("positive", CONDITIONING),
+        Socket("negative", CONDITIONING),
+        Socket("latent_image", LATENT),
         Int("start_at_step", 0, min=0, max=10000),
         Int("end_at_step", 10000, min=0, max=10000),
         Choice("return_with_leftover_noise", ["disable", "enable"]),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(
         self,
@@ -170,8 +90,8 @@ class KSamplerAdvanced(Node):
         cfg: float,
         sampler_name: str,
         scheduler: str,
-        positive: list,
-        negative: list,
+        positive: Conditioning,
+        negative: Conditioning,
         latent_image: dict,
         start_at_step: int,
         end_at_step: int,

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from atelier.engine.models.handles import VaeHandle
+from atelier.engine.models.sockets import IMAGE, LATENT, MASK, VAE
 from atelier.engine.node import Context, Int, Node, Output, Socket
 
 
@@ -22,8 +23,8 @@ class VAEDecode(Node):
     """Latents to images."""
 
     category = "latent"
-    inputs = (Socket("samples", "LATENT"), Socket("vae", "VAE"))
-    outputs = (Output("IMAGE"),)
+    inputs = (Socket("samples", LATENT), Socket("vae", VAE))
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, samples: dict, vae: VaeHandle) -> torch.Tensor:
         return vae.decode(samples["samples"])
@@ -33,8 +34,8 @@ class VAEEncode(Node):
     """Images to latents (sides cropped to a multiple of 8)."""
 
     category = "latent"
-    inputs = (Socket("pixels", "IMAGE"), Socket("vae", "VAE"))
-    outputs = (Output("LATENT"),)
+    inputs = (Socket("pixels", IMAGE), Socket("vae", VAE))
+    outputs = (Output(LATENT),)
 
     def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle) -> dict:
         return {"samples": vae.encode(_crop_to_multiple(pixels, vae.downscale))}
@@ -45,12 +46,12 @@ class VAEDecodeTiled(Node):
 
     category = "_for_testing"
     inputs = (
-        Socket("samples", "LATENT"),
-        Socket("vae", "VAE"),
+        Socket("samples", LATENT),
+        Socket("vae", VAE),
         Int("tile_size", 512, min=64, max=4096, step=32),
         Int("overlap", 64, min=0, max=4096, step=32),
     )
-    outputs = (Output("IMAGE"),)
+    outputs = (Output(IMAGE),)
 
     def run(self, ctx: Context, samples: dict, vae: VaeHandle, tile_size: int, overlap: int) -> torch.Tensor:
         f = vae.downscale
@@ -60,12 +61,12 @@ class VAEDecodeTiled(Node):
 class VAEEncodeTiled(Node):
     category = "_for_testing"
     inputs = (
-        Socket("pixels", "IMAGE"),
-        Socket("vae", "VAE"),
+        Socket("pixels", IMAGE),
+        Socket("vae", VAE),
         Int("tile_size", 512, min=64, max=4096, step=64),
         Int("overlap", 64, min=0, max=4096, step=32),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, tile_size: int, overlap: int) -> dict:
         image = _crop_to_multiple(pixels, vae.downscale)
@@ -77,12 +78,12 @@ class VAEEncodeForInpaint(Node):
 
     category = "latent/inpaint"
     inputs = (
-        Socket("pixels", "IMAGE"),
-        Socket("vae", "VAE"),
-        Socket("mask", "MASK"),
+        Socket("pixels", IMAGE),
+        Socket("vae", VAE),
+        Socket("mask", MASK),
         Int("grow_mask_by", 6, min=0, max=64),
     )
-    outputs = (Output("LATENT"),)
+    outputs = (Output(LATENT),)
 
     def run(
         self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, mask: torch.Tensor, grow_mask_by: int
@@ -90,7 +91,7 @@ class VAEEncodeForInpaint(Node):
         f = vae.downscale
         image = _crop_to_multiple(pixels, f)
         _, h, w, _ = image.shape
-        m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
+        m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float().to(image.device)
         m = F.interpolate(m, size=(h, w), mode="bilinear").clamp(0, 1)
         if grow_mask_by > 0:
             k = grow_mask_by * 2 + 1

@@ -4,6 +4,13 @@ A handle shares its modules with every other handle made from the same checkpoin
 a new handle carrying weight patches; the patches are applied in place only for the duration of a use
 (``with handle.session():``) and the exact original weights are restored afterwards, so branches with and
 without a LoRA are both right whatever order they run in.
+
+The MODEL's network call goes through a chain of wrappers (``with_wrapper``), and its guided prediction
+through CFG functions (``with_cfg_function``): the places where ControlNet residuals, image-prompt
+attention, regional prompting, FreeU/PAG-style patches and inpainting-model inputs attach, each giving a
+new handle, never editing the UNet call or a shared object.
+
+Results stay on the device they were computed on; only nodes that leave the graph copy to the host.
 """
 
 from __future__ import annotations
@@ -11,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling import ModelSampling
+from atelier.engine.sampling.guidance import ApplyModel, CfgFunction, ModelCall, ModelWrapper
 
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
@@ -40,10 +50,13 @@ class ModelHandle:
     sampling: ModelSampling
     family: str
     name: str = ""
-    sha256: str = ""
     patches: PatchSet = field(default_factory=dict)
     #: LATENT holds raw VAE latents (as ComfyUI's); the model works on latents times this factor.
     latent_scale: float = 0.18215
+    #: around the network call, outermost first
+    wrappers: tuple[ModelWrapper, ...] = ()
+    #: applied to the guided prediction, in order
+    cfg_functions: tuple[CfgFunction, ...] = ()
 
     def process_in(self, latent: Tensor) -> Tensor:
         return latent * self.latent_scale
@@ -71,22 +84,35 @@ class ModelHandle:
     def timestep(self, sigma: Tensor) -> Tensor:
         return self.sampling.timestep_discrete(sigma)
 
-    def apply_model(
-        self, x: Tensor, timestep: Tensor, context: Tensor, added: dict[str, Tensor] | None
-    ) -> Tensor:
+    def apply_model(self, call: ModelCall) -> Tensor:
+        """The network's raw output for a call, through the wrapper chain."""
+        fn: ApplyModel = self._forward
+        for wrapper in reversed(self.wrappers):
+            fn = _bind(wrapper, fn)
+        return fn(call)
+
+    def _forward(self, call: ModelCall) -> Tensor:
+        x = call.x
         dtype = self.dtype
-        kwargs: dict[str, Any] = {}
-        if added is not None:
-            kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in added.items()}
+        kwargs: dict[str, Any] = dict(call.unet_kwargs)
+        if call.added is not None:
+            kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in call.added.items()}
         with torch.inference_mode():
             out = self.unet(
                 x.to(dtype),
-                timestep,
-                encoder_hidden_states=context.to(x.device, dtype),
+                call.timestep,
+                encoder_hidden_states=call.context.to(x.device, dtype),
                 return_dict=False,
                 **kwargs,
             )[0]
         return out.float()
+
+    def with_wrapper(self, wrapper: ModelWrapper) -> ModelHandle:
+        """A handle whose network calls also go through ``wrapper`` (innermost of those already there)."""
+        return replace(self, wrappers=(*self.wrappers, wrapper))
+
+    def with_cfg_function(self, fn: CfgFunction) -> ModelHandle:
+        return replace(self, cfg_functions=(*self.cfg_functions, fn))
 
     @contextmanager
     def session(self) -> Iterator[ModelHandle]:
@@ -168,14 +194,14 @@ class VaeHandle:
         z = latent.to(self.device, self.dtype)
         with torch.inference_mode():
             x = self.vae.decode(z, return_dict=False)[0]
-        return ((x.float() + 1.0) / 2.0).clamp(0, 1).movedim(1, -1).cpu()
+        return ((x.float() + 1.0) / 2.0).clamp(0, 1).movedim(1, -1)
 
     def encode(self, image: Tensor) -> Tensor:
         x = image[..., :3].movedim(-1, 1).to(self.device, self.dtype) * 2.0 - 1.0
         with torch.inference_mode():
             dist = self.vae.encode(x, return_dict=False)[0]
         z = dist.mode() if hasattr(dist, "mode") else dist
-        return z.float().cpu()
+        return z.float()
 
     def decode_tiled(self, latent: Tensor, tile: int = 64, overlap: int = 16) -> Tensor:
         """Decode in overlapping latent tiles blended linearly (tile and overlap in latent cells)."""
@@ -188,6 +214,13 @@ class VaeHandle:
         x = image[..., :3].movedim(-1, 1)
         lat = _tiled(x, tile, overlap, 1.0 / f, lambda t: self.encode(t.movedim(1, -1)), out_channels=None)
         return lat
+
+
+def _bind(wrapper: ModelWrapper, call_next: ApplyModel) -> ApplyModel:
+    def call(c: ModelCall) -> Tensor:
+        return wrapper(call_next, c)
+
+    return call
 
 
 def _tiled(
@@ -220,15 +253,15 @@ def _tiled(
                 piece = piece.movedim(-1, 1)
             piece = piece.float()
             oh, ow = round(h * scale), round(w * scale)
-            if out is None:
-                out = torch.zeros(b, piece.shape[1], oh, ow)
-                weight = torch.zeros(1, 1, oh, ow)
+            if out is None:  # the result lives where the tiles are computed
+                out = torch.zeros(b, piece.shape[1], oh, ow, device=piece.device)
+                weight = torch.zeros(1, 1, oh, ow, device=piece.device)
             py, px = round(y0 * scale), round(x0 * scale)
             ph, pw = piece.shape[-2:]
             ramp = _ramp(
                 ph, pw, round(overlap * scale), top=y0 > 0, left=x0 > 0, bottom=y0 + th < h, right=x0 + tw < w
-            )
-            out[:, :, py : py + ph, px : px + pw] += piece.cpu() * ramp
+            ).to(piece.device)
+            out[:, :, py : py + ph, px : px + pw] += piece * ramp
             weight[:, :, py : py + ph, px : px + pw] += ramp  # type: ignore[index]
     assert out is not None and weight is not None
     result = out / weight.clamp_min(1e-8)
@@ -251,3 +284,68 @@ def _ramp(h: int, w: int, overlap: int, *, top: bool, left: bool, bottom: bool, 
         if right:
             wx[-n:] = torch.minimum(wx[-n:], r[:n].flip(0))
     return (wy[:, None] * wx[None, :])[None, None]
+
+
+# -- making handles from model files (what loader nodes call through ``ctx.models``) -----------------
+
+
+def vae_dtype(options: LoadOptions) -> torch.dtype | None:
+    """fp16 VAEs overflow (SDXL's notably): on CUDA decode in bf16 where supported, else fp32."""
+    if not str(options.device).startswith("cuda"):
+        return options.dtype
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+
+
+def checkpoint_loader(path: Path, options: LoadOptions) -> Any:
+    """``ctx.models`` loader of a checkpoint's modules (no content hash: provenance takes it lazily)."""
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(
+        path, device=options.device, dtype=options.dtype, vae_dtype=vae_dtype(options), compute_hash=False
+    )
+
+
+def vae_loader(path: Path, options: LoadOptions) -> Any:
+    from .checkpoint import load_vae
+
+    return load_vae(path, device=options.device, dtype=vae_dtype(options))
+
+
+def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:
+    """MODEL, CLIP and VAE handles over a loaded checkpoint's modules."""
+    info = loaded.info
+    prediction = "v_prediction" if info.prediction == "v" else "eps"
+    model = ModelHandle(
+        unet=loaded.unet,
+        sampling=ModelSampling.discrete(prediction),
+        family=info.family,
+        name=name,
+        latent_scale=info.vae_scaling_factor,
+    )
+    specs = []
+    for te_info, module, tok in zip(info.text_encoders, loaded.text_encoders, loaded.tokenizers, strict=True):
+        pad = tok.convert_tokens_to_ids(te_info.pad_token)
+        specs.append(
+            TextEncoderSpec(
+                module,
+                tok,
+                layer=te_info.default_layer,
+                layer_norm=te_info.final_layer_norm,
+                pooled=info.family == "sdxl" and te_info.model_class == "CLIPTextModelWithProjection",
+                pad_token_id=pad,
+            )
+        )
+    clip = ClipHandle(encoders=tuple(specs), family=info.family)
+    vae = VaeHandle(loaded.vae, name=name) if loaded.vae is not None else None
+    return model, clip, vae
+
+
+def load_checkpoint_handles(
+    models: ModelLoader, path: Path, name: str = ""
+) -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:
+    """MODEL, CLIP and VAE handles of a checkpoint file, loaded once per file version by ``models``."""
+    return handles_from_checkpoint(models.load(path, checkpoint_loader), name or path.name)
+
+
+def load_vae_handle(models: ModelLoader, path: Path, name: str = "") -> VaeHandle:
+    return VaeHandle(models.load(path, vae_loader), name=name or path.name)

@@ -1,29 +1,76 @@
 """Classifier-free guidance over conditioning lists: the denoiser the samplers call.
 
-A CONDITIONING is a list of ``(embedding [1, T, C], extras)``; extras may hold ``pooled_output``,
-``strength``, ``area`` = (height, width, y, x) in latent cells, ``mask`` [h, w] in latent cells, and SDXL's
-size conditioning (``width``, ``height``, ``crop_w``, ``crop_h``, ``target_width``, ``target_height``).
+A CONDITIONING is a list of :class:`~atelier.engine.sampling.conditioning.CondEntry`: an embedding with
+its pooled output, area, mask, strength and SDXL size conditioning. Each entry's denoised prediction is
+weighted by its strength over its area (and mask); the positive and negative predictions are the weighted
+averages; the result is ``uncond + cfg * (cond - uncond)``, or what the model's CFG function makes of
+them. Every entry that can share a forward pass does (same area; token counts brought to a common length
+by repeating the context, which leaves cross-attention unchanged): for a plain prompt pair that is one
+batched forward of cond and uncond. At cfg 1 the negative is skipped.
 
-Each entry's denoised prediction is weighted by its strength over its area; the positive and negative
-predictions are the weighted averages; the result is ``uncond + cfg * (cond - uncond)``. Every entry that
-can share a forward pass does (same area; token counts brought to a common length by repeating the
-context, which leaves cross-attention unchanged): for a plain prompt pair that is one batched forward of
-cond and uncond. At cfg 1 the negative is skipped.
+The model is called with a :class:`ModelCall`, which says which entry each part of the batch belongs to,
+so that wrappers on the MODEL handle (ControlNet residuals, image prompts, regional patches) can attach to
+the call without editing the UNet.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from .conditioning import CondEntry, Conditioning
 from .model_sampling import ModelSampling
 
-Conditioning = list[tuple[Tensor, dict[str, Any]]]
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One forward of the denoising network, as wrappers see it.
+
+    ``x`` is the scaled input batch: ``len(entries)`` chunks of ``batch`` rows, chunk ``i`` conditioned by
+    ``entries[i]`` (its rows ``i*batch:(i+1)*batch``), all over the latent region ``area`` (h, w, y, x).
+    ``unet_kwargs`` are extra keyword arguments for the network's forward (for example diffusers'
+    ``down_block_additional_residuals``); wrappers add to them with :meth:`replace`."""
+
+    x: Tensor
+    timestep: Tensor
+    context: Tensor
+    added: dict[str, Tensor] | None
+    sigma: Tensor
+    entries: tuple[CondEntry, ...]
+    negative: tuple[bool, ...]
+    batch: int
+    area: tuple[int, int, int, int]
+    unet_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> ModelCall:
+        return replace(self, **changes)
+
+
+#: the network call at the core of the chain: ModelCall -> raw output (eps or v)
+ApplyModel = Callable[[ModelCall], Tensor]
+#: a wrapper: ``wrapper(call_next, call)`` may change the call, call ``call_next`` (or not), change the result
+ModelWrapper = Callable[[ApplyModel, ModelCall], Tensor]
+
+
+@dataclass(frozen=True)
+class CfgArgs:
+    """What a CFG function sees: the guided predictions (denoised, in latent space) and the step."""
+
+    cond: Tensor
+    uncond: Tensor
+    cfg: float
+    x: Tensor  # the noisy latent the sampler passed in
+    sigma: Tensor  # [B]
+    denoised: Tensor  # the result so far (plain CFG, or what earlier functions made)
+
+
+#: ``f(args) -> denoised``; applied in order after the plain combination
+CfgFunction = Callable[[CfgArgs], Tensor]
 
 
 class DiffusionModel(Protocol):
@@ -34,44 +81,31 @@ class DiffusionModel(Protocol):
     def timestep(self, sigma: Tensor) -> Tensor:  # the network's time input for sigma
         ...
 
-    def apply_model(
-        self, x: Tensor, timestep: Tensor, context: Tensor, added: dict[str, Tensor] | None
-    ) -> Tensor:  # the network's raw output (eps or v) for an already-scaled input
+    def apply_model(self, call: ModelCall) -> Tensor:  # raw output (eps or v) for an already-scaled input
         ...
 
     @property
     def needs_pooled(self) -> bool:  # SDXL: pooled text embedding and size conditioning
         ...
 
+    @property
+    def cfg_functions(self) -> tuple[CfgFunction, ...]:  # post-combination hooks (CFG rescale, ...)
+        ...
+
 
 @dataclass
 class _Entry:
-    context: Tensor
-    extras: dict[str, Any]
+    cond: CondEntry
     negative: bool
 
 
-def _area(extras: dict[str, Any], h: int, w: int) -> tuple[int, int, int, int]:
-    area = extras.get("area")
+def _area(entry: CondEntry, h: int, w: int) -> tuple[int, int, int, int]:
+    area = entry.area
     if area is None:
         return (h, w, 0, 0)
     ah, aw, y, x = (int(v) for v in area)
     y, x = min(max(y, 0), h - 1), min(max(x, 0), w - 1)
     return (max(1, min(ah, h - y)), max(1, min(aw, w - x)), y, x)
-
-
-def sdxl_time_ids(extras: dict[str, Any], latent_h: int, latent_w: int) -> list[float]:
-    """SDXL's size conditioning: original size, crop offset, target size (pixels)."""
-    width = extras.get("width", latent_w * 8)
-    height = extras.get("height", latent_h * 8)
-    return [
-        float(height),
-        float(width),
-        float(extras.get("crop_h", 0)),
-        float(extras.get("crop_w", 0)),
-        float(extras.get("target_height", latent_h * 8)),
-        float(extras.get("target_width", latent_w * 8)),
-    ]
 
 
 class CFGDenoiser:
@@ -90,13 +124,13 @@ class CFGDenoiser:
             raise ValueError("positive conditioning is empty")
         self.model = model
         self.cfg = float(cfg)
-        self.entries = [_Entry(c, dict(e), False) for c, e in positive]
+        self.entries = [_Entry(e, False) for e in positive]
         if self.cfg != 1.0:
             if not negative:
                 raise ValueError(
                     "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
                 )
-            self.entries += [_Entry(c, dict(e), True) for c, e in negative]
+            self.entries += [_Entry(e, True) for e in negative]
         self.max_batch = max_batch
         self.model_calls = 0
 
@@ -111,7 +145,7 @@ class CFGDenoiser:
 
         groups: dict[tuple[int, int, int, int], list[_Entry]] = {}
         for e in self.entries:
-            groups.setdefault(_area(e.extras, h, w), []).append(e)
+            groups.setdefault(_area(e.cond, h, w), []).append(e)
         for area, entries in groups.items():
             ah, aw, y, x0 = area
             for chunk in _chunks(entries, self.max_batch):
@@ -120,7 +154,10 @@ class CFGDenoiser:
         if self.cfg == 1.0:
             return cond
         uncond = sums[True] / weights[True]
-        return uncond + (cond - uncond) * self.cfg
+        denoised = uncond + (cond - uncond) * self.cfg
+        for fn in getattr(model, "cfg_functions", ()):
+            denoised = fn(CfgArgs(cond, uncond, self.cfg, x, sigma, denoised))
+        return denoised
 
     def _run_group(
         self,
@@ -138,10 +175,10 @@ class CFGDenoiser:
         k = len(entries)
         xs = x_in[:, :, y : y + ah, x0 : x0 + aw]
         x_raw = x[:, :, y : y + ah, x0 : x0 + aw]
-        length = math.lcm(*(e.context.shape[1] for e in entries))
+        length = math.lcm(*(e.cond.embedding.shape[1] for e in entries))
         contexts = []
         for e in entries:
-            c = e.context.to(x.device)
+            c = e.cond.embedding.to(x.device)
             if c.shape[1] != length:
                 c = c.repeat(1, length // c.shape[1], 1)
             contexts.append(c.expand(b, -1, -1) if c.shape[0] == 1 else c)
@@ -150,22 +187,33 @@ class CFGDenoiser:
         if self.model.needs_pooled:
             pooled, time_ids = [], []
             for e in entries:
-                p = e.extras.get("pooled_output")
+                p = e.cond.pooled
                 if p is None:
                     raise ValueError("this model (SDXL) needs a pooled text embedding: encode with its CLIP")
                 p = p.to(x.device)
                 pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
-                ids = torch.tensor(sdxl_time_ids(e.extras, h, w), device=x.device)
+                ids = torch.tensor(e.cond.time_ids(h, w), device=x.device)
                 time_ids.append(ids.expand(b, -1))
             added = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
-        out = self.model.apply_model(xs.repeat(k, 1, 1, 1), t.repeat(k), context, added)
+        call = ModelCall(
+            x=xs.repeat(k, 1, 1, 1),
+            timestep=t.repeat(k),
+            context=context,
+            added=added,
+            sigma=sigma.repeat(k),
+            entries=tuple(e.cond for e in entries),
+            negative=tuple(e.negative for e in entries),
+            batch=b,
+            area=area,
+        )
+        out = self.model.apply_model(call)
         self.model_calls += 1
         sig = sigma.repeat(k)
         denoised = self.model.sampling.calculate_denoised(sig, out.float(), x_raw.repeat(k, 1, 1, 1))
         for n, e in enumerate(entries):
             d = denoised[n * b : (n + 1) * b]
-            wgt = torch.full_like(d[:, :1], float(e.extras.get("strength", 1.0)))
-            mask = e.extras.get("mask")
+            wgt = torch.full_like(d[:, :1], float(e.cond.strength))
+            mask = e.cond.mask
             if mask is not None:
                 m = mask.to(x.device, torch.float32)
                 if m.dim() == 2:

@@ -12,7 +12,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from atelier.engine import folders as F
-from atelier.engine.validate import check
 
 router = APIRouter(prefix="/api", tags=["atelier"])
 
@@ -75,7 +74,7 @@ def submit(
     client_id: str | None,
     source: str,
 ) -> tuple[str, int, list[dict[str, Any]]] | JSONResponse:
-    result = check(workflow, state.registry, overrides, outputs)
+    result = state.engine.check(workflow, overrides, outputs)
     if not result.ok:
         errs = [e.model_dump() for e in result.errors]
         return error(400, "the workflow is not valid", node_errors=errs)
@@ -176,7 +175,7 @@ async def interrupt(request: Request) -> Any:
 @router.get("/nodes")
 async def nodes(request: Request) -> Any:
     """The node catalogue: every node type with its inputs, outputs and choices."""
-    return state_of(request).registry.describe()
+    return state_of(request).engine.describe()
 
 
 @router.get("/types")
@@ -190,23 +189,21 @@ async def node(type_name: str, request: Request) -> Any:
     reg = state_of(request).registry
     if type_name not in reg:
         return error(404, f"unknown node type {type_name!r}")
-    return reg.describe(type_name)
+    return state_of(request).engine.describe(type_name)
 
 
 @router.get("/models")
 async def model_kinds(request: Request) -> Any:
-    from atelier.engine.models.manager import MODEL_KINDS, list_models
-
-    return {kind: list_models(kind) for kind in MODEL_KINDS}
+    files = state_of(request).folders
+    return {kind: files.list_models(kind) for kind in files.models}
 
 
 @router.get("/models/{kind}")
 async def models(kind: str, request: Request) -> Any:
-    from atelier.engine.models.manager import MODEL_KINDS, list_models
-
-    if kind not in MODEL_KINDS:
-        return error(404, f"unknown model kind {kind!r}; kinds: {', '.join(MODEL_KINDS)}")
-    return {"kind": kind, "files": list_models(kind)}
+    files = state_of(request).folders
+    if kind not in files.models:
+        return error(404, f"unknown model kind {kind!r}; kinds: {', '.join(files.models)}")
+    return {"kind": kind, "files": files.list_models(kind)}
 
 
 def store_upload(
@@ -238,7 +235,7 @@ def store_upload(
             im.load()
     except Exception as exc:
         return error(400, f"{name!r} is not an image Atelier can read: {exc}")
-    input_dir = F.active().input
+    input_dir = state.folders.input
     try:
         folder = F.resolve_inside(input_dir, subfolder) if subfolder else input_dir.resolve()
         target = F.resolve_inside(folder, name)
@@ -267,8 +264,7 @@ async def upload(
     return store_upload(state, data, image.filename or "", subfolder, overwrite)
 
 
-def resolve_file(kind: str, name: str, subfolder: str = "") -> Path | JSONResponse:
-    fol = F.active()
+def resolve_file(fol: F.Folders, kind: str, name: str, subfolder: str = "") -> Path | JSONResponse:
     base = {"output": fol.output, "input": fol.input, "temp": fol.temp}.get(kind)
     if base is None:
         return error(400, f"unknown file type {kind!r}: output, input or temp")
@@ -286,9 +282,9 @@ def resolve_file(kind: str, name: str, subfolder: str = "") -> Path | JSONRespon
 
 
 @router.get("/files/{kind}/{name:path}")
-async def get_file(kind: str, name: str) -> Any:
+async def get_file(kind: str, name: str, request: Request) -> Any:
     """An output, input or temp file by name (never outside its folder)."""
-    path = resolve_file(kind, name)
+    path = resolve_file(state_of(request).folders, kind, name)
     return path if isinstance(path, JSONResponse) else FileResponse(path)
 
 
@@ -376,15 +372,12 @@ async def clear_cache(request: Request) -> Any:
 @router.post("/models/unload")
 async def unload_models(request: Request) -> Any:
     state = state_of(request)
-    mm = state.settings.services.get("models")
-    state.executor.cache.clear()  # cached handles keep modules alive
-    if mm is not None:
-        mm.unload_all()
+    state.engine.free()  # cached handles keep modules alive: both go
     return {"unloaded": True}
 
 
 @router.post("/validate")
 async def validate(body: JobRequest, request: Request) -> Any:
     """Check a workflow without queueing it."""
-    result = check(body.workflow, state_of(request).registry, body.overrides, body.outputs)
+    result = state_of(request).engine.check(body.workflow, body.overrides, body.outputs)
     return {"ok": result.ok, "errors": [e.model_dump() for e in result.errors]}

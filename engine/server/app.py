@@ -24,10 +24,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from atelier.engine import folders as F
-from atelier.engine.cache import OutputCache, default_device_budget
 from atelier.engine.executor import Executor
-from atelier.engine.node import Paths
-from atelier.engine.registry import Registry, default_registry
+from atelier.engine.registry import Registry
+from atelier.engine.runtime import Engine
 
 from .hub import Client, Hub
 from .store import Store
@@ -44,29 +43,33 @@ class Settings:
     port: int = 8188
     token: str | None = None
     database: Path = Path("atelier.db")
-    device: str = "cpu"
     max_body_bytes: int = 8 * 1024 * 1024
     max_upload_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 64 * 1024 * 1024
     allow_origins: list[str] = field(default_factory=list)
-    cache_bytes: int | None = None
-    services: dict[str, Any] = field(default_factory=dict)
     frontend: Path = FRONTEND_DIR
 
 
 @dataclass
 class ServerState:
     settings: Settings
-    registry: Registry
+    engine: Engine
     store: Store
-    executor: Executor
     hub: Hub | None = None
     worker: Worker | None = None
     started: float = field(default_factory=time.time)
 
     @property
+    def registry(self) -> Registry:
+        return self.engine.registry
+
+    @property
+    def executor(self) -> Executor:
+        return self.engine.executor
+
+    @property
     def folders(self) -> F.Folders:
-        return F.active()
+        return self.engine.folders
 
     def queue_changed(self) -> None:
         if self.hub is not None:
@@ -79,25 +82,18 @@ def api_error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
+    """The server over an engine built by the composition root (``engine/runtime.py``)."""
     settings = settings or Settings()
-    registry = registry or default_registry()
-    fol = F.active()
-    fol.ensure()
+    engine.folders.ensure()
     store = Store(settings.database)
     recovered = store.recover_after_restart()
     if recovered:
         log.warning(
             "marked %d job(s) interrupted by the last shutdown: %s", len(recovered), ", ".join(recovered)
         )
-    executor = Executor(
-        registry,
-        OutputCache(max_bytes=settings.cache_bytes, max_device_bytes=default_device_budget(settings.device)),
-        device=settings.device,
-        paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
-        services=settings.services,
-    )
-    state = ServerState(settings, registry, store, executor)
+    executor = engine.executor
+    state = ServerState(settings, engine, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,10 +192,7 @@ def _is_upload(request: Request) -> bool:
 
 def _out_of_memory(state: ServerState) -> Any:
     def recover() -> None:
-        state.executor.cache.clear()
-        mm = state.settings.services.get("models")
-        if mm is not None and hasattr(mm, "unload_all"):
-            mm.unload_all()
+        state.engine.free()
 
     return recover
 
@@ -366,7 +359,7 @@ def system_info(state: ServerState) -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "device": state.settings.device,
+        "device": state.engine.device,
         "uptime_s": time.time() - state.started,
         "cache": state.executor.cache.stats().model_dump(),
         "queue_remaining": state.store.count_queued(),

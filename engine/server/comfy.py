@@ -46,7 +46,7 @@ def object_info_entry(desc: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/object_info")
 async def object_info(request: Request) -> Any:
-    return {name: object_info_entry(d) for name, d in state_of(request).registry.describe().items()}
+    return {name: object_info_entry(d) for name, d in state_of(request).engine.describe().items()}
 
 
 @router.get("/object_info/{node_class}")
@@ -54,7 +54,7 @@ async def object_info_one(node_class: str, request: Request) -> Any:
     reg = state_of(request).registry
     if node_class not in reg:
         return error(404, f"unknown node type {node_class!r}")
-    return {node_class: object_info_entry(reg.describe(node_class))}
+    return {node_class: object_info_entry(state_of(request).engine.describe(node_class))}
 
 
 def _comfy_node_errors(errors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,8 +240,8 @@ async def comfy_interrupt(request: Request) -> Any:
 
 
 @router.get("/view")
-async def view(filename: str, subfolder: str = "", type: str = "output") -> Any:
-    path = resolve_file(type, filename, subfolder)
+async def view(request: Request, filename: str, subfolder: str = "", type: str = "output") -> Any:
+    path = resolve_file(state_of(request).folders, type, filename, subfolder)
     return path if isinstance(path, JSONResponse) else FileResponse(path)
 
 
@@ -308,7 +308,5 @@ async def system_stats(request: Request) -> Any:
 
 
 @router.get("/embeddings")
-async def embeddings() -> Any:
-    from atelier.engine.models.manager import list_models
-
-    return [name.rsplit(".", 1)[0] for name in list_models("embeddings")]
+async def embeddings(request: Request) -> Any:
+    return [name.rsplit(".", 1)[0] for name in state_of(request).folders.list_models("embeddings")]

@@ -10,6 +10,7 @@ from typing import Any
 
 from atelier.engine import events as E
 from atelier.engine.executor import Executor
+from atelier.engine.node import CancelToken
 
 from .store import Store
 
@@ -80,19 +81,27 @@ class Worker(threading.Thread):
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.current: str | None = None
-        self._interrupt_requested: str | None = None
+        self._token: CancelToken | None = None
+        self._early_cancel: str | None = None
 
     def interrupt(self, job_id: str | None = None) -> str | None:
         """Interrupt the running job (or only if it is ``job_id``); returns its id, or None if none runs.
 
-        The request also holds while the executor is still validating the job, before it accepts
-        interrupts for it (an interrupt then was lost): it is repeated when ``job_started`` arrives."""
-        current = self.current
-        if current is None or (job_id is not None and job_id != current):
+        Each job has its own cancel token, made before the job is taken, so a request holds whatever
+        the job is doing (validation, planning, a node) and can never reach the next job."""
+        current, token = self.current, self._token
+        if current is None or token is None or (job_id is not None and job_id != current):
+            if job_id is not None and self._is_running(job_id):
+                # taken from the queue a moment ago, not started yet: it starts cancelled
+                self._early_cancel = job_id
+                return job_id
             return None
-        self._interrupt_requested = current
-        self.executor.interrupt(current)
+        token.cancel()
         return current
+
+    def _is_running(self, job_id: str) -> bool:
+        job = self.store.get_job(job_id)
+        return job is not None and job["status"] == "running"
 
     def stop(self) -> None:
         self.stopping.set()
@@ -110,7 +119,11 @@ class Worker(threading.Thread):
 
     def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
+        token = CancelToken()
+        self._token = token
         self.current = job_id
+        if self._early_cancel == job_id:
+            token.cancel()
         self.on_queue_change()
 
         # The terminal event goes out only once the store has the job's final state: a client that
@@ -118,8 +131,6 @@ class Worker(threading.Thread):
         terminal: list[E.Event] = []
 
         def on_event(ev: E.Event) -> None:
-            if isinstance(ev, E.JobStarted) and self._interrupt_requested == job_id:
-                self.executor.interrupt(job_id)
             if isinstance(ev, TERMINAL_EVENTS):
                 terminal.append(ev)
                 return
@@ -133,7 +144,9 @@ class Worker(threading.Thread):
                 overrides=job["overrides"] or {},
                 outputs=job["outputs_requested"],
                 on_event=on_event,
-                job_info={"source": "server", "client_id": job.get("client_id")},
+                source="server",
+                client_id=job.get("client_id"),
+                cancel=token,
             )
             error: Any = None
             if res.failure is not None:
@@ -169,7 +182,8 @@ class Worker(threading.Thread):
                 terminal.append(E.JobFailed(job=job_id, message=message, exception_type=type(exc).__name__))
         finally:
             self.current = None
-            self._interrupt_requested = None
+            self._token = None
+            self._early_cancel = None
             for ev in terminal:
                 self.live.update(ev)
                 self.publish(ev)

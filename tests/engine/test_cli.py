@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from atelier.engine import cli
+from atelier.engine import cli, runtime
 from atelier.engine.registry import Registry
 from tests.engine.toy_nodes import RUNS, TOY_TYPES, link, wf
 
 
 @pytest.fixture(autouse=True)
 def toy_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "build_registry", lambda: Registry(TOY_TYPES))
+    def toy_engine(config: runtime.EngineConfig, **_: object) -> runtime.Engine:
+        return runtime.build_engine(config, registry=Registry(TOY_TYPES), plugins=[])
+
+    monkeypatch.setattr(cli, "build_engine", toy_engine)
     RUNS.clear()
 
 

@@ -385,3 +385,121 @@ def test_device_budget_spills_least_recently_used_outputs_to_host() -> None:
     assert cache.get("b").outputs[0][0].device.type == "cpu"  # b went first (least recently used)
     assert cache.get("b").outputs[0][1] == 1
     assert cache.get("d").outputs[0].device.type == "meta"  # the newest entry stays
+
+
+# -- cancel tokens, volatile nodes, carriers --------------------------------------------------------
+
+
+def test_a_token_cancelled_before_the_run_stops_the_job_before_its_first_node() -> None:
+    from atelier.engine.node import CancelToken
+
+    RUNS.clear()
+    token = CancelToken()
+    token.cancel()
+    ex = Executor(toy_registry())
+    graph = {
+        "n": {"type": "Number", "inputs": {"value": 1}},
+        "o": {"type": "Sink", "inputs": {"value": link("n")}},
+    }
+    res = ex.run(wf(graph), cancel=token)
+    assert res.status == "interrupted" and res.executed == [] and not RUNS
+    assert ex.run(wf(graph)).ok  # the next job has its own token
+
+
+def test_cancelling_one_jobs_token_leaves_the_next_job_alone() -> None:
+    from atelier.engine.node import CancelToken
+
+    ex = Executor(toy_registry())
+    first, second = CancelToken(), CancelToken()
+    Slow.gate.clear()
+
+    def cancel_when_running(ev: E.Event) -> None:
+        if isinstance(ev, E.Progress):
+            first.cancel()
+            Slow.gate.set()
+
+    slow = wf(
+        {
+            "n": {"type": "Number", "inputs": {"value": 0}},
+            "s": {"type": "Slow", "inputs": {"x": link("n"), "steps": 50}},
+            "o": {"type": "Sink", "inputs": {"value": link("s")}},
+        }
+    )
+    assert ex.run(slow, cancel=first, on_event=cancel_when_running).status == "interrupted"
+    assert ex.run(slow, cancel=second).ok
+
+
+def _volatile_registry():
+    from atelier.engine.node import Context, Float, Node, Output
+    from atelier.engine.registry import Registry
+    from tests.engine.toy_nodes import NUMBER, TOY_TYPES
+
+    class Clock(Node):
+        """Not cacheable: a new value on every job."""
+
+        cacheable = False
+        inputs = (Float("offset", 0.0),)
+        outputs = (Output(NUMBER),)
+        ticks = 0
+
+        def run(self, ctx: Context, offset: float) -> float:
+            Clock.ticks += 1
+            RUNS[ctx.node_id] += 1
+            return offset + Clock.ticks
+
+    return Registry([*TOY_TYPES, Clock])
+
+
+def test_nodes_that_opt_out_of_caching_run_every_job_and_so_does_what_depends_on_them() -> None:
+    RUNS.clear()
+    ex = Executor(_volatile_registry())
+    graph = wf(
+        {
+            "n": {"type": "Number", "inputs": {"value": 2}},
+            "c": {"type": "Clock", "inputs": {"offset": 10}},
+            "a": {"type": "Add", "inputs": {"a": link("n"), "b": link("c")}},
+            "o": {"type": "Sink", "inputs": {"value": link("a")}},
+        }
+    )
+    first = ex.run(graph)
+    second = ex.run(graph)
+    assert first.ok and second.ok
+    assert RUNS == {"n": 1, "c": 2, "a": 2, "o": 2}  # the constant is cached, the rest runs again
+    assert first.outputs["o"] != second.outputs["o"]
+    assert "n" in second.cached
+
+
+def test_an_output_of_the_wrong_carrier_fails_on_that_node_by_name() -> None:
+    from atelier.engine.node import Context, Node, Output, String
+    from atelier.engine.registry import Registry
+    from tests.engine.toy_nodes import NUMBER, TOY_TYPES
+
+    class Liar(Node):
+        inputs = (String("text", "x"),)
+        outputs = (Output(NUMBER),)
+
+        def run(self, ctx: Context, text: str) -> str:
+            return text
+
+    ex = Executor(Registry([*TOY_TYPES, Liar]))
+    res = ex.run(wf({"l": {"type": "Liar"}, "o": {"type": "Sink", "inputs": {"value": link("l")}}}))
+    assert res.status == "failed" and res.failure is not None and res.failure.node == "l"
+    assert (
+        "Liar node l returned str for its output 'NUMBER', but NUMBER carries int or float"
+        in res.failure.message
+    )
+
+
+def test_observers_see_every_output_that_ran() -> None:
+    ex = Executor(toy_registry())
+    seen: list[tuple[str, str, tuple]] = []
+    ex.observers.append(lambda nid, t, outs: seen.append((nid, t, outs)))
+    ex.run(
+        wf(
+            {
+                "n": {"type": "Number", "inputs": {"value": 3}},
+                "o": {"type": "Sink", "inputs": {"value": link("n")}},
+            }
+        )
+    )
+    assert seen == [("n", "Number", (3.0,)), ("o", "Sink", ())]

@@ -121,7 +121,7 @@ def test_bad_documents_are_refused_with_a_reason(tmp_path: Path) -> None:
 
 
 def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
-    from atelier.engine.node import Paths
+    from atelier.engine.folders import Folders
     from atelier.engine.registry import Registry
     from atelier.nodes.image import EmptyImage, SaveImage
 
@@ -135,7 +135,7 @@ def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
             "save": {"type": "SaveImage", "inputs": {"images": link("img"), "filename_prefix": "t"}},
         },
     }
-    ex = Executor(reg, paths=Paths(output=tmp_path, input=tmp_path, temp=tmp_path))
+    ex = Executor(reg, folders=Folders(output=tmp_path, input=tmp_path, temp=tmp_path))
     res = ex.run(w, overrides={"c": 0xFF0000})
     assert res.ok
     png = tmp_path / res.outputs["save"]["images"][0]["filename"]
@@ -143,7 +143,7 @@ def test_png_carries_its_workflow_and_parameter_values(tmp_path: Path) -> None:
     assert again.parameters["c"].default == 0xFF0000
     # running the PNG's workflow reproduces the picture (new executor: nothing cached)
     out2 = tmp_path / "again"
-    ex2 = Executor(reg, paths=Paths(output=out2, input=tmp_path, temp=tmp_path))
+    ex2 = Executor(reg, folders=Folders(output=out2, input=tmp_path, temp=tmp_path))
     res2 = ex2.run(again)
     png2 = out2 / res2.outputs["save"]["images"][0]["filename"]
     import numpy as np

@@ -12,8 +12,12 @@ from typing import Any
 
 from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
 from atelier.engine.registry import Registry
+from atelier.engine.types import SocketType
 
 RUNS: Counter[str] = Counter()
+
+#: the toys' own socket type, tied to its carrier like any node library's
+NUMBER = SocketType("NUMBER", "a number", "#ffcc00", (int, float))
 
 
 class Number(Node):
@@ -21,7 +25,7 @@ class Number(Node):
 
     category = "toy"
     inputs = (Float("value", 0.0, min=-1e9, max=1e9),)
-    outputs = (Output("NUMBER"),)
+    outputs = (Output(NUMBER),)
 
     def run(self, ctx: Context, value: float) -> float:
         RUNS[ctx.node_id] += 1
@@ -30,8 +34,8 @@ class Number(Node):
 
 class Add(Node):
     category = "toy"
-    inputs = (Socket("a", "NUMBER"), Socket("b", "NUMBER"))
-    outputs = (Output("NUMBER", "sum"),)
+    inputs = (Socket("a", NUMBER), Socket("b", NUMBER))
+    outputs = (Output(NUMBER, "sum"),)
 
     def run(self, ctx: Context, a: float, b: float) -> float:
         RUNS[ctx.node_id] += 1
@@ -42,12 +46,12 @@ class Scale(Node):
     category = "toy"
     version = "1.2.0"
     inputs = (
-        Socket("x", "NUMBER"),
+        Socket("x", NUMBER),
         Float("factor", 1.0, min=-100, max=100),
         Choice("mode", ["multiply", "divide"]),
         Boolean("negate", False, optional=True),
     )
-    outputs = (Output("NUMBER"),)
+    outputs = (Output(NUMBER),)
 
     def run(self, ctx: Context, x: float, factor: float, mode: str, negate: bool = False) -> float:
         RUNS[ctx.node_id] += 1
@@ -57,8 +61,8 @@ class Scale(Node):
 
 class Split(Node):
     category = "toy"
-    inputs = (Socket("x", "NUMBER"),)
-    outputs = (Output("NUMBER", "half"), Output("NUMBER", "double"))
+    inputs = (Socket("x", NUMBER),)
+    outputs = (Output(NUMBER, "half"), Output(NUMBER, "double"))
 
     def run(self, ctx: Context, x: float) -> tuple[float, float]:
         RUNS[ctx.node_id] += 1
@@ -92,8 +96,8 @@ class Sink(Node):
 
 class Fail(Node):
     category = "toy"
-    inputs = (Socket("x", "NUMBER"), String("message", "boom"))
-    outputs = (Output("NUMBER"),)
+    inputs = (Socket("x", NUMBER), String("message", "boom"))
+    outputs = (Output(NUMBER),)
 
     def run(self, ctx: Context, x: float, message: str) -> float:
         RUNS[ctx.node_id] += 1
@@ -104,8 +108,8 @@ class Slow(Node):
     """Counts up in steps, reporting progress; stops when interrupted."""
 
     category = "toy"
-    inputs = (Socket("x", "NUMBER"), Int("steps", 10, min=1, max=100000))
-    outputs = (Output("NUMBER"),)
+    inputs = (Socket("x", NUMBER), Int("steps", 10, min=1, max=100000))
+    outputs = (Output(NUMBER),)
     started = threading.Event()
     gate = threading.Event()
 
@@ -133,7 +137,7 @@ class Blob(Node):
 class BlobLen(Node):
     category = "toy"
     inputs = (Socket("blob", "BLOB"),)
-    outputs = (Output("NUMBER"),)
+    outputs = (Output(NUMBER),)
 
     def run(self, ctx: Context, blob: bytes) -> float:
         RUNS[ctx.node_id] += 1

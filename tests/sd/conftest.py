@@ -1,4 +1,9 @@
-"""Tiny checkpoints written once per session in the real single-file layout, and an executor over them."""
+"""Tiny checkpoints written once per session in the real single-file layout, and engines over them.
+
+Every test gets its own engine (folders, cache, executor) from the composition root, but they share one
+model loader for the session: loaded weights are read-only to nodes (LoRAs patch them only inside a use
+and restore them bit for bit), so reloading a checkpoint per test would only cost time.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from atelier.engine import folders as F
-from atelier.engine.executor import Executor
-from atelier.engine.models.manager import ModelManager, configure_models
-from atelier.engine.node import Paths
-from atelier.engine.registry import default_registry
+from atelier.engine.model_loader import ModelLoader
+from atelier.engine.runtime import Engine, EngineConfig, build_engine
 
 
 @pytest.fixture(scope="session")
@@ -25,17 +27,28 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def shared_models() -> ModelLoader:
+    return ModelLoader("cpu", max_loaded=4)
+
+
 @pytest.fixture()
-def engine_env(models_root: Path, tmp_path: Path):
-    previous = F.active()
-    fol = F.configure(F.Folders(output=tmp_path / "out", input=tmp_path / "in", temp=tmp_path / "tmp"))
-    fol.ensure()
-    configure_models(models_root)
-    registry = default_registry()
-    ex = Executor(
-        registry,
-        paths=Paths(output=fol.output, input=fol.input, temp=fol.temp),
-        services={"models": ModelManager("cpu")},
+def engine(models_root: Path, tmp_path: Path, shared_models: ModelLoader) -> Engine:
+    eng = build_engine(
+        EngineConfig(
+            device="cpu",
+            models_dir=models_root,
+            output_dir=tmp_path / "out",
+            input_dir=tmp_path / "in",
+            temp_dir=tmp_path / "tmp",
+        ),
+        models=shared_models,
     )
-    yield ex
-    F.configure(previous)
+    eng.folders.ensure()
+    return eng
+
+
+@pytest.fixture()
+def engine_env(engine: Engine):
+    """The executor of a fresh engine (most tests need only that)."""
+    return engine.executor

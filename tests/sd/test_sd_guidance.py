@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from atelier.engine.sampling import SAMPLER_NAMES, ModelSampling
-from atelier.engine.sampling.guidance import CFGDenoiser
+from atelier.engine.sampling.conditioning import CondEntry
+from atelier.engine.sampling.guidance import CFGDenoiser, ModelCall
 from atelier.engine.sampling.ksampler import prepare_noise, sample, schedule
 
 
@@ -20,15 +21,16 @@ class PointModel:
     calls: list
 
     needs_pooled = False
+    cfg_functions = ()
 
     def timestep(self, sigma):  # the exact sigma instead of the nearest table index
         return sigma
 
-    def apply_model(self, x_in, t, context, added):
-        self.calls.append(x_in.shape[0])
-        sigma = t.reshape(-1, 1, 1, 1).float()
-        x = x_in * (sigma**2 + 1) ** 0.5
-        target = context[:, 0, 0].reshape(-1, 1, 1, 1)
+    def apply_model(self, call: ModelCall):
+        self.calls.append(call.x.shape[0])
+        sigma = call.timestep.reshape(-1, 1, 1, 1).float()
+        x = call.x * (sigma**2 + 1) ** 0.5
+        target = call.context[:, 0, 0].reshape(-1, 1, 1, 1)
         return (x - target) / sigma
 
 
@@ -37,8 +39,8 @@ def model(prediction: str = "eps") -> PointModel:
     return PointModel(base, [])
 
 
-def cond(value: float, tokens: int = 77, **extras) -> list:
-    return [(torch.full((1, tokens, 8), value), extras)]
+def cond(value: float, tokens: int = 77, **fields) -> list[CondEntry]:
+    return [CondEntry(torch.full((1, tokens, 8), value), **fields)]
 
 
 def test_cfg_combines_cond_and_uncond_in_one_forward() -> None:
@@ -96,10 +98,10 @@ def test_v_prediction_model_reaches_the_target() -> None:
     base = ModelSampling.discrete("v_prediction")
 
     class VModel(PointModel):
-        def apply_model(self, x_in, t, context, added):
-            sigma = t.reshape(-1, 1, 1, 1).float()
-            x = x_in * (sigma**2 + 1) ** 0.5
-            target = context[:, 0, 0].reshape(-1, 1, 1, 1)
+        def apply_model(self, call: ModelCall):
+            sigma = call.timestep.reshape(-1, 1, 1, 1).float()
+            x = call.x * (sigma**2 + 1) ** 0.5
+            target = call.context[:, 0, 0].reshape(-1, 1, 1, 1)
             # invert denoised = x/(s^2+1) - v*s/sqrt(s^2+1)
             return (x / (sigma**2 + 1) - target) * (sigma**2 + 1) ** 0.5 / sigma
 

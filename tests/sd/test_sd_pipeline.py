@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from atelier.engine import events as E
+from atelier.engine.models.handles import checkpoint_loader
+from atelier.engine.node import JobContext
 from atelier.engine.workflow import load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +35,7 @@ def run(ex, wf, **overrides):
 
 def pixels(ex, res, node: str = "save") -> np.ndarray:
     ref = res.outputs[node]["images"][0]
-    return np.asarray(Image.open(ex.paths.output / ref["subfolder"] / ref["filename"]))
+    return np.asarray(Image.open(ex.folders.output / ref["subfolder"] / ref["filename"]))
 
 
 def test_portrait_runs_with_progress_and_previews(engine_env) -> None:
@@ -65,7 +68,7 @@ def test_seed_change_reuses_loader_and_prompts(engine_env) -> None:
 def test_png_reruns_its_workflow(engine_env, tmp_path: Path) -> None:
     res, _ = run(engine_env, portrait(), seed=11, prompt="a portrait (of an old man:1.2)")
     ref = res.outputs["save"]["images"][0]
-    png = engine_env.paths.output / ref["filename"]
+    png = engine_env.folders.output / ref["filename"]
     wf = load_workflow(png)
     assert wf.parameters["seed"].default == 11 and "old man" in wf.parameters["prompt"].default
     engine_env.cache.clear()
@@ -181,9 +184,7 @@ def test_lora_branches_are_both_right_in_either_order(engine_env, models_root: P
     with_lora["nodes"]["sampler"]["inputs"]["model"] = {"node": "lora", "output": "MODEL"}
     for n in ("positive", "negative"):
         with_lora["nodes"][n]["inputs"]["clip"] = {"node": "lora", "output": "CLIP"}
-    unet = (
-        engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors").unet
-    )
+    unet = engine_env.models.load(models_root / "checkpoints" / "tiny15.safetensors", checkpoint_loader).unet
     before = {k: v.clone() for k, v in unet.state_dict().items()}
 
     base1, _ = run(engine_env, wf, seed=9)
@@ -201,7 +202,7 @@ def test_lora_branches_are_both_right_in_either_order(engine_env, models_root: P
 
 def test_img2img_at_denoise_zero_returns_its_input(engine_env) -> None:
     img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    Image.fromarray(img).save(engine_env.paths.input / "face.png")
+    Image.fromarray(img).save(engine_env.folders.input / "face.png")
     wf = {
         "format": "atelier/workflow",
         "version": 1,
@@ -248,8 +249,8 @@ def test_img2img_at_denoise_zero_returns_its_input(engine_env) -> None:
     }
     res = engine_env.run(wf)
     assert res.ok, res.failure
-    a = np.asarray(Image.open(engine_env.paths.temp / res.outputs["out"]["images"][0]["filename"]))
-    b = np.asarray(Image.open(engine_env.paths.temp / res.outputs["out0"]["images"][0]["filename"]))
+    a = np.asarray(Image.open(engine_env.folders.temp / res.outputs["out"]["images"][0]["filename"]))
+    b = np.asarray(Image.open(engine_env.folders.temp / res.outputs["out0"]["images"][0]["filename"]))
     assert (a == b).all()
 
 
@@ -301,9 +302,7 @@ def test_comfyui_api_prompt_runs_unchanged(engine_env) -> None:
 
 def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path) -> None:
     seen: list[str] = []
-    unet = (
-        engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors").unet
-    )
+    unet = engine_env.models.load(models_root / "checkpoints" / "tiny15.safetensors", checkpoint_loader).unet
     before = {k: v.clone() for k, v in unet.state_dict().items()}
 
     def on_event(e: E.Event) -> None:
@@ -325,16 +324,21 @@ def test_interrupt_stops_the_sampler_between_steps(engine_env, models_root: Path
 
 
 def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_root: Path) -> None:
-    from atelier.engine.models.checkpoint import file_sha256
     from atelier.engine.pnginfo import read_metadata
 
     res, _ = run(engine_env, portrait(), seed=21)
     ref = res.outputs["save"]["images"][0]
-    meta = read_metadata(engine_env.paths.output / ref["filename"])
+    meta = read_metadata(engine_env.folders.output / ref["filename"])
     files = meta["files"]
     assert files["loader"]["type"] == "CheckpointLoaderSimple"
     assert files["loader"]["inputs"]["ckpt_name"] == "tiny15.safetensors"
-    assert files["loader"]["fingerprint"] == file_sha256(models_root / "checkpoints" / "tiny15.safetensors")
+    # the signature uses the file's identity; the PNG records its content hash, taken once per file version
+    path = models_root / "checkpoints" / "tiny15.safetensors"
+    assert files["loader"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert files["loader"]["fingerprint"].endswith(f":{path.stat().st_size}:{path.stat().st_mtime_ns}")
+    hashed = engine_env.folders.hashes.computed
+    run(engine_env, portrait(), seed=22)
+    assert engine_env.folders.hashes.computed == hashed  # not hashed again
     assert meta["node_versions"]["KSampler"] == "1.0.0"
     assert meta["parameters"]["seed"] == 21
 
@@ -342,9 +346,9 @@ def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_ro
 def test_tiled_vae_matches_whole_when_one_tile_covers_it_and_keeps_shapes(
     engine_env, models_root: Path
 ) -> None:
-    from atelier.nodes.loaders import handles_from_checkpoint
+    from atelier.engine.models.handles import handles_from_checkpoint
 
-    loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
+    loaded = engine_env.models.load(models_root / "checkpoints" / "tiny15.safetensors", checkpoint_loader)
     _, _, vae = handles_from_checkpoint(loaded)
     latent = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0))
     whole = vae.decode(latent)
@@ -358,15 +362,14 @@ def test_tiled_vae_matches_whole_when_one_tile_covers_it_and_keeps_shapes(
 
 
 def test_load_image_gives_mask_from_alpha(engine_env) -> None:
-    from atelier.engine.node import Context
     from atelier.nodes.image import LoadImage
 
     rgba = np.zeros((4, 6, 4), dtype=np.uint8)
     rgba[..., 0] = 255
     rgba[..., 3] = 255
     rgba[:, :3, 3] = 0  # left half transparent
-    Image.fromarray(rgba, "RGBA").save(engine_env.paths.input / "alpha.png")
-    ctx = Context("j", "n", "LoadImage", paths=engine_env.paths)
+    Image.fromarray(rgba, "RGBA").save(engine_env.folders.input / "alpha.png")
+    ctx = engine_env.make_context(JobContext("j"), "n", "LoadImage")
     image, mask = LoadImage().run(ctx, image="alpha.png")
     assert image.shape == (1, 4, 6, 3) and torch.allclose(image[..., 0], torch.ones(1, 4, 6))
     assert mask.shape == (1, 4, 6)
@@ -377,9 +380,9 @@ def test_cached_handles_count_their_weights_so_unused_models_can_be_evicted(
     engine_env, models_root: Path
 ) -> None:
     from atelier.engine.cache import OutputCache, measure
-    from atelier.nodes.loaders import handles_from_checkpoint
+    from atelier.engine.models.handles import handles_from_checkpoint
 
-    loaded = engine_env.services["models"].load_checkpoint(models_root / "checkpoints" / "tiny15.safetensors")
+    loaded = engine_env.models.load(models_root / "checkpoints" / "tiny15.safetensors", checkpoint_loader)
     model, clip, vae = handles_from_checkpoint(loaded)
     unet_bytes = sum(p.numel() * p.element_size() for p in loaded.unet.parameters())
     total, _ = measure((model, clip, vae))
@@ -396,9 +399,9 @@ def test_sd2_v_prediction_checkpoint_end_to_end(engine_env, models_root: Path) -
     path = models_root / "checkpoints" / "tiny2v.safetensors"
     if not path.exists():
         write_tiny_checkpoint("sd2", path, seed=0, v_prediction=True)
-    loaded = engine_env.services["models"].load_checkpoint(path)
+    loaded = engine_env.models.load(path, checkpoint_loader)
     assert loaded.info.family == "sd2" and loaded.info.prediction == "v"
-    from atelier.nodes.loaders import handles_from_checkpoint
+    from atelier.engine.models.handles import handles_from_checkpoint
 
     assert handles_from_checkpoint(loaded)[0].sampling.prediction == "v_prediction"
     res, events = run(engine_env, portrait(), checkpoint="tiny2v.safetensors", seed=4)

@@ -201,8 +201,8 @@ def test_interrupt_cancel_and_queue(server: Server, http: httpx.Client) -> None:
 
 
 def test_cancel_as_soon_as_a_job_runs(tmp_path: Path, models_dir: Path) -> None:
-    """On a fresh server the first job spends seconds being planned (imports, hashing the checkpoint)
-    before its first node; a cancel then stops it before any node runs."""
+    """A cancel that arrives as soon as a job is taken from the queue (its token exists from that moment)
+    stops it before the sampler finishes, and the next job runs."""
     srv = Server(tmp_path / "srv", models_dir)
     try:
         srv.start()
@@ -216,7 +216,8 @@ def test_cancel_as_soon_as_a_job_runs(tmp_path: Path, models_dir: Path) -> None:
             r = http.post(f"/api/jobs/{job}/cancel")
             assert r.status_code == 200 and r.json() == {"id": job, "status": "interrupting"}, r.text
             view = wait_job(http, job)
-            assert view["status"] == "interrupted" and view["executed"] == []
+            assert view["status"] == "interrupted", view
+            assert "sampler" not in view["executed"] and "save" not in view["executed"], view
             assert wait_job(http, follow_up)["status"] == "success"
     finally:
         srv.stop()

@@ -1,4 +1,4 @@
-"""``atelier serve``."""
+"""The server as an engine plugin: ``atelier serve``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from atelier.engine import cli
-from atelier.engine.cache import default_budget
+from atelier.engine.runtime import Command, Plugin
 
 
 def _is_loopback(host: str) -> bool:
@@ -31,22 +31,15 @@ def _args(p: argparse.ArgumentParser) -> None:
         help="required on every request when binding beyond loopback ($ATELIER_TOKEN)",
     )
     p.add_argument("--database", type=Path, default=None, help="SQLite file (default ./atelier.db)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, help="float16, bfloat16 or float32")
     p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
     p.add_argument("--max-upload-mb", type=float, default=32.0)
-    p.add_argument(
-        "--cache-mb",
-        type=float,
-        default=None,
-        help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
-    )
     p.add_argument("--log-level", default="warning")
-    cli.add_folder_args(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from atelier.engine.cli import engine_for
 
     from .app import Settings, create_app
 
@@ -56,27 +49,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    fol = cli.configure_folders(args)
-    for hook in cli.SETUP_HOOKS:
-        hook(args)
-    device = args.device or cli.default_device()
-    args.device = device
-    services = cli.SERVICES_FACTORY(args) if cli.SERVICES_FACTORY else {}
+    engine = engine_for(args)
+    if engine is None:
+        return 2
     settings = Settings(
         host=args.host,
         port=args.port,
         token=args.token,
         database=args.database or Path("atelier.db"),
-        device=device,
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        cache_bytes=int(args.cache_mb * 1024 * 1024) if args.cache_mb else default_budget(),
-        services=services,
     )
     logging.basicConfig(level=args.log_level.upper())
-    app = create_app(settings, cli.build_registry())
+    app = create_app(engine, settings)
     print(
-        f"Atelier serving on http://{args.host}:{args.port}  (outputs in {fol.output}, API docs at /docs)",
+        f"Atelier serving on http://{args.host}:{args.port}  (outputs in {engine.folders.output}, API docs at /docs)",
         file=sys.stderr,
         flush=True,
     )
@@ -84,4 +71,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-cli.SUBCOMMANDS["serve"] = (_args, cmd_serve)
+class ServerPlugin(Plugin):
+    name = "server"
+
+    def commands(self) -> Sequence[Command]:
+        return (Command("serve", "serve the HTTP API, the websocket and the canvas", _args, cmd_serve),)
+
+
+plugin = ServerPlugin()

@@ -1,0 +1,100 @@
+"""Loaded models, kept for reuse: what nodes reach as ``ctx.models``.
+
+Generic: the loader function says how a file becomes an object (a Stable Diffusion checkpoint, an upscaler,
+a detector); this class loads it onto the engine's device in the engine's weight dtype once and hands out
+the same object while the file is unchanged (same path, size and modification time). The least recently
+used are dropped past ``max_loaded`` (their memory is freed once no cached output holds them).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .folders import file_identity
+
+T = TypeVar("T")
+
+#: dtype names accepted by ``--dtype`` and the configuration
+DTYPE_NAMES = {
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+}
+
+
+def parse_dtype(name: str | None) -> Any:
+    """A torch dtype from its name (None stays None: each loader then picks its device's default)."""
+    if name is None:
+        return None
+    canonical = DTYPE_NAMES.get(name.lower())
+    if canonical is None:
+        raise ValueError(f"unknown dtype {name!r}; use one of float16, bfloat16, float32")
+    import torch
+
+    return getattr(torch, canonical)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a loader function is asked for: where to put the weights and in which dtype."""
+
+    device: str
+    dtype: Any  # torch.dtype | None
+
+
+Loader = Callable[[Path, LoadOptions], T]
+
+
+class ModelLoader:
+    """Loads model files onto one device once and hands out the same objects while files are unchanged."""
+
+    def __init__(self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0  # how many files were actually loaded (for tests and statistics)
+
+    @property
+    def options(self) -> LoadOptions:
+        return LoadOptions(self.device, self.dtype)
+
+    def load(self, path: Path, loader: Loader[T], *, key: Hashable = None) -> T:
+        """``loader(path, options)``, or the object it gave before for this file version. ``key`` tells
+        apart different loaders (or settings) of the same file; by default the loader function itself."""
+        cache_key = (key if key is not None else loader, file_identity(path), self.device, str(self.dtype))
+        with self._lock:
+            hit = self._loaded.pop(cache_key, None)
+            if hit is None:
+                hit = loader(path, self.options)
+                self.loads += 1
+            self._loaded[cache_key] = hit
+            while len(self._loaded) > self.max_loaded:
+                self._loaded.popitem(last=False)
+            return hit
+
+    def loaded(self) -> list[Hashable]:
+        """Keys of what is loaded now, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    def unload_all(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

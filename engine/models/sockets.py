@@ -1,0 +1,37 @@
+"""The socket types of the Stable Diffusion node library, each tied to its Python carrier.
+
+Node modules declare inputs and outputs with these objects (``Socket("model", MODEL)``,
+``Output(LATENT)``), never with bare strings; the catalogue and the canvas take descriptions and colours
+from here, and the executor checks each output against its carrier.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+
+from atelier.engine.sampling.conditioning import CondEntry
+from atelier.engine.types import SocketType
+
+from .handles import ClipHandle, ModelHandle, VaeHandle
+
+MODEL: Final = SocketType(
+    "MODEL", "a denoising model handle (UNet + noise schedule + patches + wrappers)", "#b39ddb", ModelHandle
+)
+CLIP: Final = SocketType(
+    "CLIP", "a text-encoder handle (one or two CLIP models + tokenizers)", "#ffd54f", ClipHandle
+)
+VAE: Final = SocketType("VAE", "a VAE handle", "#ef5350", VaeHandle)
+CONDITIONING: Final = SocketType(
+    "CONDITIONING",
+    f"list of {CondEntry.__name__}: embedding, pooled output, area, mask, strength",
+    "#ffa726",
+    list,
+)
+LATENT: Final = SocketType("LATENT", "{samples: [B,C,h,w], noise_mask?: [B,1,h,w]}", "#ec407a", dict)
+IMAGE: Final = SocketType("IMAGE", "float tensor [B,H,W,C] in 0..1", "#64b5f6", torch.Tensor)
+MASK: Final = SocketType("MASK", "float tensor [B,H,W] in 0..1", "#81c784", torch.Tensor)
+UPSCALE_MODEL: Final = SocketType("UPSCALE_MODEL", "an image upscaler model", "#9575cd")
+CONTROL_NET: Final = SocketType("CONTROL_NET", "a ControlNet model", "#4db6ac")
+FACES: Final = SocketType("FACES", "detected face boxes and crops", "#f48fb1")

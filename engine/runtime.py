@@ -1,0 +1,237 @@
+"""The composition root: one place that builds an engine for the CLI, the server, the tests and workers.
+
+``build_engine(config)`` makes the folders, the node registry, the model loader, the output cache and the
+executor from one :class:`EngineConfig`, and lets plugins (entry points ``atelier.plugins``: Atelier's
+Stable Diffusion models and its server are two) add what they know: model folder layouts, subcommands.
+Nothing here is process-wide: two engines in one process are independent.
+
+The engine options (``--device``, ``--dtype``, ``--models-dir``, folders, cache size) are declared once in
+:func:`add_engine_arguments` and shared by every command that builds an engine (``run``, ``serve``,
+``demo``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .cache import OutputCache, default_budget, default_device_budget
+from .executor import Executor
+from .folders import Folders
+from .model_loader import ModelLoader, parse_dtype
+from .registry import Registry, default_registry
+from .validate import CheckResult, check
+
+log = logging.getLogger(__name__)
+
+PLUGIN_GROUP = "atelier.plugins"
+
+
+class EngineConfig(BaseModel):
+    """Everything an engine is built from. Unset fields fall back to ``ATELIER_*`` environment variables,
+    then to defaults (folders under the working directory, the best device available)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, mps (default: the best available)")
+    dtype: str | None = Field(None, description="model weights: float16, bfloat16, float32")
+    models_dir: Path | None = Field(None, description="models root ($ATELIER_MODELS, default ./models)")
+    config_file: Path | None = Field(None, description="TOML file with more model folders ($ATELIER_CONFIG)")
+    output_dir: Path | None = None
+    input_dir: Path | None = None
+    temp_dir: Path | None = None
+    cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
+    max_loaded_models: int = 2
+
+    def resolved(self) -> EngineConfig:
+        """The configuration with environment variables and defaults filled in."""
+        env = os.environ
+
+        def path(value: Path | None, var: str, default: str | None) -> Path | None:
+            if value is not None:
+                return value
+            if env.get(var):
+                return Path(env[var])
+            return Path(default) if default is not None else None
+
+        return self.model_copy(
+            update={
+                "device": self.device or env.get("ATELIER_DEVICE") or default_device(),
+                "dtype": self.dtype or env.get("ATELIER_DTYPE") or None,
+                "models_dir": path(self.models_dir, "ATELIER_MODELS", "models"),
+                "config_file": path(self.config_file, "ATELIER_CONFIG", None),
+                "output_dir": path(self.output_dir, "ATELIER_OUTPUT", "output"),
+                "input_dir": path(self.input_dir, "ATELIER_INPUT", "input"),
+                "temp_dir": path(self.temp_dir, "ATELIER_TEMP", "temp"),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand a plugin adds to ``atelier``. ``engine_options``: it takes the shared engine flags."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    engine_options: bool = True
+
+
+class Plugin:
+    """What a plugin may contribute. Subclass and override; every hook is optional."""
+
+    name: str = "plugin"
+
+    def configure_folders(self, config: EngineConfig, folders: Folders) -> None:
+        """Add the model folders this plugin knows about (kinds, aliases, config-file entries)."""
+
+    def commands(self) -> Sequence[Command]:
+        return ()
+
+
+def load_plugins(errors: list[tuple[str, str]] | None = None) -> list[Plugin]:
+    """The installed plugins (entry points ``atelier.plugins``); a broken one is reported, not fatal."""
+    plugins: list[Plugin] = []
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+            plugin = obj() if isinstance(obj, type) else obj
+            if not isinstance(plugin, Plugin):
+                raise TypeError(f"entry point gives {type(plugin).__name__}, not an atelier Plugin")
+            plugins.append(plugin)
+        except Exception as exc:
+            log.warning("could not load plugin %s: %s", ep.name, exc)
+            if errors is not None:
+                errors.append((f"plugin {ep.name} ({ep.value})", f"{type(exc).__name__}: {exc}"))
+    return plugins
+
+
+def default_device() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+    except ImportError:
+        pass
+    return "cpu"
+
+
+@dataclass
+class Engine:
+    """One engine: what the CLI, the server and a worker each hold one of."""
+
+    config: EngineConfig
+    folders: Folders
+    registry: Registry
+    models: ModelLoader
+    cache: OutputCache
+    executor: Executor
+    plugins: list[Plugin] = field(default_factory=list)
+    #: problems met while loading plugins and node modules: (source, message)
+    load_errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def device(self) -> str:
+        return self.executor.device
+
+    def check(
+        self, data: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
+    ) -> CheckResult:
+        return check(data, self.registry, overrides, outputs, files=self.folders)
+
+    def describe(self, type_name: str | None = None) -> dict[str, Any]:
+        return self.registry.describe(type_name, files=self.folders)
+
+    def free(self) -> None:
+        """Drop cached outputs and loaded models (after an out-of-memory failure, or on request)."""
+        self.cache.clear()
+        self.models.unload_all()
+
+
+def build_engine(
+    config: EngineConfig | None = None,
+    *,
+    plugins: Sequence[Plugin] | None = None,
+    registry: Registry | None = None,
+    models: ModelLoader | None = None,
+    cache: OutputCache | None = None,
+) -> Engine:
+    """Build an engine. ``plugins``/``registry`` default to what is installed; tests pass their own, and
+    may share one ``models`` loader between engines (loaded weights are read-only to nodes)."""
+    errors: list[tuple[str, str]] = []
+    cfg = (config or EngineConfig()).resolved()
+    assert cfg.device is not None and cfg.output_dir and cfg.input_dir and cfg.temp_dir
+    plugin_list = list(plugins) if plugins is not None else load_plugins(errors)
+    folders = Folders(output=cfg.output_dir, input=cfg.input_dir, temp=cfg.temp_dir)
+    for plugin in plugin_list:
+        plugin.configure_folders(cfg, folders)
+    if registry is None:
+        registry = default_registry()
+        errors.extend(registry.load_errors)
+    if models is None:
+        models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models)
+    if cache is None:
+        budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
+        cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
+    executor = Executor(registry, cache, device=cfg.device, folders=folders, models=models)
+    return Engine(cfg, folders, registry, models, cache, executor, plugin_list, errors)
+
+
+# -- the shared command-line options ---------------------------------------------------------------
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """The engine options, declared once for every command that builds an engine."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    g.add_argument(
+        "--dtype", default=None, help="model weights: float16 (GPU default), bfloat16, float32 (CPU default)"
+    )
+    g.add_argument(
+        "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
+    )
+    g.add_argument(
+        "--config", type=Path, default=None, help="TOML config with extra model folders ($ATELIER_CONFIG)"
+    )
+    g.add_argument(
+        "--output-dir", type=Path, default=None, help="where images are written (default ./output)"
+    )
+    g.add_argument(
+        "--input-dir", type=Path, default=None, help="where input images are read (default ./input)"
+    )
+    g.add_argument("--temp-dir", type=Path, default=None, help="previews (default ./temp)")
+    g.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    """The :class:`EngineConfig` the shared options describe. Raises ValueError for a bad value."""
+    dtype = getattr(args, "dtype", None)
+    if dtype is not None:
+        parse_dtype(dtype)  # refuse an unknown name now, with the accepted ones named
+    return EngineConfig(
+        device=getattr(args, "device", None),
+        dtype=dtype,
+        models_dir=getattr(args, "models_dir", None),
+        config_file=getattr(args, "config", None),
+        output_dir=getattr(args, "output_dir", None),
+        input_dir=getattr(args, "input_dir", None),
+        temp_dir=getattr(args, "temp_dir", None),
+        cache_mb=getattr(args, "cache_mb", None),
+    )

@@ -1,0 +1,75 @@
+"""Running the sampler for a node: the step loop with progress, throttled latent previews and interrupt.
+
+Any node that samples (KSampler, KSamplerAdvanced, a detailer, a tiled upscaler) calls
+:func:`run_sampler` with its context; nothing here is specific to one node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from atelier.engine.node import Context
+
+from .conditioning import Conditioning
+from .ksampler import effective_sigmas, sample
+from .preview import latent_preview
+
+if TYPE_CHECKING:
+    from atelier.engine.models.handles import ModelHandle
+
+PREVIEW_INTERVAL_S = 0.25
+
+
+def run_sampler(
+    ctx: Context,
+    model: ModelHandle,
+    latent: dict[str, Any],
+    positive: Conditioning,
+    negative: Conditioning,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Denoise ``latent`` (a LATENT dict) with ``model``; ``kw`` are :func:`sample`'s options (seed, steps,
+    cfg, sampler_name, scheduler, denoise, add_noise, start_step, last_step, force_full_denoise).
+    Reports every step as progress (which honours an interrupt) and publishes a preview at most every
+    quarter second. The result stays on the model's device."""
+    last_preview = [0.0]
+    previews = ctx.wants_previews
+
+    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        ctx.progress(step, total)
+        now = time.monotonic()
+        if previews and (now - last_preview[0] >= PREVIEW_INTERVAL_S or step == total):
+            last_preview[0] = now
+            data, w, h = latent_preview(denoised, model.family)
+            ctx.preview(data, format="JPEG", width=w, height=h)
+
+    samples = latent["samples"]
+    walk = effective_sigmas(
+        model,
+        kw["scheduler"],
+        kw["sampler_name"],
+        kw["steps"],
+        kw.get("denoise", 1.0),
+        kw.get("start_step"),
+        kw.get("last_step"),
+        kw.get("force_full_denoise", False),
+    )
+    if len(walk) < 2:  # denoise 0, or a step range that is empty: the latent passes through untouched
+        return dict(latent)
+    with model.session():
+        out = sample(
+            model,
+            model.process_in(samples.to(torch.float32)),
+            positive=positive,
+            negative=negative,
+            noise_mask=latent.get("noise_mask"),
+            device=model.device,
+            callback=on_step,
+            **kw,
+        )
+    result = dict(latent)
+    result["samples"] = model.process_out(out)
+    return result
