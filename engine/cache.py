@@ -7,6 +7,7 @@ report their own size through ``__atelier_nbytes__``). An entry larger than the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -70,6 +71,13 @@ def _measure(obj: Any, seen: set[int], depth: int) -> tuple[int, int]:
             total += a
             dev += b
         return total, dev
+    if _is_data(obj):  # typed values such as conditioning entries: their tensors count
+        total = dev = 0
+        for f in dataclasses.fields(obj):
+            a, b = _measure(getattr(obj, f.name), seen, depth + 1)
+            total += a
+            dev += b
+        return total, dev
     storage = getattr(obj, "untyped_storage", None)
     if storage is not None and hasattr(obj, "device"):  # a torch tensor
         try:
@@ -101,8 +109,19 @@ def _is_device_tensor(obj: Any) -> bool:
     return hasattr(obj, "untyped_storage") and hasattr(obj, "device") and obj.device.type != "cpu"
 
 
+def _is_data(obj: Any) -> bool:
+    """A dataclass value (not a class) that does not size itself: model handles report their own size
+    and are never taken apart."""
+    return (
+        dataclasses.is_dataclass(obj)
+        and not isinstance(obj, type)
+        and getattr(type(obj), "__atelier_nbytes__", None) is None
+    )
+
+
 def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    """``obj`` with every accelerator tensor inside dicts, lists and tuples replaced by ``fn(tensor)``."""
+    """``obj`` with every accelerator tensor inside dicts, lists, tuples and dataclass values (such as
+    conditioning entries) replaced by ``fn(tensor)``; containers without one are returned as they are."""
     if _is_device_tensor(obj):
         return fn(obj)
     if isinstance(obj, dict):
@@ -111,6 +130,16 @@ def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
         return [_map_tensors(v, fn) for v in obj]
     if isinstance(obj, tuple):
         return tuple(_map_tensors(v, fn) for v in obj)
+    if _is_data(obj):
+        changes = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            value = getattr(obj, f.name)
+            mapped = _map_tensors(value, fn)
+            if mapped is not value:
+                changes[f.name] = mapped
+        return dataclasses.replace(obj, **changes) if changes else obj
     return obj
 
 

@@ -11,14 +11,16 @@ A node type is a subclass of :class:`Node` with class attributes describing it a
             Int("height", 512, min=16, max=16384, step=8),
             Int("batch_size", 1, min=1, max=4096),
         )
-        outputs = (Output("LATENT"),)
+        outputs = (Output(LATENT),)  # a SocketType object, tied to its Python carrier
 
-        def run(self, ctx: Context, width: int, height: int, batch_size: int) -> tuple[dict]:
+        def run(self, ctx: Context, width: int, height: int, batch_size: int) -> dict:
             ...
 
-The declaration is checked by pydantic when the class is created (:class:`NodeSpec`); ``spec`` is also
-the JSON description that the server and the canvas consume. ``run`` receives a :class:`Context` (device,
-progress, previews, interrupt) and the inputs as keyword arguments, and returns a tuple with one value per
+The declaration is checked when the class is created: by pydantic (:class:`NodeSpec`), and ``run``'s
+parameters against the declared inputs, so each input is named once and a mismatch fails with the node
+and the input named. ``spec`` is also the JSON description that the server and the canvas consume.
+``run`` receives a :class:`Context` (typed facades: files, models, job provenance, progress, previews,
+the job's cancel token) and the inputs as keyword arguments, and returns a tuple with one value per
 output (a bare value when there is exactly one output) or a :class:`NodeResult` carrying UI data too.
 """
 

@@ -387,6 +387,32 @@ def test_device_budget_spills_least_recently_used_outputs_to_host() -> None:
     assert cache.get("d").outputs[0].device.type == "meta"  # the newest entry stays
 
 
+def test_typed_values_are_measured_and_spilled_field_by_field() -> None:
+    """Conditioning entries and other frozen dataclass values: their tensors count against the budgets and
+    move to the host like any other (a new value is made; the cached original is never mutated)."""
+    from dataclasses import dataclass
+
+    import torch
+
+    @dataclass(frozen=True)
+    class Entry:
+        embedding: torch.Tensor
+        strength: float = 1.0
+        pooled: torch.Tensor | None = None
+
+    def to_host(t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(t.shape, dtype=t.dtype)
+
+    cache = OutputCache(max_device_bytes=1500, spill=to_host)
+    first = Entry(torch.empty(250, device="meta"), 0.5, torch.empty(50, device="meta"))
+    cache.put("a", ([first],))
+    assert cache.stats().device_bytes == 1200  # both tensors of the entry counted
+    cache.put("b", ([Entry(torch.empty(250, device="meta"))],))
+    spilled = cache.get("a").outputs[0][0]
+    assert spilled.embedding.device.type == "cpu" and spilled.pooled.device.type == "cpu"
+    assert spilled.strength == 0.5 and first.embedding.device.type == "meta"
+
+
 # -- cancel tokens, volatile nodes, carriers --------------------------------------------------------
 
 
