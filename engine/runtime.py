@@ -49,7 +49,7 @@ class EngineConfig(BaseModel):
     input_dir: Path | None = None
     temp_dir: Path | None = None
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
-    max_loaded_models: int = 2
+    max_loaded_models: int = 3  # checkpoints and standalone VAEs together
 
     def resolved(self) -> EngineConfig:
         """The configuration with environment variables and defaults filled in."""
