@@ -33,6 +33,7 @@ from atelier.engine.models.detect import (
     Family,
     TensorIndex,
     TextEncoderInfo,
+    _children,
     derive_vae_config,
     detect_diffusers_folder,
     detect_index,
@@ -43,7 +44,7 @@ from atelier.engine.models.detect import (
     open_single_file,
     weight_files,
 )
-from atelier.engine.models.layout import UNET_PREFIX, VAE_PREFIX, vae_key_to_original
+from atelier.engine.models.names import UNET_PREFIX, VAE_PREFIX, vae_names
 
 log = logging.getLogger(__name__)
 
@@ -466,11 +467,18 @@ def _modern_attention(key: str) -> str:
 
 def _original_view_of_diffusers_vae(index: TensorIndex) -> TensorIndex:
     """Original-layout names for a diffusers-layout VAE index, to derive its config from shapes."""
-    num_levels = len({k.split(".")[2] for k in index.keys() if k.startswith("encoder.down_blocks.")})
+    keys = index.keys()
+    levels = _children(keys, "encoder.down_blocks.")
+    # just enough config for the name map: how many levels, and res blocks per encoder level
+    config = {
+        "block_out_channels": [0] * len(levels),
+        "layers_per_block": len(_children(keys, "encoder.down_blocks.0.resnets.")),
+    }
+    names = vae_names(config)
     entries: dict[str, tuple[tuple[int, ...], str]] = {}
     for key, entry in index.entries.items():
         try:
-            entries[vae_key_to_original(_modern_attention(key), num_levels)] = entry
+            entries[names.to_original(_modern_attention(key))] = entry
         except KeyError:
             continue
     return TensorIndex(index.path, index.source_format, entries, index.read)
