@@ -5,7 +5,7 @@ import torch
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
 from atelier.engine.models import build_tiny_models, family_config
-from atelier.engine.models.checkpoint import empty_unet, empty_vae
+from atelier.engine.models.build import empty_unet, empty_vae
 from atelier.engine.models.layout import vae_to_original
 from atelier.engine.models.lora import build_lora_patches, lora_key_map
 from atelier.engine.models.names import (

@@ -13,7 +13,7 @@ from atelier.engine.models import (
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from atelier.engine.models import checkpoint as checkpoint_module
+from atelier.engine.models import hashing as hashing_module
 from atelier.engine.models.tiny import TinyModels
 
 
@@ -191,13 +191,13 @@ def test_sha256_and_autov2_are_cached(tmp_path: Path, monkeypatch: pytest.Monkey
     path = write_tiny_checkpoint("sd15", tmp_path / "hash.safetensors", seed=3, dtype=torch.float16)
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
     calls: list[Path] = []
-    real = checkpoint_module._sha256_of_file
+    real = hashing_module._sha256_of_file
 
     def counting(p: Path) -> str:
         calls.append(p)
         return real(p)
 
-    monkeypatch.setattr(checkpoint_module, "_sha256_of_file", counting)
+    monkeypatch.setattr(hashing_module, "_sha256_of_file", counting)
     first = file_hash(path)
     second = file_hash(path)
     assert first.sha256 == second.sha256 == expected
