@@ -1,11 +1,13 @@
-"""Stable Diffusion model files: detection from tensor shapes, loading, tiny random test models.
+"""Stable Diffusion model files: detection from tensor shapes, loading, hashing, tiny random test models.
 
 Public API (imported lazily, so that importing a light submodule does not import diffusers)::
 
     detect_checkpoint(path) -> CheckpointInfo
-    load_checkpoint(path, *, device="cpu", dtype=None, vae_dtype=None, compute_hash=True) -> LoadedCheckpoint
+    load_checkpoint(path, *, device="cpu", dtype=None, vae_dtype=None, compute_hash=False, hashes=None)
+        -> LoadedCheckpoint        (.sha256 / .autov2 computed on first access, .fingerprint cheap)
     load_vae(path, *, family=None, device="cpu", dtype=None) -> AutoencoderKL
-    file_sha256(path) -> str
+    file_fingerprint(path) -> str  (resolved path, size, mtime_ns: for cache signatures)
+    file_sha256(path) -> str       (content hash, computed once per file version)
     file_hash(path) -> FileHash(sha256, autov2)
     write_tiny_checkpoint(arch, out, seed=0, dtype=torch.float32, *, v_prediction=False) -> Path
     build_tiny_models(arch, *, seed=0, dtype=torch.float32, device="cpu") -> TinyModels
@@ -24,7 +26,15 @@ if TYPE_CHECKING:
     from atelier.engine.models.detect import detect_checkpoint, detect_state_dict
     from atelier.engine.models.errors import CheckpointError
     from atelier.engine.models.files import load_state_dict_file
-    from atelier.engine.models.hashing import FileHash, file_hash, file_sha256
+    from atelier.engine.models.hashing import (
+        FILE_HASHES,
+        FileHash,
+        FileHashes,
+        file_autov2,
+        file_fingerprint,
+        file_hash,
+        file_sha256,
+    )
     from atelier.engine.models.info import (
         CONFIG_DIR,
         TOKENIZER_DIR,
@@ -49,12 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_DIR",
+    "FILE_HASHES",
     "TOKENIZER_DIR",
     "VAE_SCALING_FACTOR",
     "CheckpointError",
     "CheckpointInfo",
     "Family",
     "FileHash",
+    "FileHashes",
     "LoadedCheckpoint",
     "NameMap",
     "NamePair",
@@ -67,6 +79,8 @@ __all__ = [
     "detect_checkpoint",
     "detect_state_dict",
     "family_config",
+    "file_autov2",
+    "file_fingerprint",
     "file_hash",
     "file_sha256",
     "load_checkpoint",
@@ -84,7 +98,15 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "atelier.engine.models.detect": ("detect_checkpoint", "detect_state_dict"),
     "atelier.engine.models.errors": ("CheckpointError",),
     "atelier.engine.models.files": ("load_state_dict_file",),
-    "atelier.engine.models.hashing": ("FileHash", "file_hash", "file_sha256"),
+    "atelier.engine.models.hashing": (
+        "FILE_HASHES",
+        "FileHash",
+        "FileHashes",
+        "file_autov2",
+        "file_fingerprint",
+        "file_hash",
+        "file_sha256",
+    ),
     "atelier.engine.models.info": (
         "CONFIG_DIR",
         "TOKENIZER_DIR",

@@ -16,7 +16,7 @@ from atelier.engine.models.build import (
 )
 from atelier.engine.models.detect import detect_state_dict
 from atelier.engine.models.files import load_state_dict_file
-from atelier.engine.models.hashing import FileHash, file_hash, file_sha256
+from atelier.engine.models.hashing import FileHash, file_fingerprint, file_hash, file_sha256
 from atelier.engine.models.load import LoadedCheckpoint, load_checkpoint
 from atelier.engine.models.tokenizer import load_clip_tokenizer
 from atelier.engine.models.vae import load_vae
@@ -31,6 +31,7 @@ __all__ = [
     "empty_text_encoder",
     "empty_unet",
     "empty_vae",
+    "file_fingerprint",
     "file_hash",
     "file_sha256",
     "load_checkpoint",

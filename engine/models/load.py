@@ -4,11 +4,15 @@ Single files (``.safetensors``; ``.ckpt``/``.pt`` only through ``torch.load(weig
 original layout are renamed with diffusers' own converters (an independent check on our writer, which
 uses ``names.py``), diffusers folders are taken as they are. Either way the modules are built on the meta
 device and receive the file's tensors directly (``build.py``).
+
+Loading does not hash the file: :attr:`LoadedCheckpoint.sha256` is computed on first access (and
+remembered per file version by ``hashing.FILE_HASHES``); caches should key on
+:attr:`LoadedCheckpoint.fingerprint`, which costs a ``stat``.
 """
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,7 +43,7 @@ from atelier.engine.models.diffusers_folder import (
 )
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, open_single_file
-from atelier.engine.models.hashing import file_sha256
+from atelier.engine.models.hashing import FILE_HASHES, FileHashes, file_fingerprint
 from atelier.engine.models.info import CheckpointInfo, TextEncoderInfo
 from atelier.engine.models.names import UNET_PREFIX, VAE_PREFIX
 from atelier.engine.models.tokenizer import tokenizers_for
@@ -47,21 +51,63 @@ from atelier.engine.models.tokenizer import tokenizers_for
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class LoadedCheckpoint:
-    """The modules of one checkpoint, ready for inference (eval mode, no grad)."""
+    """The modules of one checkpoint, ready for inference (eval mode, no grad), and where they came from.
 
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL | None
-    text_encoders: list[TextEncoder]
-    tokenizers: list[CLIPTokenizer]
-    info: CheckpointInfo
-    sha256: str
+    ``path`` is the file or diffusers folder (None for models built in memory). ``sha256`` (and ``autov2``)
+    read the whole file on first access, through ``hashes``; ``fingerprint`` is cheap. A model built in
+    memory passes its own ``sha256``."""
+
+    def __init__(
+        self,
+        *,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL | None,
+        text_encoders: list[TextEncoder],
+        tokenizers: list[CLIPTokenizer],
+        info: CheckpointInfo,
+        path: str | Path | None = None,
+        sha256: str | None = None,
+        hashes: FileHashes | None = None,
+    ) -> None:
+        if path is None and sha256 is None:
+            raise ValueError("a LoadedCheckpoint needs the path it was loaded from or a known sha256")
+        self.unet = unet
+        self.vae = vae
+        self.text_encoders = text_encoders
+        self.tokenizers = tokenizers
+        self.info = info
+        self.path = Path(path) if path is not None else None
+        self._hashes = hashes if hashes is not None else FILE_HASHES
+        self._sha256 = sha256
+        self._sha_lock = threading.Lock()
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the file (or folder, see ``FileHashes.sha256``), computed on first access."""
+        with self._sha_lock:
+            if self._sha256 is None:
+                assert self.path is not None
+                self._sha256 = self._hashes.sha256(self.path)
+            return self._sha256
 
     @property
     def autov2(self) -> str:
         """The short hash A1111 and Civitai show (first 10 hex digits of the sha256)."""
         return self.sha256[:10]
+
+    @property
+    def fingerprint(self) -> str:
+        """Cheap identity of the file version the modules came from (``hashing.file_fingerprint``); for a
+        model built in memory, its given sha256."""
+        if self.path is None:
+            assert self._sha256 is not None
+            return self._sha256
+        return file_fingerprint(self.path)
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path is not None else "memory"
+        return f"LoadedCheckpoint({self.info.family}, {self.info.prediction}-prediction, from {where})"
 
 
 def _text_encoder_state_dict(
@@ -177,13 +223,17 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     vae_dtype: torch.dtype | None = None,
-    compute_hash: bool = True,
+    compute_hash: bool = False,
+    hashes: FileHashes | None = None,
 ) -> LoadedCheckpoint:
     """Load an SD1.x / SD2.x / SDXL checkpoint: a single ``.safetensors`` (or ``.ckpt``/``.pt`` read with
     ``weights_only=True``) in the original layout, or a diffusers folder.
 
     ``dtype`` defaults to float32 on CPU and float16 elsewhere; ``vae_dtype`` defaults to ``dtype``.
     Raises ``CheckpointError`` (naming the file) for anything wrong with the file.
+
+    The file is not hashed: ``sha256`` is computed on first access (through ``hashes``, by default the
+    process's ``FILE_HASHES``). ``compute_hash=True`` hashes now instead, for callers that will need it.
     """
     path = Path(path)
     dtype = resolve_dtype(device, dtype)
@@ -201,8 +251,10 @@ def load_checkpoint(
         info = detect_index(index)
         unet, vae, encoders = load_from_index(index, info, device=device, dtype=dtype, vae_dtype=vae_dtype)
         tokenizers = tokenizers_for(info)
-    sha = file_sha256(path) if compute_hash else ""
     log.info("loaded %s: %s %s-prediction, %s", path.name, info.family, info.prediction, info.dtype)
-    return LoadedCheckpoint(
-        unet=unet, vae=vae, text_encoders=encoders, tokenizers=tokenizers, info=info, sha256=sha
+    loaded = LoadedCheckpoint(
+        unet=unet, vae=vae, text_encoders=encoders, tokenizers=tokenizers, info=info, path=path, hashes=hashes
     )
+    if compute_hash:
+        loaded.sha256  # noqa: B018 - computed and kept now rather than on first access
+    return loaded
