@@ -29,13 +29,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from atelier.engine.models.names import clip_names, clip_root, unet_names
+from atelier.engine.models.names import NameMap, clip_names, clip_root, unet_names
 from atelier.engine.models.patches import WeightPatch, merge_patches
 
 __all__ = [
@@ -173,17 +173,25 @@ def _kohya_name(base: str) -> str:
 def unet_ldm_names(unet: torch.nn.Module) -> dict[str, str]:
     """diffusers module name -> original (LDM/SGM) module name, for every module of a diffusers
     ``UNet2DConditionModel`` that has its own parameters, through the shared name map
-    (:func:`~atelier.engine.models.names.unet_names`, the one the checkpoint writer uses)."""
-    names = unet_names(_config(unet))
+    (:func:`~atelier.engine.models.names.unet_names`, the one the checkpoint writer uses). Empty for a
+    UNet the map does not cover."""
+    names = _unet_map(unet)
+    if names is None:
+        return {}
     owners = (name for name, module in unet.named_modules() if name and _has_own_parameters(module))
     return names.module_names(owners)
 
 
-def _config(model: torch.nn.Module) -> Mapping[str, Any]:
-    config = getattr(model, "config", None)
+def _unet_map(unet: torch.nn.Module) -> NameMap | None:
+    """The shared name map for this UNet's config; None when it has no diffusers config or a block
+    layout the original layout does not have (its LoRAs can then only use diffusers names)."""
+    config = getattr(unet, "config", None)
     if not isinstance(config, Mapping):
-        raise TypeError(f"{type(model).__name__} has no diffusers config: not a diffusers UNet")
-    return config
+        return None
+    try:
+        return unet_names(config)
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _has_own_parameters(module: torch.nn.Module) -> bool:
@@ -211,13 +219,15 @@ def lora_key_map(
     layout the checkpoint stores them in, so both go through the ``clip_l`` map."""
     table: dict[str, tuple[LoraTarget, str]] = {}
     if unet is not None:
-        names = unet_names(_config(unet))
+        unet_map = _unet_map(unet)
         for name, module in unet.named_modules():
             if not (name and _patchable(module)):
                 continue
             table[_kohya("lora_unet_", name)] = ("unet", f"{name}.weight")
+            if unet_map is None:
+                continue
             try:
-                table[_kohya("lora_unet_", names.to_original(name))] = ("unet", f"{name}.weight")
+                table[_kohya("lora_unet_", unet_map.to_original(name))] = ("unet", f"{name}.weight")
             except KeyError:
                 continue  # a module the original layout does not have: diffusers' name only
     te_models: tuple[tuple[LoraTarget, torch.nn.Module | None], ...] = (("te1", te1), ("te2", te2))

@@ -193,3 +193,8 @@ def test_map_lookup_rules() -> None:
     with pytest.raises(KeyError, match="fused|no diffusers"):
         g.to_diffusers("transformer.resblocks.0.attn.in_proj_weight")
     assert g.to_diffusers("transformer.resblocks.0.mlp.c_fc.weight") == "encoder.layers.0.mlp.fc1.weight"
+
+
+def test_lora_mapping_of_a_unet_the_map_does_not_cover_keeps_diffusers_names() -> None:
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))  # no diffusers config: no original names
+    assert lora_key_map(plain) == {"lora_unet_0": ("unet", "0.weight")}
