@@ -7,7 +7,8 @@ Supported key layouts, per LoRA module ``<name>.<part>``:
   in either of two namings for the UNet: diffusers' (``down_blocks_0_attentions_0_..._attn1_to_q``,
   what kohya writes for SD1) or the original LDM one (``input_blocks_4_1_..._attn1_to_q``, what kohya
   writes for SDXL). Text encoders use transformers' names (``text_model_encoder_layers_0_mlp_fc1``).
-- diffusers / PEFT names: ``unet.<dotted module>``, ``text_encoder.<...>``, ``text_encoder_2.<...>``.
+- diffusers / PEFT names: ``unet.<dotted module>``, ``text_encoder.<...>``, ``text_encoder_2.<...>``;
+  dotted original names: ``diffusion_model.<ldm module>``.
 - parts: ``lora_down.weight`` / ``lora_up.weight`` (or ``lora_A`` / ``lora_B``, ``lora.down`` / ``lora.up``),
   optional ``alpha`` (absent: alpha = rank) and ``lora_mid.weight`` (LoCon with Tucker decomposition).
   Linear and conv layers both work (LoCon: 3x3 ``lora_down``, 1x1 ``lora_up``).
@@ -18,8 +19,9 @@ file would give a wrong model silently. Keys that look like nothing we know, or 
 model does not have, are returned in ``LoraPatches.unmatched`` for the caller to warn about; patches
 that do not fit their weight's shape are listed in ``LoraPatches.problems`` and left out.
 
-Matching is done against the modules of the given models, so any UNet layout diffusers can build (SD1,
-SD2, SDXL, tiny test models) gets both namings without tables per model family.
+Original (LDM) names are resolved through the same name map (``names.py``) that writes checkpoints in the
+original layout, built from the given UNet's config, so any UNet layout diffusers can build (SD1, SD2,
+SDXL, tiny test models) gets both namings and the two uses cannot drift apart.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from atelier.engine.models.names import NameMap, clip_names, clip_root, unet_names
 from atelier.engine.models.patches import WeightPatch, merge_patches
 
 __all__ = [
@@ -83,17 +86,9 @@ _KOHYA_PREFIXES: Final[dict[str, LoraTarget]] = {
 
 _DOTTED_PREFIXES: Final[dict[str, str]] = {
     "unet.": "lora_unet_",
+    "diffusion_model.": "lora_unet_",  # original (LDM) names, dotted: ComfyUI's generic LoRA form
     "text_encoder.": "lora_te1_",
     "text_encoder_2.": "lora_te2_",
-}
-
-_RESNET_LDM: Final[dict[str, str]] = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
 }
 
 
@@ -177,67 +172,34 @@ def _kohya_name(base: str) -> str:
 
 def unet_ldm_names(unet: torch.nn.Module) -> dict[str, str]:
     """diffusers module name -> original (LDM/SGM) module name, for every module of a diffusers
-    ``UNet2DConditionModel`` that has its own parameters. Derived from the model's own block
-    structure, so it holds for SD1, SD2 and SDXL layouts alike."""
-    prefixes: dict[str, str] = {
-        "conv_in": "input_blocks.0.0",
-        "time_embedding.linear_1": "time_embed.0",
-        "time_embedding.linear_2": "time_embed.2",
-        "add_embedding.linear_1": "label_emb.0.0",
-        "add_embedding.linear_2": "label_emb.0.2",
-        "conv_norm_out": "out.0",
-        "conv_out": "out.2",
-    }
-    resnets: set[str] = set()
-    n = 1
-    for i, block in enumerate(getattr(unet, "down_blocks", ())):
-        attentions = getattr(block, "attentions", None) or ()
-        for j in range(len(block.resnets)):
-            prefixes[f"down_blocks.{i}.resnets.{j}"] = f"input_blocks.{n}.0"
-            resnets.add(f"down_blocks.{i}.resnets.{j}")
-            if j < len(attentions):
-                prefixes[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{n}.1"
-            n += 1
-        if getattr(block, "downsamplers", None):
-            prefixes[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{n}.0.op"
-            n += 1
-    mid = getattr(unet, "mid_block", None)
-    if mid is not None:
-        order = ["resnets.0"]
-        for j in range(len(getattr(mid, "attentions", None) or ())):
-            order += [f"attentions.{j}", f"resnets.{j + 1}"]
-        for k, part in enumerate(order):
-            prefixes[f"mid_block.{part}"] = f"middle_block.{k}"
-            if part.startswith("resnets"):
-                resnets.add(f"mid_block.{part}")
-    m = 0
-    for i, block in enumerate(getattr(unet, "up_blocks", ())):
-        attentions = getattr(block, "attentions", None) or ()
-        count = len(block.resnets)
-        for j in range(count):
-            prefixes[f"up_blocks.{i}.resnets.{j}"] = f"output_blocks.{m}.0"
-            resnets.add(f"up_blocks.{i}.resnets.{j}")
-            if j < len(attentions):
-                prefixes[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{m}.1"
-            if j == count - 1 and getattr(block, "upsamplers", None):
-                slot = 2 if j < len(attentions) else 1
-                prefixes[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{m}.{slot}.conv"
-            m += 1
+    ``UNet2DConditionModel`` that has its own parameters, through the shared name map
+    (:func:`~atelier.engine.models.names.unet_names`, the one the checkpoint writer uses). Empty for a
+    UNet the map does not cover."""
+    names = _unet_map(unet)
+    if names is None:
+        return {}
+    owners = (name for name, module in unet.named_modules() if name and _has_own_parameters(module))
+    return names.module_names(owners)
 
-    out: dict[str, str] = {}
-    for name, module in unet.named_modules():
-        if not name or not any(True for _ in module.parameters(recurse=False)):
-            continue
-        parts = name.split(".")
-        for k in range(len(parts), 0, -1):
-            head = ".".join(parts[:k])
-            if head in prefixes:
-                rest = parts[k:]
-                if head in resnets and rest:
-                    rest = [*_RESNET_LDM.get(rest[0], rest[0]).split("."), *rest[1:]]
-                out[name] = ".".join([prefixes[head], *rest])
-                break
-    return out
+
+def _unet_map(unet: torch.nn.Module) -> NameMap | None:
+    """The shared name map for this UNet's config; None when it has no diffusers config or a block
+    layout the original layout does not have (its LoRAs can then only use diffusers names)."""
+    config = getattr(unet, "config", None)
+    if not isinstance(config, Mapping):
+        return None
+    try:
+        return unet_names(config)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _has_own_parameters(module: torch.nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def _kohya(prefix: str, module_name: str) -> str:
+    return prefix + module_name.replace(".", "_")
 
 
 def _patchable(module: torch.nn.Module) -> bool:
@@ -250,28 +212,41 @@ def lora_key_map(
     te2: torch.nn.Module | None = None,
 ) -> dict[str, tuple[LoraTarget, str]]:
     """kohya module name (``lora_unet_...``, ``lora_te1_...``, ``lora_te2_...``) -> (target, parameter
-    name) for every Linear/Conv module of the given models."""
+    name) for every Linear/Conv module of the given models.
+
+    UNet modules get two names: diffusers' own and the original one from the shared name map. Text
+    encoders are named by kohya in the CLIP-L single-file naming (transformers' ``text_model.*``) whatever
+    layout the checkpoint stores them in, so both go through the ``clip_l`` map."""
     table: dict[str, tuple[LoraTarget, str]] = {}
     if unet is not None:
-        ldm = unet_ldm_names(unet)
+        unet_map = _unet_map(unet)
         for name, module in unet.named_modules():
-            if name and _patchable(module):
-                table["lora_unet_" + name.replace(".", "_")] = ("unet", f"{name}.weight")
-                if name in ldm:
-                    table["lora_unet_" + ldm[name].replace(".", "_")] = ("unet", f"{name}.weight")
+            if not (name and _patchable(module)):
+                continue
+            table[_kohya("lora_unet_", name)] = ("unet", f"{name}.weight")
+            if unet_map is None:
+                continue
+            try:
+                table[_kohya("lora_unet_", unet_map.to_original(name))] = ("unet", f"{name}.weight")
+            except KeyError:
+                continue  # a module the original layout does not have: diffusers' name only
     te_models: tuple[tuple[LoraTarget, torch.nn.Module | None], ...] = (("te1", te1), ("te2", te2))
     for target, model in te_models:
         if model is None:
             continue
-        for name, module in model.named_modules():
-            if name and _patchable(module):
-                if name.startswith("text_model."):
-                    kohya = "text_model_" + name.removeprefix("text_model.").replace(".", "_")
-                elif name.startswith("text_projection"):
-                    kohya = name.replace(".", "_")
-                else:  # transformers >= 5.6 CLIPTextModel: no "text_model." level
-                    kohya = "text_model_" + name.replace(".", "_")
-                table[f"lora_{target}_{kohya}"] = (target, f"{name}.weight")
+        modules = [name for name, module in model.named_modules() if name and _patchable(module)]
+        names = clip_names(
+            "clip_l",
+            0,
+            root=clip_root(name for name, _ in model.named_parameters()),
+            projection=hasattr(model, "text_projection"),
+        )
+        for name in modules:
+            try:
+                original = names.to_original(name)
+            except KeyError:
+                continue
+            table[_kohya(f"lora_{target}_", original)] = (target, f"{name}.weight")
     return table
 
 

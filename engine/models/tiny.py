@@ -16,17 +16,15 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from atelier.engine.models.checkpoint import (
-    LoadedCheckpoint,
+from atelier.engine.models.build import (
     TextEncoder,
     assign_weights,
     empty_text_encoder,
     empty_unet,
     empty_vae,
-    load_clip_tokenizer,
     resolve_dtype,
 )
-from atelier.engine.models.detect import (
+from atelier.engine.models.info import (
     VAE_SCALING_FACTOR,
     CheckpointInfo,
     Family,
@@ -34,14 +32,16 @@ from atelier.engine.models.detect import (
     family_config,
     family_text_layer,
 )
-from atelier.engine.models.layout import (
+from atelier.engine.models.layout import original_state_dict
+from atelier.engine.models.load import LoadedCheckpoint
+from atelier.engine.models.names import (
     SD1_CLIP_PREFIX,
     SD2_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,
     SDXL_CLIP_L_PREFIX,
-    original_state_dict,
     text_encoder_prefixes,
 )
+from atelier.engine.models.tokenizer import load_clip_tokenizer
 
 TinyArch = Literal["sd15", "sd2", "sdxl"]
 

@@ -17,8 +17,9 @@ from atelier.engine.models import (
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from atelier.engine.models.checkpoint import empty_text_encoder, empty_unet, empty_vae
-from atelier.engine.models.detect import TensorIndex, detect_index, index_state_dict
+from atelier.engine.models.build import empty_text_encoder, empty_unet, empty_vae
+from atelier.engine.models.detect import detect_index
+from atelier.engine.models.files import TensorIndex, index_state_dict
 from atelier.engine.models.layout import original_state_dict
 from atelier.engine.models.tiny import text_encoder_info
 

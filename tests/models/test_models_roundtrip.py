@@ -1,6 +1,5 @@
 """Tiny checkpoints: in-memory modules -> single file (original layout) -> detect -> load -> same model."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -9,11 +8,9 @@ import torch
 from atelier.engine.models import (
     build_tiny_models,
     detect_checkpoint,
-    file_hash,
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from atelier.engine.models import checkpoint as checkpoint_module
 from atelier.engine.models.tiny import TinyModels
 
 
@@ -185,24 +182,3 @@ def test_writer_is_deterministic(tmp_path: Path, tiny_files: dict[str, Path]) ->
     assert again.read_bytes() == tiny_files["sd15"].read_bytes()
     other = write_tiny_checkpoint("sd15", tmp_path / "other.safetensors", seed=1)
     assert other.read_bytes() != again.read_bytes()
-
-
-def test_sha256_and_autov2_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_tiny_checkpoint("sd15", tmp_path / "hash.safetensors", seed=3, dtype=torch.float16)
-    expected = hashlib.sha256(path.read_bytes()).hexdigest()
-    calls: list[Path] = []
-    real = checkpoint_module._sha256_of_file
-
-    def counting(p: Path) -> str:
-        calls.append(p)
-        return real(p)
-
-    monkeypatch.setattr(checkpoint_module, "_sha256_of_file", counting)
-    first = file_hash(path)
-    second = file_hash(path)
-    assert first.sha256 == second.sha256 == expected
-    assert first.autov2 == expected[:10]
-    assert len(calls) == 1
-    loaded = load_checkpoint(path)
-    assert loaded.sha256 == expected and loaded.autov2 == expected[:10]
-    assert len(calls) == 1
