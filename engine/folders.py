@@ -9,11 +9,11 @@ resolved through :func:`resolve_inside`, which never leaves the folder it names.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .hashing import FileHashes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -21,47 +21,6 @@ WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 class UnsafePathError(ValueError):
     """A file name that would reach outside its folder."""
-
-
-class FileHashes:
-    """Content hashes of files, computed on demand and remembered per file version (path, size, mtime):
-    a 7 GB checkpoint is hashed once per process, and only when something records its provenance."""
-
-    def __init__(self, max_entries: int = 256) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()
-        self.max_entries = max_entries
-        self.computed = 0  # how many files were actually read (for tests and statistics)
-
-    def sha256(self, path: Path) -> str:
-        key = file_identity(path)
-        with self._lock:
-            hit = self._known.get(key)
-        if hit is not None:
-            return hit
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
-        with self._lock:
-            self.computed += 1
-            self._known[key] = digest
-            while len(self._known) > self.max_entries:
-                self._known.pop(next(iter(self._known)))
-        return digest
-
-
-def file_identity(path: Path) -> tuple[str, int, int]:
-    """(resolved path, size, mtime in ns): cheap, and changes whenever the file is rewritten."""
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def file_fingerprint(path: Path) -> str:
-    """A cache-signature fingerprint of a file that does not read it."""
-    p, size, mtime = file_identity(path)
-    return f"{p}:{size}:{mtime}"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .folders import file_identity
+from .hashing import file_version
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ class ModelLoader:
     def load(self, path: Path, loader: Loader[T], *, key: Hashable = None) -> T:
         """``loader(path, options)``, or the object it gave before for this file version. ``key`` tells
         apart different loaders (or settings) of the same file; by default the loader function itself."""
-        cache_key = (key if key is not None else loader, file_identity(path), self.device, str(self.dtype))
+        cache_key = (key if key is not None else loader, file_version(path), self.device, str(self.dtype))
         with self._lock:
             hit = self._loaded.pop(cache_key, None)
             if hit is None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from atelier.engine import folders
-from atelier.engine.folders import file_fingerprint
+from atelier.engine.hashing import file_fingerprint
 from atelier.engine.models.sockets import IMAGE, MASK
 from atelier.engine.node import (
     Choice,

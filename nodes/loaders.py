@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from atelier.engine.folders import file_fingerprint
+from atelier.engine.hashing import file_fingerprint
 from atelier.engine.models.handles import (
     ClipHandle,
     ModelHandle,

@@ -1,4 +1,5 @@
-"""Stable Diffusion model files: detection from tensor shapes, loading, hashing, tiny random test models.
+"""Stable Diffusion model files: detection from tensor shapes, loading, tiny random test models (file
+hashing lives in the core, ``atelier.engine.hashing``, and is re-exported here).
 
 Public API (imported lazily, so that importing a light submodule does not import diffusers)::
 
@@ -7,7 +8,7 @@ Public API (imported lazily, so that importing a light submodule does not import
         -> LoadedCheckpoint        (.sha256 / .autov2 computed on first access, .fingerprint cheap)
     load_vae(path, *, family=None, device="cpu", dtype=None) -> AutoencoderKL
     file_fingerprint(path) -> str  (resolved path, size, mtime_ns: for cache signatures)
-    file_sha256(path) -> str       (content hash, computed once per file version)
+    file_sha256(path) -> str       (content hash, read now; an engine remembers them: ctx.files.sha256)
     file_hash(path) -> FileHash(sha256, autov2)
     write_tiny_checkpoint(arch, out, seed=0, dtype=torch.float32, *, v_prediction=False) -> Path
     build_tiny_models(arch, *, seed=0, dtype=torch.float32, device="cpu") -> TinyModels
@@ -16,18 +17,14 @@ Public API (imported lazily, so that importing a light submodule does not import
 Modules, one job each: ``names`` (the diffusers <-> original name map), ``layout`` (writing the original
 layout), ``files`` (reading files), ``info`` (what a checkpoint holds), ``detect`` / ``derive`` /
 ``describe`` / ``diffusers_folder`` (finding that out), ``build`` / ``load`` / ``vae`` (modules and
-weights), ``tokenizer``, ``hashing``, ``lora`` / ``patches`` (LoRA), ``tiny`` (random test models).
+weights), ``tokenizer``, ``lora`` / ``patches`` (LoRA), ``tiny`` (random test models).
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from atelier.engine.models.detect import detect_checkpoint, detect_state_dict
-    from atelier.engine.models.errors import CheckpointError
-    from atelier.engine.models.files import load_state_dict_file
-    from atelier.engine.models.hashing import (
-        FILE_HASHES,
+    from atelier.engine.hashing import (
         FileHash,
         FileHashes,
         file_autov2,
@@ -35,6 +32,9 @@ if TYPE_CHECKING:
         file_hash,
         file_sha256,
     )
+    from atelier.engine.models.detect import detect_checkpoint, detect_state_dict
+    from atelier.engine.models.errors import CheckpointError
+    from atelier.engine.models.files import load_state_dict_file
     from atelier.engine.models.info import (
         CONFIG_DIR,
         TOKENIZER_DIR,
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_DIR",
-    "FILE_HASHES",
     "TOKENIZER_DIR",
     "VAE_SCALING_FACTOR",
     "CheckpointError",
@@ -98,8 +97,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "atelier.engine.models.detect": ("detect_checkpoint", "detect_state_dict"),
     "atelier.engine.models.errors": ("CheckpointError",),
     "atelier.engine.models.files": ("load_state_dict_file",),
-    "atelier.engine.models.hashing": (
-        "FILE_HASHES",
+    "atelier.engine.hashing": (
         "FileHash",
         "FileHashes",
         "file_autov2",

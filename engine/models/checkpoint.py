@@ -5,6 +5,7 @@ The code now lives in modules with one job each: ``files`` (reading files), ``de
 ``tokenizer`` and ``hashing``. New code should import from ``atelier.engine.models`` or those modules.
 """
 
+from atelier.engine.hashing import FileHash, file_fingerprint, file_hash, file_sha256
 from atelier.engine.models.build import (
     TextEncoder,
     assign_weights,
@@ -16,7 +17,6 @@ from atelier.engine.models.build import (
 )
 from atelier.engine.models.detect import detect_state_dict
 from atelier.engine.models.files import load_state_dict_file
-from atelier.engine.models.hashing import FileHash, file_fingerprint, file_hash, file_sha256
 from atelier.engine.models.load import LoadedCheckpoint, load_checkpoint
 from atelier.engine.models.tokenizer import load_clip_tokenizer
 from atelier.engine.models.vae import load_vae

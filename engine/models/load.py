@@ -6,7 +6,7 @@ uses ``names.py``), diffusers folders are taken as they are. Either way the modu
 device and receive the file's tensors directly (``build.py``).
 
 Loading does not hash the file: :attr:`LoadedCheckpoint.sha256` is computed on first access (and
-remembered per file version by ``hashing.FILE_HASHES``); caches should key on
+remembered per file version by the engine's ``FileHashes``); caches should key on
 :attr:`LoadedCheckpoint.fingerprint`, which costs a ``stat``.
 """
 
@@ -25,6 +25,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTokenizer
 
+from atelier.engine.hashing import FileHashes, file_fingerprint
 from atelier.engine.models.build import (
     LazyTensors,
     TextEncoder,
@@ -43,7 +44,6 @@ from atelier.engine.models.diffusers_folder import (
 )
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, open_single_file
-from atelier.engine.models.hashing import FILE_HASHES, FileHashes, file_fingerprint
 from atelier.engine.models.info import CheckpointInfo, TextEncoderInfo
 from atelier.engine.models.names import UNET_PREFIX, VAE_PREFIX
 from atelier.engine.models.tokenizer import tokenizers_for
@@ -78,7 +78,7 @@ class LoadedCheckpoint:
         self.tokenizers = tokenizers
         self.info = info
         self.path = Path(path) if path is not None else None
-        self._hashes = hashes if hashes is not None else FILE_HASHES
+        self._hashes = hashes if hashes is not None else FileHashes(max_entries=1)
         self._sha256 = sha256
         self._sha_lock = threading.Lock()
 
@@ -233,7 +233,7 @@ def load_checkpoint(
     Raises ``CheckpointError`` (naming the file) for anything wrong with the file.
 
     The file is not hashed: ``sha256`` is computed on first access (through ``hashes``, by default the
-    process's ``FILE_HASHES``). ``compute_hash=True`` hashes now instead, for callers that will need it.
+    a cache of its own). ``compute_hash=True`` hashes now instead, for callers that will need it.
     """
     path = Path(path)
     dtype = resolve_dtype(device, dtype)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from atelier.engine import hashing as hashing_module
 from atelier.engine.models import (
     FileHashes,
     file_fingerprint,
@@ -17,7 +18,6 @@ from atelier.engine.models import (
     load_checkpoint,
     write_tiny_checkpoint,
 )
-from atelier.engine.models import hashing as hashing_module
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +113,18 @@ def test_sha256_is_computed_once_per_file_version(tmp_path: Path, calls: list[Pa
     assert len(calls) == 2
 
 
-def test_module_functions_use_the_shared_cache(tmp_path: Path, calls: list[Path]) -> None:
+def test_module_functions_hash_now_and_an_engines_folders_remember(tmp_path: Path, calls: list[Path]) -> None:
+    from atelier.engine.folders import Folders
+
     path = tmp_path / "shared.bin"
     path.write_bytes(os.urandom(1000))
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
     assert file_sha256(path) == expected
     assert file_hash(path).sha256 == expected and file_hash(path).autov2 == expected[:10]
-    assert len(calls) == 1
+    assert len(calls) == 3  # read each time: no process-wide cache
+    one, two = Folders(), Folders()
+    assert one.sha256(path) == one.sha256(path) == two.sha256(path) == expected
+    assert len(calls) == 5  # once per engine
 
 
 def test_concurrent_requests_hash_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

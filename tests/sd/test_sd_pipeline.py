@@ -336,9 +336,17 @@ def test_png_records_the_checkpoint_hash_and_node_versions(engine_env, models_ro
     path = models_root / "checkpoints" / "tiny15.safetensors"
     assert files["loader"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert files["loader"]["fingerprint"].endswith(f":{path.stat().st_size}:{path.stat().st_mtime_ns}")
-    hashed = engine_env.folders.hashes.computed
-    run(engine_env, portrait(), seed=22)
-    assert engine_env.folders.hashes.computed == hashed  # not hashed again
+    assert engine_env.folders.hashes.cached(path) == files["loader"]["sha256"]
+    from atelier.engine import hashing
+
+    read: list[Path] = []
+    real = hashing.sha256_of_file
+    hashing.sha256_of_file = lambda p: read.append(p) or real(p)  # type: ignore[assignment]
+    try:
+        run(engine_env, portrait(), seed=22)
+    finally:
+        hashing.sha256_of_file = real  # type: ignore[assignment]
+    assert read == []  # the second image records the hash without reading the file again
     assert meta["node_versions"]["KSampler"] == "1.0.0"
     assert meta["parameters"]["seed"] == 21
 

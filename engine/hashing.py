@@ -3,9 +3,9 @@
 Cache signatures only need to change when a file changes, which its resolved path, size and modification
 time already tell: :func:`file_fingerprint` costs one ``stat``. The content hash is what images record and
 what A1111 / Civitai show, but reading a 7 GB SDXL file takes tens of seconds, so it is computed only when
-asked for (:func:`file_sha256`) and remembered per file version, (resolved path, size, mtime_ns), by a
-:class:`FileHashes` cache. The process-wide one is :data:`FILE_HASHES`; tests and embedders may make their
-own.
+asked for and remembered per file version, (resolved path, size, mtime_ns), by a :class:`FileHashes`
+cache. Each engine owns one (``Folders.hashes``, reached by nodes as ``ctx.files.sha256(path)``); there is
+no process-wide cache. The module functions :func:`file_sha256` and :func:`file_hash` hash every time.
 """
 
 import hashlib
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "FILE_HASHES",
     "FileHash",
     "FileHashes",
     "FileVersion",
@@ -157,20 +156,17 @@ class FileHashes:
             self._done.popitem(last=False)
 
 
-#: The process's content-hash cache: the one piece of shared state here, used by the functions below.
-FILE_HASHES = FileHashes()
-
-
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file (or folder, see :meth:`FileHashes.sha256`), computed once per file version."""
-    return FILE_HASHES.sha256(path)
+    """The sha256 of a file (or folder, see :meth:`FileHashes.sha256`), read now (nothing remembered:
+    long-lived callers keep a :class:`FileHashes`)."""
+    return FileHashes(max_entries=1).sha256(path)
 
 
 def file_hash(path: str | os.PathLike[str]) -> FileHash:
-    """sha256 and AUTOV2 of a file, computed once per file version."""
-    return FILE_HASHES.hash(path)
+    """sha256 and AUTOV2 of a file, read now."""
+    return FileHash(file_sha256(path))
 
 
 def file_autov2(path: str | os.PathLike[str]) -> str:
     """The AUTOV2 short hash (first 10 hex digits of the sha256) A1111 and Civitai show."""
-    return FILE_HASHES.hash(path).autov2
+    return file_hash(path).autov2
