@@ -170,6 +170,21 @@ export function refreshParams(force = false) {
   }
 }
 
+/** After a widget changed: a parameter with several targets keeps them equal. */
+export function syncParameterTargets(node, widget) {
+  if (!node || !widget || widget.isControl) return
+  const target = `${nodeId(node)}.${widget.name}`
+  for (const p of Object.values(app.doc.parameters || {})) {
+    if (!p.targets?.includes(target) || p.targets.length < 2) continue
+    for (const t of p.targets) {
+      if (t === target) continue
+      const dot = t.lastIndexOf(".")
+      const w = findNode(t.slice(0, dot))?.widgets?.find((x) => x.name === t.slice(dot + 1) && !x.isControl)
+      if (w) w.value = widget.value
+    }
+  }
+}
+
 /** Expose a node's widget as a workflow parameter (asks for the name). */
 export async function exposeWidget(node, widget) {
   const target = `${nodeId(node)}.${widget.name}`

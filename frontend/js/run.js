@@ -106,6 +106,19 @@ export function selectedOutputs() {
   return outputNodes(Object.values(app.canvas.selected_nodes || {}))
 }
 
+/** How many times the Queue button queues (the × field next to it). */
+export function batchCount() {
+  const n = Math.round(Number(document.getElementById("batch-count").value))
+  return Number.isFinite(n) ? Math.min(Math.max(n, 1), 100) : 1
+}
+
+/** Queue only the selected output nodes (and what they need). */
+export function queueSelected() {
+  const outs = selectedOutputs()
+  if (!outs.length) toast("Select one or more output nodes (Save Image, Preview Image) first", "info")
+  else queue({ outputs: outs })
+}
+
 /** Queue the canvas `count` times (seeds set to change after each queue differ between them). */
 export async function queueMany(count, options = {}) {
   let last = null

@@ -18,6 +18,12 @@ export function h(tag, attrs = {}, ...children) {
   return el
 }
 
+/** Whether a key event goes to a text field (its keys are the field's, not shortcuts). */
+export function isTyping(e) {
+  const t = e.target
+  return t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))
+}
+
 export function toast(message, kind = "info", timeout = 4000) {
   const box = document.getElementById("toasts")
   const t = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message)
