@@ -32,6 +32,7 @@ const enc = encodeURIComponent
 
 export const api = {
   nodes: () => request("GET", "/api/nodes"),
+  types: () => request("GET", "/api/types"),
   queueJob: (workflow, { outputs, priority, overrides } = {}) =>
     request("POST", "/api/jobs", {
       workflow,

@@ -1,12 +1,12 @@
 // Atelier's canvas editor: starts the modules and wires them together.
 
-import { EventSocket, api } from "./api.js"
+import { EventSocket } from "./api.js"
 import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
 import { installNodeMenu } from "./nodemenu.js"
-import { registerCatalogue } from "./nodes.js"
+import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
 import { renderPalette } from "./search.js"
@@ -61,12 +61,11 @@ async function start() {
   initDragAndDrop($("canvas-wrap"))
   initTooltips($("graph-canvas"))
   try {
-    app.catalogue = await api.nodes()
+    await loadCatalogue()
   } catch (err) {
     toast(`Cannot reach the server: ${err.message}`, "error", 0)
     return
   }
-  registerCatalogue(app.catalogue)
   initSidebars()
   new EventSocket({ onEvent: handleEvent, onPreview: handlePreview, onStatus: showConnection })
   app.ready = true

@@ -1,7 +1,7 @@
 // Node classes built from the server's catalogue, and how a node shows its run state.
 
 import { LGraphCanvas, LGraphNode, LiteGraph } from "litegraph"
-import { imageUrl } from "./api.js"
+import { api, imageUrl } from "./api.js"
 import { app, runtimeOf, typeColor } from "./state.js"
 import { addInputWidget, addSeedControl } from "./widgets.js"
 
@@ -347,7 +347,15 @@ function nodeClassFor(def) {
   return Cls
 }
 
-/** (Re)register node types for a catalogue. */
+/** Fetch the node catalogue and the socket types, and (re)register the node types. */
+export async function loadCatalogue() {
+  const [catalogue, types] = await Promise.all([api.nodes(), api.types()])
+  app.catalogue = catalogue
+  app.types = types
+  registerCatalogue(catalogue)
+}
+
+/** (Re)register node types for a catalogue; sockets and links take their types' colours. */
 export function registerCatalogue(catalogue) {
   for (const def of Object.values(catalogue)) {
     const Cls = nodeClassFor(def)
@@ -357,7 +365,7 @@ export function registerCatalogue(catalogue) {
   }
   LiteGraph.registerNodeType(UNKNOWN_TYPE, UnknownNode)
   UnknownNode.skip_list = true
-  const types = new Set()
+  const types = new Set(Object.keys(app.types))
   for (const def of Object.values(catalogue)) {
     for (const s of [...def.inputs, ...def.outputs]) types.add(s.type)
   }

@@ -3,6 +3,8 @@
 export const app = {
   /** node catalogue from GET /api/nodes: {Type: description} */
   catalogue: {},
+  /** socket types from GET /api/types: {TYPE: {description, color}} */
+  types: {},
   /** LGraph and LGraphCanvas */
   graph: null,
   canvas: null,
@@ -26,27 +28,11 @@ export function runtimeOf(id) {
   return r
 }
 
-export const TYPE_COLORS = {
-  MODEL: "#b39ddb",
-  CLIP: "#ffd54f",
-  VAE: "#ef5350",
-  CONDITIONING: "#ffa726",
-  LATENT: "#ec407a",
-  IMAGE: "#64b5f6",
-  MASK: "#81c784",
-  UPSCALE_MODEL: "#9575cd",
-  CONTROL_NET: "#4db6ac",
-  FACES: "#f48fb1",
-  INT: "#7fa8d8",
-  FLOAT: "#9ccc65",
-  STRING: "#b0bec5",
-  BOOLEAN: "#ce93d8",
-  COMBO: "#90a4ae",
-}
-
+/** The colour the canvas draws sockets and links of a type in: the server's, from GET /api/types. */
 export function typeColor(type) {
-  if (TYPE_COLORS[type]) return TYPE_COLORS[type]
-  // a stable colour for socket types the catalogue adds later (plugins)
+  const known = app.types[type]?.color
+  if (known) return known
+  // a stable colour for types the server did not describe (the server picks the same for the ones it did not declare)
   let h = 0
   for (const c of String(type)) h = (h * 31 + c.charCodeAt(0)) % 360
   return `hsl(${h} 55% 65%)`

@@ -7,7 +7,7 @@ import { refreshGallery } from "./gallery.js"
 import { fitView } from "./graphio.js"
 import { redo, undo } from "./history.js"
 import { showShortcuts } from "./keyboard.js"
-import { refreshChoices, registerCatalogue } from "./nodes.js"
+import { loadCatalogue, refreshChoices } from "./nodes.js"
 import { refreshParams } from "./params.js"
 import { batchCount, interrupt, queue, queueMany, queueSelected } from "./run.js"
 import { app } from "./state.js"
@@ -68,8 +68,7 @@ export function initToolbar() {
   })
   $("btn-refresh").addEventListener("click", async () => {
     try {
-      app.catalogue = await api.nodes()
-      registerCatalogue(app.catalogue)
+      await loadCatalogue()
       refreshChoices(app.catalogue)
       app.rebuildPalette?.()
       refreshParams(true)
