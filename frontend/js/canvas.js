@@ -1,9 +1,10 @@
+// @ts-check
 // The canvas: the graph library's look, the LGraphCanvas and how it hooks into the rest of the editor.
 
-import { LGraph, LGraphCanvas, LGraphGroup, LiteGraph } from "litegraph"
+import { LGraph, LGraphCanvas, LGraphGroup, LGraphNode, LiteGraph } from "litegraph"
 import { arrangeGraph, fitView } from "./graphio.js"
 import { nodeId } from "./nodes.js"
-import { closeSearch, openSearch } from "./search.js"
+import { closeSearch, openSearch, slotType } from "./search.js"
 import { app } from "./state.js"
 import { promptDialog, toast } from "./ui.js"
 import { beginDomFrame, endDomFrame } from "./widgets.js"
@@ -56,6 +57,7 @@ function gridPattern() {
   c.width = 24
   c.height = 24
   const ctx = c.getContext("2d")
+  if (!ctx) return "" // no grid then
   ctx.fillStyle = "#131519"
   ctx.fillRect(0, 0, 24, 24)
   ctx.fillStyle = "#262a31"
@@ -65,7 +67,13 @@ function gridPattern() {
 
 // -- canvas -----------------------------------------------------------------------------------------
 
+/**
+ * The graph and its canvas on the page's <canvas> (app.graph, app.canvas).
+ * @param {HTMLCanvasElement} el
+ */
 export function makeCanvas(el) {
+  const wrap = el.parentElement
+  if (!wrap) throw new Error("the canvas needs an element around it to take its size from")
   const graph = new LGraph()
   const canvas = new LGraphCanvas(el, graph)
   app.graph = graph
@@ -80,24 +88,27 @@ export function makeCanvas(el) {
   canvas.round_radius = 8
   canvas.low_quality_zoom_threshold = 0.35
   canvas.default_link_color = LiteGraph.LINK_COLOR
-  canvas.showSearchBox = (e, opts) => {
-    openSearch(e.clientX, e.clientY, opts || null)
-    return null
-  }
+  // our search box instead of litegraph's (double-click the canvas, or drop a link on empty space)
+  canvas.showSearchBox = (e, opts) => openSearch(e.clientX, e.clientY, opts || null)
   canvas.showConnectionMenu = (opt) => {
     const e = opt.e
-    if (opt.nodeFrom) openSearch(e.clientX, e.clientY, { node_from: opt.nodeFrom, slot_from: opt.slotFrom, type_filter_in: opt.slotFrom?.type })
-    else if (opt.nodeTo) openSearch(e.clientX, e.clientY, { node_to: opt.nodeTo, slot_to: opt.slotTo, type_filter_out: opt.slotTo?.type })
+    if (!e) return
+    if (opt.nodeFrom instanceof LGraphNode) openSearch(e.clientX, e.clientY, { node_from: opt.nodeFrom, slot_from: opt.slotFrom, type_filter_in: slotType(opt.slotFrom) })
+    else if (opt.nodeTo instanceof LGraphNode) openSearch(e.clientX, e.clientY, { node_to: opt.nodeTo, slot_to: opt.slotTo, type_filter_out: slotType(opt.slotTo) })
   }
-  canvas.getMenuOptions = () => [
-    { content: "Search nodes…", callback: (v, o, e) => openSearch(e.clientX, e.clientY) },
-    { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
-    { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
-    null,
-    { content: "Group selected nodes (Ctrl+G)", disabled: !Object.keys(canvas.selected_nodes).length, callback: groupSelected },
-    { content: "Fit view (.)", callback: () => fitView() },
-    { content: "Arrange", callback: () => { arrangeGraph(); app.changed() } },
-  ]
+  canvas.getMenuOptions = () => {
+    /** @type {(import("litegraph").IContextMenuValue<string> | null)[]} */
+    const entries = [
+      { content: "Search nodes…", callback: (v, o, e) => { if (e) openSearch(e.clientX, e.clientY) } },
+      { content: "Add Node", has_submenu: true, callback: LGraphCanvas.onMenuAdd },
+      { content: "Add Group", callback: LGraphCanvas.onGroupAdd },
+      null,
+      { content: "Group selected nodes (Ctrl+G)", disabled: !Object.keys(canvas.selected_nodes).length, callback: groupSelected },
+      { content: "Fit view (.)", callback: () => fitView() },
+      { content: "Arrange", callback: () => { arrangeGraph(); app.changed() } },
+    ]
+    return menu(entries)
+  }
   // keep DOM widgets (prompt boxes) glued to their nodes
   const drawFront = canvas.drawFrontCanvas.bind(canvas)
   canvas.drawFrontCanvas = function () {
@@ -106,25 +117,26 @@ export function makeCanvas(el) {
     endDomFrame()
   }
   const resize = () => {
-    const r = el.parentElement.getBoundingClientRect()
+    const r = wrap.getBoundingClientRect()
     const dpr = Math.max(window.devicePixelRatio || 1, 1)
     el.width = Math.round(r.width * dpr)
     el.height = Math.round(r.height * dpr)
     el.style.width = `${r.width}px`
     el.style.height = `${r.height}px`
-    el.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0)
+    el.getContext("2d")?.setTransform(dpr, 0, 0, dpr, 0, 0)
     canvas.setDirty(true, true)
     canvas.draw(true, true)
   }
-  new ResizeObserver(resize).observe(el.parentElement)
+  new ResizeObserver(resize).observe(wrap)
   resize()
   el.addEventListener("pointerdown", () => {
     closeSearch()
     if (document.activeElement !== el) el.focus({ preventScroll: true })
   })
   app.setDirty = () => canvas.setDirty(true, true)
-  el.addEventListener("litegraph:canvas", async (e) => {
-    const group = e.detail?.subType === "group-double-click" ? e.detail.group : null
+  el.addEventListener("litegraph:canvas", async (/** @type {Event} */ e) => {
+    const detail = e instanceof CustomEvent ? /** @type {import("litegraph").LiteGraphCanvasEvent["detail"]} */ (e.detail) : null
+    const group = detail?.subType === "group-double-click" ? detail.group : null
     if (!group) return
     const t = await promptDialog("Rename group", "Title", group.title, { okLabel: "Rename" })
     if (t) {
@@ -153,11 +165,26 @@ export function makeCanvas(el) {
   return canvas
 }
 
+/**
+ * A workflow id no node on the canvas has, near the node's litegraph id.
+ * @param {LGraphNode} node
+ */
 function freshId(node) {
   const taken = new Set(app.graph._nodes.map((n) => n.properties?.aid).filter((x) => x != null))
   let n = Math.max(1, Number(node.id) || 1)
   while (taken.has(String(n))) n++
   return String(n)
+}
+
+/**
+ * Context menu entries for litegraph: null entries are separators, which its ContextMenu draws though
+ * the hooks' declared types leave them out.
+ * @template T
+ * @param {(T | null)[]} entries
+ * @returns {T[]}
+ */
+export function menu(entries) {
+  return /** @type {T[]} */ (entries)
 }
 
 export function groupSelected() {
@@ -174,6 +201,10 @@ export function groupSelected() {
   app.changed()
 }
 
+/**
+ * Zoom around the middle of the canvas.
+ * @param {number} f
+ */
 export function zoomBy(f) {
   const c = app.canvas
   const el = c.canvas

@@ -1,3 +1,4 @@
+// @ts-check
 // Undo and redo: the workflow's JSON after each change, and whether it differs from what was saved.
 
 import { loadIntoGraph, toWorkflow } from "./graphio.js"
@@ -5,9 +6,23 @@ import { refreshParams } from "./params.js"
 import { app } from "./state.js"
 import { isTyping } from "./ui.js"
 
+/**
+ * Snapshots are the workflow's JSON text: cheap to compare, and what the session keeps.
+ * @typedef {object} History
+ * @property {string[]} undo older snapshots, the newest last
+ * @property {string[]} redo snapshots undone, the next one last
+ * @property {string | null} current the canvas as last recorded
+ * @property {boolean} restoring an undo/redo is putting a snapshot on the canvas: record nothing
+ * @property {string | null} saved the snapshot the library holds
+ */
+
+/** @type {History} */
 export const history = { undo: [], redo: [], current: null, restoring: false, saved: null }
 
+/** @typedef {(history: History) => void} DocumentListener */
+
 // what follows a change of the document (keep the session, update the panels): main.js decides
+/** @type {DocumentListener} */
 let documentChanged = () => {}
 
 function snapshot() {
@@ -28,6 +43,7 @@ export function checkpoint() {
   documentChanged(history)
 }
 
+/** @param {string} s a snapshot */
 function restore(s) {
   history.restoring = true
   try {
@@ -52,16 +68,18 @@ function settle() {
 
 export function undo() {
   checkpoint() // a change not recorded yet (its event is still on its way) is the state we leave
-  if (!history.undo.length) return
-  history.redo.push(history.current)
-  restore(history.undo.pop())
+  const previous = history.undo.pop()
+  if (previous === undefined) return
+  if (history.current != null) history.redo.push(history.current)
+  restore(previous)
 }
 
 export function redo() {
   checkpoint()
-  if (!history.redo.length) return
-  history.undo.push(history.current)
-  restore(history.redo.pop())
+  const next = history.redo.pop()
+  if (next === undefined) return
+  if (history.current != null) history.undo.push(history.current)
+  restore(next)
 }
 
 /** The canvas as it is now is what the library holds. */
@@ -82,7 +100,10 @@ function startOver() {
   documentChanged(history)
 }
 
-/** Fill the app's change hooks; `onDocumentChanged(history)` runs after every recorded change. */
+/**
+ * Fill the app's change hooks; `onDocumentChanged(history)` runs after every recorded change.
+ * @param {DocumentListener} onDocumentChanged
+ */
 export function initHistory(onDocumentChanged) {
   documentChanged = onDocumentChanged
   app.changed = () => setTimeout(checkpoint, 0)

@@ -1,3 +1,4 @@
+// @ts-check
 // Keyboard shortcuts of the editor (the canvas handles its own: copy, paste, delete, select all).
 
 import { groupSelected } from "./canvas.js"
@@ -39,6 +40,7 @@ export function showShortcuts() {
   })
 }
 
+/** @param {KeyboardEvent} e */
 function onKeyDown(e) {
   const mod = e.ctrlKey || e.metaKey
   if (mod && e.key === "Enter") {

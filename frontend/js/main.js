@@ -1,3 +1,4 @@
+// @ts-check
 // Atelier's canvas editor: starts the modules and wires them together.
 
 import { EventSocket } from "./api.js"
@@ -15,11 +16,9 @@ import { app } from "./state.js"
 import { exposeTestHooks } from "./testhooks.js"
 import { initToolbar, showConnection, showDocumentState } from "./toolbar.js"
 import { initTooltips } from "./tooltips.js"
-import { toast } from "./ui.js"
+import { byId, errorMessage, toast } from "./ui.js"
 import { initDomLayer } from "./widgets.js"
 import { initDragAndDrop, loadFromUrl, loadJob, pickImageFor } from "./workflows.js"
-
-const $ = (id) => document.getElementById(id)
 
 // modules reach each other through these hooks where importing would make a cycle
 initHistory((history) => {
@@ -39,10 +38,11 @@ app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
 
 function initSidebars() {
-  app.rebuildPalette = renderPalette($("palette"), $("palette-filter"))
-  initParams($("params"))
-  initGallery($("queue-list"), $("gallery"))
+  app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
+  initParams(byId("params"))
+  initGallery(byId("queue-list"), byId("gallery"))
   for (const btn of document.querySelectorAll("[data-collapse]")) {
+    if (!(btn instanceof HTMLElement)) continue
     btn.addEventListener("click", () => {
       document.body.classList.toggle(`hide-${btn.dataset.collapse}`)
       setTimeout(() => app.canvas.draw(true, true), 0)
@@ -52,18 +52,18 @@ function initSidebars() {
 
 async function start() {
   theme()
-  initDomLayer($("dom-widgets"))
-  makeCanvas($("graph-canvas"))
+  initDomLayer(byId("dom-widgets"))
+  makeCanvas(byId("graph-canvas", HTMLCanvasElement))
   initToolbar()
   initRunUi()
   initKeyboard()
   watchChanges()
-  initDragAndDrop($("canvas-wrap"))
-  initTooltips($("graph-canvas"))
+  initDragAndDrop(byId("canvas-wrap"))
+  initTooltips(byId("graph-canvas"))
   try {
     await loadCatalogue()
   } catch (err) {
-    toast(`Cannot reach the server: ${err.message}`, "error", 0)
+    toast(`Cannot reach the server: ${errorMessage(err)}`, "error", 0)
     return
   }
   initSidebars()

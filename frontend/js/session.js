@@ -1,3 +1,4 @@
+// @ts-check
 // The session: the canvas is kept in local storage after each change and comes back on the next visit.
 
 import { app } from "./state.js"
@@ -5,7 +6,10 @@ import { loadDefault, openWorkflow } from "./workflows.js"
 
 const SESSION_KEY = "atelier.session"
 
-/** Keep the workflow (its JSON text) and the library name it was saved as. */
+/**
+ * Keep the workflow (its JSON text) and the library name it was saved as.
+ * @param {string | null} workflow
+ */
 export function saveSession(workflow) {
   try {
     localStorage.setItem(SESSION_KEY, JSON.stringify({ workflow, savedAs: app.savedAs ?? "" }))
@@ -16,6 +20,7 @@ export function saveSession(workflow) {
 
 /** Put the last session's workflow on the canvas, or the default workflow when there is none. */
 export async function restoreSession() {
+  /** @type {{workflow?: string, savedAs?: string} | null} */
   let session = null
   try {
     session = JSON.parse(localStorage.getItem(SESSION_KEY) || "null")

@@ -1,3 +1,4 @@
+// @ts-check
 // The top bar: workflow menu and name, undo/redo, queue buttons, connection dot; the zoom buttons and the
 // page title, which show the document's state.
 
@@ -11,10 +12,10 @@ import { loadCatalogue, refreshChoices } from "./nodes.js"
 import { refreshParams } from "./params.js"
 import { batchCount, interrupt, queue, queueMany, queueSelected } from "./run.js"
 import { app } from "./state.js"
-import { toast } from "./ui.js"
+import { byId, errorMessage, toast } from "./ui.js"
 import { exportApi, exportJson, importFile, loadDefault, newWorkflow, openLibrary, saveToLibrary } from "./workflows.js"
 
-const $ = (id) => document.getElementById(id)
+const $ = byId
 
 export function initToolbar() {
   app.updateTitle = updateTitle
@@ -26,15 +27,16 @@ export function initToolbar() {
   $("btn-undo").addEventListener("click", undo)
   $("btn-redo").addEventListener("click", redo)
   $("wf-name").addEventListener("change", () => {
-    app.doc.metadata.name = $("wf-name").value.trim()
+    app.doc.metadata.name = $("wf-name", HTMLInputElement).value.trim()
     app.changed()
   })
-  const fileInput = $("file-input")
+  const fileInput = $("file-input", HTMLInputElement)
   fileInput.addEventListener("change", async () => {
     const f = fileInput.files?.[0]
     fileInput.value = ""
     if (f) await importFile(f)
   })
+  /** @type {Record<string, () => void>} what the menus' items (data-action) do */
   const menuActions = {
     "save-as": () => saveToLibrary({ askName: true }),
     import: () => fileInput.click(),
@@ -52,7 +54,7 @@ export function initToolbar() {
   }
   for (const dd of document.querySelectorAll(".dropdown")) {
     const btn = dd.querySelector(".dropdown-toggle")
-    btn.addEventListener("click", (e) => {
+    btn?.addEventListener("click", (e) => {
       e.stopPropagation()
       const open = dd.classList.contains("open")
       for (const o of document.querySelectorAll(".dropdown.open")) o.classList.remove("open")
@@ -60,9 +62,9 @@ export function initToolbar() {
     })
   }
   document.addEventListener("click", (e) => {
-    const item = e.target.closest?.("[data-action]")
-    if (item) {
-      menuActions[item.dataset.action]?.()
+    const item = e.target instanceof Element ? e.target.closest("[data-action]") : null
+    if (item instanceof HTMLElement) {
+      menuActions[item.dataset.action || ""]?.()
     }
     for (const o of document.querySelectorAll(".dropdown.open")) o.classList.remove("open")
   })
@@ -75,7 +77,7 @@ export function initToolbar() {
       app.setDirty()
       toast("Node definitions and model lists refreshed", "success", 2000)
     } catch (err) {
-      toast(err.message, "error")
+      toast(errorMessage(err), "error")
     }
   })
   $("zoom-in").addEventListener("click", () => zoomBy(1.2))
@@ -88,17 +90,25 @@ function updateTitle() {
   document.title = app.runProgress != null ? `[${Math.round(app.runProgress * 100)}%] ${app.baseTitle || "Atelier"}` : app.baseTitle || "Atelier"
 }
 
-/** Show the document's name, whether it is saved and whether undo/redo can go anywhere. */
+/**
+ * Show the document's name, whether it is saved and whether undo/redo can go anywhere.
+ * @param {import("./history.js").History} history
+ */
 export function showDocumentState(history) {
   const name = app.doc.metadata?.name || ""
-  if (document.activeElement !== $("wf-name")) $("wf-name").value = name
+  const nameField = $("wf-name", HTMLInputElement)
+  if (document.activeElement !== nameField) nameField.value = name
   $("wf-modified").classList.toggle("on", history.current !== history.saved)
   app.baseTitle = `${name || "Untitled"}${history.current !== history.saved ? " •" : ""} — Atelier`
   app.updateTitle()
-  $("btn-undo").disabled = !history.undo.length
-  $("btn-redo").disabled = !history.redo.length
+  $("btn-undo", HTMLButtonElement).disabled = !history.undo.length
+  $("btn-redo", HTMLButtonElement).disabled = !history.redo.length
 }
 
+/**
+ * The dot of the connection to the server.
+ * @param {boolean} up
+ */
 export function showConnection(up) {
   $("conn-dot").classList.toggle("up", up)
   $("conn-dot").title = up ? "Connected to the server" : "Disconnected: reconnecting…"

@@ -1,8 +1,13 @@
+// @ts-check
 // Tooltips on the canvas: what a node, an input or a widget is for (from the catalogue's descriptions).
 
 import { app } from "./state.js"
 import { h } from "./ui.js"
 
+/**
+ * The tooltip for what is under the pointer, or null.
+ * @param {MouseEvent} e
+ */
 function tooltipAt(e) {
   const { canvas, graph } = app
   const [x, y] = canvas.convertEventToCanvasOffset(e)
@@ -10,6 +15,7 @@ function tooltipAt(e) {
   const def = node && app.catalogue[node.type]
   if (!def) return null
   if (y - node.pos[1] < 0) return def.description ? `${def.display_name || def.type}: ${def.description}` : null
+  /** @type {import("./widgets.js").AtelierWidget | undefined} */
   const w = node.getWidgetOnPos(x, y)
   if (w?.inputSpec) {
     const spec = w.inputSpec
@@ -17,18 +23,21 @@ function tooltipAt(e) {
     return spec.description ? `${w.name}${range}: ${spec.description}` : range ? `${w.name}${range}` : null
   }
   const found = node.getSlotInPosition?.(x, y)
-  if (found?.input) {
-    const spec = def.inputs.find((i) => i.name === found.input.name)
-    return `${found.input.name} · ${found.input.type}${spec?.optional ? " (optional)" : ""}${spec?.description ? `: ${spec.description}` : ""}`
+  const input = found?.input
+  if (input) {
+    const spec = def.inputs.find((i) => i.name === input.name)
+    return `${input.name} · ${input.type}${spec?.optional ? " (optional)" : ""}${spec?.description ? `: ${spec.description}` : ""}`
   }
   if (found?.output) return `${found.output.name} · ${found.output.type}`
   return null
 }
 
+/** @param {HTMLElement} el the canvas */
 export function initTooltips(el) {
   const tip = h("div", { class: "tooltip", role: "tooltip" })
   document.body.appendChild(tip)
-  let timer = null
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer
   const hide = () => {
     clearTimeout(timer)
     tip.classList.remove("show")
