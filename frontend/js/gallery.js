@@ -1,13 +1,25 @@
+// @ts-check
 // The queue and the gallery of recent jobs, and the image viewer.
 
 import { api, imageUrl } from "./api.js"
 import { app } from "./state.js"
-import { h, timeAgo, toast } from "./ui.js"
+import { errorMessage, h, timeAgo, toast } from "./ui.js"
 
+/** @typedef {import("./api.js").Job} Job */
+/** @typedef {import("./state.js").ImageRef} ImageRef */
+
+/** @type {HTMLElement | null} */
 let queueRoot = null
+/** @type {HTMLElement | null} */
 let galleryRoot = null
-let refreshTimer = null
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let refreshTimer
 
+/**
+ * The images a job's output nodes showed or saved.
+ * @param {Job} job
+ * @returns {(ImageRef & {node: string})[]}
+ */
 function jobImages(job) {
   const out = []
   for (const [node, o] of Object.entries(job.outputs || {})) {
@@ -16,12 +28,17 @@ function jobImages(job) {
   return out
 }
 
+/** @param {Job} job */
 function duration(job) {
   if (!job.started || !job.finished) return ""
   const s = job.finished - job.started
   return s < 10 ? `${s.toFixed(2)} s` : `${s.toFixed(1)} s`
 }
 
+/**
+ * @param {HTMLElement} queueEl the list of jobs queued and running
+ * @param {HTMLElement} galleryEl the recent images
+ */
 export function initGallery(queueEl, galleryEl) {
   queueRoot = queueEl
   galleryRoot = galleryEl
@@ -47,7 +64,7 @@ export async function refreshQueue() {
   } catch {
     return
   }
-  const rows = [...q.running.map((j) => ({ ...j, running: true })), ...q.queued]
+  const rows = [...q.running.map((j) => ({ ...j, running: true })), ...q.queued.map((j) => ({ ...j, running: false }))]
   queueRoot.replaceChildren(
     ...rows.map((j) =>
       h("li", { class: `queue-item${j.running ? " running" : ""}`, dataset: { job: j.id } },
@@ -60,14 +77,14 @@ export async function refreshQueue() {
             try {
               await api.cancel(j.id)
             } catch (err) {
-              toast(err.message, "error")
+              toast(errorMessage(err), "error")
             }
             refreshQueue()
           },
         }, "✕")),
     ),
   )
-  queueRoot.parentElement.classList.toggle("empty", rows.length === 0)
+  queueRoot.parentElement?.classList.toggle("empty", rows.length === 0)
 }
 
 export async function refreshGallery() {
@@ -103,6 +120,12 @@ export async function refreshGallery() {
 
 // -- viewer ---------------------------------------------------------------------------------------
 
+/**
+ * The image viewer over the page: arrow keys go through the images, Escape closes it.
+ * @param {ImageRef[]} images
+ * @param {number} index the one shown first
+ * @param {Job | null} job whose images they are, for the caption
+ */
 export function openViewer(images, index, job) {
   document.getElementById("viewer")?.remove()
   let i = index
@@ -117,6 +140,7 @@ export function openViewer(images, index, job) {
     box.remove()
     document.removeEventListener("keydown", onKey, true)
   }
+  /** @param {KeyboardEvent} e */
   const onKey = (e) => {
     if (e.key === "Escape") close()
     else if (e.key === "ArrowRight" && i < images.length - 1) {
@@ -129,7 +153,7 @@ export function openViewer(images, index, job) {
     e.stopPropagation()
     e.preventDefault()
   }
-  const box = h("div", { id: "viewer", class: "viewer", onclick: (e) => { if (e.target === box) close() } },
+  const box = h("div", { id: "viewer", class: "viewer", onclick: (/** @type {MouseEvent} */ e) => { if (e.target === box) close() } },
     h("div", { class: "viewer-frame" },
       img,
       h("div", { class: "viewer-bar" },
@@ -139,7 +163,9 @@ export function openViewer(images, index, job) {
             close()
             await app.loadFromUrl?.(imageUrl(images[i]), images[i].filename)
           } }, "Load workflow"),
-          h("a", { class: "btn", href: imageUrl(images[i]), download: images[i].filename, onclick: (e) => { e.currentTarget.href = imageUrl(images[i]) } }, "Download"),
+          h("a", { class: "btn", href: imageUrl(images[i]), download: images[i].filename, onclick: (/** @type {MouseEvent} */ e) => {
+            if (e.currentTarget instanceof HTMLAnchorElement) e.currentTarget.href = imageUrl(images[i])
+          } }, "Download"),
           h("button", { class: "btn", onclick: close }, "Close")))),
   )
   document.addEventListener("keydown", onKey, true)

@@ -1,42 +1,148 @@
+// @ts-check
 // Canvas <-> Atelier workflow JSON; ComfyUI API-format and UI-format import.
 
 import { LGraphGroup, LiteGraph } from "litegraph"
-import { UNKNOWN_TYPE, nodeId } from "./nodes.js"
+import { UNKNOWN_TYPE, inputWidget, nodeId, widgetsOf } from "./nodes.js"
 import { app } from "./state.js"
 
+/** @typedef {import("litegraph").LGraphNode} LGraphNode */
+/** @typedef {import("./state.js").Metadata} Metadata */
+/** @typedef {import("./state.js").Parameter} Parameter */
+/** @typedef {import("./widgets.js").AtelierWidget} AtelierWidget */
+
+// -- the formats ----------------------------------------------------------------------------------------
+
+/**
+ * An input's value that comes from another node: its output by name (or by index, for unknown nodes).
+ * @typedef {{node: string, output: string | number}} LinkRef
+ */
+
+/**
+ * A node of an Atelier workflow; inputs hold literal values or LinkRefs; fields we do not know are kept.
+ * @typedef {{type: string, inputs?: Record<string, unknown>, title?: string, [key: string]: unknown}} WorkflowNode
+ */
+
+/**
+ * A group box on the canvas.
+ * @typedef {{title: string, bounding: number[], color?: string}} WorkflowGroup
+ */
+
+/**
+ * The layout of an Atelier workflow, per workflow node id; keys we do not know are kept.
+ * @typedef {object} WorkflowUiKnown
+ * @property {Record<string, number[]>} [positions]
+ * @property {Record<string, number[]>} [sizes]
+ * @property {string[]} [collapsed]
+ * @property {Record<string, {color?: string, bgcolor?: string}>} [colors]
+ * @property {WorkflowGroup[]} [groups]
+ * @property {Record<string, Record<string, string>>} [controls] seeds' "control after generate" modes
+ */
+/** @typedef {WorkflowUiKnown & Record<string, unknown>} WorkflowUi */
+
+/**
+ * An Atelier workflow (the server's format); top-level keys we do not know are kept.
+ * @typedef {object} WorkflowKnown
+ * @property {"atelier/workflow"} format
+ * @property {number} version
+ * @property {Metadata} metadata
+ * @property {Record<string, Parameter>} parameters
+ * @property {Record<string, WorkflowNode>} nodes
+ * @property {WorkflowUi} ui
+ */
+/** @typedef {WorkflowKnown & Record<string, unknown>} Workflow */
+
+/**
+ * ComfyUI's API format: {id: {class_type, inputs}}; a link is [node id, output index].
+ * @typedef {Record<string, {class_type: string, inputs?: Record<string, unknown>, _meta?: {title?: string}}>} ComfyApiPrompt
+ */
+
+/**
+ * A node of ComfyUI's UI format.
+ * @typedef {object} ComfyUiNode
+ * @property {number | string} id
+ * @property {string} type
+ * @property {number} [mode] 2 muted, 4 bypassed
+ * @property {string} [title]
+ * @property {number[] | Record<string, number>} [pos] older files have {"0": x, "1": y}
+ * @property {number[] | Record<string, number>} [size]
+ * @property {{name: string, link?: number | null}[]} [inputs]
+ * @property {unknown[] | Record<string, unknown>} [widgets_values] by position, or by name
+ */
+
+/**
+ * ComfyUI's UI format: nodes, and links as [id, origin, origin slot, target, target slot, type] or objects.
+ * @typedef {object} ComfyUiWorkflow
+ * @property {ComfyUiNode[]} nodes
+ * @property {Array<unknown[] | {id: unknown, origin_id: unknown, origin_slot: unknown}>} [links]
+ * @property {WorkflowGroup[]} [groups]
+ */
+
+/**
+ * @param {unknown} v
+ * @returns {v is LinkRef}
+ */
 const isLink = (v) =>
   v !== null && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 2 && "node" in v && "output" in v
 
-const clone = (x) => (x === undefined ? undefined : JSON.parse(JSON.stringify(x)))
+/**
+ * A deep copy of JSON data.
+ * @template T
+ * @param {T} x
+ * @returns {T}
+ */
+const clone = (x) => (x === undefined ? x : JSON.parse(JSON.stringify(x)))
 
+/** @param {number} v */
 const round = (v) => Math.round(v * 10) / 10
+
+/**
+ * The choices of a combo widget (null for other widgets).
+ * @param {AtelierWidget} w
+ * @returns {unknown[] | null}
+ */
+const comboChoices = (w) => (w.type === "combo" && Array.isArray(w.options.values) ? w.options.values : null)
 
 // -- canvas -> workflow ------------------------------------------------------------------------------
 
-/** The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included). */
+/**
+ * The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included).
+ * @returns {Workflow}
+ */
 export function toWorkflow() {
   const { graph, doc, catalogue } = app
+  /** @type {Record<string, WorkflowNode>} */
   const nodes = {}
+  /** @type {WorkflowUi} */
   const ui = { ...clone(doc.uiExtra || {}) }
+  /** @type {Record<string, number[]>} */
   const positions = {}
+  /** @type {Record<string, number[]>} */
   const sizes = {}
+  /** @type {string[]} */
   const collapsed = []
+  /** @type {Record<string, {color?: string, bgcolor?: string}>} */
   const colors = {}
+  /** @type {Record<string, Record<string, string>>} */
   const controls = {}
   for (const node of graph._nodes) {
     const id = nodeId(node)
-    const extra = clone(node.properties?.extra || {})
+    // the workflow node's fields this editor does not know (litegraph's properties are untyped)
+    const extra = clone(/** @type {Record<string, unknown>} */ (node.properties?.extra || {}))
+    /** @type {WorkflowNode} */
     let entry
     if (node.type === UNKNOWN_TYPE) {
-      entry = clone(node.properties.raw)
-      entry.inputs = { ...(entry.inputs || {}) }
+      // an unknown node keeps the workflow's entry as it came (litegraph's properties are untyped)
+      entry = clone(/** @type {WorkflowNode} */ (node.properties.raw))
+      const inputs = { ...(entry.inputs || {}) }
+      entry.inputs = inputs
       // links may have been redrawn on the canvas: take them from there
       for (const slot of node.inputs || []) {
-        if (slot.link != null) entry.inputs[slot.name] = linkValue(slot.link)
-        else if (isLink(entry.inputs[slot.name])) delete entry.inputs[slot.name]
+        if (slot.link != null) inputs[slot.name] = linkValue(slot.link)
+        else if (isLink(inputs[slot.name])) delete inputs[slot.name]
       }
     } else {
       const def = catalogue[node.type]
+      /** @type {Record<string, unknown>} */
       const inputs = {}
       for (const inp of def?.inputs || []) {
         const slot = node.inputs?.find((s) => s.name === inp.name)
@@ -45,10 +151,10 @@ export function toWorkflow() {
           if (v) inputs[inp.name] = v
           continue
         }
-        const w = node.widgets?.find((x) => x.name === inp.name && !x.isControl)
+        const w = inputWidget(node, inp.name)
         if (w) inputs[inp.name] = w.value
         const ctl = w?.control
-        if (ctl && ctl.value !== "fixed") (controls[id] ||= {})[inp.name] = ctl.value
+        if (ctl && ctl.value !== "fixed") (controls[id] ||= {})[inp.name] = String(ctl.value)
       }
       entry = { ...extra, type: node.type, inputs }
       if (node.title && node.title !== (def?.display_name || node.type)) entry.title = node.title
@@ -88,6 +194,11 @@ export function toWorkflow() {
   }
 }
 
+/**
+ * The literal value a parameter's target ("node.input") holds in a workflow's nodes.
+ * @param {Record<string, WorkflowNode>} nodes
+ * @param {string | undefined} target
+ */
 function targetValue(nodes, target) {
   if (!target) return undefined
   const dot = target.lastIndexOf(".")
@@ -96,25 +207,36 @@ function targetValue(nodes, target) {
   return v === undefined || isLink(v) ? undefined : v
 }
 
+/**
+ * The workflow value of a link on the canvas.
+ * @param {import("litegraph").LinkId} linkId
+ * @returns {LinkRef | null}
+ */
 function linkValue(linkId) {
   const link = app.graph.getLink(linkId)
   if (!link) return null
   const origin = app.graph.getNodeById(link.origin_id)
   if (!origin) return null
-  const out = origin.outputs?.[link.origin_slot]
-  if (origin.type === UNKNOWN_TYPE && /^\d+$/.test(out?.name ?? "")) return { node: nodeId(origin), output: Number(out.name) }
-  return { node: nodeId(origin), output: out?.name ?? link.origin_slot }
+  const name = origin.outputs?.[link.origin_slot]?.name
+  if (origin.type === UNKNOWN_TYPE && /^\d+$/.test(name ?? "")) return { node: nodeId(origin), output: Number(name) }
+  return { node: nodeId(origin), output: name ?? link.origin_slot }
 }
 
-/** ComfyUI API format ({id: {class_type, inputs}}) for the current canvas. */
+/**
+ * ComfyUI API format ({id: {class_type, inputs}}) for the current canvas.
+ * @param {Workflow} [wf]
+ * @returns {ComfyApiPrompt}
+ */
 export function toComfyApi(wf = toWorkflow()) {
+  /** @type {ComfyApiPrompt} */
   const out = {}
   for (const [id, n] of Object.entries(wf.nodes)) {
+    /** @type {Record<string, unknown>} */
     const inputs = {}
     for (const [k, v] of Object.entries(n.inputs || {})) {
       if (isLink(v)) {
         const src = wf.nodes[v.node]
-        const outs = app.catalogue[src?.type]?.outputs || []
+        const outs = (src && app.catalogue[src.type]?.outputs) || []
         const idx = typeof v.output === "number" ? v.output : outs.findIndex((o) => o.name === v.output)
         inputs[k] = [v.node, Math.max(idx, 0)]
       } else {
@@ -130,23 +252,34 @@ export function toComfyApi(wf = toWorkflow()) {
 
 export class FormatError extends Error {}
 
-/** Recognise the data of a dropped/opened file and turn it into an Atelier workflow. */
+/**
+ * Recognise the data of a dropped/opened file and turn it into an Atelier workflow. Only the format is
+ * recognised here: the server checks the rest when the workflow runs or is saved.
+ * @param {unknown} data
+ * @returns {Workflow}
+ */
 export function normalizeWorkflow(data) {
   if (!data || typeof data !== "object" || Array.isArray(data)) throw new FormatError("this file holds no workflow")
-  if (data.format === "atelier/workflow" || (data.nodes && typeof data.nodes === "object" && !Array.isArray(data.nodes))) {
-    return data
+  const d = /** @type {Record<string, unknown>} */ (data)
+  if (d.format === "atelier/workflow" || (d.nodes && typeof d.nodes === "object" && !Array.isArray(d.nodes))) {
+    return /** @type {Workflow} */ (d)
   }
-  if (Array.isArray(data.nodes) && Array.isArray(data.links)) return fromComfyUi(data)
-  if (data.workflow && typeof data.workflow === "object") {
-    const wf = normalizeWorkflow(data.workflow)
-    return withParameterValues(wf, data.parameters)
+  if (Array.isArray(d.nodes) && Array.isArray(d.links)) return fromComfyUi(/** @type {ComfyUiWorkflow} */ (d))
+  if (d.workflow && typeof d.workflow === "object") {
+    const wf = normalizeWorkflow(d.workflow)
+    return withParameterValues(wf, /** @type {Record<string, unknown> | undefined} */ (d.parameters))
   }
-  const values = Object.values(data)
-  if (values.length && values.every((v) => v && typeof v === "object" && "class_type" in v)) return fromComfyApi(data)
+  const values = Object.values(d)
+  if (values.length && values.every((v) => v && typeof v === "object" && "class_type" in v)) return fromComfyApi(/** @type {ComfyApiPrompt} */ (d))
   throw new FormatError("not an Atelier workflow, nor a ComfyUI workflow (API or UI format)")
 }
 
-/** Parameter values used by a run (from a PNG) become the parameters' defaults. */
+/**
+ * Parameter values used by a run (from a PNG) become the parameters' defaults.
+ * @param {Workflow} wf
+ * @param {Record<string, unknown> | null | undefined} values
+ * @returns {Workflow}
+ */
 export function withParameterValues(wf, values) {
   if (!values) return wf
   const out = clone(wf)
@@ -156,9 +289,17 @@ export function withParameterValues(wf, values) {
   return out
 }
 
+/**
+ * An Atelier workflow from ComfyUI's API format (with the layout of its UI format when there is one).
+ * @param {ComfyApiPrompt} prompt
+ * @param {ComfyUiWorkflow | null} [uiWorkflow]
+ * @returns {Workflow}
+ */
 export function fromComfyApi(prompt, uiWorkflow = null) {
+  /** @type {Record<string, WorkflowNode>} */
   const nodes = {}
   for (const [id, n] of Object.entries(prompt)) {
+    /** @type {Record<string, unknown>} */
     const inputs = {}
     for (const [k, v] of Object.entries(n.inputs || {})) {
       const link = Array.isArray(v) && v.length === 2 && (typeof v[0] === "string" || typeof v[0] === "number") && Number.isInteger(v[1])
@@ -166,14 +307,19 @@ export function fromComfyApi(prompt, uiWorkflow = null) {
     }
     nodes[String(id)] = { type: n.class_type, inputs, ...(n._meta?.title ? { title: n._meta.title } : {}) }
   }
+  /** @type {WorkflowUi} */
   const ui = {}
   if (uiWorkflow && Array.isArray(uiWorkflow.nodes)) {
-    ui.positions = {}
-    ui.sizes = {}
+    /** @type {Record<string, number[]>} */
+    const positions = {}
+    /** @type {Record<string, number[]>} */
+    const sizes = {}
+    ui.positions = positions
+    ui.sizes = sizes
     for (const n of uiWorkflow.nodes) {
       if (!nodes[String(n.id)]) continue
-      if (n.pos) ui.positions[String(n.id)] = Array.isArray(n.pos) ? n.pos.slice(0, 2) : [n.pos[0], n.pos[1]]
-      if (n.size) ui.sizes[String(n.id)] = Array.isArray(n.size) ? n.size.slice(0, 2) : [n.size[0], n.size[1]]
+      if (n.pos) positions[String(n.id)] = Array.isArray(n.pos) ? n.pos.slice(0, 2) : [n.pos[0], n.pos[1]]
+      if (n.size) sizes[String(n.id)] = Array.isArray(n.size) ? n.size.slice(0, 2) : [n.size[0], n.size[1]]
     }
     if (uiWorkflow.groups?.length) ui.groups = uiWorkflow.groups.map((g) => ({ title: g.title, bounding: g.bounding, color: g.color }))
   }
@@ -184,17 +330,24 @@ export function fromComfyApi(prompt, uiWorkflow = null) {
   return { format: "atelier/workflow", version: 1, metadata: { name: "" }, parameters: {}, nodes, ui }
 }
 
-/** ComfyUI's UI-format workflow (nodes array + links array, widget values by position). */
+/**
+ * ComfyUI's UI-format workflow (nodes array + links array, widget values by position).
+ * @param {ComfyUiWorkflow} wf
+ * @returns {Workflow}
+ */
 export function fromComfyUi(wf) {
+  /** @type {Map<unknown, {origin: unknown, slot: unknown}>} */
   const links = new Map()
   for (const l of wf.links || []) {
     if (Array.isArray(l)) links.set(l[0], { origin: l[1], slot: l[2] })
     else if (l && typeof l === "object") links.set(l.id, { origin: l.origin_id, slot: l.origin_slot })
   }
+  /** @type {ComfyApiPrompt} */
   const prompt = {}
   for (const n of wf.nodes) {
     if (n.mode === 2 || n.mode === 4) continue // muted or bypassed
     if (n.type === "Note" || n.type === "MarkdownNote" || n.type === "Reroute" || n.type === "PrimitiveNode") continue
+    /** @type {Record<string, unknown>} */
     const inputs = {}
     const linked = new Set()
     for (const inp of n.inputs || []) {
@@ -212,7 +365,8 @@ export function fromComfyUi(wf) {
         for (const inp of def.inputs) {
           if (!inp.widget) continue
           const v = values[i++]
-          if (inp.control_after_generate && typeof values[i] === "string" && /^(fixed|increment|decrement|randomize)$/.test(values[i])) i++
+          const next = values[i] // a seed's control mode follows it
+          if (inp.control_after_generate && typeof next === "string" && /^(fixed|increment|decrement|randomize)$/.test(next)) i++
           if (!linked.has(inp.name) && v !== undefined) inputs[inp.name] = v
         }
       } else {
@@ -224,11 +378,20 @@ export function fromComfyUi(wf) {
   return fromComfyApi(prompt, wf)
 }
 
-/** Topological columns for workflows that carry no layout, spaced by the nodes' real sizes. */
+/**
+ * Topological columns for workflows that carry no layout, spaced by the nodes' real sizes.
+ * @param {Workflow} wf
+ * @param {Record<string, LGraphNode>} made the canvas nodes by workflow node id
+ */
 function autoLayout(wf, made) {
   const ids = Object.keys(wf.nodes)
+  /** @type {Record<string, number>} */
   const depth = {}
   const visiting = new Set()
+  /**
+   * @param {string} id
+   * @returns {number}
+   */
   const d = (id) => {
     if (depth[id] != null) return depth[id]
     if (visiting.has(id)) return 0
@@ -241,6 +404,7 @@ function autoLayout(wf, made) {
     depth[id] = best
     return best
   }
+  /** @type {Record<number, string[]>} */
   const cols = {}
   for (const id of ids) (cols[d(id)] ||= []).push(id)
   let x = 60
@@ -260,6 +424,7 @@ function autoLayout(wf, made) {
 /** Lay the canvas out again in columns along the links. */
 export function arrangeGraph() {
   const wf = toWorkflow()
+  /** @type {Record<string, LGraphNode>} */
   const made = {}
   for (const node of app.graph._nodes) made[nodeId(node)] = node
   autoLayout(wf, made)
@@ -267,15 +432,31 @@ export function arrangeGraph() {
 }
 
 /**
+ * A new node of a registered type.
+ * @param {string} type
+ */
+function createNode(type) {
+  const node = LiteGraph.createNode(type)
+  if (!node) throw new Error(`cannot make a ${type} node`)
+  return node
+}
+
+/**
  * Put a workflow on the canvas (replacing what is there). Returns the warnings worth telling the user.
  * Parameter defaults are written into their target widgets: they are what a run uses.
+ * @param {unknown} data a workflow in any format normalizeWorkflow() reads
+ * @param {{keepView?: boolean, fixChoices?: boolean}} [options] fixChoices: values not among a combo's choices
+ *   become its first choice (shipped workflows name model files this server may not have)
+ * @returns {string[]}
  */
 export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {}) {
   const wf = normalizeWorkflow(data)
   const { graph, catalogue } = app
+  /** @type {string[]} */
   const warnings = []
   graph.clear()
   const known = new Set(["format", "version", "metadata", "parameters", "nodes", "ui"])
+  /** @type {Record<string, unknown>} */
   const extra = {}
   for (const [k, v] of Object.entries(wf)) if (!known.has(k)) extra[k] = clone(v)
   const ui = clone(wf.ui || {})
@@ -288,17 +469,18 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
     uiExtra,
   }
   const positions = ui.positions && Object.keys(ui.positions).length ? ui.positions : null
+  /** @type {Record<string, LGraphNode>} */
   const made = {}
   for (const [id, n] of Object.entries(wf.nodes || {})) {
     const def = catalogue[n.type]
     let node
     if (def) {
-      node = LiteGraph.createNode(n.type)
+      node = createNode(n.type)
       const { type, inputs, title, ...rest } = n
       if (Object.keys(rest).length) node.properties.extra = clone(rest)
       if (title) node.title = title
     } else {
-      node = LiteGraph.createNode(UNKNOWN_TYPE)
+      node = createNode(UNKNOWN_TYPE)
       node.title = n.title || n.type
       node.properties.raw = clone(n)
       for (const [k, v] of Object.entries(n.inputs || {})) if (isLink(v)) node.addInput(k, "*")
@@ -316,16 +498,18 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
     if (def) {
       for (const [k, v] of Object.entries(n.inputs || {})) {
         if (isLink(v)) continue
-        const w = node.widgets?.find((x) => x.name === k && !x.isControl)
+        const w = inputWidget(node, k)
         if (!w) continue
-        w.value = v
-        if (fixChoices && w.type === "combo" && w.options.values.length && !w.options.values.includes(v)) {
-          warnings.push(`${n.title || def.display_name}: ${k} ${JSON.stringify(v)} is not available, using ${w.options.values[0]}`)
-          w.value = w.options.values[0]
+        // the value as the workflow has it: the server checks it
+        w.value = /** @type {AtelierWidget["value"]} */ (v)
+        const choices = comboChoices(w)
+        if (fixChoices && choices?.length && !choices.includes(v)) {
+          warnings.push(`${n.title || def.display_name}: ${k} ${JSON.stringify(v)} is not available, using ${choices[0]}`)
+          w.value = /** @type {AtelierWidget["value"]} */ (choices[0])
         }
       }
       for (const [k, mode] of Object.entries(ui.controls?.[id] || {})) {
-        const w = node.widgets?.find((x) => x.name === k)
+        const w = widgetsOf(node).find((x) => x.name === k)
         if (w?.control) w.control.value = mode
       }
     }
@@ -364,18 +548,19 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
   for (const [name, p] of Object.entries(app.doc.parameters)) {
     for (const t of p.targets || []) {
       const dot = t.lastIndexOf(".")
-      const node = made[t.slice(0, dot)]
-      const w = node?.widgets?.find((x) => x.name === t.slice(dot + 1) && !x.isControl)
+      const w = inputWidget(made[t.slice(0, dot)], t.slice(dot + 1))
       if (!w) {
         warnings.push(`parameter ${name} targets ${t}, which is not a widget on the canvas`)
         continue
       }
+      const choices = comboChoices(w)
       if (p.default !== undefined && p.default !== null) {
+        /** @type {unknown} */
         let v = p.default
-        if (fixChoices && w.type === "combo" && w.options.values.length && !w.options.values.includes(v)) v = w.options.values[0]
-        w.value = v
-      } else if (fixChoices && w.type === "combo" && w.options.values.length && !w.options.values.includes(w.value)) {
-        w.value = w.options.values[0]
+        if (fixChoices && choices?.length && !choices.includes(v)) v = choices[0]
+        w.value = /** @type {AtelierWidget["value"]} */ (v)
+      } else if (fixChoices && choices?.length && !choices.includes(w.value)) {
+        w.value = /** @type {AtelierWidget["value"]} */ (choices[0])
       }
     }
   }
@@ -389,6 +574,18 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
   return warnings
 }
 
+/**
+ * The graph position under a point of the screen (what litegraph's convertEventToCanvasOffset does for events).
+ * @param {number} clientX
+ * @param {number} clientY
+ * @returns {import("litegraph").Point}
+ */
+export function graphPosAt(clientX, clientY) {
+  const rect = app.canvas.canvas.getBoundingClientRect()
+  return app.canvas.convertCanvasToOffset([clientX - rect.left, clientY - rect.top])
+}
+
+/** Zoom and pan so that the whole workflow is in view. */
 export function fitView() {
   const { canvas, graph } = app
   if (!graph._nodes.length) {

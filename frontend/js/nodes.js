@@ -1,9 +1,15 @@
+// @ts-check
 // Node classes built from the server's catalogue, and how a node shows its run state.
 
-import { LGraphCanvas, LGraphNode, LiteGraph } from "litegraph"
-import { imageUrl } from "./api.js"
+import { LGraphCanvas, LGraphNode, LiteGraph, RenderShape } from "litegraph"
+import { api, imageUrl } from "./api.js"
 import { app, runtimeOf, typeColor } from "./state.js"
 import { addInputWidget, addSeedControl } from "./widgets.js"
+
+/** @typedef {import("./state.js").Catalogue} Catalogue */
+/** @typedef {import("./state.js").NodeDef} NodeDef */
+/** @typedef {import("./state.js").NodeError} NodeError */
+/** @typedef {import("./widgets.js").AtelierWidget} AtelierWidget */
 
 export const UNKNOWN_TYPE = "atelier/Unknown"
 
@@ -16,8 +22,13 @@ const COLORS = {
   param: "#c9a2ff",
 }
 
+/** @type {Map<string, HTMLImageElement>} */
 const imageCache = new Map()
 
+/**
+ * An image by URL, loaded once (the canvas redraws when it arrives).
+ * @param {string} url
+ */
 function loadImage(url) {
   let img = imageCache.get(url)
   if (!img) {
@@ -25,25 +36,69 @@ function loadImage(url) {
     img.onload = () => app.setDirty()
     img.src = url
     imageCache.set(url, img)
-    if (imageCache.size > 200) imageCache.delete(imageCache.keys().next().value)
+    const oldest = imageCache.keys().next().value
+    if (imageCache.size > 200 && oldest !== undefined) imageCache.delete(oldest)
   }
   return img
 }
 
-/** The workflow node id of a canvas node (kept in its properties so that it survives copy and undo). */
+/**
+ * The workflow node id of a canvas node (kept in its properties so that it survives copy and undo).
+ * @param {LGraphNode} node
+ * @returns {string}
+ */
 export function nodeId(node) {
-  return node.properties?.aid ?? String(node.id)
+  const aid = node.properties?.aid
+  return typeof aid === "string" ? aid : String(node.id)
 }
 
+/**
+ * The canvas node of a workflow node id (every node on the canvas is an AtelierNode).
+ * @param {string} aid
+ * @returns {AtelierNode | null}
+ */
 export function findNode(aid) {
-  return app.graph?._nodes.find((n) => nodeId(n) === aid) || null
+  for (const n of app.graph?._nodes || []) if (n instanceof AtelierNode && nodeId(n) === aid) return n
+  return null
 }
 
+/**
+ * The widget that gives a node's input `name` its value (not a seed's control combo of the same name).
+ * @param {LGraphNode | null | undefined} node
+ * @param {string} name
+ * @returns {AtelierWidget | undefined}
+ */
+export function inputWidget(node, name) {
+  return widgetsOf(node).find((w) => w.name === name && !w.isControl)
+}
+
+/**
+ * A node's widgets, with what Atelier keeps on them.
+ * @param {LGraphNode | null | undefined} node
+ * @returns {AtelierWidget[]}
+ */
+export function widgetsOf(node) {
+  return node?.widgets || []
+}
+
+/**
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {number} x
+ * @param {number} y
+ * @param {number} w
+ * @param {number} h
+ * @param {number} r
+ */
 function roundRect(ctx, x, y, w, h, r) {
   ctx.beginPath()
   ctx.roundRect(x, y, w, h, r)
 }
 
+/**
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {string} text
+ * @param {number} maxWidth
+ */
 function wrapText(ctx, text, maxWidth) {
   const lines = []
   for (const para of String(text).split("\n")) {
@@ -64,10 +119,16 @@ function wrapText(ctx, text, maxWidth) {
 
 /** Base class of every catalogue node: draws run state, previews, output images and errors. */
 export class AtelierNode extends LGraphNode {
+  /** @param {string} title */
   constructor(title) {
     super(title)
     this.serialize_widgets = true
     this.properties = this.properties || {}
+    /** @type {AtelierWidget | undefined} Load Image: the combo of the picture drawn in the node */
+    this.imageInput = undefined
+    /** whether it grew once to make room for previews */
+    this._previewRoom = false
+    /** @this {LGraphNode} */
     this.strokeStyles.run = function () {
       const r = app.runtime.get(nodeId(this))
       if (r?.status === "running") return { color: COLORS.running, lineWidth: 2, padding: 5 }
@@ -94,7 +155,10 @@ export class AtelierNode extends LGraphNode {
     return y
   }
 
-  /** grow the node so that a picture has room */
+  /**
+   * grow the node so that a picture has room
+   * @param {number} [aspect] width / height of the picture
+   */
   ensureImageRoom(aspect = 1) {
     const top = this.contentBottom
     const w = Math.max(this.size[0], 280)
@@ -102,6 +166,7 @@ export class AtelierNode extends LGraphNode {
     if (this.size[1] < want || this.size[0] < w) this.setSize([w, Math.max(this.size[1], want)])
   }
 
+  /** @param {CanvasRenderingContext2D} ctx */
   onDrawForeground(ctx) {
     const r = app.runtime.get(nodeId(this))
     const W = this.size[0]
@@ -117,7 +182,7 @@ export class AtelierNode extends LGraphNode {
     }
     this.drawParamMarks(ctx)
     const picked = this.imageInput?.value
-    if (picked && !r?.images?.length) {
+    if (typeof picked === "string" && picked && !r?.images?.length) {
       const top = this.contentBottom + 4
       if (H - top - 8 > 40) {
         const slash = picked.lastIndexOf("/")
@@ -127,6 +192,7 @@ export class AtelierNode extends LGraphNode {
     }
     if (!r) return
     // title chip: progress, cached or elapsed time
+    /** @type {{text: string, color: string} | null} */
     let chip = null
     if (r.status === "running") {
       chip = { text: r.progress ? `${r.progress.value}/${r.progress.max}` : "running", color: COLORS.running }
@@ -183,6 +249,12 @@ export class AtelierNode extends LGraphNode {
     if (r.errors?.length) this.drawErrors(ctx, r.errors)
   }
 
+  /**
+   * @param {CanvasRenderingContext2D} ctx
+   * @param {HTMLImageElement} img
+   * @param {number[]} room x, y, width, height
+   * @param {string | null} label
+   */
   drawPicture(ctx, img, [x, y, w, h], label) {
     const iw = img.naturalWidth || img.width
     const ih = img.naturalHeight || img.height
@@ -213,6 +285,10 @@ export class AtelierNode extends LGraphNode {
     }
   }
 
+  /**
+   * @param {CanvasRenderingContext2D} ctx
+   * @param {NodeError[]} errors
+   */
   drawErrors(ctx, errors) {
     const W = Math.max(this.size[0], 240)
     ctx.save()
@@ -240,7 +316,7 @@ export class AtelierNode extends LGraphNode {
     ctx.lineWidth = 2
     for (const e of errors) {
       if (!e.input) continue
-      const w = this.widgets?.find((x) => x.name === e.input)
+      const w = widgetsOf(this).find((x) => x.name === e.input)
       if (w && w.y != null && !w.hidden) {
         roundRect(ctx, 8, w.y, this.size[0] - 16, (w.computedHeight || 24) - 4, 6)
         ctx.stroke()
@@ -257,7 +333,10 @@ export class AtelierNode extends LGraphNode {
     ctx.restore()
   }
 
-  /** a bar on the left of widgets that are exposed as workflow parameters */
+  /**
+   * a bar on the left of widgets that are exposed as workflow parameters
+   * @param {CanvasRenderingContext2D} ctx
+   */
   drawParamMarks(ctx) {
     const id = nodeId(this)
     const params = app.doc.parameters || {}
@@ -274,50 +353,60 @@ export class AtelierNode extends LGraphNode {
     }
   }
 
+  /**
+   * @param {unknown} e
+   * @param {import("litegraph").Point} pos
+   */
   onDblClick(e, pos) {
     const r = app.runtime.get(nodeId(this))
     if (r?.images?.length && pos[1] > this.contentBottom) app.openViewer?.(r.images, r.imageIndex || 0)
   }
 
   onRemoved() {
-    for (const w of this.widgets || []) w.onRemove?.()
+    for (const w of widgetsOf(this)) w.onRemove?.()
   }
 
   onResize() {
     app.setDirty()
-  }
-
-  getExtraMenuOptions(canvas, options) {
-    return app.nodeMenu ? app.nodeMenu(this, options) : options
   }
 }
 
 /** A node whose type the server does not know: kept as it is, shown in red, saved back unchanged. */
 export class UnknownNode extends AtelierNode {
   static title = "Unknown node"
+  /** @param {string} title */
   constructor(title) {
     super(title)
     this.color = "#6b1f1f"
     this.bgcolor = "#3a1a1a"
   }
+  /** @param {CanvasRenderingContext2D} ctx */
   onDrawForeground(ctx) {
     ctx.save()
     ctx.font = "12px Inter, system-ui, sans-serif"
     ctx.fillStyle = "#ffb4b4"
-    ctx.fillText(`unknown type ${this.properties?.raw?.type ?? ""}`, 10, this.size[1] - 12)
+    // the workflow's node as it came (litegraph's properties are untyped)
+    const raw = /** @type {{type?: string} | undefined} */ (this.properties?.raw)
+    ctx.fillText(`unknown type ${raw?.type ?? ""}`, 10, this.size[1] - 12)
     ctx.restore()
     super.onDrawForeground(ctx)
   }
 }
 
+/**
+ * The node class of a catalogue entry: its inputs (sockets and widgets) and outputs.
+ * @param {NodeDef} def
+ */
 function nodeClassFor(def) {
   const Cls = class extends AtelierNode {
     static title = def.display_name || def.type
     static nodeData = def
+    static description = def.description
+    /** @param {string} title */
     constructor(title) {
       super(title || def.display_name || def.type)
       for (const inp of def.inputs) {
-        const shape = inp.optional ? { shape: LiteGraph.SlotShape?.HollowCircle } : {}
+        const shape = inp.optional ? { shape: RenderShape.HollowCircle } : {}
         const w = inp.widget ? addInputWidget(this, inp) : null
         if (w) {
           this.addInput(inp.name, inp.type, { widget: { name: inp.name }, ...shape })
@@ -330,8 +419,9 @@ function nodeClassFor(def) {
       // Load Image: an upload button, and the chosen picture drawn in the node
       const imageCombo = def.inputs.find((i) => i.name === "image" && i.type === "COMBO")
       if (imageCombo) {
-        const combo = this.widgets.find((w) => w.name === "image")
-        const button = this.addWidget("button", "choose image to upload", null, () => app.pickImageFor?.(this, combo), {})
+        const combo = widgetsOf(this).find((w) => w.name === "image")
+        /** @type {AtelierWidget} */
+        const button = this.addWidget("button", "choose image to upload", undefined, () => combo && app.pickImageFor?.(this, combo), {})
         button.serialize = false
         button.isControl = true
         this.imageInput = combo
@@ -339,25 +429,35 @@ function nodeClassFor(def) {
       const size = this.computeSize()
       const multiline = def.inputs.some((i) => i.multiline)
       const minWidth = multiline ? 360 : def.inputs.some((i) => i.widget) ? 300 : 220
-      this.size = [Math.max(size[0], minWidth), size[1] + (multiline ? 90 : 0)]
-      if ((def.output_node && def.type.includes("Image")) || imageCombo) this.size = [Math.max(this.size[0], 320), this.size[1] + 260]
+      this.size = /** @type {[number, number]} */ ([Math.max(size[0], minWidth), size[1] + (multiline ? 90 : 0)])
+      if ((def.output_node && def.type.includes("Image")) || imageCombo) this.size = /** @type {[number, number]} */ ([Math.max(this.size[0], 320), this.size[1] + 260])
     }
   }
   Object.defineProperty(Cls, "name", { value: `${def.type}Node` })
   return Cls
 }
 
-/** (Re)register node types for a catalogue. */
+/** Fetch the node catalogue and the socket types, and (re)register the node types. */
+export async function loadCatalogue() {
+  const [catalogue, types] = await Promise.all([api.nodes(), api.types()])
+  app.catalogue = catalogue
+  app.types = types
+  registerCatalogue(catalogue)
+}
+
+/**
+ * (Re)register node types for a catalogue; sockets and links take their types' colours.
+ * @param {Catalogue} catalogue
+ */
 export function registerCatalogue(catalogue) {
   for (const def of Object.values(catalogue)) {
     const Cls = nodeClassFor(def)
     LiteGraph.registerNodeType(def.type, Cls)
-    Cls.category = def.category
-    Cls.description = def.description
+    Cls.category = def.category // after registering, which sets it from the type name
   }
   LiteGraph.registerNodeType(UNKNOWN_TYPE, UnknownNode)
   UnknownNode.skip_list = true
-  const types = new Set()
+  const types = new Set(Object.keys(app.types))
   for (const def of Object.values(catalogue)) {
     for (const s of [...def.inputs, ...def.outputs]) types.add(s.type)
   }
@@ -371,14 +471,17 @@ export function registerCatalogue(catalogue) {
   }
 }
 
-/** Update combo choices (model files) of the nodes on the canvas after the catalogue was fetched again. */
+/**
+ * Update combo choices (model files) of the nodes on the canvas after the catalogue was fetched again.
+ * @param {Catalogue} catalogue
+ */
 export function refreshChoices(catalogue) {
   for (const node of app.graph._nodes) {
     const def = catalogue[node.type]
     if (!def) continue
     for (const inp of def.inputs) {
       if (inp.type !== "COMBO") continue
-      const w = node.widgets?.find((x) => x.name === inp.name)
+      const w = widgetsOf(node).find((x) => x.name === inp.name)
       if (w) w.options.values = inp.choices || []
     }
   }

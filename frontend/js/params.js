@@ -1,68 +1,105 @@
+// @ts-check
 // The parameters panel: the workflow's exposed parameters as a form, bound to their target widgets.
 
-import { findNode, nodeId } from "./nodes.js"
+import { findNode, inputWidget, nodeId } from "./nodes.js"
 import { app } from "./state.js"
 import { h, promptDialog, toast } from "./ui.js"
 
+/** @typedef {import("litegraph").LGraphNode} LGraphNode */
+/** @typedef {import("./state.js").InputDef} InputDef */
+/** @typedef {import("./state.js").Parameter} Parameter */
+/** @typedef {import("./widgets.js").AtelierWidget} AtelierWidget */
+
+/** @type {HTMLElement | null} */
 let root = null
 let shape = ""
-const controls = new Map() // name -> {el, set(value)}
+/**
+ * The form's fields by parameter name: the element that has the focus while editing, and how to show a value.
+ * @type {Map<string, {field: Element | null, set: (value: unknown) => void}>}
+ */
+const controls = new Map()
 
+/**
+ * The widgets a parameter sets (those of its targets that are on the canvas).
+ * @param {Parameter} p
+ * @returns {{node: LGraphNode, w: AtelierWidget}[]}
+ */
 function targetWidgets(p) {
   const out = []
   for (const t of p.targets || []) {
     const dot = t.lastIndexOf(".")
     const node = findNode(t.slice(0, dot))
-    const w = node?.widgets?.find((x) => x.name === t.slice(dot + 1) && !x.isControl)
-    if (w) out.push({ node, w })
+    const w = inputWidget(node, t.slice(dot + 1))
+    if (node && w) out.push({ node, w })
   }
   return out
 }
 
+/**
+ * The catalogue input of a parameter's first target.
+ * @param {Parameter} p
+ * @returns {Partial<InputDef>}
+ */
 function specOf(p) {
   const first = targetWidgets(p)[0]
   return first?.w.inputSpec || {}
 }
 
+/** @param {Parameter} p */
 function currentValue(p) {
   const first = targetWidgets(p)[0]
   return first ? first.w.value : p.default
 }
 
+/**
+ * @param {string} name
+ * @param {unknown} value
+ */
 function setValue(name, value) {
   const p = app.doc.parameters[name]
   if (!p) return
-  for (const { w } of targetWidgets(p)) w.value = value
+  // the form's fields give the values their widgets take (a choice, a number, a boolean, text)
+  for (const { w } of targetWidgets(p)) w.value = /** @type {AtelierWidget["value"]} */ (value)
   p.default = value
   app.setDirty()
   app.changed()
 }
 
+/** @param {string} name */
 function label(name) {
   return name.replace(/_/g, " ")
 }
 
+/**
+ * The form field of one parameter, after its type.
+ * @param {string} name
+ * @param {Parameter} p
+ */
 function control(name, p) {
   const spec = specOf(p)
   const type = p.type || spec.type
   const value = currentValue(p)
   const id = `param-${name}`
+  /** @type {HTMLElement} */
   let input
+  /** @type {(value: unknown) => void} */
   let set
   if (type === "COMBO" || p.choices) {
     const choices = p.choices || spec.choices || []
+    /** @type {unknown[]} */
     const options = [...choices]
     if (value != null && !options.includes(value)) options.unshift(value)
-    input = h("select", { id, class: "select-input", name }, options.map((c) => h("option", { value: String(c) }, String(c))))
-    input.value = String(value ?? "")
-    input.addEventListener("change", () => {
-      const v = choices.find((c) => String(c) === input.value) ?? input.value
+    const select = h("select", { id, class: "select-input", name }, options.map((c) => h("option", { value: String(c) }, String(c))))
+    select.value = String(value ?? "")
+    select.addEventListener("change", () => {
+      const v = choices.find((c) => String(c) === select.value) ?? select.value
       setValue(name, v)
     })
     set = (v) => {
-      if (![...input.options].some((o) => o.value === String(v))) input.prepend(h("option", { value: String(v) }, String(v)))
-      input.value = String(v)
+      if (![...select.options].some((o) => o.value === String(v))) select.prepend(h("option", { value: String(v) }, String(v)))
+      select.value = String(v)
     }
+    input = select
   } else if (type === "INT" || type === "FLOAT") {
     const min = p.min ?? spec.min
     const max = p.max ?? spec.max
@@ -97,21 +134,23 @@ function control(name, p) {
       input = h("div", { class: "with-button" }, num, dice)
     }
   } else if (type === "BOOLEAN") {
-    input = h("input", { id, type: "checkbox", name, checked: Boolean(value) })
-    input.addEventListener("change", () => setValue(name, input.checked))
+    const box = h("input", { id, type: "checkbox", name, checked: Boolean(value) })
+    box.addEventListener("change", () => setValue(name, box.checked))
     set = (v) => {
-      input.checked = Boolean(v)
+      box.checked = Boolean(v)
     }
+    input = box
   } else {
     const multiline = p.multiline ?? spec.multiline
-    input = multiline
+    const text = multiline
       ? h("textarea", { id, class: "text-input", name, rows: 4, spellcheck: false })
       : h("input", { id, class: "text-input", type: "text", name })
-    input.value = value ?? ""
-    input.addEventListener("change", () => setValue(name, input.value))
+    text.value = String(value ?? "")
+    text.addEventListener("change", () => setValue(name, text.value))
     set = (v) => {
-      input.value = v ?? ""
+      text.value = String(v ?? "")
     }
+    input = text
   }
   const field = input.matches?.("input, textarea, select") ? input : input.querySelector("input")
   controls.set(name, { field, set })
@@ -137,12 +176,16 @@ function control(name, p) {
   )
 }
 
+/** @param {HTMLElement} el the panel's body */
 export function initParams(el) {
   root = el
   refreshParams(true)
 }
 
-/** Rebuild the form when the set of parameters changed, else only update values not being edited. */
+/**
+ * Rebuild the form when the set of parameters changed, else only update values not being edited.
+ * @param {boolean} [force] rebuild it anyway
+ */
 export function refreshParams(force = false) {
   if (!root) return
   const params = app.doc.parameters || {}
@@ -155,11 +198,11 @@ export function refreshParams(force = false) {
     root.replaceChildren(
       ...[meta.description ? h("p", { class: "wf-desc" }, meta.description) : null,
       names.length
-        ? h("form", { class: "params", onsubmit: (e) => e.preventDefault() }, names.map((n) => control(n, params[n])))
+        ? h("form", { class: "params", onsubmit: (/** @type {Event} */ e) => e.preventDefault() }, names.map((n) => control(n, params[n])))
         : h("div", { class: "empty" },
           h("p", {}, "This workflow exposes no parameters."),
           h("p", { class: "hint" }, "Right-click a node and choose “Expose as parameter” to edit an input here without touching the graph.")),
-      ].filter(Boolean),
+      ].filter((x) => x !== null),
     )
     return
   }
@@ -170,7 +213,30 @@ export function refreshParams(force = false) {
   }
 }
 
-/** Expose a node's widget as a workflow parameter (asks for the name). */
+/**
+ * After a widget changed: a parameter with several targets keeps them equal.
+ * @param {LGraphNode | null | undefined} node
+ * @param {AtelierWidget | null | undefined} widget
+ */
+export function syncParameterTargets(node, widget) {
+  if (!node || !widget || widget.isControl) return
+  const target = `${nodeId(node)}.${widget.name}`
+  for (const p of Object.values(app.doc.parameters || {})) {
+    if (!p.targets?.includes(target) || p.targets.length < 2) continue
+    for (const t of p.targets) {
+      if (t === target) continue
+      const dot = t.lastIndexOf(".")
+      const w = inputWidget(findNode(t.slice(0, dot)), t.slice(dot + 1))
+      if (w) w.value = widget.value
+    }
+  }
+}
+
+/**
+ * Expose a node's widget as a workflow parameter (asks for the name).
+ * @param {LGraphNode} node
+ * @param {AtelierWidget} widget
+ */
 export async function exposeWidget(node, widget) {
   const target = `${nodeId(node)}.${widget.name}`
   for (const [name, p] of Object.entries(app.doc.parameters)) {
@@ -187,6 +253,7 @@ export async function exposeWidget(node, widget) {
     toast("Parameter names are letters, digits, _ and -, starting with a letter", "error")
     return
   }
+  /** @type {Partial<InputDef>} */
   const spec = widget.inputSpec || {}
   const existing = app.doc.parameters[name]
   if (existing) {
@@ -197,16 +264,25 @@ export async function exposeWidget(node, widget) {
     existing.targets.push(target)
     for (const { w } of targetWidgets(existing)) w.value = widget.value
   } else {
+    /** @type {Parameter} */
     const p = { type: spec.type, default: widget.value, targets: [target] }
-    for (const k of ["min", "max", "step", "multiline"]) if (spec[k] != null) p[k] = spec[k]
+    if (spec.min != null) p.min = spec.min
+    if (spec.max != null) p.max = spec.max
+    if (spec.step != null) p.step = spec.step
+    if (spec.multiline != null) p.multiline = spec.multiline
     if (spec.description) p.description = spec.description
     app.doc.parameters[name] = p
   }
   app.changed()
-  document.querySelector('[data-tab="params"]')?.click()
+  const tab = document.querySelector('[data-tab="params"]')
+  if (tab instanceof HTMLElement) tab.click()
   toast(`${node.title} › ${widget.name} is now the parameter “${name}”`, "success", 2500)
 }
 
+/**
+ * @param {LGraphNode} node
+ * @param {AtelierWidget} widget
+ */
 export function unexposeWidget(node, widget) {
   const target = `${nodeId(node)}.${widget.name}`
   for (const [name, p] of Object.entries(app.doc.parameters)) {

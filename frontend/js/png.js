@@ -1,20 +1,27 @@
+// @ts-check
 // Workflows embedded in PNG files: Atelier's `atelier` iTXt chunk (zlib-compressed JSON
 // {workflow, parameters, ...}) and ComfyUI's `prompt`/`workflow` tEXt chunks.
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10]
 
+/** @param {Uint8Array<ArrayBuffer>} bytes */
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"))
   return new Uint8Array(await new Response(stream).arrayBuffer())
 }
 
-/** The text chunks of a PNG: {keyword: text}. */
+/**
+ * The text chunks of a PNG: {keyword: text}.
+ * @param {ArrayBuffer} buffer
+ * @returns {Promise<Record<string, string>>}
+ */
 export async function pngTextChunks(buffer) {
   const bytes = new Uint8Array(buffer)
   if (bytes.length < 8 || SIGNATURE.some((b, i) => bytes[i] !== b)) throw new Error("not a PNG file")
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const latin1 = new TextDecoder("latin1")
   const utf8 = new TextDecoder("utf-8")
+  /** @type {Record<string, string>} */
   const out = {}
   let pos = 8
   while (pos + 8 <= bytes.length) {
@@ -48,7 +55,17 @@ export async function pngTextChunks(buffer) {
 }
 
 /**
- * What a PNG carries: {kind: "atelier", workflow, parameters} or {kind: "comfy", prompt, workflow}, or null.
+ * A workflow found in a PNG: Atelier's (with the parameter values of the run), ComfyUI's API-format prompt
+ * (with the UI-format workflow when there is one), or only ComfyUI's UI-format workflow.
+ * @typedef {{kind: "atelier", workflow: import("./graphio.js").Workflow, parameters: Record<string, unknown>, meta: Record<string, unknown>}
+ *   | {kind: "comfy", prompt: import("./graphio.js").ComfyApiPrompt, workflow: import("./graphio.js").ComfyUiWorkflow | null}
+ *   | {kind: "comfy-ui", workflow: import("./graphio.js").ComfyUiWorkflow}} PngWorkflow
+ */
+
+/**
+ * What a PNG carries, or null.
+ * @param {ArrayBuffer} buffer
+ * @returns {Promise<PngWorkflow | null>}
  */
 export async function workflowFromPng(buffer) {
   const chunks = await pngTextChunks(buffer)

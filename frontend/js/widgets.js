@@ -1,33 +1,61 @@
+// @ts-check
 // Widgets for literal inputs, built from the catalogue's input descriptions.
 
 import { app } from "./state.js"
 
+/** @typedef {import("litegraph").LGraphNode} LGraphNode */
+/** @typedef {import("./state.js").InputDef} InputDef */
+
+/**
+ * A node's widget as litegraph has it, with what Atelier keeps on it.
+ * @typedef {NonNullable<LGraphNode["widgets"]>[number] & WidgetExtras} AtelierWidget
+ */
+
+/**
+ * @typedef {object} WidgetExtras
+ * @property {InputDef} [inputSpec] the catalogue input it gives a value to
+ * @property {boolean} [isControl] not an input's value (a seed's control combo, a button): never saved as one
+ * @property {AtelierWidget} [control] a seed's "control after generate" combo
+ * @property {AtelierWidget} [controls] the seed that a control combo changes
+ * @property {() => void} [onRemove]
+ */
+
 export const SEED_CONTROLS = ["fixed", "increment", "decrement", "randomize"]
 
+/** @param {number} step */
 function decimals(step) {
   if (!step || Number.isInteger(step)) return 0
   const s = String(step)
   return s.includes("e-") ? Number(s.split("e-")[1]) : (s.split(".")[1] || "").length
 }
 
-/** Called by every widget after the user changed it. */
+/**
+ * Called by every widget after the user changed it.
+ * @param {AtelierWidget} widget
+ * @param {LGraphNode} node
+ */
 function changed(widget, node) {
   app.onWidgetChanged?.(node, widget)
 }
 
-/** Adds the widget for one catalogue input to a node; returns it (or null for socket-only inputs). */
+/**
+ * Adds the widget for one catalogue input to a node; returns it (or null for socket-only inputs).
+ * @param {LGraphNode} node
+ * @param {InputDef} inp
+ * @returns {AtelierWidget | null}
+ */
 export function addInputWidget(node, inp) {
   const name = inp.name
-  const opts = { tooltip: inp.description || undefined }
-  let w = null
+  /** @type {AtelierWidget} */
+  let w
   switch (inp.type) {
     case "INT":
     case "FLOAT": {
       const isInt = inp.type === "INT"
       const step = inp.step ?? (isInt ? 1 : 0.01)
       const precision = isInt ? 0 : Math.max(decimals(step), 1)
-      const value = inp.default ?? inp.min ?? 0
-      w = node.addWidget("number", name, value, function (v) {
+      const value = Number(inp.default ?? inp.min ?? 0)
+      w = node.addWidget("number", name, value, /** @this {AtelierWidget} @param {unknown} v */ function (v) {
         let x = Number(v)
         if (!Number.isFinite(x)) x = value
         if (isInt) x = Math.round(x)
@@ -36,29 +64,30 @@ export function addInputWidget(node, inp) {
         if (inp.max != null && x > inp.max) x = inp.max
         this.value = x
         changed(this, node)
-      }, { ...opts, min: inp.min, max: inp.max, step2: step, precision, round: isInt ? 1 : undefined })
+      }, { min: inp.min, max: inp.max, step2: step, precision })
       break
     }
     case "BOOLEAN":
-      w = node.addWidget("toggle", name, Boolean(inp.default), function () {
+      w = node.addWidget("toggle", name, Boolean(inp.default), /** @this {AtelierWidget} */ function () {
         changed(this, node)
-      }, { ...opts, on: "true", off: "false" })
+      }, { on: "true", off: "false" })
       break
     case "COMBO": {
       const choices = inp.choices || []
-      const value = inp.default ?? choices[0] ?? ""
-      w = node.addWidget("combo", name, value, function () {
+      // a COMBO's default is one of its choices
+      const value = /** @type {string | number} */ (inp.default ?? choices[0] ?? "")
+      w = node.addWidget("combo", name, value, /** @this {AtelierWidget} */ function () {
         changed(this, node)
-      }, { ...opts, values: choices })
+      }, { values: choices })
       break
     }
     case "STRING":
       if (inp.multiline) {
-        w = addTextArea(node, name, inp.default ?? "", inp.description)
+        w = addTextArea(node, name, String(inp.default ?? ""), inp.description)
       } else {
-        w = node.addWidget("text", name, inp.default ?? "", function () {
+        w = node.addWidget("text", name, String(inp.default ?? ""), /** @this {AtelierWidget} */ function () {
           changed(this, node)
-        }, { ...opts })
+        }, {})
       }
       break
     default:
@@ -68,9 +97,14 @@ export function addInputWidget(node, inp) {
   return w
 }
 
-/** ComfyUI's "control after generate" for seeds: a combo under the seed that changes it after each queue. */
+/**
+ * ComfyUI's "control after generate" for seeds: a combo under the seed that changes it after each queue.
+ * @param {LGraphNode} node
+ * @param {AtelierWidget} seedWidget
+ */
 export function addSeedControl(node, seedWidget) {
-  const w = node.addWidget("combo", "control_after_generate", "fixed", function () {
+  /** @type {AtelierWidget} */
+  const w = node.addWidget("combo", "control_after_generate", "fixed", /** @this {AtelierWidget} */ function () {
     changed(this, node)
   }, { values: SEED_CONTROLS })
   w.isControl = true
@@ -80,12 +114,15 @@ export function addSeedControl(node, seedWidget) {
   return w
 }
 
+/**
+ * Change a seed as its control combo says, after a queue; whether it changed.
+ * @param {AtelierWidget} widget
+ */
 export function applySeedControl(widget) {
   const mode = widget.control?.value
   if (!mode || mode === "fixed") return false
-  const spec = widget.inputSpec || {}
-  const min = spec.min ?? 0
-  const max = Math.min(spec.max ?? Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
+  const min = widget.inputSpec?.min ?? 0
+  const max = Math.min(widget.inputSpec?.max ?? Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
   let v = Number(widget.value)
   if (mode === "increment") v = v + 1 > max ? min : v + 1
   else if (mode === "decrement") v = v - 1 < min ? max : v - 1
@@ -96,8 +133,10 @@ export function applySeedControl(widget) {
 
 // -- multiline text: a DOM textarea kept over the canvas, like ComfyUI's prompt boxes ----------------
 
+/** @type {{root: HTMLElement | null, all: Set<TextAreaWidget>, drawn: Set<TextAreaWidget>}} */
 const layer = { root: null, all: new Set(), drawn: new Set() }
 
+/** @param {HTMLElement} root where the textareas go, over the canvas */
 export function initDomLayer(root) {
   layer.root = root
 }
@@ -116,6 +155,18 @@ export function hideAllDomWidgets() {
   for (const w of layer.all) w.element.style.display = "none"
 }
 
+/**
+ * A prompt box: a widget that draws nothing itself but places its textarea where it would be.
+ * @typedef {AtelierWidget & {element: HTMLTextAreaElement, onRemove: () => void}} TextAreaWidget
+ */
+
+/**
+ * @param {LGraphNode} node
+ * @param {string} name
+ * @param {string} value
+ * @param {string} [description]
+ * @returns {TextAreaWidget}
+ */
 function addTextArea(node, name, value, description) {
   const el = document.createElement("textarea")
   el.className = "node-textarea"
@@ -124,6 +175,7 @@ function addTextArea(node, name, value, description) {
   el.value = value
   el.dataset.input = name
   el.style.display = "none"
+  /** @type {TextAreaWidget} */
   const widget = {
     type: "customtext",
     name,
@@ -134,7 +186,7 @@ function addTextArea(node, name, value, description) {
       return el.value
     },
     set value(v) {
-      el.value = v ?? ""
+      el.value = v == null ? "" : String(v)
     },
     computeLayoutSize() {
       return { minHeight: 64, maxHeight: 1200, minWidth: 260 }
@@ -178,6 +230,13 @@ function addTextArea(node, name, value, description) {
   return widget
 }
 
+/**
+ * @param {TextAreaWidget} widget
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {LGraphNode} node
+ * @param {number} width
+ * @param {number} y
+ */
 function placeTextArea(widget, ctx, node, width, y) {
   const el = widget.element
   const canvas = app.canvas

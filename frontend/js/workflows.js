@@ -1,20 +1,31 @@
+// @ts-check
 // Workflows: the server library, files (JSON, PNG), ComfyUI imports, drag and drop.
 
 import { api } from "./api.js"
-import { FormatError, fromComfyApi, fromComfyUi, loadIntoGraph, toComfyApi, toWorkflow, withParameterValues } from "./graphio.js"
+import { FormatError, fromComfyApi, fromComfyUi, graphPosAt, loadIntoGraph, toComfyApi, toWorkflow, withParameterValues } from "./graphio.js"
 import { workflowFromPng } from "./png.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
-import { confirmDialog, download, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
+import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
 
-/** Replace the canvas with a workflow (any format we read); tells the user what was odd about it. */
+/** @typedef {import("litegraph").LGraphNode} LGraphNode */
+/** @typedef {import("litegraph").Point} Point */
+/** @typedef {import("./widgets.js").AtelierWidget} AtelierWidget */
+
+/**
+ * Replace the canvas with a workflow (any format we read); tells the user what was odd about it.
+ * Returns whether it loaded.
+ * @param {unknown} data
+ * @param {{name?: string | null, fixChoices?: boolean, source?: string}} [options] name: its name in the
+ *   library; source: what to call it in messages
+ */
 export function openWorkflow(data, { name = null, fixChoices = false, source = "" } = {}) {
   let warnings
   app.runtime.clear() // run marks, previews and pictures belong to the graph being replaced
   try {
     warnings = loadIntoGraph(data, { fixChoices })
   } catch (err) {
-    toast(`Cannot load ${source || "this workflow"}: ${err.message}`, "error", 6000)
+    toast(`Cannot load ${source || "this workflow"}: ${errorMessage(err)}`, "error", 6000)
     console.error(err)
     return false
   }
@@ -30,17 +41,22 @@ export function currentName() {
   return (app.doc.metadata?.name || "").trim()
 }
 
+/**
+ * Save the canvas in the library under its name (asked for when it has none, or `askName`).
+ * @param {{askName?: boolean}} [options]
+ */
 export async function saveToLibrary({ askName = false } = {}) {
   let name = currentName()
   if (askName || !name) {
-    name = await promptDialog("Save workflow", "Name in the library", name || "My workflow", { okLabel: "Save" })
-    if (!name) return false
+    const asked = await promptDialog("Save workflow", "Name in the library", name || "My workflow", { okLabel: "Save" })
+    if (!asked) return false
+    name = asked
   }
   app.doc.metadata.name = name
   try {
     await api.saveWorkflow(name, toWorkflow())
   } catch (err) {
-    toast(`Not saved: ${err.message}`, "error")
+    toast(`Not saved: ${errorMessage(err)}`, "error")
     return false
   }
   app.savedAs = name
@@ -52,14 +68,22 @@ export async function saveToLibrary({ askName = false } = {}) {
 export async function openLibrary() {
   const list = h("div", { class: "library" }, h("p", { class: "hint" }, "Loading…"))
   const close = modal({ title: "Open workflow", body: list, wide: true })
-  let saved = []
-  let shipped = {}
+  let saved
+  let shipped
   try {
     ;[{ workflows: saved }, shipped] = await Promise.all([api.workflows(), api.shippedWorkflows().catch(() => ({}))])
   } catch (err) {
-    list.replaceChildren(h("p", { class: "error-text" }, err.message))
+    list.replaceChildren(h("p", { class: "error-text" }, errorMessage(err)))
     return
   }
+  /**
+   * One workflow of the list: open it, and delete it (saved ones).
+   * @param {string} title
+   * @param {string | undefined} desc
+   * @param {string} meta when it was saved, or "shipped"
+   * @param {() => void} onOpen
+   * @param {(() => void) | null} [onDelete]
+   */
   const row = (title, desc, meta, onOpen, onDelete) =>
     h("li", { class: "library-item", dataset: { name: title } },
       h("button", { class: "library-open", onclick: onOpen },
@@ -76,7 +100,7 @@ export async function openLibrary() {
           close()
           openWorkflow(data, { name: w.name, source: w.name })
         } catch (err) {
-          toast(err.message, "error")
+          toast(errorMessage(err), "error")
         }
       }, async () => {
         if (!(await confirmDialog("Delete workflow", `Delete “${w.name}” from the library?`, "Delete"))) return
@@ -103,7 +127,7 @@ export async function loadDefault() {
     const wf = await api.defaultWorkflow()
     openWorkflow(wf, { fixChoices: true, source: "the default workflow" })
   } catch (err) {
-    toast(`No default workflow: ${err.message}`, "error")
+    toast(`No default workflow: ${errorMessage(err)}`, "error")
     newWorkflow()
   }
 }
@@ -119,7 +143,13 @@ export function exportApi() {
   download(`${name.replace(/[^\w.-]+/g, "_")}_api.json`, new Blob([JSON.stringify(toComfyApi(), null, 2)], { type: "application/json" }))
 }
 
-/** Load whatever a file holds: Atelier/ComfyUI JSON, or a PNG carrying a workflow. */
+/**
+ * Load whatever a file holds: Atelier/ComfyUI JSON, or a PNG carrying a workflow. An image without a
+ * workflow goes into a new Load Image node (at `dropPos` when it was dropped).
+ * @param {File} file
+ * @param {Point | null} [dropPos]
+ * @returns {Promise<boolean>}
+ */
 export async function importFile(file, dropPos = null) {
   const isPng = file.type === "image/png" || /\.png$/i.test(file.name)
   try {
@@ -134,12 +164,16 @@ export async function importFile(file, dropPos = null) {
     const isAtelier = data.format === "atelier/workflow"
     return openWorkflow(data, { name: isAtelier ? data.metadata?.name || stem : stem, source: file.name })
   } catch (err) {
-    const msg = err instanceof SyntaxError ? "not valid JSON" : err.message
+    const msg = err instanceof SyntaxError ? "not valid JSON" : errorMessage(err)
     toast(`Cannot load ${file.name}: ${msg}`, "error", 6000)
     return false
   }
 }
 
+/**
+ * @param {import("./png.js").PngWorkflow} found
+ * @param {string} filename
+ */
 function openPngWorkflow(found, filename) {
   if (found.kind === "atelier") {
     const wf = withParameterValues(found.workflow, found.parameters)
@@ -155,23 +189,33 @@ function openPngWorkflow(found, filename) {
   return openWorkflow(fromComfyUi(found.workflow), { name: filename.replace(/\.png$/i, ""), source: filename })
 }
 
-/** Upload an image into the input folder and select it in a Load Image node's combo. */
+/**
+ * Upload an image into the input folder and select it in a Load Image node's combo.
+ * @param {LGraphNode} node
+ * @param {AtelierWidget} widget
+ * @param {File} file
+ */
 export async function uploadInto(node, widget, file) {
   let res
   try {
     res = await api.upload(file)
   } catch (err) {
-    toast(`Upload failed: ${err.message}`, "error")
+    toast(`Upload failed: ${errorMessage(err)}`, "error")
     return false
   }
   const value = res.subfolder ? `${res.subfolder}/${res.name}` : res.name
-  if (!widget.options.values.includes(value)) widget.options.values = [...widget.options.values, value]
+  const values = Array.isArray(widget.options.values) ? widget.options.values : []
+  if (!values.includes(value)) widget.options.values = [...values, value]
   widget.value = value
   app.onWidgetChanged(node, widget)
   return true
 }
 
-/** Ask for an image file and upload it into a Load Image node. */
+/**
+ * Ask for an image file and upload it into a Load Image node.
+ * @param {LGraphNode} node
+ * @param {AtelierWidget} widget its image combo
+ */
 export function pickImageFor(node, widget) {
   const input = h("input", { type: "file", accept: "image/*" })
   input.addEventListener("change", () => {
@@ -181,30 +225,38 @@ export function pickImageFor(node, widget) {
   input.click()
 }
 
-/** An image without a workflow: upload it and put a LoadImage node on the canvas. */
+/**
+ * An image without a workflow: upload it and put a LoadImage node on the canvas.
+ * @param {File} file
+ * @param {Point | null} dropPos
+ */
 async function placeImage(file, dropPos) {
   if (!app.catalogue.LoadImage) {
     toast(`${file.name} carries no workflow`, "error")
     return false
   }
   const c = app.canvas
-  const pos = dropPos || c.convertEventToCanvasOffset({ clientX: c.canvas.getBoundingClientRect().left + 200, clientY: c.canvas.getBoundingClientRect().top + 200 })
+  const pos = dropPos || graphPosAt(c.canvas.getBoundingClientRect().left + 200, c.canvas.getBoundingClientRect().top + 200)
   const node = addNode("LoadImage", pos)
   const w = node?.widgets?.find((x) => x.name === "image")
-  if (w) await uploadInto(node, w, file)
+  if (node && w) await uploadInto(node, w, file)
   toast(`${file.name} carries no workflow: uploaded it into a Load Image node`, "info", 4000)
   return true
 }
 
-/** Load the workflow a job ran (its overrides applied), e.g. to fix a failed one. */
+/**
+ * Load the workflow a job ran (its overrides applied), e.g. to fix a failed one.
+ * @param {string} id
+ */
 export async function loadJob(id) {
   let job
   try {
     job = await api.job(id, true)
   } catch (err) {
-    toast(err.message, "error")
+    toast(errorMessage(err), "error")
     return false
   }
+  /** @type {import("./graphio.js").Workflow} a copy, as the job ran it */
   const wf = JSON.parse(JSON.stringify(job.workflow || {}))
   for (const [k, v] of Object.entries(job.overrides || {})) {
     if (wf.parameters?.[k]) {
@@ -218,6 +270,11 @@ export async function loadJob(id) {
   return openWorkflow(wf, { source: `job #${job.number}` })
 }
 
+/**
+ * Load the workflow of a file the server has (an output image).
+ * @param {string} url
+ * @param {string} [filename]
+ */
 export async function loadFromUrl(url, filename = "image.png") {
   const res = await fetch(url)
   if (!res.ok) {
@@ -228,9 +285,14 @@ export async function loadFromUrl(url, filename = "image.png") {
   return importFile(new File([blob], filename, { type: blob.type || "image/png" }))
 }
 
+/**
+ * Files and palette entries dropped on the canvas.
+ * @param {HTMLElement} target
+ */
 export function initDragAndDrop(target) {
+  /** @param {DragEvent} e */
   const over = (e) => {
-    if (![...e.dataTransfer.types].some((t) => t === "Files" || t === "application/x-atelier-node")) return
+    if (!e.dataTransfer || ![...e.dataTransfer.types].some((t) => t === "Files" || t === "application/x-atelier-node")) return
     e.preventDefault()
     e.dataTransfer.dropEffect = "copy"
     target.classList.add("drop-target")
@@ -238,18 +300,18 @@ export function initDragAndDrop(target) {
   target.addEventListener("dragenter", over)
   target.addEventListener("dragover", over)
   target.addEventListener("dragleave", (e) => {
-    if (!target.contains(e.relatedTarget)) target.classList.remove("drop-target")
+    if (!(e.relatedTarget instanceof Node && target.contains(e.relatedTarget))) target.classList.remove("drop-target")
   })
   target.addEventListener("drop", async (e) => {
     target.classList.remove("drop-target")
     const pos = app.canvas.convertEventToCanvasOffset(e)
-    const nodeType = e.dataTransfer.getData("application/x-atelier-node")
+    const nodeType = e.dataTransfer?.getData("application/x-atelier-node")
     if (nodeType) {
       e.preventDefault()
       addNode(nodeType, pos)
       return
     }
-    const file = e.dataTransfer.files?.[0]
+    const file = e.dataTransfer?.files?.[0]
     if (!file) return
     e.preventDefault()
     // an image dropped on a Load Image node goes into that node

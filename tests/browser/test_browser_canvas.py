@@ -266,3 +266,70 @@ def test_expose_a_widget_as_parameter(page: Any) -> None:
     page.keyboard.press("Tab")
     page.wait_for_function("window.atelier.toWorkflow().nodes.latent.inputs.batch_size === 2")
     page.shot("parameter exposed")
+
+
+SOCKET_COLOURS = """() => {
+  const c = window.atelier.app.canvas
+  const out = []
+  for (const n of c.graph._nodes) {
+    for (const s of [...(n.inputs || []), ...(n.outputs || [])]) {
+      if (s.widget) continue
+      out.push([s.type, c.colourGetter.getConnectedColor(s.type), c.colourGetter.getDisconnectedColor(s.type)])
+    }
+  }
+  const links = Object.values(c.graph.links).map((l) => [l.type, c.constructor.link_type_colors[l.type]])
+  return { sockets: out, links }
+}"""
+
+PIXELS_AROUND = """([x, y]) => {
+  const el = window.atelier.app.canvas.canvas
+  const r = el.getBoundingClientRect()
+  const k = el.width / r.width
+  const d = el.getContext("2d").getImageData(Math.round((x - r.left) * k) - 2, Math.round((y - r.top) * k) - 2, 5, 5).data
+  const out = []
+  for (let i = 0; i < d.length; i += 4) out.push([d[i], d[i + 1], d[i + 2]])
+  return out
+}"""
+
+
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+def drawn_near(page: Any, point: dict, colour: str) -> bool:
+    """Whether the canvas shows `colour` (#rrggbb) within two pixels of a screen point."""
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    want = rgb(colour)
+    pixels = page.evaluate(PIXELS_AROUND, [point["x"], point["y"]])
+    return any(all(abs(a - b) <= 6 for a, b in zip(p, want, strict=True)) for p in pixels)
+
+
+def test_socket_colours_come_from_the_server(page: Any) -> None:
+    types = page.evaluate("fetch('/api/types').then((r) => r.json())")
+    assert types["IMAGE"]["color"].startswith("#")
+    # every socket and link on the canvas is drawn in its type's colour as the server describes it
+    drawn = page.evaluate(SOCKET_COLOURS)
+    assert {t for t, _, _ in drawn["sockets"]} >= {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE"}
+    for t, on, off in drawn["sockets"]:
+        assert on == off == types[t]["color"], t
+    assert drawn["links"]
+    for t, colour in drawn["links"]:
+        assert colour == types[t]["color"], t
+    # and so it is on the screen: the Decode node's IMAGE output
+    image_out = page.evaluate("window.atelier.slotPos('decode', 'output', 'IMAGE')")
+    assert drawn_near(page, image_out, types["IMAGE"]["color"])
+    page.shot("socket colours")
+    # the colours are the server's, not a table of the page's own: change IMAGE's and look again
+    changed = {**types, "IMAGE": {**types["IMAGE"], "color": "#ff00ff"}}
+    page.route("**/api/types", lambda route: route.fulfill(json=changed))
+    page.reload()
+    page.wait_for_selector("body.ready")
+    drawn = page.evaluate(SOCKET_COLOURS)
+    assert {on for t, on, _ in drawn["sockets"] if t == "IMAGE"} == {"#ff00ff"}
+    assert {colour for t, colour in drawn["links"] if t == "IMAGE"} == {"#ff00ff"}
+    assert page.evaluate("window.atelier.app.types.IMAGE.color") == "#ff00ff"
+    image_out = page.evaluate("window.atelier.slotPos('decode', 'output', 'IMAGE')")
+    assert drawn_near(page, image_out, "#ff00ff")
+    assert not drawn_near(page, image_out, types["IMAGE"]["color"])
+    page.shot("image sockets from a changed answer")
