@@ -450,6 +450,7 @@ class Node:
     #: Whether the class overrides ``fingerprint`` / ``provenance`` (saves a call per node when not).
     has_fingerprint: ClassVar[bool] = False
     has_provenance: ClassVar[bool] = False
+    has_check_inputs: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -474,6 +475,7 @@ class Node:
         _check_run_signature(cls, type_name)
         cls.has_fingerprint = cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
         cls.has_provenance = cls.provenance.__func__ is not Node.provenance.__func__  # type: ignore[attr-defined]
+        cls.has_check_inputs = cls.check_inputs.__func__ is not Node.check_inputs.__func__  # type: ignore[attr-defined]
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -487,6 +489,14 @@ class Node:
         means the result depends on the inputs alone.
         """
         return None
+
+    @classmethod
+    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        """Checks of literal values beyond their declared type and range, run by validation (before a job
+        is queued): ``[(input name or None, message), ...]``, each reported as an error on this node. Gets
+        the literal inputs only (linked ones are known at run time) and the engine's folders (for
+        example to say that a prompt names an embedding file that does not exist)."""
+        return []
 
     @classmethod
     def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any] | None:

@@ -448,6 +448,13 @@ def _check_node(
             err(
                 "unknown_input", f"{type_name} has no input {name!r}; it is ignored", name, severity="warning"
             )
+    if cls.has_check_inputs and files is not None:
+        try:
+            problems = cls.check_inputs(files, **literals)
+        except Exception as exc:  # a broken check is a problem to report, not to raise
+            problems = [(None, f"could not check the inputs: {type(exc).__name__}: {exc}")]
+        for input_name, message in problems:
+            err("invalid_value", message, input_name)
     return GraphNode(nid, cls, literals, links)
 
 

@@ -262,3 +262,50 @@ def test_validation_never_raises_on_arbitrary_json(data: Any, overrides: dict) -
         json.dumps(e.model_dump())
     if res.ok:
         assert res.graph is not None
+
+
+def test_a_node_may_check_its_literal_values_against_the_engines_folders(tmp_path) -> None:
+    from atelier.engine.folders import Folders
+    from atelier.engine.node import Context, Node, Output, String
+    from atelier.engine.registry import Registry
+
+    class Greet(Node):
+        output_node = True
+        inputs = (String("name", "x"),)
+        outputs = (Output("STRING"),)
+
+        @classmethod
+        def check_inputs(cls, files: Folders, name: str) -> list[tuple[str | None, str]]:
+            if not (files.input / name).exists():
+                return [("name", f"no file {name!r} in the input folder")]
+            return []
+
+        def run(self, ctx: Context, name: str) -> str:
+            return name
+
+    (tmp_path / "ann").write_text("")
+    files = Folders(input=tmp_path)
+    reg = Registry([Greet])
+    ok = check(
+        {
+            "format": "atelier/workflow",
+            "version": 1,
+            "nodes": {"g": {"type": "Greet", "inputs": {"name": "ann"}}},
+        },
+        reg,
+        files=files,
+    )
+    assert ok.ok
+    bad = check(
+        {
+            "format": "atelier/workflow",
+            "version": 1,
+            "nodes": {"g": {"type": "Greet", "inputs": {"name": "bob"}}},
+        },
+        reg,
+        files=files,
+    )
+    assert not bad.ok
+    assert [(e.node, e.input, e.code, e.message) for e in bad.errors if e.severity == "error"] == [
+        ("g", "name", "invalid_value", "no file 'bob' in the input folder")
+    ]
