@@ -1,13 +1,19 @@
-"""SQLite storage: the job queue and history, and the workflow library. Survives restarts."""
+"""SQLite storage: the job queue and history, and the workflow library. Survives restarts.
+
+Every method blocks on SQLite: call them from a worker thread, never from the event loop.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .jobs import FINISHED, Job
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,7 +43,6 @@ CREATE TABLE IF NOT EXISTS workflows (
 );
 """
 
-FINISHED = ("success", "failed", "interrupted", "cancelled", "invalid")
 JSON_COLUMNS = ("workflow", "overrides", "outputs_requested", "outputs", "error", "executed", "cached")
 
 
@@ -60,14 +65,14 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def _row(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
+    def _row(self, row: sqlite3.Row | None) -> Job | None:
         if row is None:
             return None
         d = dict(row)
         for k in JSON_COLUMNS:
             if d.get(k) is not None:
                 d[k] = json.loads(d[k])
-        return d
+        return Job(**d)
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -102,11 +107,11 @@ class Store:
             )
             return number
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
+    def get_job(self, job_id: str) -> Job | None:
         with self._lock:
             return self._row(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def next_queued(self) -> dict[str, Any] | None:
+    def next_queued(self) -> Job | None:
         """Take the next queued job (highest priority, then oldest) and mark it running, atomically."""
         with self._lock:
             row = self._db.execute(
@@ -114,13 +119,13 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
+            started = time.time()
             self._db.execute(
-                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), row["id"])
+                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (started, row["id"])
             )
             job = self._row(row)
             assert job is not None
-            job["status"] = "running"
-            return job
+            return dataclasses.replace(job, status="running", started=started)
 
     def finish_job(
         self,
@@ -183,7 +188,7 @@ class Store:
             )
             return ids
 
-    def queue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def queue(self) -> tuple[list[Job], list[Job]]:
         """(running, queued in the order they will run)."""
         with self._lock:
             running = [self._row(r) for r in self._db.execute("SELECT * FROM jobs WHERE status = 'running'")]
@@ -205,7 +210,7 @@ class Store:
 
     def history(
         self, *, offset: int = 0, limit: int = 50, status: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[Job], int]:
         """Finished jobs, newest first, with the total count."""
         offset, limit = min(max(offset, 0), 2**62), min(max(limit, 0), 2**62)  # SQLite integers are 64-bit
         with self._lock:
