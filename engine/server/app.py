@@ -41,7 +41,8 @@ __all__ = ["Settings", "create_app"]
 
 
 def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
-    """The server over an engine built by the composition root (``engine/runtime.py``)."""
+    """The server over an engine built by the composition root (``engine/runtime.py``). Raises
+    ``migrations.SchemaError`` when the database is from a newer Atelier."""
     settings = settings or Settings()
     engine.folders.ensure()
     services = open_services(engine, settings)

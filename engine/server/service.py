@@ -34,7 +34,8 @@ class Services:
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
-    """Open the store and build the services over it and ``engine``."""
+    """Open the store (migrating its schema; ``SchemaError`` if it is from a newer Atelier) and build the
+    services over it and ``engine``."""
     store = Store(settings.database)
     jobs = JobService(engine, store)
     return Services(

@@ -14,40 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from .jobs import FINISHED, Job
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    number INTEGER NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    overrides TEXT NOT NULL DEFAULT '{}',
-    outputs_requested TEXT,
-    client_id TEXT,
-    source TEXT NOT NULL DEFAULT 'atelier',
-    outputs TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    executed TEXT NOT NULL DEFAULT '[]',
-    cached TEXT NOT NULL DEFAULT '[]',
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, priority DESC, number);
-CREATE INDEX IF NOT EXISTS jobs_number ON jobs(number);
-CREATE TABLE IF NOT EXISTS workflows (
-    name TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-"""
+from .migrations import migrate
 
 JSON_COLUMNS = ("workflow", "overrides", "outputs_requested", "outputs", "error", "executed", "cached")
 
 
 class Store:
-    """One SQLite database file (WAL mode); safe to use from several threads."""
+    """One SQLite database file (WAL mode); safe to use from several threads.
+
+    Opening it migrates its schema to this Atelier's version (``migrations.py``); a database from a newer
+    Atelier raises ``SchemaError`` and is left untouched."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -56,10 +32,16 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+        try:
+            with self._lock:
+                # migrate first: a database from a newer Atelier is refused before anything (the journal
+                # mode included) is written to it
+                self.migrated_from = migrate(self._db, name=self.path)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
