@@ -13,8 +13,6 @@ from typing import Literal
 
 from atelier.engine import folders as F
 
-FileKind = Literal["output", "input", "temp"]
-
 
 @dataclass(frozen=True)
 class Limits:
