@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from atelier.engine.cli import engine_for
 
     from .app import Settings, create_app
+    from .migrations import SchemaError
 
     if not _is_loopback(args.host) and not args.token:
         print(
@@ -61,7 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
     )
     logging.basicConfig(level=args.log_level.upper())
-    app = create_app(engine, settings)
+    try:
+        app = create_app(engine, settings)
+    except SchemaError as exc:  # a database from a newer Atelier: say so, touch nothing
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"Atelier serving on http://{args.host}:{args.port}  (outputs in {engine.folders.output}, API docs at /docs)",
         file=sys.stderr,

@@ -1,7 +1,11 @@
-"""SQLite storage: the job queue and history, and the workflow library. Survives restarts."""
+"""SQLite storage: the job queue and history, and the workflow library. Survives restarts.
+
+Every method blocks on SQLite: call them from a worker thread, never from the event loop.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -9,40 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    number INTEGER NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    workflow TEXT NOT NULL,
-    overrides TEXT NOT NULL DEFAULT '{}',
-    outputs_requested TEXT,
-    client_id TEXT,
-    source TEXT NOT NULL DEFAULT 'atelier',
-    outputs TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    executed TEXT NOT NULL DEFAULT '[]',
-    cached TEXT NOT NULL DEFAULT '[]',
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(status, priority DESC, number);
-CREATE INDEX IF NOT EXISTS jobs_number ON jobs(number);
-CREATE TABLE IF NOT EXISTS workflows (
-    name TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    updated REAL NOT NULL
-);
-"""
+from .jobs import FINISHED, Job
+from .migrations import migrate
 
-FINISHED = ("success", "failed", "interrupted", "cancelled", "invalid")
 JSON_COLUMNS = ("workflow", "overrides", "outputs_requested", "outputs", "error", "executed", "cached")
 
 
 class Store:
-    """One SQLite database file (WAL mode); safe to use from several threads."""
+    """One SQLite database file (WAL mode); safe to use from several threads.
+
+    Opening it migrates its schema to this Atelier's version (``migrations.py``); a database from a newer
+    Atelier raises ``SchemaError`` and is left untouched."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -51,23 +32,29 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+        try:
+            with self._lock:
+                # migrate first: a database from a newer Atelier is refused before anything (the journal
+                # mode included) is written to it
+                self.migrated_from = migrate(self._db, name=self.path)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _row(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
+    def _row(self, row: sqlite3.Row | None) -> Job | None:
         if row is None:
             return None
         d = dict(row)
         for k in JSON_COLUMNS:
             if d.get(k) is not None:
                 d[k] = json.loads(d[k])
-        return d
+        return Job(**d)
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -102,11 +89,11 @@ class Store:
             )
             return number
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
+    def get_job(self, job_id: str) -> Job | None:
         with self._lock:
             return self._row(self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
-    def next_queued(self) -> dict[str, Any] | None:
+    def next_queued(self) -> Job | None:
         """Take the next queued job (highest priority, then oldest) and mark it running, atomically."""
         with self._lock:
             row = self._db.execute(
@@ -114,13 +101,13 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
+            started = time.time()
             self._db.execute(
-                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), row["id"])
+                "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (started, row["id"])
             )
             job = self._row(row)
             assert job is not None
-            job["status"] = "running"
-            return job
+            return dataclasses.replace(job, status="running", started=started)
 
     def finish_job(
         self,
@@ -183,7 +170,7 @@ class Store:
             )
             return ids
 
-    def queue(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def queue(self) -> tuple[list[Job], list[Job]]:
         """(running, queued in the order they will run)."""
         with self._lock:
             running = [self._row(r) for r in self._db.execute("SELECT * FROM jobs WHERE status = 'running'")]
@@ -205,7 +192,7 @@ class Store:
 
     def history(
         self, *, offset: int = 0, limit: int = 50, status: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[Job], int]:
         """Finished jobs, newest first, with the total count."""
         offset, limit = min(max(offset, 0), 2**62), min(max(limit, 0), 2**62)  # SQLite integers are 64-bit
         with self._lock:

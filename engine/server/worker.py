@@ -12,6 +12,7 @@ from atelier.engine import events as E
 from atelier.engine.executor import Executor
 from atelier.engine.node import CancelToken
 
+from .jobs import Job
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Worker(threading.Thread):
 
     def _is_running(self, job_id: str) -> bool:
         job = self.store.get_job(job_id)
-        return job is not None and job["status"] == "running"
+        return job is not None and job.status == "running"
 
     def stop(self) -> None:
         self.stopping.set()
@@ -117,8 +118,8 @@ class Worker(threading.Thread):
                 continue
             self._run_job(job)
 
-    def _run_job(self, job: dict[str, Any]) -> None:
-        job_id = job["id"]
+    def _run_job(self, job: Job) -> None:
+        job_id = job.id
         token = CancelToken()
         self._token = token
         self.current = job_id
@@ -139,13 +140,13 @@ class Worker(threading.Thread):
 
         try:
             res = self.executor.run(
-                job["workflow"],
+                job.workflow,
                 job_id=job_id,
-                overrides=job["overrides"] or {},
-                outputs=job["outputs_requested"],
+                overrides=job.overrides or {},
+                outputs=job.outputs_requested,
                 on_event=on_event,
                 source="server",
-                client_id=job.get("client_id"),
+                client_id=job.client_id,
                 cancel=token,
             )
             error: Any = None

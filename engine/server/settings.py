@@ -1,0 +1,21 @@
+"""The server's settings: what ``atelier serve``'s flags set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8188
+    token: str | None = None
+    database: Path = Path("atelier.db")
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 64 * 1024 * 1024
+    allow_origins: list[str] = field(default_factory=list)
+    frontend: Path = FRONTEND_DIR
