@@ -3,7 +3,7 @@
 ``create_app(engine, settings)`` opens the store and builds the services (``service.py``) over the engine
 the composition root built (``engine/runtime.py``); the worker thread and the websocket hub start with the
 app and stop with it. This module only wires: behaviour lives in the services, shapes in the route
-modules (``api.py`` for Atelier's API, ``comfy_routes.py`` for ComfyUI's), websocket sessions in
+modules (``api.py`` for Atelier's API, ``comfy/routes.py`` for ComfyUI's), websocket sessions in
 ``session.py``.
 
 Nothing that blocks runs on the event loop: routes that reach a service run in FastAPI's thread pool,
@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from atelier.engine.runtime import Engine
 
-from .comfy_messages import ComfyFormat
+from .comfy.messages import ComfyFormat
 from .hub import Hub
 from .messages import AtelierFormat
 from .responses import error
@@ -103,7 +103,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
-    from .comfy_routes import router as comfy_router
+    from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
     app.include_router(comfy_router)

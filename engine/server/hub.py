@@ -3,7 +3,7 @@
 The worker thread publishes; each client has a bounded asyncio queue drained by its own sender task, so a
 slow client never blocks the engine (when its queue is full, previews are dropped first, then the client
 is disconnected). What a client hears and in which shapes is its format's business (``messages.py`` for
-Atelier's, ``comfy_messages.py`` for ComfyUI's); the hub only routes.
+Atelier's, ``comfy/messages.py`` for ComfyUI's); the hub only routes.
 """
 
 from __future__ import annotations

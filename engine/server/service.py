@@ -1,7 +1,7 @@
 """The service layer: the server's behaviour, one object per concern, shared by every protocol.
 
 Atelier's API (``api.py``), the websocket session (``session.py``) and the ComfyUI-compatible routes
-(``comfy_routes.py``) call these services and translate their domain results into their own shapes; no
+(``comfy/routes.py``) call these services and translate their domain results into their own shapes; no
 service knows about HTTP. Service methods block (SQLite, folder walks, image decoding, validation): the
 protocols call them from worker threads, never on the event loop.
 """

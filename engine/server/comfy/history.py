@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .jobs import Job
+from ..jobs import Job
 
 #: Atelier's finished statuses as ComfyUI's ``status_str``
 STATUS_STR = {

@@ -11,7 +11,7 @@ from typing import Any
 
 from atelier.engine import events as E
 
-from .hub import Client, Message
+from ..hub import Client, Message
 
 COMFY_PREVIEW = 1  # ComfyUI's binary event type for a preview image
 COMFY_IMAGE_TYPES = {"JPEG": 1, "PNG": 2, "WEBP": 3}

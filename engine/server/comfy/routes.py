@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from .comfy_catalog import object_info_entry, system_stats
-from .comfy_errors import invalid_prompt, prompt_error
-from .comfy_history import history_entry, queue_item
-from .deps import services_of
-from .responses import error, file_response, upload_response
-from .service import Services
-from .service_jobs import Invalid
+from ..deps import services_of
+from ..responses import error, file_response, upload_response
+from ..service import Services
+from ..service_jobs import Invalid
+from .catalog import object_info_entry, system_stats
+from .errors import invalid_prompt, prompt_error
+from .history import history_entry, queue_item
 
 router = APIRouter(tags=["comfyui"])
 Svc = Depends(services_of)
