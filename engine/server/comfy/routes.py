@@ -1,8 +1,8 @@
 """ComfyUI-compatible routes, so existing ComfyUI API clients drive Atelier for the core node types.
 
 A translation layer: each route reads ComfyUI's request shape, calls the same services as Atelier's API
-(``service.py``) and answers in ComfyUI's shapes (``comfy_history.py``, ``comfy_catalog.py``,
-``comfy_errors.py``). No behaviour lives here. Routes that read a raw JSON body are ``async`` for that
+(``service.py``) and answers in ComfyUI's shapes (``history.py``, ``catalog.py``,
+``errors.py``). No behaviour lives here. Routes that read a raw JSON body are ``async`` for that
 read only and call the service in a worker thread; the others are plain ``def`` (FastAPI's thread pool).
 """
 
