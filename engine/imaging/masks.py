@@ -94,7 +94,8 @@ def feather_outward(mask: Tensor, pixels: int) -> Tensor:
 
 def grow_for_inpaint_encode(mask: Tensor, grow_mask_by: int) -> Tensor:
     """VAEEncodeForInpaint's noise mask: the rounded mask [B, 1, H, W] spread by a ``grow_mask_by``-wide
-    box (about half of it on each side: ceil((g - 1) / 2) up and left, the rest down and right), 0 or 1."""
+    box, as ComfyUI does: ``g - 1`` pixels in all, ceil((g - 1) / 2) down and right, the rest up and left;
+    0 or 1."""
     m = mask.float().round()
     if grow_mask_by <= 0:
         return m
