@@ -320,3 +320,13 @@ def test_a_plain_model_ignores_the_concat_and_inpaints_through_the_noise_mask(
     out = _sample(model, latent, pos[0], ctx)["samples"]
     assert torch.allclose(out[:, :, :4], latent["samples"][:, :, :4], atol=1e-6, rtol=0)
     assert not torch.allclose(out[:, :, 4:], latent["samples"][:, :, 4:], atol=1e-3)
+
+
+def test_the_output_cache_counts_the_masked_picture_a_conditioning_carries() -> None:
+    from atelier.engine.cache import measure
+
+    plain = CondEntry(torch.zeros(1, 77, 32))
+    latent, mask = torch.zeros(1, 4, 64, 64), torch.zeros(1, 1, 512, 512)
+    carrying = plain.replace(concat=ConcatImage(latent, mask))
+    extra = latent.numel() * 4 + mask.numel() * 4
+    assert measure([carrying])[0] - measure([plain])[0] == extra
