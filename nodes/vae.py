@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from atelier.engine.imaging import checks
+from atelier.engine.imaging.masks import grow_for_inpaint_encode
+from atelier.engine.imaging.resize import resize_mask
 from atelier.engine.models.handles import VaeHandle
+from atelier.engine.models.inpaint import crop_to_cells, masked_pixels
 from atelier.engine.models.sockets import IMAGE, LATENT, MASK, VAE
 from atelier.engine.node import Context, Int, Node, Output, Socket
 
@@ -74,7 +77,9 @@ class VAEEncodeTiled(Node):
 
 
 class VAEEncodeForInpaint(Node):
-    """Encode for inpainting: the masked area is greyed out before encoding and becomes the noise mask."""
+    """Encode for inpainting: the masked area is greyed out before encoding and, grown by
+    ``grow_mask_by`` pixels (about half on each side, as in ComfyUI), becomes the noise mask. With an
+    inpainting model the greyed latent is also what it sees as the masked picture."""
 
     category = "latent/inpaint"
     inputs = (
@@ -88,16 +93,10 @@ class VAEEncodeForInpaint(Node):
     def run(
         self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, mask: torch.Tensor, grow_mask_by: int
     ) -> dict:
-        f = vae.downscale
-        image = _crop_to_multiple(pixels, f)
-        _, h, w, _ = image.shape
-        m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float().to(image.device)
-        m = F.interpolate(m, size=(h, w), mode="bilinear").clamp(0, 1)
-        if grow_mask_by > 0:
-            k = grow_mask_by * 2 + 1
-            grown = F.max_pool2d(m, kernel_size=k, stride=1, padding=grow_mask_by)
-        else:
-            grown = m
-        keep = (1.0 - m.round()).movedim(1, -1)
-        image = (image - 0.5) * keep + 0.5
-        return {"samples": vae.encode(image), "noise_mask": grown.round()}
+        node = "VAEEncodeForInpaint"
+        picture = checks.image(pixels, node, "pixels")
+        m = checks.mask_for_image(mask, picture, node, "mask", "pixels").to(picture.device)
+        m = resize_mask(m, picture.shape[1], picture.shape[2]).clamp(0, 1)
+        picture, m = crop_to_cells(picture, m, vae.downscale)
+        noise_mask = grow_for_inpaint_encode(m[:, None], grow_mask_by)
+        return {"samples": vae.encode(masked_pixels(picture, m)), "noise_mask": noise_mask}

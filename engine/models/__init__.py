@@ -10,8 +10,9 @@ Public API (imported lazily, so that importing a light submodule does not import
     file_fingerprint(path) -> str  (resolved path, size, mtime_ns: for cache signatures)
     file_sha256(path) -> str       (content hash, read now; an engine remembers them: ctx.files.sha256)
     file_hash(path) -> FileHash(sha256, autov2)
-    write_tiny_checkpoint(arch, out, seed=0, dtype=torch.float32, *, v_prediction=False) -> Path
-    build_tiny_models(arch, *, seed=0, dtype=torch.float32, device="cpu") -> TinyModels
+    write_tiny_checkpoint(arch, out, seed=0, dtype=torch.float32, *, v_prediction=False, inpaint=False)
+        -> Path
+    build_tiny_models(arch, *, seed=0, dtype=torch.float32, device="cpu", inpaint=False) -> TinyModels
     build_random_sd15(*, seed=0, device="cpu", dtype=None) -> LoadedCheckpoint
 
 Modules, one job each: ``names`` (the diffusers <-> original name map), ``layout`` (writing the original

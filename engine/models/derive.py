@@ -12,12 +12,14 @@ from typing import Any
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex
 from atelier.engine.models.info import (
+    INPAINT_EXTRA_CHANNELS,
     VAE_SCALING_FACTOR,
     Family,
     TextEncoderInfo,
     TextEncoderLayout,
     family_config,
     family_text_layer,
+    unet_input_kind,
 )
 from atelier.engine.models.names import UNET_PREFIX
 
@@ -47,6 +49,13 @@ def derive_unet_config(index: TensorIndex, family: Family, adm_pooled_dim: int |
     conv_in = index.shape(p + "input_blocks.0.0.weight")
     model_channels, in_channels = conv_in[0], conv_in[1]
     out_channels = index.shape(p + "out.2.weight")[0]
+    if unet_input_kind(in_channels, out_channels) is None:
+        raise CheckpointError(
+            index.path,
+            f"unsupported UNet: {in_channels} input channels for a {out_channels}-channel latent; "
+            f"supported are plain ({out_channels}) and inpainting ({out_channels + INPAINT_EXTRA_CHANNELS}: "
+            "latent, mask, masked image) models, not InstructPix2Pix-style or depth-conditioned ones",
+        )
 
     def depth(block: str) -> int | None:
         if block + ".1.proj_in.weight" not in index:

@@ -20,6 +20,7 @@ from atelier.engine.models.info import (
     Family,
     Prediction,
     TextEncoderInfo,
+    unet_input_kind,
 )
 
 
@@ -58,6 +59,11 @@ def detect_diffusers_folder(folder: str | Path) -> CheckpointInfo:
             folder, "folder is not a diffusers pipeline (no model_index.json or unet/config.json)"
         )
     unet_config = _read_json(folder / "unet" / "config.json", folder)
+    channels = (int(unet_config.get("in_channels", 4)), int(unet_config.get("out_channels", 4)))
+    if unet_input_kind(*channels) is None:
+        raise CheckpointError(
+            folder, f"unsupported UNet: {channels[0]} input channels (neither plain nor inpainting)"
+        )
     vae_path = folder / "vae" / "config.json"
     vae_config = _read_json(vae_path, folder) if vae_path.is_file() else None
     te_configs: list[tuple[str, dict[str, Any]]] = []

@@ -7,8 +7,10 @@ without a LoRA are both right whatever order they run in.
 
 The MODEL's network call goes through a chain of wrappers (``with_wrapper``), and its guided prediction
 through CFG functions (``with_cfg_function``): the places where ControlNet residuals, image-prompt
-attention, regional prompting, FreeU/PAG-style patches and inpainting-model inputs attach, each giving a
-new handle, never editing the UNet call or a shared object.
+attention, regional prompting and FreeU/PAG-style patches attach, each giving a new handle, never editing
+the UNet call or a shared object. Wrappers the model itself needs (an inpainting UNet's extra input
+channels, ``engine/models/inpaint.py``) sit innermost, so patches see the call as for any model. A
+denoise-mask function (``with_denoise_mask_function``) changes a masked run's noise mask per step.
 
 Results stay on the device they were computed on; only nodes that leave the graph copy to the host.
 """
@@ -26,8 +28,15 @@ from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling import ModelSampling
-from atelier.engine.sampling.guidance import ApplyModel, CfgFunction, ModelCall, ModelWrapper
+from atelier.engine.sampling.guidance import (
+    ApplyModel,
+    CfgFunction,
+    DenoiseMaskFunction,
+    ModelCall,
+    ModelWrapper,
+)
 
+from .inpaint import InpaintConcat
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
 
@@ -57,6 +66,10 @@ class ModelHandle:
     wrappers: tuple[ModelWrapper, ...] = ()
     #: applied to the guided prediction, in order
     cfg_functions: tuple[CfgFunction, ...] = ()
+    #: wrappers the model itself needs, inside every patch's (an inpainting UNet's concatenated inputs)
+    core_wrappers: tuple[ModelWrapper, ...] = ()
+    #: the noise mask of each step of a masked run (Differential Diffusion); None keeps the latent's
+    denoise_mask_function: DenoiseMaskFunction | None = None
 
     def process_in(self, latent: Tensor) -> Tensor:
         return latent * self.latent_scale
@@ -74,6 +87,11 @@ class ModelHandle:
         return self.family == "sdxl"
 
     @property
+    def in_channels(self) -> int:
+        """Channels of the network's input: the latent's, plus 5 for inpainting models (mask + image)."""
+        return int(self.unet.config.in_channels)
+
+    @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
@@ -87,7 +105,7 @@ class ModelHandle:
     def apply_model(self, call: ModelCall) -> Tensor:
         """The network's raw output for a call, through the wrapper chain."""
         fn: ApplyModel = self._forward
-        for wrapper in reversed(self.wrappers):
+        for wrapper in reversed((*self.wrappers, *self.core_wrappers)):
             fn = _bind(wrapper, fn)
         return fn(call)
 
@@ -113,6 +131,11 @@ class ModelHandle:
 
     def with_cfg_function(self, fn: CfgFunction) -> ModelHandle:
         return replace(self, cfg_functions=(*self.cfg_functions, fn))
+
+    def with_denoise_mask_function(self, fn: DenoiseMaskFunction | None) -> ModelHandle:
+        """A handle whose masked runs use ``fn`` for each step's noise mask (replacing any earlier one,
+        as in ComfyUI: one function per model)."""
+        return replace(self, denoise_mask_function=fn)
 
     @contextmanager
     def session(self) -> Iterator[ModelHandle]:
@@ -321,6 +344,7 @@ def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, C
         family=info.family,
         name=name,
         latent_scale=info.vae_scaling_factor,
+        core_wrappers=(InpaintConcat(info.vae_scaling_factor),) if info.is_inpaint else (),
     )
     specs = []
     for te_info, module, tok in zip(info.text_encoders, loaded.text_encoders, loaded.tokenizers, strict=True):

@@ -21,6 +21,19 @@ TextEncoderLayout = Literal["clip_l", "open_clip"]
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = CONFIG_DIR / "clip_tokenizer"
 VAE_SCALING_FACTOR: dict[str, float] = {"sd15": 0.18215, "sd2": 0.18215, "sdxl": 0.13025}
+#: what an inpainting UNet takes besides the latent: a mask channel and the masked picture's latent
+INPAINT_EXTRA_CHANNELS = 5
+
+
+def unet_input_kind(in_channels: int, out_channels: int) -> Literal["plain", "inpaint"] | None:
+    """What a UNet's input channel count says: a plain model takes the latent, an inpainting model the
+    latent plus a mask and the masked picture's latent (9 for SD); anything else (InstructPix2Pix's 8,
+    depth models' 5) is None."""
+    if in_channels == out_channels:
+        return "plain"
+    if in_channels == out_channels + INPAINT_EXTRA_CHANNELS:
+        return "inpaint"
+    return None
 
 
 class TextEncoderInfo(BaseModel):
@@ -65,6 +78,13 @@ class CheckpointInfo(BaseModel):
     @property
     def is_sdxl(self) -> bool:
         return self.family == "sdxl"
+
+    @property
+    def is_inpaint(self) -> bool:
+        """An inpainting UNet (9 input channels for SD): sampled with a mask and masked picture
+        concatenated to its input (``engine/models/inpaint.py``)."""
+        c = self.unet_config
+        return unet_input_kind(int(c.get("in_channels", 4)), int(c.get("out_channels", 4))) == "inpaint"
 
 
 @cache

@@ -18,6 +18,7 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15")
+    p.add_argument("--inpaint", action="store_true", help="an inpainting model (9-channel UNet)")
     p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--seed", type=int, default=0)
 
@@ -26,9 +27,9 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     from .tiny import write_tiny_checkpoint
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_tiny_checkpoint(args.arch, args.out, seed=args.seed)
+    write_tiny_checkpoint(args.arch, args.out, seed=args.seed, inpaint=args.inpaint)
     print(
-        f"wrote a tiny random-weight {args.arch} checkpoint to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
+        f"wrote a tiny random-weight {args.arch}{' inpainting' if args.inpaint else ''} checkpoint to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)"
     )
     return 0
 

@@ -2,7 +2,8 @@
 
 ``write_tiny_checkpoint`` writes a tiny SD1.5 / SD2 / SDXL model in the exact single-file layout of real
 checkpoints (same tensor names and shape conventions), so that tests load it through the same detection and
-loading code as a real file. ``build_tiny_models`` gives the in-memory modules the file was written from
+loading code as a real file; ``inpaint=True`` gives it an inpainting UNet (9 input channels: latent, mask,
+masked picture's latent), as in sd-v1-5-inpainting or sd_xl_base_1.0_inpainting. ``build_tiny_models`` gives the in-memory modules the file was written from
 (same seed, same bytes). ``build_random_sd15`` builds the full-size SD1.5 architecture with random weights.
 """
 
@@ -25,6 +26,7 @@ from atelier.engine.models.build import (
     resolve_dtype,
 )
 from atelier.engine.models.info import (
+    INPAINT_EXTRA_CHANNELS,
     VAE_SCALING_FACTOR,
     CheckpointInfo,
     Family,
@@ -236,13 +238,21 @@ def _build(
 
 
 def build_tiny_models(
-    arch: TinyArch, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    arch: TinyArch,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    inpaint: bool = False,
 ) -> TinyModels:
-    """The tiny random modules that ``write_tiny_checkpoint(arch, seed=seed, dtype=dtype)`` writes."""
+    """The tiny random modules that ``write_tiny_checkpoint(arch, seed=seed, dtype=dtype, inpaint=...)``
+    writes."""
     if arch not in _TINY_UNET:
         raise ValueError(f"unknown tiny architecture {arch!r} (expected one of {sorted(_TINY_UNET)})")
     family: Family = arch
     unet_config = {**family_config(family, "unet"), **_TINY_UNET[arch]}
+    if inpaint:
+        unet_config["in_channels"] = unet_config["out_channels"] + INPAINT_EXTRA_CHANNELS
     vae_config = {**family_config(family, "vae"), **_TINY_VAE}
     vae_config["down_block_types"] = ["DownEncoderBlock2D"] * len(_TINY_VAE["block_out_channels"])
     vae_config["up_block_types"] = ["UpDecoderBlock2D"] * len(_TINY_VAE["block_out_channels"])
@@ -255,7 +265,7 @@ def build_tiny_models(
         seed=seed,
         device=device,
         dtype=dtype,
-        label=f"<tiny {arch}>",
+        label=f"<tiny {arch}{' inpaint' if inpaint else ''}>",
     )
 
 
@@ -312,13 +322,15 @@ def write_tiny_checkpoint(
     dtype: torch.dtype = torch.float32,
     *,
     v_prediction: bool = False,
+    inpaint: bool = False,
 ) -> Path:
     """Write a tiny random-weight checkpoint in the single-file original layout of real ones.
 
-    Deterministic: the same ``(arch, seed, dtype)`` gives a byte-identical file. ``v_prediction`` adds the
-    ``v_pred`` marker key (as ComfyUI writes for v-prediction models). Returns the path written."""
+    Deterministic: the same ``(arch, seed, dtype, inpaint)`` gives a byte-identical file. ``v_prediction``
+    adds the ``v_pred`` marker key (as ComfyUI writes for v-prediction models); ``inpaint`` makes the UNet
+    an inpainting one (9 input channels). Returns the path written."""
     out = Path(out)
-    models = build_tiny_models(arch, seed=seed, dtype=dtype)
+    models = build_tiny_models(arch, seed=seed, dtype=dtype, inpaint=inpaint)
     state = {k: v.detach().contiguous() for k, v in models.original_state_dict().items()}
     state.update(_realistic_extras(models, seed, dtype))
     if v_prediction:

@@ -2,9 +2,10 @@
 
 An entry carries its embedding, SDXL's pooled output and size conditioning, where it applies (an area
 and/or a mask, both in latent cells) and how strongly, plus room for what later node families attach:
-control hints (ControlNet/T2I residuals) and image prompts (IP-Adapter). Entries are immutable: nodes
-derive new ones with :meth:`CondEntry.replace`, so a conditioning shared by two branches is never changed
-under either.
+control hints (ControlNet/T2I residuals), image prompts (IP-Adapter) and the picture an inpainting
+model concatenates to its input (:class:`ConcatImage`, set by InpaintModelConditioning). Entries are
+immutable: nodes derive new ones with :meth:`CondEntry.replace`, so a conditioning shared by two
+branches is never changed under either.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ class SizeCond:
 
 
 @dataclass(frozen=True)
+class ConcatImage:
+    """What an inpainting model (9-channel UNet) concatenates to its input, carried by the conditioning
+    (ComfyUI's ``concat_latent_image`` and ``concat_mask``): the raw VAE latent of the picture with the
+    masked part greyed out, [B, C, h, w], and the mask, [B, 1, H, W] at any resolution (1 = repaint).
+    Without a mask the latent's noise mask is used; see ``engine/models/inpaint.py``."""
+
+    latent: Tensor
+    mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
 class CondEntry:
     """One conditioning entry. ``area`` is (height, width, y, x) in latent cells; ``mask`` [h, w] or
     [B, h, w] weighs the entry's prediction per cell; ``strength`` scales it overall."""
@@ -54,6 +66,8 @@ class CondEntry:
     control: tuple[Any, ...] = ()
     #: image prompts (IP-Adapter and friends)
     image_prompts: tuple[Any, ...] = ()
+    #: the masked picture and mask an inpainting model concatenates to its input
+    concat: ConcatImage | None = None
     #: anything else a plugin needs to carry with the entry, read-only
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 

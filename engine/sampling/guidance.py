@@ -10,7 +10,10 @@ batched forward of cond and uncond. At cfg 1 the negative is skipped.
 
 The model is called with a :class:`ModelCall`, which says which entry each part of the batch belongs to,
 so that wrappers on the MODEL handle (ControlNet residuals, image prompts, regional patches) can attach to
-the call without editing the UNet.
+the call without editing the UNet. The call also carries what the run started from
+(:class:`SamplingInputs`: the latent, its noise mask, the sigmas), which inpainting models concatenate to
+their input. A MODEL may also carry a denoise-mask function (:class:`DenoiseMaskArgs`), which the step loop
+asks for the noise mask of each step (Differential Diffusion).
 """
 
 from __future__ import annotations
@@ -28,13 +31,25 @@ from .model_sampling import ModelSampling
 
 
 @dataclass(frozen=True)
+class SamplingInputs:
+    """What a sampling run started from, as the model sees it: the latent being denoised (model space,
+    full size [B, C, h, w]), its noise mask at latent resolution ([B, 1, h, w], 0..1; None without one)
+    and the run's sigmas. Wrappers crop to the call's ``area`` themselves."""
+
+    latent_image: Tensor
+    denoise_mask: Tensor | None
+    sigmas: Tensor
+
+
+@dataclass(frozen=True)
 class ModelCall:
     """One forward of the denoising network, as wrappers see it.
 
     ``x`` is the scaled input batch: ``len(entries)`` chunks of ``batch`` rows, chunk ``i`` conditioned by
     ``entries[i]`` (its rows ``i*batch:(i+1)*batch``), all over the latent region ``area`` (h, w, y, x).
     ``unet_kwargs`` are extra keyword arguments for the network's forward (for example diffusers'
-    ``down_block_additional_residuals``); wrappers add to them with :meth:`replace`."""
+    ``down_block_additional_residuals``); wrappers add to them with :meth:`replace`. ``sampling`` is what
+    the run started from (None for a call made outside a sampling run)."""
 
     x: Tensor
     timestep: Tensor
@@ -46,6 +61,7 @@ class ModelCall:
     batch: int
     area: tuple[int, int, int, int]
     unet_kwargs: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingInputs | None = None
 
     def replace(self, **changes: Any) -> ModelCall:
         return replace(self, **changes)
@@ -73,6 +89,22 @@ class CfgArgs:
 CfgFunction = Callable[[CfgArgs], Tensor]
 
 
+@dataclass(frozen=True)
+class DenoiseMaskArgs:
+    """What a denoise-mask function sees at each step of a masked run: the step's sigma ([B]), the
+    latent's noise mask at latent resolution ([B, 1, h, w], 0..1), the run's sigmas and the model's noise
+    schedule."""
+
+    sigma: Tensor
+    mask: Tensor
+    sigmas: Tensor
+    sampling: ModelSampling
+
+
+#: ``f(args) -> mask``: the noise mask the step uses instead of the latent's own (Differential Diffusion)
+DenoiseMaskFunction = Callable[[DenoiseMaskArgs], Tensor]
+
+
 class DiffusionModel(Protocol):
     """What guidance needs from a MODEL handle."""
 
@@ -90,6 +122,10 @@ class DiffusionModel(Protocol):
 
     @property
     def cfg_functions(self) -> tuple[CfgFunction, ...]:  # post-combination hooks (CFG rescale, ...)
+        ...
+
+    @property
+    def denoise_mask_function(self) -> DenoiseMaskFunction | None:  # per-step noise mask (optional)
         ...
 
 
@@ -119,6 +155,7 @@ class CFGDenoiser:
         cfg: float,
         *,
         max_batch: int | None = None,
+        inputs: SamplingInputs | None = None,
     ) -> None:
         if not positive:
             raise ValueError("positive conditioning is empty")
@@ -132,6 +169,7 @@ class CFGDenoiser:
                 )
             self.entries += [_Entry(e, True) for e in negative]
         self.max_batch = max_batch
+        self.inputs = inputs
         self.model_calls = 0
 
     def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
@@ -205,6 +243,7 @@ class CFGDenoiser:
             negative=tuple(e.negative for e in entries),
             batch=b,
             area=area,
+            sampling=self.inputs,
         )
         out = self.model.apply_model(call)
         self.model_calls += 1

@@ -1,28 +1,45 @@
 """The KSampler step loop: noise, sigma schedule slicing (denoise, start/end steps), masks, guidance.
 
 ComfyUI's conventions, so the same seed, checkpoint, sampler and scheduler give the same picture:
-initial noise is ``torch.randn`` from ``torch.manual_seed(seed)`` drawn on the CPU in the latent's shape;
-``denoise < 1`` computes ``int(steps / denoise)`` steps and keeps the last ``steps``; a few samplers drop
-the penultimate sigma.
+initial noise is ``torch.randn`` from ``torch.manual_seed(seed)`` drawn on the CPU in the latent's shape
+(one draw per batch item up to the highest ``batch_index`` when the latent carries one, so an item picked
+from a batch gets the noise it had there); ``denoise < 1`` computes ``int(steps / denoise)`` steps and keeps
+the last ``steps``; a few samplers drop the penultimate sigma.
+
+With a noise mask, every step blends the prediction with the input latent through the mask (and keeps the
+unmasked part of its input at the noised input latent), as ComfyUI does; where the mask is 0 the result is
+the input exactly. A model's denoise-mask function (Differential Diffusion) may change the mask per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .guidance import CFGDenoiser, Conditioning, DiffusionModel
+from .guidance import CFGDenoiser, Conditioning, DenoiseMaskArgs, DiffusionModel, SamplingInputs
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
 from .schedulers import calculate_sigmas
 
 
-def prepare_noise(latent: Tensor, seed: int) -> Tensor:
-    """Gaussian noise in the latent's shape from ``seed``, drawn on the CPU (device independent)."""
+def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None = None) -> Tensor:
+    """Gaussian noise in the latent's shape from ``seed``, drawn on the CPU (device independent).
+
+    With ``batch_index`` (a latent taken from a batch: LatentFromBatch, RepeatLatentBatch), one item's
+    noise is drawn after another up to the highest index, and item ``i`` gets draw ``batch_index[i]``."""
     generator = torch.Generator(device="cpu").manual_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)
-    return torch.randn(latent.shape, generator=generator, dtype=torch.float32, device="cpu")
+    if batch_index is None:
+        return torch.randn(latent.shape, generator=generator, dtype=torch.float32, device="cpu")
+    if len(batch_index) != latent.shape[0] or min(batch_index, default=0) < 0:
+        raise ValueError(f"batch_index {list(batch_index)} does not fit a latent batch of {latent.shape[0]}")
+    item = (1, *latent.shape[1:])
+    draws = [
+        torch.randn(item, generator=generator, dtype=torch.float32, device="cpu")
+        for _ in range(max(batch_index) + 1)
+    ]
+    return torch.cat([draws[i] for i in batch_index])
 
 
 def schedule(
@@ -79,6 +96,7 @@ def sample(
     last_step: int | None = None,
     force_full_denoise: bool = False,
     noise_mask: Tensor | None = None,
+    batch_index: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
@@ -90,23 +108,31 @@ def sample(
     latent = latent_image.to(device, torch.float32)
     if len(sigmas) < 2:
         return latent
-    noise = prepare_noise(latent_image, seed).to(device) if add_noise else torch.zeros_like(latent)
+    if add_noise:
+        noise = prepare_noise(latent_image, seed, batch_index).to(device)
+    else:
+        noise = torch.zeros_like(latent)
     ms = model.sampling
     sigma_max = float(sigmas[0])
     max_denoise = abs(sigma_max - ms.sigma_max) < 1e-5 * ms.sigma_max or sigma_max > ms.sigma_max
     x = ms.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
 
-    denoiser: Callable[..., Tensor] = CFGDenoiser(model, positive, negative, cfg)
-    mask = None
-    if noise_mask is not None:
-        mask = _latent_mask(noise_mask, latent).to(device)
+    mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
+    inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas)
+    denoiser: Callable[..., Tensor] = CFGDenoiser(model, positive, negative, cfg, inputs=inputs)
+    step_mask = [mask]  # the mask of the latest step: where it is 0 the result is the input latent
+    if mask is not None:
         inner = denoiser
+        mask_fn = getattr(model, "denoise_mask_function", None)
 
         def denoiser(xx: Tensor, sigma: Tensor, **kw: Any) -> Tensor:  # keep unmasked regions as they were
+            assert mask is not None
+            m = mask if mask_fn is None else mask_fn(DenoiseMaskArgs(sigma, mask, sigmas, ms)).to(xx)
+            step_mask[0] = m
             s = sigma.reshape(-1, 1, 1, 1).to(xx.device)
             keep = latent + noise * s
-            xx = xx * mask + keep * (1 - mask)
-            return inner(xx, sigma, **kw) * mask + latent * (1 - mask)
+            xx = xx * m + keep * (1 - m)
+            return inner(xx, sigma, **kw) * m + latent * (1 - m)
 
     total = len(sigmas) - 1
 
@@ -117,8 +143,9 @@ def sample(
     sampler = get_sampler(sampler_name)
     out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed)
     out = ms.inverse_noise_scaling(sigmas[-1], out)
-    if mask is not None:
-        out = out * mask + latent * (1 - mask)
+    last = step_mask[0]
+    if last is not None:  # each step already blended; only untouched cells are pinned to the input exactly
+        out = torch.where(last == 0, latent, out)
     return out
 
 

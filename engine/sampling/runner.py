@@ -66,6 +66,7 @@ def run_sampler(
             positive=positive,
             negative=negative,
             noise_mask=latent.get("noise_mask"),
+            batch_index=latent.get("batch_index"),
             device=model.device,
             callback=on_step,
             **kw,
