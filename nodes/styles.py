@@ -4,6 +4,7 @@ and a negative prompt; the texts chain into CLIPTextEncode.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from atelier.engine import types as T
@@ -31,13 +32,18 @@ class ApplyStyle(Node):
     outputs = (Output(T.STRING, "prompt"), Output(T.STRING, "negative"))
 
     @classmethod
-    def fingerprint(cls, ctx: Context, **literals: Any) -> tuple[str, str] | None:
-        """The chosen style's templates: editing a styles file re-applies the style."""
+    def fingerprint(cls, ctx: Context, **literals: Any) -> tuple[str, str] | str | None:
+        """The chosen style's templates (a digest of all styles when the choice comes through a link):
+        editing a styles file re-applies the style."""
         name = literals.get("style")
-        if name is None or name == NO_STYLE:
+        if name == NO_STYLE:
             return None
+        library = load_styles(ctx.files)
+        if name is None:
+            every = [(s.name, s.prompt, s.negative_prompt) for s in library.styles.values()]
+            return "styles " + hashlib.sha256(repr(every).encode()).hexdigest()[:16]
         try:
-            style = load_styles(ctx.files).get(name)
+            style = library.get(name)
         except UnknownStyleError:
             return None  # run() reports it
         return style.prompt, style.negative_prompt

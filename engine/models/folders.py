@@ -1,8 +1,8 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles``; more roots or per-kind folders come from a TOML file
-(``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder works as it is (A1111's
+vae, loras, upscale_models, controlnet, embeddings, styles``; more roots or per-kind folders come from a
+TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder works as it is (A1111's
 folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised)::
 
     [models]

@@ -17,7 +17,8 @@ The path of a prompt:
 3. :func:`encode_chunks` runs all chunks of an encoder as one batch and picks the hidden state of the
    requested layer. Embedding vectors replace the token embeddings at their positions (a hook on the
    token-embedding layer for the length of the call, acting on this call's input only); the position
-   embeddings are added to them as to any token, as ComfyUI does. When any token has a weight other than 1, the empty prompt is encoded in the same
+   embeddings are added to them as to any token, as ComfyUI does. When any token has a weight other
+   than 1, the empty prompt is encoded in the same
    batch and each weighted token is moved along the line from the empty prompt's embedding at the same
    position: ``z = (z - z_empty) * w + z_empty`` (ComfyUI's rule; A1111 instead scales ``z`` and
    restores the mean, which is not what ComfyUI users expect). Tokens at weight 1 are left untouched,

@@ -240,3 +240,16 @@ def test_editing_the_styles_file_reapplies_the_style(engine: Engine, styles_dir:
     write(path, "name,prompt,negative_prompt\nOther,x,\n")
     gone = run(engine, wf, style="Mine", prompt="cat")
     assert gone.status == "invalid" and "'Mine' is not one of" in gone.errors[0].message
+
+
+def test_fingerprint_of_a_linked_style_choice_covers_every_style(engine: Engine, styles_dir: Path) -> None:
+    from atelier.engine.node import Context, JobContext
+    from atelier.nodes.styles import ApplyStyle
+
+    ctx = Context(JobContext("plan"), "style", "ApplyStyle", files=engine.folders)
+    path = write(styles_dir / "styles.csv", "name,prompt,negative_prompt\nMine,red {prompt},\n")
+    linked = ApplyStyle.fingerprint(ctx, prompt="cat", negative="")
+    chosen = ApplyStyle.fingerprint(ctx, style="Mine", prompt="cat", negative="")
+    assert chosen == ("red {prompt}", "") and ApplyStyle.fingerprint(ctx, style="none") is None
+    write(path, "name,prompt,negative_prompt\nMine,blue {prompt},\n")
+    assert ApplyStyle.fingerprint(ctx, prompt="cat", negative="") != linked

@@ -32,6 +32,7 @@ from atelier.engine.models.prompt import embedding_names, split_embedding_refere
 from atelier.engine.models.text_encode import (
     EMBEDDING_PLACEHOLDER_ID,
     sd1_clip_l,
+    sd2_clip_h,
     sdxl_clip_g,
     sdxl_clip_l,
     tokenize_prompt,
@@ -426,3 +427,20 @@ def test_embedding_with_clip_skip_shares_the_cache(
     got, _ = skip.encode("a embedding:kitty", library(folders, skip))
     assert torch.equal(got, skip.encode("a cat")[0])
     assert not torch.equal(got, sd1.encode("a cat")[0])
+
+
+def test_sd2_takes_files_of_its_width_and_refuses_sdxl_files(
+    folders: Folders, emb_dir: Path, clip_g: CLIPTextModelWithProjection, tokenizer_g: CLIPTokenizer
+) -> None:
+    """SD2's OpenCLIP-H reads files that name no encoder; an SDXL file has nothing for it (no clip_h)."""
+    sd2 = ClipHandle((sd2_clip_h(clip_g, tokenizer_g),), family="sd2")
+    write_a1111_pt(emb_dir / "h.pt", token_rows(clip_g, tokenizer_g, "cat"))
+    got, _ = sd2.encode("a embedding:h", library(folders, sd2))
+    assert torch.equal(got, sd2.encode("a cat")[0])
+    write_sdxl(emb_dir / "xl.safetensors", torch.randn(1, 32), torch.randn(1, 48))
+    with pytest.raises(EmbeddingMismatchError) as info:
+        sd2.encode("embedding:xl", library(folders, sd2))
+    assert str(info.value) == (
+        "embedding 'xl' (xl.safetensors: clip_l: 1 x 32, clip_g: 1 x 48) does not fit this CLIP, "
+        "whose text encoder takes clip_h (width 48)"
+    )
