@@ -1,34 +1,77 @@
 """Conditioning: encode prompts, combine, concatenate, restrict to areas, zero out.
 
-CONDITIONING is a list of :class:`~atelier.engine.sampling.conditioning.CondEntry`.
+CONDITIONING is a list of :class:`~atelier.engine.sampling.conditioning.CondEntry`. Prompts may name
+textual-inversion embeddings (``embedding:NAME``): an unknown one is a validation error when the text is
+literal (a run-time error when it comes through a link), and the referenced files' identities are part of
+the node's cache signature, so editing an embedding file re-encodes the prompts that use it.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
+from atelier.engine.folders import Folders
+from atelier.engine.models.embeddings import (
+    EmbeddingLibrary,
+    embedding_problems,
+    embeddings_fingerprint,
+    find_embedding,
+)
 from atelier.engine.models.handles import ClipHandle
+from atelier.engine.models.prompt import embedding_names
 from atelier.engine.models.sockets import CLIP, CONDITIONING
 from atelier.engine.node import Context, Float, Int, Node, Output, Socket, String
 from atelier.engine.sampling.conditioning import CondEntry, Conditioning, SizeCond
 
 
-class CLIPTextEncode(Node):
-    """Encode a prompt. Weights: (word:1.2), (word) = x1.1, escaped \\( \\); long prompts in 77-token chunks."""
+class _PromptNode(Node, abstract=True):
+    """A node whose text inputs may reference embeddings: checks, fingerprint and provenance of them."""
+
+    #: the inputs that hold prompt text
+    text_inputs: ClassVar[tuple[str, ...]] = ("text",)
+
+    @classmethod
+    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        texts = {k: literals[k] for k in cls.text_inputs if isinstance(literals.get(k), str)}
+        return list(embedding_problems(files, **texts))
+
+    @classmethod
+    def fingerprint(cls, ctx: Context, **literals: Any) -> dict[str, str] | None:
+        return embeddings_fingerprint(ctx.files, {k: literals.get(k) for k in cls.text_inputs})
+
+    @classmethod
+    def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any] | None:
+        names = {
+            n: None
+            for k in cls.text_inputs
+            if isinstance(literals.get(k), str)
+            for n in embedding_names(literals[k])
+        }
+        if not names:
+            return None
+        return {"embeddings": {n: ctx.files.sha256(find_embedding(ctx.files, n)) for n in names}}
+
+
+class CLIPTextEncode(_PromptNode):
+    """Encode a prompt. Weights: (word:1.2), (word) = x1.1, escaped \\( \\); long prompts in 77-token chunks;
+    textual-inversion embeddings as embedding:NAME, weighted like words: (embedding:NAME:1.2)."""
 
     category = "conditioning"
     inputs = (String("text", "", multiline=True), Socket("clip", CLIP))
     outputs = (Output(CONDITIONING),)
 
     def run(self, ctx: Context, text: str, clip: ClipHandle) -> Conditioning:
-        cond, pooled = clip.encode(text)
+        cond, pooled = clip.encode(text, EmbeddingLibrary(ctx.files, clip.embedding_cache))
         return [CondEntry(cond, pooled)]
 
 
-class CLIPTextEncodeSDXL(Node):
+class CLIPTextEncodeSDXL(_PromptNode):
     """SDXL prompt with separate texts for its two encoders and the size conditioning."""
 
     category = "conditioning"
+    text_inputs = ("text_g", "text_l")
     inputs = (
         Socket("clip", CLIP),
         Int("width", 1024, min=0, max=16384, step=8),
@@ -55,7 +98,7 @@ class CLIPTextEncodeSDXL(Node):
         text_g: str,
         text_l: str,
     ) -> Conditioning:
-        cond, pooled = clip.encode_sdxl(text_g, text_l)
+        cond, pooled = clip.encode_sdxl(text_g, text_l, EmbeddingLibrary(ctx.files, clip.embedding_cache))
         size = SizeCond(width, height, crop_w, crop_h, target_width, target_height)
         return [CondEntry(cond, pooled, size=size)]
 

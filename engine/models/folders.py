@@ -1,8 +1,8 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings``; more roots or per-kind folders come from a TOML file
-(``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder works as it is (A1111's
+vae, loras, upscale_models, controlnet, embeddings, styles``; more roots or per-kind folders come from a
+TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder works as it is (A1111's
 folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised)::
 
     [models]
@@ -16,7 +16,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-MODEL_KINDS = ("checkpoints", "vae", "loras", "upscale_models", "controlnet", "embeddings")
+MODEL_KINDS = ("checkpoints", "vae", "loras", "upscale_models", "controlnet", "embeddings", "styles")
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
     "vae": ("vae", "VAE"),
@@ -24,6 +24,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
     "controlnet": ("controlnet", "ControlNet"),
     "embeddings": ("embeddings",),
+    # prompt styles (engine/models/styles.py): *.csv (A1111) and *.json; an entry may be a styles.csv itself
+    "styles": ("styles",),
 }
 
 

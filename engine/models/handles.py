@@ -36,6 +36,7 @@ from atelier.engine.sampling.guidance import (
     ModelWrapper,
 )
 
+from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .inpaint import InpaintConcat
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
@@ -152,12 +153,16 @@ class ModelHandle:
 
 @dataclass(frozen=True, eq=False)
 class ClipHandle:
-    """CLIP: one (SD1/SD2) or two (SDXL) text encoders with tokenizers, a layer choice and patches."""
+    """CLIP: one (SD1/SD2) or two (SDXL) text encoders with tokenizers, a layer choice and patches.
+
+    ``embedding_cache`` keeps the textual-inversion files its prompts used (read once per file version);
+    handles derived from this one (``with_layer``, ``with_patches``) share it."""
 
     encoders: tuple[TextEncoderSpec, ...]
     family: str
     clip_skip: int | None = None
     patches: tuple[PatchSet, ...] = ()
+    embedding_cache: EmbeddingCache = field(default_factory=EmbeddingCache, repr=False)
 
     def __atelier_nbytes__(self) -> int:
         return sum(module_bytes(e.model) for e in self.encoders)
@@ -170,17 +175,31 @@ class ClipHandle:
                     stack.enter_context(patched(spec.model, p))
             yield self
 
-    def encode(self, text: str) -> tuple[Tensor, Tensor | None]:
-        with self.session():
-            return encode_prompt(text, list(self.encoders), clip_skip=self.clip_skip)
+    @property
+    def embedding_slots(self) -> tuple[EncoderSlot, ...]:
+        """What an embedding must match per encoder: file key (``clip_l``, ``clip_g``) and width."""
+        keys = encoder_keys(self.family, len(self.encoders))
+        return tuple(EncoderSlot(k, e.width) for k, e in zip(keys, self.encoders, strict=True))
 
-    def encode_sdxl(self, text_g: str, text_l: str) -> tuple[Tensor, Tensor | None]:
+    def encode(self, text: str, embeddings: EmbeddingSource | None = None) -> tuple[Tensor, Tensor | None]:
+        """Encode a prompt; ``embeddings`` resolves its ``embedding:NAME`` references (an
+        ``EmbeddingLibrary`` over the engine's folders). A reference without a source is an error."""
+        rows = resolve_prompt_embeddings([text] * len(self.encoders), self.embedding_slots, embeddings)
+        with self.session():
+            return encode_prompt(text, list(self.encoders), clip_skip=self.clip_skip, embeddings=rows)
+
+    def encode_sdxl(
+        self, text_g: str, text_l: str, embeddings: EmbeddingSource | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         if len(self.encoders) != 2:
             raise ValueError(
                 f"CLIPTextEncodeSDXL needs SDXL's two text encoders; this CLIP ({self.family}) has one"
             )
+        rows = resolve_prompt_embeddings([text_l, text_g], self.embedding_slots, embeddings)
         with self.session():
-            return encode_sdxl(text_g, text_l, tuple(self.encoders), clip_skip=self.clip_skip)
+            return encode_sdxl(
+                text_g, text_l, tuple(self.encoders), clip_skip=self.clip_skip, embeddings=rows
+            )
 
     def with_layer(self, layer: int) -> ClipHandle:
         return replace(self, clip_skip=layer)

@@ -20,6 +20,12 @@ the same thing here:
   misread later groups after a stray ``)``; the cases where this matters are typos either way.
 - ``BREAK`` (upper case, a whole word, as in A1111) ends the current 77-token chunk: the encoder pads
   it and starts a new one. The whitespace around it is dropped. It works inside groups too.
+- ``embedding:NAME`` (a word starting with ``embedding:``, as in ComfyUI) stands for the vectors of the
+  textual-inversion embedding file ``NAME`` (``NAME``, ``NAME.pt``, ``sub/NAME.safetensors``, ...). It
+  takes the weight of its group like any word: ``(embedding:NAME:1.2)``. The name ends at whitespace or
+  at a ``<`` or ``[``; trailing commas are not part of it (``embedding:NAME,`` is the embedding and a
+  comma). :func:`split_embedding_reference` and :func:`embedding_names` read these; this module only
+  parses, the encoder resolves the names (``engine/models/embeddings.py``).
 
 Segments come back in prompt order, empty texts dropped and adjacent segments never merged: the
 boundary between ``a`` and ``(b)`` in ``a(b)`` is a word boundary for the tokenizer, as in ComfyUI.
@@ -32,7 +38,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
-__all__ = ["PromptStyle", "Segment", "parse_prompt", "strip_weighting"]
+__all__ = [
+    "EMBEDDING_PREFIX",
+    "PromptStyle",
+    "Segment",
+    "embedding_names",
+    "parse_prompt",
+    "split_embedding_reference",
+    "strip_weighting",
+]
 
 PromptStyle = Literal["comfy", "a1111"]
 
@@ -42,6 +56,9 @@ EMPHASIS: Final = 1.1
 _ESCAPABLE: Final = frozenset("()[]")
 _BREAK_RE: Final = re.compile(r"\s*\bBREAK\b\s*")
 _NUMBER_RE: Final = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*")
+#: A word starting with this names a textual-inversion embedding (ComfyUI's syntax).
+EMBEDDING_PREFIX: Final = "embedding:"
+_NAME_END_RE: Final = re.compile(r"[<\[]")
 
 
 class Segment(NamedTuple):
@@ -162,3 +179,31 @@ def parse_prompt(prompt: str, *, style: PromptStyle = "comfy") -> list[Segment]:
 def strip_weighting(prompt: str, *, style: PromptStyle = "comfy") -> str:
     """The prompt's text with the weighting syntax removed (``BREAK`` becomes a newline)."""
     return "".join("\n" if s.is_break else s.text for s in parse_prompt(prompt, style=style))
+
+
+def split_embedding_reference(word: str) -> tuple[str, str] | None:
+    """``(name, leftover text)`` when the whitespace-free ``word`` references an embedding, else None.
+
+    ``"embedding:skin,"`` gives ``("skin", ",")``; ``"embedding:sub/face.pt"`` gives ``("sub/face.pt", "")``;
+    a bare ``"embedding:"`` (no name) is plain text, as is a word that merely contains the prefix.
+    """
+    if not word.startswith(EMBEDDING_PREFIX):
+        return None
+    rest = word[len(EMBEDDING_PREFIX) :]
+    end = _NAME_END_RE.search(rest)
+    cut = end.start() if end is not None else len(rest)
+    name = rest[:cut].rstrip(",")
+    if not name:
+        return None
+    return name, rest[len(name) :]
+
+
+def embedding_names(prompt: str, *, style: PromptStyle = "comfy") -> list[str]:
+    """The embedding names ``prompt`` references, each once, in prompt order."""
+    names: dict[str, None] = {}
+    for segment in parse_prompt(prompt, style=style):
+        for word in segment.text.split():
+            ref = split_embedding_reference(word)
+            if ref is not None:
+                names.setdefault(ref[0])
+    return list(names)

@@ -10,8 +10,15 @@ The path of a prompt:
    would overflow the current chunk starts the next one, unless it is 8 tokens or longer (ComfyUI's
    rule), in which case it fills the current chunk and continues in the next. ``BREAK`` closes the
    current chunk early; an empty prompt gives one chunk ``[BOS, EOS, pad...]``.
+   Given ``embeddings`` (name -> one vector per slot), a word ``embedding:NAME`` becomes those vectors,
+   a group placed by the same rule as a word (kept whole in one chunk below 8 vectors, as in ComfyUI).
+   A ``None`` slot (an embedding that does not fit this encoder) takes its place while chunks are
+   filled and becomes padding at the end of its chunk, as in ComfyUI.
 3. :func:`encode_chunks` runs all chunks of an encoder as one batch and picks the hidden state of the
-   requested layer. When any token has a weight other than 1, the empty prompt is encoded in the same
+   requested layer. Embedding vectors replace the token embeddings at their positions (a hook on the
+   token-embedding layer for the length of the call, acting on this call's input only); the position
+   embeddings are added to them as to any token, as ComfyUI does. When any token has a weight other
+   than 1, the empty prompt is encoded in the same
    batch and each weighted token is moved along the line from the empty prompt's embedding at the same
    position: ``z = (z - z_empty) * w + z_empty`` (ComfyUI's rule; A1111 instead scales ``z`` and
    restores the mean, which is not what ComfyUI users expect). Tokens at weight 1 are left untouched,
@@ -48,15 +55,17 @@ mask alone: padding tokens see the prompt, which SD models were trained with).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import torch
 
-from atelier.engine.models.prompt import PromptStyle, Segment, parse_prompt
+from atelier.engine.models.prompt import PromptStyle, Segment, parse_prompt, split_embedding_reference
 
 __all__ = [
+    "EmbeddingRows",
     "TextEncoderSpec",
     "TokenChunk",
     "empty_chunk",
@@ -74,6 +83,14 @@ __all__ = [
 
 #: ComfyUI's ``max_word_length``: words this long (in tokens) may be split across chunks.
 MAX_WORD_TOKENS: Final = 8
+#: The id written where an embedding vector goes (its input embedding is replaced; never EOS, which
+#: marks the pooled position).
+EMBEDDING_PLACEHOLDER_ID: Final = 0
+
+#: An embedding's vectors for one encoder by name: one per slot, ``None`` where it does not fit.
+EmbeddingRows = Mapping[str, Sequence[torch.Tensor | None]]
+#: A token of a chunk body: an id, an embedding vector, or a dropped embedding slot.
+_Token = int | torch.Tensor | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +132,11 @@ class TextEncoderSpec:
         if self.pad_token_id is not None:
             return self.pad_token_id
         return _required_id(self.tokenizer, "pad_token_id")
+
+    @property
+    def width(self) -> int:
+        """The width of the token embeddings (what an embedding vector must have)."""
+        return int(token_embedding(self.model).embedding_dim)
 
 
 def _required_id(tokenizer: Any, attr: str) -> int:
@@ -160,21 +182,32 @@ def sdxl_clip_g(model: torch.nn.Module, tokenizer: Any) -> TextEncoderSpec:
 
 @dataclass(frozen=True)
 class TokenChunk:
-    """One encoder input of ``max_length`` tokens (BOS ... EOS pad...) and a weight per token."""
+    """One encoder input of ``max_length`` tokens (BOS ... EOS pad...) and a weight per token.
+
+    ``embeds``: ``(position, vector)`` of the embedding vectors that replace the input embedding at those
+    positions (whose id is a placeholder); left out of ``==``, which compares ids and weights."""
 
     ids: tuple[int, ...]
     weights: tuple[float, ...]
+    embeds: tuple[tuple[int, torch.Tensor], ...] = field(default=(), compare=False)
 
     @property
     def weighted(self) -> bool:
         return any(w != 1.0 for w in self.weights)
 
 
-def _frame(body: list[tuple[int, float]], bos: int, eos: int, pad: int, max_length: int) -> TokenChunk:
-    padding = max_length - 2 - len(body)
-    ids = (bos, *(t for t, _ in body), eos, *([pad] * padding))
-    weights = (1.0, *(w for _, w in body), 1.0, *([1.0] * padding))
-    return TokenChunk(ids, weights)
+def _frame(body: list[tuple[_Token, float]], bos: int, eos: int, pad: int, max_length: int) -> TokenChunk:
+    kept = [(t, w) for t, w in body if t is not None]
+    padding = max_length - 2 - len(kept)
+    ids = (
+        bos,
+        *(EMBEDDING_PLACEHOLDER_ID if isinstance(t, torch.Tensor) else t for t, _ in kept),
+        eos,
+        *([pad] * padding),
+    )
+    weights = (1.0, *(w for _, w in kept), 1.0, *([1.0] * padding))
+    embeds = tuple((n + 1, t) for n, (t, _) in enumerate(kept) if isinstance(t, torch.Tensor))
+    return TokenChunk(ids, weights, embeds)  # type: ignore[arg-type]
 
 
 def empty_chunk(spec: TextEncoderSpec) -> TokenChunk:
@@ -182,20 +215,37 @@ def empty_chunk(spec: TextEncoderSpec) -> TokenChunk:
     return _frame([], spec.bos_token_id, spec.eos_token_id, spec.pad_id, spec.max_length)
 
 
-def _words(segments: Sequence[Segment], tokenizer: Any) -> list[tuple[list[int], float] | None]:
-    """Token ids and weight per whitespace-separated word; ``None`` stands for a BREAK."""
-    plan: list[tuple[str, float] | None] = []
+def _words(
+    segments: Sequence[Segment], tokenizer: Any, embeddings: EmbeddingRows | None
+) -> list[tuple[list[_Token], float] | None]:
+    """Tokens and weight per whitespace-separated word (an embedding reference is a word of vectors);
+    ``None`` stands for a BREAK."""
+    plan: list[tuple[str | Sequence[torch.Tensor | None], float] | None] = []
     for segment in segments:
         if segment.is_break:
             plan.append(None)
-        else:
-            plan.extend((word, segment.weight) for word in segment.text.split())
-    texts = [p[0] for p in plan if p is not None]
+            continue
+        for word in segment.text.split():
+            ref = split_embedding_reference(word) if embeddings is not None else None
+            if ref is None:
+                plan.append((word, segment.weight))
+                continue
+            name, leftover = ref
+            rows = embeddings.get(name) if embeddings is not None else None
+            if rows is None:
+                raise KeyError(f"embedding {name!r} is referenced but was not resolved for this encoder")
+            plan.append((rows, segment.weight))
+            if leftover:
+                plan.append((leftover, segment.weight))
+    texts = [p[0] for p in plan if p is not None and isinstance(p[0], str)]
     encoded: list[list[int]] = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    out: list[tuple[list[int], float] | None] = []
+    out: list[tuple[list[_Token], float] | None] = []
     tokens = iter(encoded)
     for p in plan:
-        out.append(None if p is None else (list(next(tokens)), p[1]))
+        if p is None:
+            out.append(None)
+        else:
+            out.append((list(next(tokens)) if isinstance(p[0], str) else list(p[0]), p[1]))
     return out
 
 
@@ -208,13 +258,17 @@ def tokenize_weighted(
     pad_token_id: int,
     max_length: int = 77,
     style: PromptStyle = "comfy",
+    embeddings: EmbeddingRows | None = None,
 ) -> list[TokenChunk]:
-    """Chunks of a weighted prompt (a string to parse, or segments from ``parse_prompt``)."""
+    """Chunks of a weighted prompt (a string to parse, or segments from ``parse_prompt``).
+
+    Without ``embeddings``, ``embedding:NAME`` is plain text; with them, every name referenced must be
+    in the mapping (``engine/models/embeddings.py`` resolves and fits them)."""
     segments = parse_prompt(prompt, style=style) if isinstance(prompt, str) else prompt
     capacity = max_length - 2
-    bodies: list[list[tuple[int, float]]] = []
-    body: list[tuple[int, float]] = []
-    for word in _words(segments, tokenizer):
+    bodies: list[list[tuple[_Token, float]]] = []
+    body: list[tuple[_Token, float]] = []
+    for word in _words(segments, tokenizer, embeddings):
         if word is None:
             bodies.append(body)
             body = []
@@ -237,7 +291,11 @@ def tokenize_weighted(
 
 
 def tokenize_prompt(
-    prompt: str | Sequence[Segment], spec: TextEncoderSpec, *, style: PromptStyle = "comfy"
+    prompt: str | Sequence[Segment],
+    spec: TextEncoderSpec,
+    *,
+    style: PromptStyle = "comfy",
+    embeddings: EmbeddingRows | None = None,
 ) -> list[TokenChunk]:
     """:func:`tokenize_weighted` with the special tokens and length of ``spec``."""
     return tokenize_weighted(
@@ -248,12 +306,56 @@ def tokenize_prompt(
         pad_token_id=spec.pad_id,
         max_length=spec.max_length,
         style=style,
+        embeddings=embeddings,
     )
 
 
 def _model_place(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     param = next(model.parameters())
     return param.device, param.dtype
+
+
+def token_embedding(model: torch.nn.Module) -> torch.nn.Embedding:
+    """The token-embedding layer of a transformers CLIP text model (with or without projection)."""
+    layer = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not isinstance(layer, torch.nn.Embedding):
+        raise TypeError(
+            f"{type(model).__name__} has no token embedding; expected a transformers CLIP text model"
+        )
+    return layer
+
+
+@contextmanager
+def _embedding_vectors(
+    model: torch.nn.Module, ids: torch.Tensor, chunks: Sequence[TokenChunk]
+) -> Iterator[None]:
+    """Within the block, the token embeddings of ``ids`` (this call's tensor only: other callers of the
+    same module pass through untouched) carry the chunks' embedding vectors at their positions."""
+    places = [(row, pos, vec) for row, chunk in enumerate(chunks) for pos, vec in chunk.embeds]
+    if not places:
+        yield
+        return
+    rows = torch.tensor([r for r, _, _ in places], device=ids.device)
+    cols = torch.tensor([p for _, p, _ in places], device=ids.device)
+    vectors = torch.stack([v for _, _, v in places])
+
+    def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        given = args[0] if args else None
+        if (
+            not isinstance(given, torch.Tensor)
+            or given.data_ptr() != ids.data_ptr()
+            or given.shape != ids.shape
+        ):
+            return None
+        out = output.clone()
+        out[rows, cols] = vectors.to(device=out.device, dtype=out.dtype)
+        return out
+
+    handle = token_embedding(model).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _final_layer_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -277,7 +379,7 @@ def _encode_one(
     weighted = any(c.weighted for c in chunks)
     batch = [*chunks, empty_chunk(spec)] if weighted else list(chunks)
     ids = torch.tensor([c.ids for c in batch], dtype=torch.long, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), _embedding_vectors(spec.model, ids, batch):
         out = spec.model(input_ids=ids, output_hidden_states=True)
         hidden = out.hidden_states
         if -layer >= len(hidden):
@@ -340,11 +442,19 @@ def encode_texts(
     clip_skip: int | None = None,
     style: PromptStyle = "comfy",
     dtype: torch.dtype | None = None,
+    embeddings: Sequence[EmbeddingRows] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One prompt per encoder (same order), encoded and concatenated on the feature axis."""
+    """One prompt per encoder (same order), encoded and concatenated on the feature axis.
+    ``embeddings``: one name -> vectors mapping per encoder (see :func:`tokenize_weighted`)."""
     if len(texts) != len(encoders):
         raise ValueError(f"{len(texts)} texts for {len(encoders)} encoders")
-    chunks = [tokenize_prompt(t, spec, style=style) for t, spec in zip(texts, encoders, strict=True)]
+    if embeddings is not None and len(embeddings) != len(encoders):
+        raise ValueError(f"{len(embeddings)} embedding mappings for {len(encoders)} encoders")
+    per_encoder = embeddings if embeddings is not None else [None] * len(encoders)
+    chunks = [
+        tokenize_prompt(t, spec, style=style, embeddings=e)
+        for t, spec, e in zip(texts, encoders, per_encoder, strict=True)
+    ]
     return encode_chunks(chunks, encoders, clip_skip=clip_skip, dtype=dtype)
 
 
@@ -355,9 +465,12 @@ def encode_prompt(
     clip_skip: int | None = None,
     style: PromptStyle = "comfy",
     dtype: torch.dtype | None = None,
+    embeddings: Sequence[EmbeddingRows] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``CLIPTextEncode``: the same prompt through every encoder. Returns ``(cond [1, 77k, C], pooled)``."""
-    return encode_texts([text] * len(encoders), encoders, clip_skip=clip_skip, style=style, dtype=dtype)
+    return encode_texts(
+        [text] * len(encoders), encoders, clip_skip=clip_skip, style=style, dtype=dtype, embeddings=embeddings
+    )
 
 
 def encode_sdxl(
@@ -368,10 +481,13 @@ def encode_sdxl(
     clip_skip: int | None = None,
     style: PromptStyle = "comfy",
     dtype: torch.dtype | None = None,
+    embeddings: Sequence[EmbeddingRows] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``CLIPTextEncodeSDXL``: ``encoders`` is ``(clip_l, clip_g)``; ``text_l`` goes to CLIP-L and
     ``text_g`` to OpenCLIP-G. The size/crop conditioning of that node is not text encoding and is left
-    to the caller."""
+    to the caller. ``embeddings``: per encoder, in the order (clip_l, clip_g)."""
     if len(encoders) != 2:
         raise ValueError(f"encode_sdxl needs the two SDXL encoders (clip_l, clip_g), got {len(encoders)}")
-    return encode_texts([text_l, text_g], encoders, clip_skip=clip_skip, style=style, dtype=dtype)
+    return encode_texts(
+        [text_l, text_g], encoders, clip_skip=clip_skip, style=style, dtype=dtype, embeddings=embeddings
+    )
