@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from atelier.engine.faces.boxes import crop_region, grow_box, iou, nms, region_to_aspect
 from atelier.engine.faces.compose import crop, paste
+from atelier.engine.faces.detailer import working_size
 from atelier.engine.faces.detections import FaceDetection, Faces
 from atelier.engine.faces.masks import border_sides, combined_mask, feather, move_mask, shape_mask
 
@@ -197,3 +198,16 @@ def test_faces_carrier_refuses_inconsistent_values() -> None:
     with pytest.raises(ValueError, match="1 image\\(s\\) of 20x20"):
         faces.check_image(torch.zeros(1, 30, 20, 3))
 
+
+def test_working_size_follows_guide_size_and_caps_at_max_size() -> None:
+    # a 100x120 box in a 300x360 crop region
+    face = _face(0, (0, 0, 300, 360), (100, 120, 200, 240))
+    assert working_size(face, 512, "bbox", 4096) == (1536, 1840)  # 5.12x, multiples of 8
+    assert working_size(face, 512, "bbox", 1024) == (856, 1024)  # capped on the longer side
+    assert working_size(face, 600, "crop_region", 4096) == (600, 720)
+    # a face already larger than guide_size is not shrunk, unless max_size asks for it
+    assert working_size(face, 64, "bbox", 4096) == (304, 360)
+    assert working_size(face, 64, "bbox", 180) == (152, 176)
+    for guide, cap in ((512, 1024), (200, 300), (64, 64)):
+        w, h = working_size(face, guide, "bbox", cap)
+        assert w % 8 == 0 and h % 8 == 0 and max(w, h) <= cap

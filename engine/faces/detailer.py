@@ -1,0 +1,148 @@
+"""The face detail pass: each face's crop region re-denoised at a working size and pasted back.
+
+For every face: the crop region is scaled to its working size (``guide_size`` on the face box's shorter
+side, or on the crop region's; never below the crop's own pixels; at most ``max_size`` on the longer side;
+a multiple of 8), VAE-encoded, denoised at ``denoise`` through :func:`run_sampler` with the noise limited
+to the face's feathered mask, decoded, scaled back and pasted through that mask. Faces of one working size
+go through the VAE and the sampler as one batch. Pixels outside every face's crop region are never
+written; inside it, only where the feathered mask is above zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from atelier.engine.models.handles import ModelHandle, VaeHandle
+from atelier.engine.node import Context
+from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.sampling.runner import run_sampler
+
+from .compose import crop, paste_, resize_image
+from .detections import FaceDetection, Faces
+from .masks import border_sides, feather, radius_for, resize_mask
+
+GuideFor = Literal["bbox", "crop_region"]
+MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class DetailSettings:
+    """How faces are re-denoised (the sampler's own options travel in ``sampler``)."""
+
+    guide_size: int = 512
+    guide_size_for: GuideFor = "bbox"
+    max_size: int = 1024
+    feather: int = 5
+    noise_mask: bool = True
+    seed: int = 0
+    steps: int = 20
+    cfg: float = 8.0
+    sampler_name: str = "euler"
+    scheduler: str = "normal"
+    denoise: float = 0.5
+
+
+def working_size(
+    face: FaceDetection, guide_size: int, guide_size_for: GuideFor, max_size: int
+) -> tuple[int, int]:
+    """(width, height) a face's crop region is denoised at: scaled so that the face box's shorter side
+    (``"bbox"``) or the crop region's (``"crop_region"``) becomes ``guide_size``, never scaled down below
+    the crop's own pixels except to bring its longer side to ``max_size``; multiples of 8."""
+    cw, ch = face.crop_size
+    bw, bh = face.box_size
+    ref = min(bw, bh) if guide_size_for == "bbox" else min(cw, ch)
+    scale = max(1.0, guide_size / max(ref, 1e-6))
+    scale = min(scale, max_size / max(cw, ch))
+    cap = max(MULTIPLE, max_size // MULTIPLE * MULTIPLE)
+
+    def side(v: int) -> int:
+        return max(MULTIPLE, min(cap, round(v * scale / MULTIPLE) * MULTIPLE))
+
+    return side(cw), side(ch)
+
+
+def group_by_size(
+    faces: Faces, guide_size: int, guide_size_for: GuideFor, max_size: int
+) -> list[tuple[tuple[int, int], list[FaceDetection]]]:
+    """The faces grouped by working size, groups in the order their first face comes."""
+    groups: dict[tuple[int, int], list[FaceDetection]] = {}
+    for d in faces:
+        groups.setdefault(working_size(d, guide_size, guide_size_for, max_size), []).append(d)
+    return list(groups.items())
+
+
+def paste_mask(face: FaceDetection, faces: Faces, feather_px: int) -> Tensor:
+    """The mask a face is pasted (and, with ``noise_mask``, denoised) through: its mask feathered by up to
+    ``feather_px`` pixels, not fading where the crop region meets the image border."""
+    r = radius_for(face.crop_size, feather_px)
+    return feather(face.mask, r, replicate=border_sides(face.crop, faces.width, faces.height))
+
+
+def progress_span(ctx: Context, done: float, part: float, total: float) -> Context:
+    """A context whose progress events report ``done + part * value / max`` of ``total``: the sampler's
+    steps of one batch of faces as part of the progress over all faces."""
+    emit = ctx.emit
+    if emit is None:
+        return ctx
+
+    def scaled(kind: str, data: dict[str, Any]) -> None:
+        if kind == "progress" and data.get("max"):
+            data = {"value": done + part * float(data["value"]) / float(data["max"]), "max": total}
+        emit(kind, data)
+
+    return dataclasses.replace(ctx, emit=scaled)
+
+
+def detail_faces(
+    ctx: Context,
+    image: Tensor,
+    faces: Faces,
+    model: ModelHandle,
+    vae: VaeHandle,
+    positive: Conditioning,
+    negative: Conditioning,
+    settings: DetailSettings,
+    on_group: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """``image`` [B, H, W, C] with every face of ``faces`` re-denoised and pasted back (a new tensor)."""
+    faces.check_image(image)
+    out = image.clone()
+    total = len(faces)
+    done = 0
+    groups = group_by_size(faces, settings.guide_size, settings.guide_size_for, settings.max_size)
+    for g, ((w, h), group) in enumerate(groups):
+        ctx.check_interrupt()
+        crops = torch.cat([resize_image(crop(image, d.image_index, d.crop), w, h) for d in group])
+        masks = [paste_mask(d, faces, settings.feather) for d in group]
+        latent: dict[str, Any] = {"samples": vae.encode(crops)}
+        if settings.noise_mask:
+            latent["noise_mask"] = torch.stack([resize_mask(m, w, h) for m in masks])[:, None]
+        sampled = run_sampler(
+            progress_span(ctx, done, len(group), total),
+            model,
+            latent,
+            positive,
+            negative,
+            seed=settings.seed + g,
+            steps=settings.steps,
+            cfg=settings.cfg,
+            sampler_name=settings.sampler_name,
+            scheduler=settings.scheduler,
+            denoise=settings.denoise,
+        )
+        decoded = vae.decode(sampled["samples"]).to(image.device)
+        for k, (d, m) in enumerate(zip(group, masks, strict=True)):
+            cw, ch = d.crop_size
+            patch = resize_image(decoded[k : k + 1], cw, ch)
+            paste_(out, d.image_index, d.crop, patch, m.to(image.device))
+        done += len(group)
+        ctx.progress(done, total)
+        if on_group is not None:
+            on_group(g + 1, len(groups))
+    return out
