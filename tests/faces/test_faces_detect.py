@@ -307,3 +307,52 @@ def test_detector_files_that_cannot_run_get_clear_errors(face_engine: Any, faces
     (faces_models / "face_detectors" / "broken.onnx").write_bytes(b"\x00garbage")
     res = face_engine.executor.run(_detect_wf("astronaut.png", "broken.onnx"), outputs=ALL)
     assert not res.ok and "not an ONNX model" in _problem(res)
+
+
+def _yunet_onnx(path: Path, size: int = 64) -> None:
+    """An ONNX model with YuNet's twelve outputs (cls/obj/bbox/kps at strides 8, 16, 32), constant: one
+    face in the stride-8 cell at row 3, column 4, for OpenCV's FaceDetectorYN to decode."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceSum", ["input"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+    ]
+    inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    outputs = []
+    face = {
+        "cls": [0.81],
+        "obj": [1.0],
+        "bbox": [0.5, 0.25, np.log(3.0), np.log(4.0)],  # centre (4.5, 3.25) cells, size 3 x 4 cells
+        "kps": [0, 0, 1, 0, 0.5, 0.5, 0, 1, 1, 1],
+    }
+    for kind, values in face.items():
+        for stride in (8, 16, 32):
+            arr = np.zeros((1, (size // stride) ** 2, len(values)), np.float32)
+            if stride == 8:
+                arr[0, 3 * (size // 8) + 4] = values
+            name = f"{kind}_{stride}"
+            inits.append(numpy_helper.from_array(arr, name + "_value"))
+            nodes.append(helper.make_node("Add", ["nothing", name + "_value"], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(arr.shape)))
+    graph = helper.make_graph(
+        nodes,
+        "yunet_stub",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_yunet_onnx_detector_runs_through_opencv(face_engine: Any, faces_models: Path) -> None:
+    _yunet_onnx(faces_models / "face_detectors" / "face_detection_yunet_stub.onnx")
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(face_engine.folders.input / "small.png")
+    (faces,) = _values(face_engine, _detect_wf("small.png", "face_detection_yunet_stub.onnx"), "faces")
+    (face,) = faces
+    # OpenCV decodes cell (3, 4) at stride 8: centre (36, 26), size 24 x 32
+    assert face.box == pytest.approx((24.0, 10.0, 48.0, 42.0)) and face.score == pytest.approx(0.9)
+    assert [c for p in face.landmarks for c in p] == pytest.approx([32, 24, 40, 24, 36, 28, 32, 32, 40, 32])
