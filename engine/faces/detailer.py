@@ -84,19 +84,35 @@ def paste_mask(face: FaceDetection, faces: Faces, feather_px: int) -> Tensor:
     return feather(face.mask, r, replicate=border_sides(face.crop, faces.width, faces.height))
 
 
-def progress_span(ctx: Context, done: float, part: float, total: float) -> Context:
-    """A context whose progress events report ``done + part * value / max`` of ``total``: the sampler's
-    steps of one batch of faces as part of the progress over all faces."""
-    emit = ctx.emit
-    if emit is None:
-        return ctx
+class FaceProgress:
+    """Progress over all faces in whole sampler steps: each face counts the sampler's steps, so a batch of
+    ``n`` faces advances ``n`` per step, and the total is faces x steps (known from the first step)."""
 
-    def scaled(kind: str, data: dict[str, Any]) -> None:
-        if kind == "progress" and data.get("max"):
-            data = {"value": done + part * float(data["value"]) / float(data["max"]), "max": total}
-        emit(kind, data)
+    def __init__(self, ctx: Context, total_faces: int) -> None:
+        self.ctx = ctx
+        self.total = total_faces
+        self.steps = 1
 
-    return dataclasses.replace(ctx, emit=scaled)
+    def for_batch(self, done_faces: int, batch: int) -> Context:
+        """A context whose progress events report this batch's steps as part of the whole."""
+        emit = self.ctx.emit
+        if emit is None:
+            return self.ctx
+
+        def scaled(kind: str, data: dict[str, Any]) -> None:
+            if kind == "progress" and data.get("max"):
+                self.steps = int(data["max"])
+                data = {
+                    "value": done_faces * self.steps + batch * int(data["value"]),
+                    "max": self.total * self.steps,
+                }
+            emit(kind, data)
+
+        return dataclasses.replace(self.ctx, emit=scaled)
+
+    def done(self, faces: int) -> None:
+        """``faces`` are pasted back (honours an interrupt)."""
+        self.ctx.progress(faces * self.steps, self.total * self.steps)
 
 
 def detail_faces(
@@ -113,7 +129,7 @@ def detail_faces(
     """``image`` [B, H, W, C] with every face of ``faces`` re-denoised and pasted back (a new tensor)."""
     faces.check_image(image)
     out = image.clone()
-    total = len(faces)
+    progress = FaceProgress(ctx, len(faces))
     done = 0
     groups = group_by_size(faces, settings.guide_size, settings.guide_size_for, settings.max_size)
     for g, ((w, h), group) in enumerate(groups):
@@ -124,7 +140,7 @@ def detail_faces(
         if settings.noise_mask:
             latent["noise_mask"] = torch.stack([resize_mask(m, w, h) for m in masks])[:, None]
         sampled = run_sampler(
-            progress_span(ctx, done, len(group), total),
+            progress.for_batch(done, len(group)),
             model,
             latent,
             positive,
@@ -142,7 +158,7 @@ def detail_faces(
             patch = resize_image(decoded[k : k + 1], cw, ch)
             paste_(out, d.image_index, d.crop, patch, m.to(image.device))
         done += len(group)
-        ctx.progress(done, total)
+        progress.done(done)
         if on_group is not None:
             on_group(g + 1, len(groups))
     return out

@@ -211,3 +211,15 @@ def test_working_size_follows_guide_size_and_caps_at_max_size() -> None:
     for guide, cap in ((512, 1024), (200, 300), (64, 64)):
         w, h = working_size(face, guide, "bbox", cap)
         assert w % 8 == 0 and h % 8 == 0 and max(w, h) <= cap
+
+
+def test_faces_are_grouped_by_working_size_in_order() -> None:
+    from atelier.engine.faces.detailer import group_by_size
+
+    big = _face(0, (0, 0, 300, 360), (100, 120, 200, 240))
+    small = _face(0, (300, 0, 400, 100), (333, 33, 366, 66))
+    big2 = _face(1, (0, 0, 300, 360), (100, 120, 200, 240))
+    faces = Faces(400, 360, 2, (big, small, big2))
+    groups = group_by_size(faces, 128, "bbox", 512)
+    assert [(size, len(g)) for size, g in groups] == [((384, 464), 2), ((384, 384), 1)]
+    assert groups[0][1] == [big, big2]
