@@ -4,14 +4,14 @@ For every face: the crop region is scaled to its working size (``guide_size`` on
 side, or on the crop region's; never below the crop's own pixels; at most ``max_size`` on the longer side;
 a multiple of 8), VAE-encoded, denoised at ``denoise`` through :func:`run_sampler` with the noise limited
 to the face's feathered mask, decoded, scaled back and pasted through that mask. Faces of one working size
-go through the VAE and the sampler as one batch. Pixels outside every face's crop region are never
-written; inside it, only where the feathered mask is above zero.
+go through the VAE and the sampler as one batch (up to :data:`MAX_BATCH`; batch ``i`` is seeded
+``seed + i``). Pixels outside every face's crop region are never written; inside it, only where the
+feathered mask is above zero.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,9 @@ from .masks import border_sides, feather, radius_for, resize_mask
 
 GuideFor = Literal["bbox", "crop_region"]
 MULTIPLE = 8
+#: at most this many faces of one working size go through the VAE and the sampler together (a crowd of
+#: faces at 1024 px would not fit in memory as one batch)
+MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,6 @@ def detail_faces(
     positive: Conditioning,
     negative: Conditioning,
     settings: DetailSettings,
-    on_group: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """``image`` [B, H, W, C] with every face of ``faces`` re-denoised and pasted back (a new tensor)."""
     faces.check_image(image)
@@ -132,7 +134,10 @@ def detail_faces(
     progress = FaceProgress(ctx, len(faces))
     done = 0
     groups = group_by_size(faces, settings.guide_size, settings.guide_size_for, settings.max_size)
-    for g, ((w, h), group) in enumerate(groups):
+    batches = [
+        (size, group[i : i + MAX_BATCH]) for size, group in groups for i in range(0, len(group), MAX_BATCH)
+    ]
+    for g, ((w, h), group) in enumerate(batches):
         ctx.check_interrupt()
         crops = torch.cat([resize_image(crop(image, d.image_index, d.crop), w, h) for d in group])
         masks = [paste_mask(d, faces, settings.feather) for d in group]
@@ -159,6 +164,4 @@ def detail_faces(
             paste_(out, d.image_index, d.crop, patch, m.to(image.device))
         done += len(group)
         progress.done(done)
-        if on_group is not None:
-            on_group(g + 1, len(groups))
     return out

@@ -31,12 +31,8 @@ def shape_mask(region: Region, box: Box, shape: MaskShape, device: torch.device 
     xs = _pixel_centres(rx0, rx1, device)
     ys = _pixel_centres(ry0, ry1, device)
     if shape == "box":
-        cover_x = (
-            torch.minimum(xs + 0.5, torch.tensor(bx1)) - torch.maximum(xs - 0.5, torch.tensor(bx0))
-        ).clamp(0, 1)
-        cover_y = (
-            torch.minimum(ys + 0.5, torch.tensor(by1)) - torch.maximum(ys - 0.5, torch.tensor(by0))
-        ).clamp(0, 1)
+        cover_x = ((xs + 0.5).clamp(max=bx1) - (xs - 0.5).clamp(min=bx0)).clamp(0, 1)
+        cover_y = ((ys + 0.5).clamp(max=by1) - (ys - 0.5).clamp(min=by0)).clamp(0, 1)
         return cover_y[:, None] * cover_x[None, :]
     if shape == "ellipse":
         cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
