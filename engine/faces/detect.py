@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,13 +66,13 @@ def load_detector(files: Folders, models: ModelLoader, name: str) -> FaceDetecto
     return models.load(files.find_model(MODEL_KIND, name), onnx_models.load)
 
 
-def to_host_rgb(image: Tensor) -> list:
+def to_host_rgb(image: Tensor) -> list[np.ndarray]:
     """IMAGE [B, H, W, C] to one [H, W, 3] uint8 RGB numpy array per image (what detectors read)."""
     if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"an IMAGE batch is [B, H, W, 3]; got shape {list(image.shape)}")
     rgb = image[..., :3] if image.shape[-1] >= 3 else image.expand(*image.shape[:3], 3)
     arr = (rgb.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    return [a for a in arr]
+    return list(arr)
 
 
 def find_faces(
