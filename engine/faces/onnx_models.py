@@ -250,7 +250,12 @@ def load(path: Path, options: LoadOptions) -> YoloOnnx | YuNet:
                 f"{name}: OpenCV could not load it as a YuNet face detector: {exc}"
             ) from exc
         return YuNet(model, name)
-    if len(outputs) >= 1 and len(session.get_outputs()[0].shape) == 3:
+    shapes_of = [o.shape for o in session.get_outputs()]
+    if len(shapes_of) == 2 and len(shapes_of[0]) == 3 and len(shapes_of[1]) == 4:
+        raise DetectorUnavailable(
+            f"{name} is a YOLO segmentation model (boxes plus mask prototypes); use a box (bbox) face model"
+        )
+    if len(outputs) >= 1 and len(shapes_of[0]) == 3:
         return YoloOnnx(session, name)
     shapes = ", ".join(f"{o.name} {o.shape}" for o in session.get_outputs())
     raise DetectorUnavailable(

@@ -304,6 +304,23 @@ def test_detector_files_that_cannot_run_get_clear_errors(face_engine: Any, faces
     res = face_engine.executor.run(_detect_wf("astronaut.png", "odd.onnx"), outputs=ALL)
     assert not res.ok
     assert "neither a YOLO detector" in _problem(res) and "y [1, 3]" in _problem(res)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["boxes"]), helper.make_node("Identity", ["p"], ["protos"])],
+        "seg",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 37, 100]),
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 32, 16, 16]),
+        ],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 37, 100]),
+            helper.make_tensor_value_info("protos", TensorProto.FLOAT, [1, 32, 16, 16]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(faces_models / "face_detectors" / "face_yolov8n-seg.onnx"))
+    res = face_engine.executor.run(_detect_wf("astronaut.png", "face_yolov8n-seg.onnx"), outputs=ALL)
+    assert not res.ok and "segmentation model" in _problem(res)
     (faces_models / "face_detectors" / "broken.onnx").write_bytes(b"\x00garbage")
     res = face_engine.executor.run(_detect_wf("astronaut.png", "broken.onnx"), outputs=ALL)
     assert not res.ok and "not an ONNX model" in _problem(res)
