@@ -155,6 +155,8 @@ class HumanReporter:
             w(f"  ran    {ev.node} ({ev.node_type}) in {_ms(ev.elapsed_ms)}\n")
             for ref in (ev.ui or {}).get("images", []):
                 w(f"         wrote {_ref_path(self.folders, ref)}\n")
+            for line in (ev.ui or {}).get("text", []):  # what a node has to say ("no face found", ...)
+                w(f"         {line}\n")
         elif isinstance(ev, E.NodeFailed):
             self._close_bar()
             w(f"  FAILED {ev.node} ({ev.node_type}): {ev.exception_type}: {ev.message}\n")

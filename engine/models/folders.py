@@ -1,9 +1,10 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles``; more roots or per-kind folders come from a
-TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder works as it is (A1111's
-folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised)::
+vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors``; more roots or per-kind folders
+come from a TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder
+works as it is (A1111's folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised, and
+face detectors in Impact Pack's ``ultralytics/bbox`` or ADetailer's ``adetailer``)::
 
     [models]
     roots = ["/home/me/ComfyUI/models", "/home/me/stable-diffusion-webui/models"]
@@ -16,7 +17,16 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-MODEL_KINDS = ("checkpoints", "vae", "loras", "upscale_models", "controlnet", "embeddings", "styles")
+MODEL_KINDS = (
+    "checkpoints",
+    "vae",
+    "loras",
+    "upscale_models",
+    "controlnet",
+    "embeddings",
+    "styles",
+    "face_detectors",
+)
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
     "vae": ("vae", "VAE"),
@@ -26,6 +36,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
     # prompt styles (engine/models/styles.py): *.csv (A1111) and *.json; an entry may be a styles.csv itself
     "styles": ("styles",),
+    # YOLO/YuNet face detector files; Impact Pack keeps them in ultralytics/bbox, ADetailer in adetailer
+    "face_detectors": ("face_detectors", "ultralytics/bbox", "adetailer"),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Final
 
 import torch
 
+from atelier.engine.faces.detections import Faces
 from atelier.engine.sampling.conditioning import CondEntry
 from atelier.engine.types import SocketType
 
@@ -34,4 +35,9 @@ IMAGE: Final = SocketType("IMAGE", "float tensor [B,H,W,C] in 0..1", "#64b5f6", 
 MASK: Final = SocketType("MASK", "float tensor [B,H,W] in 0..1", "#81c784", torch.Tensor)
 UPSCALE_MODEL: Final = SocketType("UPSCALE_MODEL", "an image upscaler model", "#9575cd")
 CONTROL_NET: Final = SocketType("CONTROL_NET", "a ControlNet model", "#4db6ac")
-FACES: Final = SocketType("FACES", "detected face boxes and crops", "#f48fb1")
+FACES: Final = SocketType(
+    "FACES",
+    f"{Faces.__name__}: image size and per face its box, score, landmarks, crop region and mask",
+    "#f48fb1",
+    Faces,
+)
