@@ -121,8 +121,10 @@ def upscaler_from_state_dict(state_dict: dict[str, Tensor], path: Path, name: st
             f"({len(state_dict)} tensors: {sample}, ...)",
         ) from None
     except Exception as exc:  # an architecture matched the names but its shapes do not add up
+        text = " ".join(str(exc).split())
+        text = text if len(text) <= 300 else text[:300] + " ..."
         raise CheckpointError(
-            path, f"looks like an upscale model but does not load ({type(exc).__name__}: {exc})"
+            path, f"looks like an upscale model but does not load ({type(exc).__name__}: {text})"
         ) from None
     if not isinstance(descriptor, sp.ImageModelDescriptor):
         raise CheckpointError(
