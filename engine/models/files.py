@@ -163,9 +163,9 @@ def _safetensors_index(path: Path) -> TensorIndex:
     return TensorIndex(path, "safetensors", entries, read)
 
 
-def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A ``.ckpt``/``.pt``/``.pth`` file through ``torch.load(weights_only=True)``, unwrapping
-    ``state_dict``. Only tensors are kept."""
+def read_torch_file(path: Path) -> Any:
+    """What a ``.ckpt``/``.pt``/``.pth`` file holds, through ``torch.load(weights_only=True)`` only: a file
+    that needs more than tensors and plain containers is refused with a CheckpointError naming it."""
     try:
         try:
             data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -184,6 +184,13 @@ def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             path, f"not a readable PyTorch checkpoint (corrupt or truncated?): {text}"
         ) from None
+    return data
+
+
+def load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.ckpt``/``.pt``/``.pth`` file through ``torch.load(weights_only=True)``, unwrapping
+    ``state_dict``. Only tensors are kept."""
+    data = read_torch_file(path)
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):

@@ -16,6 +16,7 @@ from atelier.engine.sampling.conditioning import CondEntry
 from atelier.engine.types import SocketType
 
 from .handles import ClipHandle, ModelHandle, VaeHandle
+from .upscale import UpscaleModelHandle
 
 MODEL: Final = SocketType(
     "MODEL", "a denoising model handle (UNet + noise schedule + patches + wrappers)", "#b39ddb", ModelHandle
@@ -33,7 +34,9 @@ CONDITIONING: Final = SocketType(
 LATENT: Final = SocketType("LATENT", "{samples: [B,C,h,w], noise_mask?: [B,1,h,w]}", "#ec407a", dict)
 IMAGE: Final = SocketType("IMAGE", "float tensor [B,H,W,C] in 0..1", "#64b5f6", torch.Tensor)
 MASK: Final = SocketType("MASK", "float tensor [B,H,W] in 0..1", "#81c784", torch.Tensor)
-UPSCALE_MODEL: Final = SocketType("UPSCALE_MODEL", "an image upscaler model", "#9575cd")
+UPSCALE_MODEL: Final = SocketType(
+    "UPSCALE_MODEL", "an image upscaler model (spandrel: ESRGAN, SwinIR, ...)", "#9575cd", UpscaleModelHandle
+)
 CONTROL_NET: Final = SocketType("CONTROL_NET", "a ControlNet model", "#4db6ac")
 FACES: Final = SocketType(
     "FACES",
