@@ -51,7 +51,9 @@ def write_inputs(root: Path, size: int, upscale_input: int) -> None:
     try:
         from skimage.data import astronaut
     except ImportError:
-        raise SystemExit("bench/portrait.py needs scikit-image (the dev extra) for its public-domain photo") from None
+        raise SystemExit(
+            "bench/portrait.py needs scikit-image (the dev extra) for its public-domain photo"
+        ) from None
     photo = Image.fromarray(astronaut())
     (root / "input").mkdir(parents=True, exist_ok=True)
     photo.resize((size, size), Image.LANCZOS).save(root / "input" / "face.png")
@@ -76,7 +78,9 @@ def write_upscaler(folder: Path) -> str | None:
     return "esrgan-x4.safetensors"
 
 
-def run_timed(engine: Engine, wf: dict[str, Any], overrides: dict[str, Any], device: str) -> tuple[float, list]:
+def run_timed(
+    engine: Engine, wf: dict[str, Any], overrides: dict[str, Any], device: str
+) -> tuple[float, list]:
     """Every node runs (fresh output cache); returns wall time and [(node, type, ms)]."""
     engine.cache.clear()
     events: list[E.Event] = []
@@ -103,7 +107,9 @@ def random_sd15_engine(base: Engine, device: str, dtype: torch.dtype) -> tuple[E
 
     t0 = time.perf_counter()
     handles = handles_from_checkpoint(build_random_sd15(seed=0, device=device, dtype=dtype), "random-sd15")
-    print(f"built random SD1.5 ({device}, {str(dtype).removeprefix('torch.')}) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"built random SD1.5 ({device}, {str(dtype).removeprefix('torch.')}) in {time.perf_counter() - t0:.1f} s"
+    )
 
     class RandomSD15(Node):
         """Bench-only: hands out the in-memory full-size model."""
@@ -125,7 +131,9 @@ def pipelines(size: int, steps: int, upscaler: str | None) -> list[tuple[str, st
         ("face detail", "fix_faces.json", {"image": "face.png", "steps": steps, "guide_size": size}),
     ]
     if upscaler is not None:
-        out.append(("4x model upscale", "upscale_image.json", {"image": "small.png", "upscale_model": upscaler}))
+        out.append(
+            ("4x model upscale", "upscale_image.json", {"image": "small.png", "upscale_model": upscaler})
+        )
     return out
 
 
@@ -155,7 +163,9 @@ def main() -> int:
         print("spandrel is not installed: the upscale pipeline is skipped")
     print(f"device {args.device}, {dtype_name}, {size} px, {steps} steps, upscale input {upscale_input} px")
 
-    settings = [("tiny checkpoint", None)] + ([] if args.tiny_only else [("full-size SD1.5, random weights", "x")])
+    settings = [("tiny checkpoint", None)] + (
+        [] if args.tiny_only else [("full-size SD1.5, random weights", "x")]
+    )
     for label, full in settings:
         engine = build_engine(
             EngineConfig(
