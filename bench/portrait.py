@@ -63,13 +63,16 @@ def write_inputs(root: Path, size: int, upscale_input: int) -> None:
 def write_upscaler(folder: Path) -> str | None:
     """A random-weight 4x ESRGAN with the real architecture's size, in its real key layout."""
     try:
-        from spandrel.architectures.ESRGAN import RRDBNet
+        from atelier.engine.models.spandrel_compat import spandrel
+
+        spandrel()
+        from spandrel.architectures.ESRGAN import ESRGAN
     except ImportError:
         return None
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    net = RRDBNet(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4)
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(0.1)  # keep activations in range through 23 blocks of random weights
