@@ -5,7 +5,8 @@ cache per run, the model loader warm), and prints each node's time and what each
 base portrait measured in the same run:
   * base:        workflows/portrait.json (txt2img) at --size, --steps;
   * face detail: workflows/fix_faces.json on a real photograph (skimage's astronaut, public domain) resized
-                 to --size: RetinaFace finds the face, FaceDetailer re-paints it at --size working size;
+                 to --size: RetinaFace finds the face, FaceDetailer re-paints its crop (3x the face box) at
+                 about --size (guide_size --size/3), so it compares with the base portrait pixel for pixel;
   * upscale:     workflows/upscale_image.json on the same photograph at --upscale-input px through a
                  random-weight 4x ESRGAN of the real size (RRDBNet, 64 features, 23 blocks), tiled.
 Twice: on the tiny random checkpoint (the engine's own overhead shows) and on the full-size SD1.5
@@ -131,7 +132,8 @@ def random_sd15_engine(base: Engine, device: str, dtype: torch.dtype) -> tuple[E
 def pipelines(size: int, steps: int, upscaler: str | None) -> list[tuple[str, str, dict[str, Any]]]:
     out = [
         ("base portrait", "portrait.json", {"width": size, "height": size, "steps": steps}),
-        ("face detail", "fix_faces.json", {"image": "face.png", "steps": steps, "guide_size": size}),
+        # guide_size is the face box's side; the crop (crop factor 3) is then worked at about --size
+        ("face detail", "fix_faces.json", {"image": "face.png", "steps": steps, "guide_size": size // 3}),
     ]
     if upscaler is not None:
         out.append(

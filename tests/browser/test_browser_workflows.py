@@ -354,3 +354,33 @@ def test_import_comfyui_ui_workflow_and_comfyui_png(page: Any, tmp_path: Path) -
     assert wf["nodes"]["6"]["inputs"]["text"] == "a lighthouse at dusk"  # the prompt wins: it is what ran
     assert wf["ui"]["positions"]["6"] == [415, 186]  # the layout comes from the UI workflow
     page.shot("imported ComfyUI PNG")
+
+
+def test_every_shipped_pipeline_opens_in_the_canvas(page: Any) -> None:
+    """The portrait pipelines load from the library with every node known to the catalogue, their
+    parameters in the panel, and come back out of the canvas as the same graph."""
+    shipped = get_json(page.base_url + "/api/workflows/_shipped")
+    assert {"portrait_full", "portrait_face_detail", "fix_faces", "upscale_image", "inpaint_face"} <= set(
+        shipped
+    )
+    for key, wf in shipped.items():
+        name = wf["metadata"]["name"]
+        page.keyboard.press("Control+o")
+        page.wait_for_selector(f'.library-item[data-name="{name}"]')
+        page.click(f'.library-item[data-name="{name}"] .library-open')
+        page.wait_for_selector(".modal", state="detached")
+        page.wait_for_function(
+            "(n) => window.atelier.app.graph._nodes.length === n", arg=len(wf["nodes"]), timeout=10000
+        )
+        got = workflow(page)
+        assert {k: n["type"] for k, n in got["nodes"].items()} == {
+            k: n["type"] for k, n in wf["nodes"].items()
+        }, key
+        unknown = page.evaluate(
+            "Object.values(window.atelier.toWorkflow().nodes).filter(n => !window.atelier.app.catalogue[n.type]).map(n => n.type)"
+        )
+        assert unknown == [], key
+        for param in wf.get("parameters", {}):
+            assert page.locator(f'.param[data-param="{param}"]').count() == 1, (key, param)
+        if key == "portrait_full":
+            page.shot("portrait-full-pipeline")
