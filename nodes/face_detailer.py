@@ -19,12 +19,11 @@ from atelier.engine.faces.detections import Faces
 from atelier.engine.faces.detector import DetectorUnavailable
 from atelier.engine.faces.masks import MASK_SHAPES, combined_mask
 from atelier.engine.folders import Folders
-from atelier.engine.hashing import file_fingerprint
 from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CLIP, CONDITIONING, FACES, IMAGE, MASK, MODEL, VAE
 from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
-from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from atelier.engine.sampling.conditioning import CondEntry, Conditioning
+from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED
 
 MAX_RESOLUTION = 16384
 
@@ -44,11 +43,8 @@ class FaceDetailer(Node):
         Int("guide_size", 512, min=64, max=MAX_RESOLUTION, step=8, description="face size to paint at"),
         Choice("guide_size_for", ["bbox", "crop_region"], "bbox"),
         Int("max_size", 1024, min=64, max=MAX_RESOLUTION, step=8, description="longest side painted at"),
-        Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
-        Choice("sampler_name", SAMPLER_NAMES),
-        Choice("scheduler", SCHEDULER_NAMES),
+        SEED,
+        *SAMPLER_SETTINGS,
         Socket("positive", CONDITIONING),
         Socket("negative", CONDITIONING),
         Float("denoise", 0.5, min=0.0001, max=1.0, step=0.01),
@@ -75,11 +71,7 @@ class FaceDetailer(Node):
 
     @classmethod
     def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
-        try:
-            path = detect.detector_file(ctx.files, literals["detector"])
-        except (FileNotFoundError, ValueError):
-            return None
-        return file_fingerprint(path) if path is not None else None
+        return detect.detector_fingerprint(ctx.files, literals["detector"])
 
     def run(
         self,

@@ -20,7 +20,6 @@ from atelier.engine.faces.detections import Faces
 from atelier.engine.faces.detector import DetectorUnavailable
 from atelier.engine.faces.draw import draw_faces
 from atelier.engine.folders import Folders
-from atelier.engine.hashing import file_fingerprint
 from atelier.engine.models.sockets import FACES, IMAGE, MASK
 from atelier.engine.node import Choice, Context, Float, Int, Node, NodeResult, Output, Socket
 
@@ -58,11 +57,7 @@ class FaceDetect(Node):
 
     @classmethod
     def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
-        try:
-            path = detect.detector_file(ctx.files, literals["detector"])
-        except (FileNotFoundError, ValueError):
-            return None
-        return file_fingerprint(path) if path is not None else None
+        return detect.detector_fingerprint(ctx.files, literals["detector"])
 
     def run(
         self,

@@ -18,11 +18,10 @@ from atelier.engine.imaging.resize import resize_mask
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.inpaint import inpaint_conditioning
 from atelier.engine.models.sockets import CONDITIONING, IMAGE, LATENT, MASK, MODEL, VAE
-from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, Output, Socket
-from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from atelier.engine.node import Boolean, Context, Float, Int, Node, Output, Socket
 from atelier.engine.sampling.conditioning import Conditioning
 from atelier.engine.sampling.denoise_masks import differential_diffusion
-from atelier.engine.sampling.runner import run_sampler
+from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED, run_sampler
 
 
 def _mask_at_picture(mask: Any, picture: torch.Tensor, node: str, other: str) -> torch.Tensor:
@@ -98,11 +97,8 @@ class InpaintCropAndStitch(Node):
         Socket("vae", VAE),
         Socket("image", IMAGE),
         Socket("mask", MASK),
-        Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
-        Choice("sampler_name", SAMPLER_NAMES),
-        Choice("scheduler", SCHEDULER_NAMES),
+        SEED,
+        *SAMPLER_SETTINGS,
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
         Int("context_expand_pixels", 32, min=0, max=16384, description="context around the mask, pixels"),
         Int("blend_pixels", 16, min=0, max=256, description="feather of the paste-back, pixels"),

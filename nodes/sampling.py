@@ -5,9 +5,8 @@ from __future__ import annotations
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
-from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from atelier.engine.sampling.conditioning import Conditioning
-from atelier.engine.sampling.runner import run_sampler
+from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED, run_sampler
 
 
 class KSampler(Node):
@@ -17,11 +16,8 @@ class KSampler(Node):
     category = "sampling"
     inputs = (
         Socket("model", MODEL),
-        Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
-        Choice("sampler_name", SAMPLER_NAMES),
-        Choice("scheduler", SCHEDULER_NAMES),
+        SEED,
+        *SAMPLER_SETTINGS,
         Socket("positive", CONDITIONING),
         Socket("negative", CONDITIONING),
         Socket("latent_image", LATENT),
@@ -67,10 +63,7 @@ class KSamplerAdvanced(Node):
         Socket("model", MODEL),
         Choice("add_noise", ["enable", "disable"]),
         Int("noise_seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
-        Choice("sampler_name", SAMPLER_NAMES),
-        Choice("scheduler", SCHEDULER_NAMES),
+        *SAMPLER_SETTINGS,
         Socket("positive", CONDITIONING),
         Socket("negative", CONDITIONING),
         Socket("latent_image", LATENT),

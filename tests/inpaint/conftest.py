@@ -9,7 +9,8 @@ import pytest
 
 from atelier.engine.model_loader import ModelLoader
 from atelier.engine.node import Context, JobContext
-from atelier.engine.runtime import Engine, EngineConfig, build_engine
+from atelier.engine.runtime import Engine
+from tests.engines import make_engine
 
 CHECKPOINTS = {
     "tiny15.safetensors": ("sd15", False),
@@ -29,24 +30,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def shared_models() -> ModelLoader:
-    return ModelLoader("cpu", max_loaded=4)
-
-
 @pytest.fixture()
 def engine(models_root: Path, tmp_path: Path, shared_models: ModelLoader) -> Engine:
-    eng = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_root,
-            output_dir=tmp_path / "out",
-            input_dir=tmp_path / "in",
-            temp_dir=tmp_path / "tmp",
-        ),
-        models=shared_models,
-    )
-    eng.folders.ensure()
+    eng = make_engine(models_root, tmp_path, shared_models)
     return eng
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from atelier.engine.model_loader import ModelLoader
-from atelier.engine.runtime import Engine, EngineConfig, build_engine
+from atelier.engine.runtime import Engine
+from tests.engines import make_engine
 
 
 @pytest.fixture(scope="session")
@@ -22,24 +23,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def shared_models() -> ModelLoader:
-    return ModelLoader("cpu", max_loaded=4)
-
-
 @pytest.fixture()
 def engine(models_root: Path, tmp_path: Path, shared_models: ModelLoader) -> Engine:
-    eng = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_root,
-            output_dir=tmp_path / "out",
-            input_dir=tmp_path / "in",
-            temp_dir=tmp_path / "tmp",
-        ),
-        models=shared_models,
-    )
-    eng.folders.ensure()
+    eng = make_engine(models_root, tmp_path, shared_models)
     for kind in ("embeddings", "styles"):
         folder = tmp_path / kind
         folder.mkdir()
