@@ -50,7 +50,7 @@ def from_pil(im: Image.Image) -> torch.Tensor:
 
 def resize(image: torch.Tensor, width: int, height: int, method: str) -> torch.Tensor:
     """Resize an IMAGE batch ``[B,H,W,C]`` with one of UPSCALE_METHODS."""
-    if method == "lanczos":
+    if method == "lanczos":  # PIL on 8-bit pictures, as ComfyUI does (same values); back on the device after
         out = [from_pil(im.resize((width, height), Image.LANCZOS)) for im in to_pil(image)]
         return torch.cat(out).to(image.device, image.dtype)
     x = image.movedim(-1, 1)

@@ -33,7 +33,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     overlaps = iou(boxes[order], boxes[order])
     keep: list[int] = []
     suppressed = torch.zeros(len(order), dtype=torch.bool)
-    over = (overlaps > iou_threshold).cpu()
+    over = (overlaps > iou_threshold).cpu()  # a few boxes: the greedy loop reads it on the host
     for i in range(len(order)):
         if suppressed[i]:
             continue

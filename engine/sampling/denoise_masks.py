@@ -19,6 +19,7 @@ def differential_threshold(args: DenoiseMaskArgs) -> Tensor:
     sigma_to = max(ms.sigma_min, float(args.sigmas[-1]))
     ts_from = ms.timestep_discrete(sigma_from).float()
     ts_to = ms.timestep_discrete(sigma_to).float()
+    # one scalar per step, looked up in the schedule's host-side table
     current = ms.timestep_discrete(args.sigma.reshape(-1)[0].float().cpu()).float()
     return (current - ts_to) / (ts_from - ts_to)
 

@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: nodes whose job is to leave the graph: writing images to disk
 LEAVING_NODES = {"SaveImage", "PreviewImage"}
-#: functions whose job is to leave the graph from inside any node: latent previews for the websocket
-LEAVING_FUNCTIONS = {"latent_preview"}
+#: functions that copy to the host from inside a node, each for a reason: latent previews for the websocket,
+#: the picture a face detector reads (onnxruntime/OpenCV take host arrays), the few-box overlap matrix of
+#: the detector's greedy suppression
+LEAVING_FUNCTIONS = {"latent_preview", "to_host_rgb", "nms"}
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -75,3 +75,40 @@ def test_the_full_portrait_finish_runs_headless(engine: Engine) -> None:
     image = Image.open(engine.folders.output / ref["subfolder"] / ref["filename"])
     assert image.size == (96 * 4, 96 * 4)  # 64 px, hires x1.5, model x4
     assert {"sampler", "refine", "faces", "detailer", "upscale_image", "save"} <= set(res.executed)
+
+
+@pytest.mark.parametrize("name", ["fix_faces.json", "upscale_image.json", "inpaint_face.json"])
+def test_toolkit_pipelines_keep_tensors_on_the_compute_device(
+    engine: Engine, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device probe of tests/sd over the face, upscale and inpaint pipelines, on a real face photo:
+    node outputs stay on the engine's device; host copies only where a reason is written beside them."""
+    from skimage.data import astronaut
+
+    from tests.sd.test_sd_devices import DeviceProbe
+
+    Image.fromarray(astronaut()).resize((128, 128)).save(engine.folders.input / "astronaut.png")
+    probe = DeviceProbe(monkeypatch)
+    engine.executor.observers.append(probe.observe)
+    try:
+        wf = json.loads((ROOT / "workflows" / name).read_text())
+        overrides = {k: v for k, v in FILES.items() if k in wf.get("parameters", {})}
+        if name == "fix_faces.json":
+            overrides.update(image="astronaut.png", steps=2, guide_size=64)
+        elif name == "inpaint_face.json":
+            overrides.update(steps=2)
+        events: list = []
+        res = engine.executor.run(
+            wf, overrides=overrides, on_event=lambda ev: (events.append(ev), probe.on_event(ev))
+        )
+    finally:
+        engine.executor.observers.remove(probe.observe)
+    assert res.ok, res.failure or res.errors
+    with_tensors = {node: devs for node, devs in probe.outputs.items() if devs}
+    assert with_tensors and all(devs == {"cpu"} for devs in with_tensors.values()), with_tensors
+    assert probe.unexplained_copies() == []
+    if name == "fix_faces.json":  # the face was found and re-painted
+        ui = next(
+            e.ui for e in events if getattr(e, "node", None) == "detailer" and e.type == "node_finished"
+        )
+        assert ui["faces"] == [1], ui
