@@ -24,7 +24,7 @@ from . import events as E
 from .cache import OutputCache
 from .folders import Folders
 from .model_loader import ModelLoader
-from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance
+from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
 
@@ -247,7 +247,7 @@ class Executor:
         job_ctx = JobContext(
             job, source=source, client_id=client_id, workflow=graph.workflow, parameters=graph.parameters
         )
-        with self._lock:
+        with self._lock, cancel_scope(token):
             self._current = (job, token)
             try:
                 return self._run(graph, job_ctx, emit if sinks else None, token)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import inspect
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -329,6 +331,30 @@ class CancelToken:
     def check(self, where: str = "") -> None:
         if self._event.is_set():
             raise Interrupted(f"{self.reason or 'interrupted'}{' in ' + where if where else ''}")
+
+
+#: The cancel token of the job running in this context (thread): set by the executor for the duration of a
+#: run, so that code deep inside a node (a network's blocks) can honour a cancel without being handed it.
+_current_cancel: ContextVar[CancelToken | None] = ContextVar("atelier_current_cancel", default=None)
+
+
+@contextmanager
+def cancel_scope(token: CancelToken) -> Iterator[None]:
+    """Make ``token`` the current job's for :func:`interrupt_point` within the block (this thread only)."""
+    reset = _current_cancel.set(token)
+    try:
+        yield
+    finally:
+        _current_cancel.reset(reset)
+
+
+def interrupt_point(where: str = "") -> None:
+    """Raise :class:`Interrupted` if the job running in this thread was cancelled; nothing outside a job.
+    Model code calls it between network blocks, so a cancel lands within one block of a long forward pass
+    instead of at the end of the sampler step."""
+    token = _current_cancel.get()
+    if token is not None:
+        token.check(where)
 
 
 class Provenance(BaseModel):

@@ -38,6 +38,7 @@ from atelier.engine.sampling.guidance import (
 
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .inpaint import InpaintConcat
+from .interrupts import install_interrupt_points, unet_blocks, vae_blocks
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
 
@@ -71,6 +72,9 @@ class ModelHandle:
     core_wrappers: tuple[ModelWrapper, ...] = ()
     #: the noise mask of each step of a masked run (Differential Diffusion); None keeps the latent's
     denoise_mask_function: DenoiseMaskFunction | None = None
+
+    def __post_init__(self) -> None:
+        install_interrupt_points(unet_blocks(self.unet))  # once per module: a cancel lands mid-forward
 
     def process_in(self, latent: Tensor) -> Tensor:
         return latent * self.latent_scale
@@ -216,6 +220,9 @@ class VaeHandle:
 
     vae: Any  # diffusers AutoencoderKL
     name: str = ""
+
+    def __post_init__(self) -> None:
+        install_interrupt_points(vae_blocks(self.vae))
 
     def __atelier_nbytes__(self) -> int:
         return module_bytes(self.vae)
