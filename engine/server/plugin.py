@@ -50,6 +50,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.token is not None:
+        from .security import token_problem
+
+        problem = token_problem(args.token)
+        if problem is not None:
+            print(f"error: --token (or ATELIER_TOKEN): {problem}", file=sys.stderr)
+            return 2
     engine = engine_for(args)
     if engine is None:
         return 2

@@ -52,15 +52,49 @@ def host_allowed(headers: Mapping[str, str], settings: Settings) -> bool:
         return False
 
 
-def origin_allowed(headers: Mapping[str, str], settings: Settings) -> bool:
-    """Same-origin by default: a browser request from another site (its Origin header names another host)
-    is refused unless that origin is in ``allow_origins``."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why a token is too weak to protect a server reachable from other machines, or None."""
+    if len(token) < MIN_TOKEN_LENGTH or any(ch.isspace() for ch in token):
+        return (
+            f"a token must be at least {MIN_TOKEN_LENGTH} characters with no whitespace "
+            f"(this one has {len(token)}{' and whitespace' if any(c.isspace() for c in token) else ''})"
+        )
+    return None
+
+
+def _origin_parts(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None when unparsable."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    if parts.hostname is None or port is None:
+        return None
+    return (scheme, parts.hostname.lower(), port)
+
+
+def origin_allowed(headers: Mapping[str, str], settings: Settings, scheme: str = "http") -> bool:
+    """Same-origin by default: a browser request whose Origin differs from this server in scheme, host or
+    port is refused unless that origin is in ``allow_origins``. ``scheme`` is the request's own (http or
+    https; a websocket's ws/wss count as http/https)."""
     origin = headers.get("origin")
     if origin is None:
         return True
     if "*" in settings.allow_origins or origin in settings.allow_origins:
         return True
-    return origin.split("://", 1)[-1] == headers.get("host", "")
+    o_scheme, sep, o_netloc = origin.partition("://")
+    if not sep:
+        return False
+    own = _origin_parts({"ws": "http", "wss": "https"}.get(scheme, scheme), headers.get("host", ""))
+    theirs = _origin_parts(o_scheme.lower(), o_netloc)
+    return own is not None and own == theirs
 
 
 def check_request(request: Request, settings: Settings) -> Response | None:
@@ -71,7 +105,7 @@ def check_request(request: Request, settings: Settings) -> Response | None:
         )
     if not token_ok(token_of(request.headers, request.query_params, request.cookies), settings):
         return error(401, "missing or wrong token (Authorization: Bearer TOKEN, or ?token=TOKEN)")
-    if not origin_allowed(request.headers, settings):
+    if not origin_allowed(request.headers, settings, request.url.scheme):
         return error(403, "cross-origin request refused")
     return None
 
@@ -82,7 +116,7 @@ def check_websocket(websocket: WebSocket, settings: Settings) -> tuple[int, str]
         return 4403, "loopback host names only"
     if not token_ok(token_of(websocket.headers, websocket.query_params, websocket.cookies), settings):
         return 4401, "missing or wrong token"
-    if not origin_allowed(websocket.headers, settings):
+    if not origin_allowed(websocket.headers, settings, websocket.url.scheme):
         return 4403, "cross-origin websocket refused"
     return None
 

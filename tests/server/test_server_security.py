@@ -145,6 +145,13 @@ def test_cross_origin_requests_are_refused(server: Server, http: httpx.Client) -
     assert http.get("/view", headers={"Origin": "null"}, params={"filename": "x.png"}).status_code == 403
     same = {"Origin": f"http://127.0.0.1:{server.port}"}
     assert http.get("/api/system", headers=same).status_code == 200
+    # the same host is not enough: scheme and port must match too
+    for other in (
+        f"https://127.0.0.1:{server.port}",
+        f"http://127.0.0.1:{server.port + 1}",
+        "http://127.0.0.1",
+    ):
+        assert http.get("/api/system", headers={"Origin": other}).status_code == 403, other
     assert http.get("/api/system").status_code == 200  # not a browser: no Origin
     assert not (server.folder("input") / "o.png").exists()
 
@@ -162,7 +169,7 @@ def token_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> 
     srv = Server(
         tmp_path_factory.mktemp("token-server"),
         models_dir,
-        token="s3cret-token",
+        token="s3cret-token-for-tests",
         extra=["--allow-origin", "http://allowed.example"],
     )
     try:
@@ -201,15 +208,19 @@ ROUTES = [
 def test_token_is_needed_on_every_request(token_server: Server) -> None:
     with httpx.Client(base_url=token_server.base, timeout=30) as anon:
         for method, path in ROUTES:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "s3cret-token-for-tests"},
+            ):
                 r = anon.request(method, path, headers=headers)
                 assert r.status_code == 401, (method, path, headers, r.status_code)
                 assert "token" in r.json()["error"]
             r = anon.request(method, path + ("&" if "?" in path else "?") + "token=wrong")
             assert r.status_code == 401
-        good = {"Authorization": "Bearer s3cret-token"}
+        good = {"Authorization": "Bearer s3cret-token-for-tests"}
         assert anon.get("/api/system", headers=good).status_code == 200
-        assert anon.get("/api/system", params={"token": "s3cret-token"}).status_code == 200
+        assert anon.get("/api/system", params={"token": "s3cret-token-for-tests"}).status_code == 200
         assert anon.get("/object_info", headers=good).status_code == 200
         # the token does not excuse another origin; an allowed origin passes
         assert anon.get("/api/system", headers={**good, "Origin": "http://evil.example"}).status_code == 403
@@ -231,7 +242,7 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
     # the canvas opened with ?token= gets a strict same-site cookie that carries the token from then on
     with httpx.Client(base_url=token_server.base, timeout=30) as browser:
         assert browser.get("/static/js/api.js").status_code == 401
-        page = browser.get("/", params={"token": "s3cret-token"})
+        page = browser.get("/", params={"token": "s3cret-token-for-tests"})
         assert page.status_code == 200
         cookie = page.headers["set-cookie"].lower()
         assert "atelier_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
@@ -239,7 +250,7 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
         assert browser.get("/api/system").status_code == 200
         with connect(
             f"ws://127.0.0.1:{token_server.port}/ws",
-            additional_headers={"Cookie": "atelier_token=s3cret-token"},
+            additional_headers={"Cookie": "atelier_token=s3cret-token-for-tests"},
         ) as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
 
@@ -253,9 +264,11 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
         with pytest.raises(InvalidStatus) as refused:
             connect(url, additional_headers=headers, open_timeout=10)
         assert refused.value.response.status_code == 403
-    with connect(base + "?token=s3cret-token", open_timeout=10) as ws:
+    with connect(base + "?token=s3cret-token-for-tests", open_timeout=10) as ws:
         assert '"hello"' in ws.recv(timeout=10)
-    with connect(base + "?clientId=a", additional_headers={"Authorization": "Bearer s3cret-token"}) as ws:
+    with connect(
+        base + "?clientId=a", additional_headers={"Authorization": "Bearer s3cret-token-for-tests"}
+    ) as ws:
         assert '"status"' in ws.recv(timeout=10)
 
 
@@ -285,3 +298,20 @@ def test_dns_rebinding_host_names_are_refused_without_a_token(server: Server, ht
     with pytest.raises(InvalidStatus):  # the handshake is refused
         with connect(f"ws://127.0.0.1:{server.port}/ws", additional_headers={"Host": "evil.example"}) as ws:
             ws.recv(timeout=5)
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it, long", "x" * 15])
+def test_a_weak_token_is_refused_at_start(tmp_path: Path, token: str) -> None:
+    import sys
+
+    from tests.server.harness import SERVE
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE, "serve", "--host", "0.0.0.0", "--port", "1", "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "a token must be at least 16 characters with no whitespace" in proc.stderr
