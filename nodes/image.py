@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -250,18 +251,43 @@ def save_images(
     info = png_info(metadata) if metadata is not None else None
     names = []
     for im in to_pil(images):
-        while True:
-            path = target_dir / f"{stem}_{counter:05d}_.png"
-            counter += 1
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue
+        # the whole PNG goes to a hidden temporary file first, then takes its name in one step (a hard link,
+        # which fails rather than replaces): a full disk or a crash never leaves a truncated picture behind
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}_", suffix=".png.part", dir=target_dir)
+        tmp = Path(tmp_name)
+        try:
             with os.fdopen(fd, "wb") as f:
                 im.save(f, format="PNG", pnginfo=info, compress_level=4)
-            break
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            while True:
+                path = target_dir / f"{stem}_{counter:05d}_.png"
+                counter += 1
+                try:
+                    _claim(tmp, path)
+                except FileExistsError:
+                    continue
+                break
+        finally:
+            tmp.unlink(missing_ok=True)
         names.append(path.relative_to(folder.resolve()).as_posix())
     return names
+
+
+def _claim(tmp: Path, path: Path) -> None:
+    """Give the finished file ``tmp`` the name ``path``, never replacing a file that is there
+    (``FileExistsError``). A hard link where the file system has them; else the name is reserved with an
+    exclusive create and the finished file moved over the empty reservation."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass  # no hard links here (FAT, some network shares)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    os.replace(tmp, path)
 
 
 def _image_refs(names: list[str], kind: str) -> list[dict[str, str]]:

@@ -164,3 +164,46 @@ def test_saving_never_overwrites(tmp_path: Path) -> None:
     names = save_images(img, tmp_path, "x", None)
     assert names == ["x_00004_.png", "x_00005_.png"]
     assert (tmp_path / "x_00003_.png").read_bytes() == b"not mine"
+
+
+def test_a_failed_save_leaves_no_truncated_picture(tmp_path: Path, monkeypatch) -> None:
+    """A full disk mid-write: the error reaches the caller, and neither a partial PNG nor a temporary file
+    is left in the output folder."""
+    import pytest
+    import torch
+    from PIL import Image
+
+    from atelier.nodes.image import save_images
+
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG\r\n\x1a\n partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_images(torch.zeros(1, 4, 4, 3), tmp_path, "x", None)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert save_images(torch.zeros(1, 4, 4, 3), tmp_path, "x", None) == ["x_00001_.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_00001_.png"]  # the temporary file is gone
+    with Image.open(tmp_path / "x_00001_.png") as im:
+        assert im.size == (4, 4)
+
+
+def test_saving_works_without_hard_links(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import torch
+
+    from atelier.nodes.image import save_images
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "x_00001_.png").write_bytes(b"not mine")
+    assert save_images(torch.zeros(2, 4, 4, 3), tmp_path, "x", None) == ["x_00002_.png", "x_00003_.png"]
+    assert (tmp_path / "x_00001_.png").read_bytes() == b"not mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_00001_.png", "x_00002_.png", "x_00003_.png"]
