@@ -9,8 +9,6 @@ node's UI output (``{"text": [...]}``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from atelier.engine.faces import detect
@@ -18,17 +16,16 @@ from atelier.engine.faces.detailer import DetailSettings, detail_faces, group_by
 from atelier.engine.faces.detections import Faces
 from atelier.engine.faces.detector import DetectorUnavailable
 from atelier.engine.faces.masks import MASK_SHAPES, combined_mask
-from atelier.engine.folders import Folders
 from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CLIP, CONDITIONING, FACES, IMAGE, MASK, MODEL, VAE
-from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, NodeResult, Output, Socket, String
+from atelier.engine.node import Boolean, Choice, Context, Float, Int, NodeResult, Output, Socket, String
 from atelier.engine.sampling.conditioning import CondEntry, Conditioning
 from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED
 
 MAX_RESOLUTION = 16384
 
 
-class FaceDetailer(Node):
+class FaceDetailer(detect.DetectorNode):
     """Find faces and re-paint each one larger: the crop region (face box x bbox_crop_factor) is scaled
     so the face is about guide_size pixels (at most max_size), re-denoised at denoise with the face prompt
     (or the main one) inside the face mask, and pasted back through a feathered mask. Faces of one working
@@ -63,15 +60,6 @@ class FaceDetailer(Node):
         Socket("face_positive", CONDITIONING, optional=True, description="conditioning for the faces"),
     )
     outputs = (Output(IMAGE, "image"), Output(MASK, "mask"), Output(FACES, "faces"))
-
-    @classmethod
-    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
-        problem = detect.check_detector_name(literals.get("detector", "retinaface"))
-        return [("detector", problem)] if problem else []
-
-    @classmethod
-    def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
-        return detect.detector_fingerprint(ctx.files, literals["detector"])
 
     def run(
         self,

@@ -8,8 +8,6 @@ every node unchanged, with a message in the node's UI output (``{"text": [...]}`
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from atelier.engine.faces import detect
@@ -19,7 +17,6 @@ from atelier.engine.faces.compose import crop, paste_, resize_image
 from atelier.engine.faces.detections import Faces
 from atelier.engine.faces.detector import DetectorUnavailable
 from atelier.engine.faces.draw import draw_faces
-from atelier.engine.folders import Folders
 from atelier.engine.models.sockets import FACES, IMAGE, MASK
 from atelier.engine.node import Choice, Context, Float, Int, Node, NodeResult, Output, Socket
 
@@ -31,7 +28,7 @@ def no_face_message(faces: Faces) -> str:
     return f"no face found in {images}: passed through unchanged"
 
 
-class FaceDetect(Node):
+class FaceDetect(detect.DetectorNode):
     """Find faces: box, score, five landmarks (RetinaFace, YuNet, YOLO pose), a crop region grown by
     crop_factor and a mask grown by dilation. Built in with nothing to download: 'retinaface' and 'haar'
     (OpenCV's frontal-face cascade); YOLO or YuNet .onnx files in models/face_detectors are listed too."""
@@ -49,15 +46,6 @@ class FaceDetect(Node):
         Choice("mask_shape", fm.MASK_SHAPES, "box"),
     )
     outputs = (Output(FACES),)
-
-    @classmethod
-    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
-        problem = detect.check_detector_name(literals.get("detector", "retinaface"))
-        return [("detector", problem)] if problem else []
-
-    @classmethod
-    def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
-        return detect.detector_fingerprint(ctx.files, literals["detector"])
 
     def run(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 from atelier.engine.folders import Folders
 from atelier.engine.hashing import file_fingerprint
 from atelier.engine.model_loader import ModelLoader
+from atelier.engine.node import Context, Node
 
 from . import haar, onnx_models, retinaface
 from .boxes import crop_region, grow_box
@@ -63,6 +65,20 @@ def detector_fingerprint(files: Folders, name: str) -> str | None:
     except (FileNotFoundError, ValueError):
         return None
     return file_fingerprint(path) if path is not None else None
+
+
+class DetectorNode(Node, abstract=True):
+    """Base of the nodes with a ``detector`` input: refused at validation when the name cannot be a
+    detector (a .pt file, with the export command), and cached under the user file's identity."""
+
+    @classmethod
+    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        problem = check_detector_name(literals.get("detector", "retinaface"))
+        return [("detector", problem)] if problem else []
+
+    @classmethod
+    def fingerprint(cls, ctx: Context, **literals: Any) -> Any:
+        return detector_fingerprint(ctx.files, literals["detector"])
 
 
 def load_detector(files: Folders, models: ModelLoader, name: str) -> FaceDetector:
