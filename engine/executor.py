@@ -25,6 +25,7 @@ from .cache import OutputCache
 from .folders import Folders
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
+from .pipeline import Resolver, no_library
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
 
@@ -100,8 +101,10 @@ class Executor:
         device: str = "cpu",
         folders: Folders | None = None,
         models: ModelLoader | None = None,
+        pipelines: Resolver = no_library,
     ) -> None:
         self.registry = registry
+        self.pipelines = pipelines
         self.cache = cache if cache is not None else OutputCache()
         self.device = device
         self.folders = folders if folders is not None else Folders()
@@ -242,7 +245,9 @@ class Executor:
         if isinstance(workflow, Graph):
             graph = workflow
         else:
-            checked: CheckResult = check(workflow, self.registry, overrides, outputs, files=self.folders)
+            checked: CheckResult = check(
+                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+            )
             if checked.graph is None:
                 errs = [e for e in checked.errors if e.severity == "error"]
                 if sinks:

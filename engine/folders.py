@@ -32,6 +32,8 @@ class Folders:
     temp: Path = Path("temp")
     #: model kind (``checkpoints``, ``loras``, ...) -> folders searched, in order
     models: dict[str, list[Path]] = field(default_factory=dict)
+    #: the pipeline library's folders: the user's own first (installs go there), then shipped ones
+    pipelines: list[Path] = field(default_factory=list)
     hashes: FileHashes = field(default_factory=FileHashes, repr=False, compare=False)
 
     def ensure(self) -> None:

@@ -33,8 +33,20 @@ from .workflow import Link, Parameter, Workflow, WorkflowFormatError, WorkflowNo
 PREFIX = "pipeline:"
 SEP = ":"
 
-#: (name, version or None) -> the pipeline's workflow; raises ``LookupError`` naming what is missing
-Resolver = Callable[[str, "str | None"], Workflow]
+
+@dataclass
+class Resolved:
+    """What a resolver found for a reference: the definition, its version, and what the caller should know
+    (a newer major version exists, say)."""
+
+    workflow: Workflow
+    version: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+#: (name, pinned version or None, the inputs the node gives) -> the definition; raises ``LookupError``
+#: naming what is missing
+Resolver = Callable[[str, "str | None", "dict[str, Any]"], "Workflow | Resolved"]
 
 
 def is_pipeline_type(type_name: str) -> bool:
@@ -59,6 +71,7 @@ class ExpansionProblem:
     node: str | None = None
     node_type: str | None = None
     input: str | None = None
+    severity: str = "error"
 
 
 @dataclass
@@ -70,7 +83,7 @@ class Expanded:
     literals: list[tuple[str, str, Parameter, Any]] = field(default_factory=list)
 
 
-def no_library(name: str, version: str | None) -> Workflow:
+def no_library(name: str, version: str | None, node_inputs: dict[str, Any] | None = None) -> Workflow:
     raise LookupError(
         f"no pipeline {name!r} in this workflow's definitions, and no pipeline library is configured"
     )
@@ -151,14 +164,20 @@ def _expand_nodes(
         inner = definitions.get(name)
         if inner is None:
             try:
-                inner = resolve(name, node.version)
+                found = resolve(name, node.version, node.inputs)
             except LookupError as exc:
-                problems.append(
-                    ExpansionProblem(
-                        "unknown_pipeline", str(exc).strip("'\""), node=here, node_type=node.type
-                    )
-                )
+                message = exc.args[0] if exc.args else str(exc)
+                problems.append(ExpansionProblem("unknown_pipeline", message, node=here, node_type=node.type))
                 continue
+            if isinstance(found, Resolved):
+                problems.extend(
+                    ExpansionProblem(
+                        "pipeline_version", w, node=here, node_type=node.type, severity="warning"
+                    )
+                    for w in found.warnings
+                )
+                found = found.workflow
+            inner = found
         inner_defs = {**definitions, **_definitions(inner, problems, f" inside {name!r}")}
         bound = _bind_inputs(node, inner, here, prefix, result)
         inner_nodes, inner_produced = _expand_nodes(
@@ -230,7 +249,7 @@ def _bind_inputs(node: WorkflowNode, inner: Workflow, here: str, prefix: str, re
     for pname, param in params.items():
         if pname in node.inputs:
             continue
-        if param.type not in T.PRIMITIVES and param.type != T.COMBO:
+        if is_socket(param) and not wired_inside(inner, param):
             problems.append(
                 ExpansionProblem(
                     "missing_input",
@@ -242,7 +261,31 @@ def _bind_inputs(node: WorkflowNode, inner: Workflow, here: str, prefix: str, re
             )
         elif param.default is not None:
             put(pname, param.default)
+    _prune_replaced(inner, bound)
     return bound
+
+
+def _consumers(wf: Workflow) -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {nid: set() for nid in wf.nodes}
+    for nid, node in wf.nodes.items():
+        for value in node.inputs.values():
+            if isinstance(value, Link) and value.node in used:
+                used[value.node].add(nid)
+    return used
+
+
+def _prune_replaced(inner: Workflow, bound: Workflow) -> None:
+    """Drop the inner nodes whose every consumer now takes a pipeline input instead (the LoadImage that fed
+    the definition when it ran alone), and what fed only them: they would compute nothing anybody reads."""
+    before = _consumers(inner)
+    declared = {decl.node for decl in (bound.outputs or {}).values()}
+    while True:
+        after = _consumers(bound)
+        gone = [nid for nid, users in after.items() if not users and before.get(nid) and nid not in declared]
+        if not gone:
+            return
+        for nid in gone:
+            del bound.nodes[nid]
 
 
 def _declared_outputs(
@@ -258,13 +301,31 @@ def _declared_outputs(
     return outs
 
 
+def is_socket(param: Parameter) -> bool:
+    """A parameter a link feeds (IMAGE, MODEL, ...), not a value."""
+    return param.type not in T.PRIMITIVES and param.type != T.COMBO
+
+
+def wired_inside(wf: Workflow, param: Parameter) -> bool:
+    """Whether every input a socket parameter targets is already linked inside the definition (a LoadImage
+    feeding it when the workflow runs alone): then connecting it is optional."""
+    for node_id, input_name in param.target_pairs():
+        node = wf.nodes.get(node_id)
+        if node is None or not isinstance(node.inputs.get(input_name), Link):
+            return False
+    return True
+
+
 def interface(wf: Workflow) -> dict[str, Any]:
     """A pipeline's interface as JSON for other programs: inputs (types, defaults, ranges, descriptions) and
     outputs (types, descriptions)."""
     inputs = {}
     for name, p in wf.parameters.items():
         entry = p.model_dump(exclude_none=True, exclude={"targets"})
-        entry["socket"] = p.type not in T.PRIMITIVES and p.type != T.COMBO
+        entry["socket"] = is_socket(p)
+        entry["required"] = (
+            is_socket(p) and not wired_inside(wf, p) or (not is_socket(p) and p.default is None)
+        )
         inputs[name] = entry
     outputs = {name: {"type": d.type, "description": d.description} for name, d in (wf.outputs or {}).items()}
     return {"name": wf.metadata.name, "version": wf.metadata.version, "inputs": inputs, "outputs": outputs}

@@ -222,7 +222,14 @@ def _check(
             node.inputs = values[nid]
         expanded = expand(applied, pipelines)
         errors.extend(
-            NodeError(code=p.code, message=p.message, node=p.node, node_type=p.node_type, input=p.input)
+            NodeError(
+                code=p.code,
+                message=p.message,
+                node=p.node,
+                node_type=p.node_type,
+                input=p.input,
+                severity="warning" if p.severity == "warning" else "error",
+            )
             for p in expanded.problems
         )
         for nid, input_name, param, value in expanded.literals:

@@ -188,6 +188,8 @@ def _looks_comfy_api(data: dict[str, Any]) -> bool:
 def parse_workflow(data: Any) -> Workflow:
     """Read a workflow in any supported format. Raises :class:`WorkflowFormatError` or pydantic's
     ``ValidationError`` for data that is not one (validation turns both into error lists)."""
+    if isinstance(data, Workflow):
+        return data
     kind = detect_format(data)
     if kind == "atelier":
         return Workflow.model_validate(migrate(dict(data)))

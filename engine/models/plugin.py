@@ -84,6 +84,7 @@ class StableDiffusionPlugin(Plugin):
     def configure_folders(self, config: EngineConfig, folders: Folders) -> None:
         assert config.models_dir is not None
         folders.models.update(configured_model_folders(config.models_dir, config.config_file))
+        folders.pipelines.append(WORKFLOWS_DIR)  # the shipped portrait workflows, after the user's library
 
     def commands(self) -> Sequence[Command]:
         return (

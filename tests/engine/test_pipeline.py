@@ -147,7 +147,7 @@ def test_unknown_pipelines_inputs_and_unconnected_sockets_are_reported() -> None
 def test_a_library_resolver_supplies_definitions_and_sees_the_pinned_version() -> None:
     asked: list[tuple[str, str | None]] = []
 
-    def library(name: str, version: str | None) -> Workflow:
+    def library(name: str, version: str | None, node_inputs: dict[str, Any]) -> Workflow:
         asked.append((name, version))
         if name != "scaler":
             raise LookupError(f"no pipeline {name!r} in the library")
@@ -178,7 +178,12 @@ def test_socket_parameters_cannot_be_given_values() -> None:
 def test_interface_describes_inputs_and_outputs() -> None:
     desc = interface(parse_workflow(scaler()))
     assert desc["name"] == "scaler" and desc["version"] == "1.0.0"
-    assert desc["inputs"]["x"] == {"type": "NUMBER", "description": "what to scale", "socket": True}
+    assert desc["inputs"]["x"] == {
+        "type": "NUMBER",
+        "description": "what to scale",
+        "socket": True,
+        "required": True,
+    }
     assert desc["inputs"]["factor"]["default"] == 2.0 and desc["inputs"]["factor"]["socket"] is False
     assert desc["outputs"] == {"result": {"type": "NUMBER", "description": ""}}
 
@@ -188,3 +193,28 @@ def test_save_load_round_trip_keeps_definitions_and_outputs() -> None:
     again = parse_workflow(w.to_dict())
     assert again.to_dict() == w.to_dict()
     assert set(again.definitions) == {"scaler", "twice"}
+
+
+def test_a_connected_socket_input_replaces_the_inner_wiring_and_what_fed_only_it() -> None:
+    """A definition that runs alone (a Number feeds the scale) takes a link instead when used as a node; the
+    inner source that no longer feeds anything is dropped, so it neither runs nor needs valid inputs."""
+    alone = scaler()
+    alone["nodes"]["src"] = {"type": "Number", "inputs": {"value": 4.0}}
+    alone["nodes"]["scale"]["inputs"]["x"] = link("src")
+    alone["nodes"]["show"] = {"type": "Sink", "inputs": {"value": link("add", "sum")}}
+    assert Executor(REG).run(copy.deepcopy(alone)).ok and Sink.received == [("out", 9.0)]
+    assert interface(parse_workflow(alone))["inputs"]["x"]["required"] is False
+
+    Sink.received.clear()
+    top = wf(
+        {
+            "n": {"type": "Number", "inputs": {"value": 10.0}},
+            "p": {"type": "pipeline:alone", "inputs": {"x": link("n")}},
+            "q": {"type": "pipeline:alone"},  # not connected: its own source feeds it
+        },
+        definitions={"alone": alone},
+    )
+    res = check(top, REG)
+    assert res.ok and "p:src" not in res.graph.nodes and "q:src" in res.graph.nodes
+    Executor(REG).run(top)
+    assert sorted(Sink.received) == [("out", 9.0), ("out", 21.0)]
