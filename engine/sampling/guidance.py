@@ -8,6 +8,9 @@ them. Every entry that can share a forward pass does (same area; token counts br
 by repeating the context, which leaves cross-attention unchanged): for a plain prompt pair that is one
 batched forward of cond and uncond. At cfg 1 the negative is skipped.
 
+:class:`ConditionedPredictor` gives one prediction per conditioning ("slot") from those shared forwards;
+:class:`CFGDenoiser` combines two slots, :class:`DualCFGDenoiser` three (ComfyUI's DualCFGGuider).
+
 The model is called with a :class:`ModelCall`, which says which entry each part of the batch belongs to,
 so that wrappers on the MODEL handle (ControlNet residuals, image prompts, regional patches) can attach to
 the call without editing the UNet. The call also carries what the run started from

@@ -27,7 +27,7 @@ def basic_scheduler_sigmas(sampling: ModelSampling, scheduler: str, steps: int, 
         if denoise <= 0.0:
             return torch.zeros(0)
         total = int(steps / denoise)
-    return calculate_sigmas(sampling, scheduler, total).cpu()[-(steps + 1) :]
+    return calculate_sigmas(sampling, scheduler, total)[-(steps + 1) :]
 
 
 def sd_turbo_sigmas(sampling: ModelSampling, steps: int, denoise: float) -> Tensor:

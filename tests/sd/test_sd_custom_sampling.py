@@ -128,6 +128,26 @@ def test_sampler_custom_is_ksampler_bit_for_bit(
     assert torch.equal(latent(v["adv"]), want)
 
 
+def test_noise_mask_runs_as_in_ksampler(engine_env) -> None:
+    wf = base(seed=3)  # "ks" makes the picture to repaint part of
+    wf["zero"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
+    wf["one"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 32, "height": 64}}
+    wf["mask"] = {
+        "class_type": "MaskComposite",
+        "inputs": {"destination": ["zero", 0], "source": ["one", 0], "x": 0, "y": 0, "operation": "add"},
+    }
+    wf["masked"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["ks", 0], "mask": ["mask", 0]}}
+    wf["ksm"] = {**wf["ks"], "inputs": {**wf["ks"]["inputs"], "seed": 9, "latent_image": ["masked", 0]}}
+    add_pieces(wf, sampler="euler_ancestral", scheduler="karras")
+    wf["sc"] = custom(9, 5.0, ["masked", 0])
+    v = values(engine_env, wf, ["ksm", "sc", "ks"])
+    out, before = latent(v["sc"]), latent(v["ks"])
+    assert torch.equal(out, latent(v["ksm"]))
+    assert torch.equal(out[..., 4:], before[..., 4:])  # the unmasked right half is kept exactly
+    assert not torch.allclose(out[..., :4], before[..., :4], atol=1e-3)
+    assert "noise_mask" in v["sc"][0] and "noise_mask" in v["sc"][1]
+
+
 def test_other_seed_or_cfg_changes_the_custom_result(engine_env) -> None:
     wf = base()
     add_pieces(wf, sampler="euler_ancestral", scheduler="karras")
