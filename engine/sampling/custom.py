@@ -85,8 +85,14 @@ class Guider:
 
     model: ModelHandle
 
-    def denoiser(self, inputs: SamplingInputs) -> Denoise:
+    def denoiser(self, inputs: SamplingInputs | None) -> Denoise:
+        """The denoiser for a run that starts from ``inputs`` (None outside a run)."""
         raise NotImplementedError
+
+    def predict(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The guided denoised prediction for a noisy latent ``x`` (model space) at ``sigma`` ([B]), outside
+        a sampling run. Call it within ``model.session()`` when the model carries weight patches."""
+        return self.denoiser(None)(x, sigma)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +103,7 @@ class CFGGuide(Guider):
     negative: Conditioning
     cfg: float
 
-    def denoiser(self, inputs: SamplingInputs) -> Denoise:
+    def denoiser(self, inputs: SamplingInputs | None) -> Denoise:
         return CFGDenoiser(self.model, self.positive, self.negative, self.cfg, inputs=inputs)
 
 
@@ -107,7 +113,7 @@ class BasicGuide(Guider):
 
     conditioning: Conditioning
 
-    def denoiser(self, inputs: SamplingInputs) -> Denoise:
+    def denoiser(self, inputs: SamplingInputs | None) -> Denoise:
         return CFGDenoiser(self.model, self.conditioning, [], 1.0, inputs=inputs)
 
 
@@ -123,7 +129,7 @@ class DualCFGGuide(Guider):
     cfg_cond2_negative: float
     nested: bool = False
 
-    def denoiser(self, inputs: SamplingInputs) -> Denoise:
+    def denoiser(self, inputs: SamplingInputs | None) -> Denoise:
         return DualCFGDenoiser(
             self.model,
             self.cond1,

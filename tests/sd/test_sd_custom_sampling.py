@@ -11,7 +11,7 @@ import torch
 
 from atelier.engine import events as E
 from atelier.engine.models.handles import load_checkpoint_handles
-from atelier.engine.sampling.custom import Sampler, SeededNoise, ZeroNoise
+from atelier.engine.sampling.custom import DualCFGGuide, Sampler, SeededNoise, ZeroNoise
 from atelier.engine.sampling.guidance import CFGDenoiser, DualCFGDenoiser
 from atelier.engine.validate import check
 
@@ -251,6 +251,27 @@ def test_no_sigmas_pass_the_latent_through(engine_env) -> None:
     assert torch.equal(latent(v["sc"], 1), latent(v["ks"]))
 
 
+def test_flipped_sigmas_unsample_without_noise(engine_env) -> None:
+    wf = base(seed=3)
+    add_pieces(wf, sampler="euler", scheduler="normal")
+    wf["flip"] = {"class_type": "FlipSigmas", "inputs": {"sigmas": ["sched", 0]}}
+    wf["off"] = {"class_type": "DisableNoise", "inputs": {}}
+    wf["guide"] = {"class_type": "BasicGuider", "inputs": {"model": ["ckpt", 0], "conditioning": ["pos", 0]}}
+    wf["un"] = advanced(["off", 0], ["guide", 0], ["ks", 0], sigmas=["flip", 0])
+    v = values(engine_env, wf, ["un", "ks", "flip", "guide"])
+    sigmas, guide = v["flip"][0], v["guide"][0]
+    assert float(sigmas[0]) < float(sigmas[-1])
+    # Euler steps up the ascending schedule, by hand, from the latent itself (no noise added)
+    x = latent(v["ks"]) * guide.model.latent_scale
+    with guide.model.session():
+        for s, s_next in zip(sigmas.tolist(), sigmas[1:].tolist(), strict=False):
+            d = (x - guide.predict(x, torch.full((1,), s))) / s
+            x = x + d * (s_next - s)
+    want = x / guide.model.latent_scale
+    assert torch.allclose(latent(v["un"]), want, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(want, latent(v["ks"]), atol=1.0)
+
+
 def test_progress_and_previews_as_for_ksampler(engine_env) -> None:
     wf = base()
     add_pieces(wf, sampler="euler", scheduler="normal")
@@ -352,6 +373,9 @@ def test_dual_cfg_against_the_three_predictions(tiny, nested: bool) -> None:
     else:
         want = n + 4.0 * (p2 - n) + 2.5 * (p1 - p2)
     assert dual.model_calls == 1  # the three prompts share one forward pass
+    guide = DualCFGGuide(model, c1, c2, neg, 2.5, 4.0, nested)
+    with model.session():
+        assert torch.equal(guide.predict(x, sigma), got)
     assert not torch.allclose(p1, p2, atol=1e-4) and not torch.allclose(p2, n, atol=1e-4)
     assert torch.allclose(got, want, atol=1e-4)
 
