@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
+from atelier.engine import types as T
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, GUIDER, LATENT, MODEL, NOISE, SAMPLER, SIGMAS
-from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, Output, Socket
+from atelier.engine.node import Boolean, Choice, Context, Float, Int, Node, Output, Socket, String
 from atelier.engine.sampling.conditioning import Conditioning
 from atelier.engine.sampling.custom import (
     BasicGuide,
@@ -37,6 +38,8 @@ from atelier.engine.sampling.schedulers import (
 from atelier.engine.sampling.sigmas import (
     basic_scheduler_sigmas,
     flip_sigmas,
+    laplace_sigmas,
+    parse_sigmas,
     polyexponential_sigmas,
     sd_turbo_sigmas,
     split_sigmas,
@@ -212,6 +215,63 @@ class VPScheduler(Node):
         return vp_sigmas(steps, beta_d, beta_min, eps_s)
 
 
+class LaplaceScheduler(Node):
+    """Sigmas at evenly spaced quantiles of a Laplace(mu, beta) distribution of log(sigma), clamped to
+    [sigma_min, sigma_max] (no final 0, as ComfyUI's)."""
+
+    display_name = "LaplaceScheduler"
+    category = "sampling/schedulers"
+    inputs = (
+        STEPS,
+        SIGMA_MAX,
+        SIGMA_MIN,
+        Float("mu", 0.0, min=-10.0, max=10.0, step=0.1),
+        Float("beta", 0.5, min=0.0, max=10.0, step=0.1),
+    )
+    outputs = (Output(SIGMAS),)
+
+    def run(
+        self, ctx: Context, steps: int, sigma_max: float, sigma_min: float, mu: float, beta: float
+    ) -> torch.Tensor:
+        return laplace_sigmas(steps, sigma_min, sigma_max, mu, beta)
+
+
+class ManualSigmas(Node):
+    """Sigmas typed in: the numbers of the text, in order ("14.6, 7, 2, 0")."""
+
+    display_name = "ManualSigmas"
+    category = "sampling/sigmas"
+    inputs = (String("sigmas", "1, 0.5"),)
+    outputs = (Output(SIGMAS),)
+
+    def run(self, ctx: Context, sigmas: str) -> torch.Tensor:
+        return parse_sigmas(sigmas)
+
+
+class SamplingPercentToSigma(Node):
+    """The model's sigma at a share of the way through sampling (0 = start, 1 = end). Without
+    ``return_actual_sigma``, 0 and 1 give the values used for interval checks (a huge sigma and 0)."""
+
+    display_name = "SamplingPercentToSigma"
+    category = "sampling/sigmas"
+    inputs = (
+        Socket("model", MODEL),
+        Float("sampling_percent", 0.0, min=0.0, max=1.0, step=0.0001),
+        Boolean("return_actual_sigma", False),
+    )
+    outputs = (Output(T.FLOAT, "sigma_value"),)
+
+    def run(
+        self, ctx: Context, model: ModelHandle, sampling_percent: float, return_actual_sigma: bool
+    ) -> float:
+        ms = model.sampling
+        if return_actual_sigma and sampling_percent == 0.0:
+            return ms.sigma_max
+        if return_actual_sigma and sampling_percent == 1.0:
+            return ms.sigma_min
+        return float(ms.percent_to_sigma(sampling_percent))
+
+
 class BetaSamplingScheduler(Node):
     """A model's timesteps at the quantiles of a Beta(alpha, beta) distribution."""
 
@@ -324,6 +384,40 @@ class DisableNoise(Node):
 
     def run(self, ctx: Context) -> Noise:
         return ZeroNoise()
+
+
+class AddNoise(Node):
+    """Add noise to a latent at the size a schedule spans (its first minus its last sigma), without
+    sampling."""
+
+    display_name = "AddNoise"
+    category = "sampling/custom_sampling/noise"
+    inputs = (
+        Socket("model", MODEL),
+        Socket("noise", NOISE),
+        Socket("sigmas", SIGMAS),
+        Socket("latent_image", LATENT),
+    )
+    outputs = (Output(LATENT),)
+
+    def run(
+        self,
+        ctx: Context,
+        model: ModelHandle,
+        noise: Noise,
+        sigmas: torch.Tensor,
+        latent_image: dict[str, Any],
+    ) -> dict[str, Any]:
+        if len(sigmas) == 0:
+            return latent_image
+        samples = latent_image["samples"]
+        scale = float((sigmas[0] - sigmas[-1]).abs()) if len(sigmas) > 1 else float(sigmas[0])
+        drawn = noise.generate(latent_image).to(samples.device)
+        start = model.process_in(samples.float()) if bool(samples.any()) else samples.float()  # 0 stays 0
+        noisy = model.process_out(model.sampling.noise_scaling(scale, drawn, start))
+        out = dict(latent_image)
+        out["samples"] = torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
 
 
 # -- guiders -----------------------------------------------------------------------------------------

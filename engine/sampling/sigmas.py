@@ -7,6 +7,7 @@ Pure functions returning 1-D float32 CPU tensors, with ComfyUI's semantics (incl
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor
@@ -50,7 +51,26 @@ def vp_sigmas(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float 
     """The variance-preserving SDE's sigmas at times evenly spaced from 1 to ``eps_s``, then 0:
     ``sigma(t) = sqrt(exp(beta_d * t^2 / 2 + beta_min * t) - 1)``."""
     t = torch.linspace(1, eps_s, n)
-    return _append_zero(torch.sqrt(torch.exp(beta_d * t**2 / 2 + beta_min * t) - 1))
+    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+
+
+def laplace_sigmas(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> Tensor:
+    """Sigmas at evenly spaced quantiles of a Laplace(mu, beta) distribution of log(sigma), from high to
+    low, clamped to [sigma_min, sigma_max] (Tiankai et al. 2024). As ComfyUI's, ``n`` values with no
+    final 0: a run along them stops at the smallest."""
+    eps = 1e-5  # keeps the end quantiles finite
+    x = torch.linspace(0, 1, n)
+    centred = 0.5 - x
+    log_sigma = mu - beta * torch.sign(centred) * torch.log(1 - 2 * centred.abs() + eps)
+    return torch.exp(log_sigma).clamp(min=sigma_min, max=sigma_max)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_sigmas(text: str) -> Tensor:
+    """The numbers in ``text`` (any separators: "14.6, 7.0, 0") as SIGMAS."""
+    return torch.tensor([float(m) for m in _NUMBER.findall(text)], dtype=torch.float32)
 
 
 def split_sigmas(sigmas: Tensor, step: int) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,8 @@ from atelier.engine.sampling.schedulers import exponential_sigmas
 from atelier.engine.sampling.sigmas import (
     basic_scheduler_sigmas,
     flip_sigmas,
+    laplace_sigmas,
+    parse_sigmas,
     polyexponential_sigmas,
     sd_turbo_sigmas,
     split_sigmas,
@@ -83,9 +85,7 @@ def test_vp_sigmas_by_hand() -> None:
     got = vp_sigmas(3, beta_d=19.9, beta_min=0.1, eps_s=0.001)
     ts = [1.0, (1.0 + 0.001) / 2, 0.001]
     want = [math.sqrt(math.exp(19.9 * t * t / 2 + 0.1 * t) - 1) for t in ts] + [0.0]
-    # float32 like ComfyUI's: exp(x) - 1 near t = eps_s loses digits (1e-4 relative), the rest is exact
-    assert torch.allclose(got[:2], torch.tensor(want[:2]), rtol=1e-5)
-    assert torch.allclose(got, torch.tensor(want), rtol=1e-3)
+    assert torch.allclose(got, torch.tensor(want), rtol=1e-5)
 
 
 def test_sd_turbo_takes_every_hundredth_timestep_from_the_top() -> None:
@@ -109,3 +109,18 @@ def test_basic_scheduler_is_ksamplers_schedule(scheduler: str, denoise: float) -
     assert len(got) == 7
     assert torch.equal(got, schedule(M(), scheduler, "euler", 6, denoise))  # type: ignore[arg-type]
     assert len(basic_scheduler_sigmas(ms, scheduler, 6, 0.0)) == 0
+
+
+def test_laplace_sigmas_by_hand() -> None:
+    got = laplace_sigmas(3, 0.03, 14.6, mu=0.0, beta=0.5)
+    # quantiles 0, 0.5, 1: log(sigma) = -0.5 * sign(0.5 - x) * log(1 - 2|0.5 - x| + 1e-5), then clamped
+    ends = 0.5 * math.log(1e-5)
+    want = [min(max(math.exp(v), 0.03), 14.6) for v in (-ends, 0.0, ends)]
+    assert len(got) == 3  # no final 0, as ComfyUI's
+    assert torch.allclose(got, torch.tensor(want), rtol=1e-5)
+    assert values(laplace_sigmas(3, 0.03, 14.6, mu=1.0)) == values(torch.tensor(want[:1] + [math.e, 0.03]))
+
+
+def test_parse_sigmas_reads_the_numbers() -> None:
+    assert values(parse_sigmas("14.6, 7 ,0.5;.25 1e-2 -0")) == [14.6, 7.0, 0.5, 0.25, 0.01, 0.0]
+    assert len(parse_sigmas("none here")) == 0

@@ -424,3 +424,45 @@ def test_dual_cfg_guider_node_runs_and_reduces_to_cfg(engine_env) -> None:
     assert torch.allclose(latent(v["a"]), latent(v["b"]), atol=1e-3)
     assert torch.equal(latent(v["c"]), latent(v["d"]))  # BasicGuider is CFG 1
     assert not torch.allclose(latent(v["a"]), latent(v["c"]), atol=1e-3)
+
+
+def test_add_noise_manual_sigmas_and_percent_to_sigma(engine_env) -> None:
+    wf = base(seed=3)
+    wf["manual"] = {"class_type": "ManualSigmas", "inputs": {"sigmas": "8.0, 3.5, 0.5"}}
+    wf["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 12}}
+    for name, src in (("noisy", ["ks", 0]), ("noisy0", ["empty", 0])):
+        wf[name] = {
+            "class_type": "AddNoise",
+            "inputs": {
+                "model": ["ckpt", 0],
+                "noise": ["noise", 0],
+                "sigmas": ["manual", 0],
+                "latent_image": src,
+            },
+        }
+    for name, percent, actual in (
+        ("p0", 0.0, True),
+        ("p1", 1.0, True),
+        ("p_half", 0.5, False),
+        ("p0c", 0.0, False),
+    ):
+        wf[name] = {
+            "class_type": "SamplingPercentToSigma",
+            "inputs": {"model": ["ckpt", 0], "sampling_percent": percent, "return_actual_sigma": actual},
+        }
+    wf["guide"] = cfg_guider(1.0)  # reaches the model handle
+    nodes = ["noisy", "noisy0", "ks", "manual", "p0", "p1", "p_half", "p0c", "guide"]
+    v = values(engine_env, wf, nodes)
+    assert v["manual"][0].tolist() == [8.0, 3.5, 0.5]
+    noise = torch.randn(1, 4, 8, 8, generator=torch.manual_seed(12))
+    scale = v["guide"][0].model.latent_scale
+    src = latent(v["ks"])
+    assert torch.allclose(latent(v["noisy"]), (src * scale + noise * 7.5) / scale, atol=1e-4)
+    assert torch.allclose(
+        latent(v["noisy0"]), noise * 7.5 / scale, atol=1e-5
+    )  # an empty latent is not scaled
+    ms = v["guide"][0].model.sampling
+    assert v["p0"][0] == ms.sigma_max and v["p1"][0] == ms.sigma_min
+    assert v["p0c"][0] > 1e6  # the interval-check value at the very start
+    assert v["p_half"][0] == pytest.approx(float(ms.sigma(torch.tensor(0.5 * (ms.num_timesteps - 1)))))
+    assert ms.sigma_min < v["p_half"][0] < ms.sigma_max
