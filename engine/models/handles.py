@@ -36,6 +36,7 @@ from atelier.engine.sampling.guidance import (
     ModelWrapper,
 )
 
+from .attention import AttentionPatch, attention_patched
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .inpaint import InpaintConcat
 from .interrupts import install_interrupt_points, unet_blocks, vae_blocks
@@ -72,6 +73,8 @@ class ModelHandle:
     core_wrappers: tuple[ModelWrapper, ...] = ()
     #: the noise mask of each step of a masked run (Differential Diffusion); None keeps the latent's
     denoise_mask_function: DenoiseMaskFunction | None = None
+    #: applied to the inputs of every transformer attention layer's q/k/v projections (hypernetworks)
+    attention_patches: tuple[AttentionPatch, ...] = ()
 
     def __post_init__(self) -> None:
         install_interrupt_points(unet_blocks(self.unet))  # once per module: a cancel lands mid-forward
@@ -145,11 +148,15 @@ class ModelHandle:
     @contextmanager
     def session(self) -> Iterator[ModelHandle]:
         """Use the handle: its patches are applied for the duration of the block."""
-        with patched(self.unet, self.patches):
+        with patched(self.unet, self.patches), attention_patched(self.unet, self.attention_patches):
             yield self
 
     def with_patches(self, patches: PatchSet) -> ModelHandle:
         return replace(self, patches=merge_patches(self.patches, patches))
+
+    def with_attention_patch(self, patch: AttentionPatch) -> ModelHandle:
+        """A handle whose attention layers also apply ``patch`` (after those already there)."""
+        return replace(self, attention_patches=(*self.attention_patches, patch))
 
     def with_sampling(self, sampling: ModelSampling) -> ModelHandle:
         return replace(self, sampling=sampling)
