@@ -108,12 +108,13 @@ def file_metadata(ctx: Context) -> dict[str, str]:
 
 
 def _modelspec(model: ModelHandle, title: str) -> dict[str, str]:
-    """The model-spec keys ComfyUI writes (SDXL architectures only; the prediction for all)."""
+    """The model-spec keys ComfyUI writes (SDXL base and refiner only; the prediction for all)."""
     spec: dict[str, str] = {}
-    if model.family == "sdxl":
+    architecture = {"sdxl": "base", "sdxl_refiner": "refiner"}.get(model.family)
+    if architecture is not None:
         spec = {
             "modelspec.sai_model_spec": "1.0.0",
-            "modelspec.architecture": "stable-diffusion-xl-v1-base",
+            "modelspec.architecture": f"stable-diffusion-xl-v1-{architecture}",
             "modelspec.implementation": "sgm",
             "modelspec.title": title,
         }
