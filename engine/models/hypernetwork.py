@@ -89,9 +89,6 @@ class Hypernetwork:
         ] = {}
         self._lock = threading.Lock()
 
-    def with_strength(self, strength: float) -> Hypernetwork:
-        return Hypernetwork(self.nets, strength, self.name)
-
     def _on(self, width: int, like: Tensor) -> tuple[torch.nn.Module, torch.nn.Module]:
         key = (width, like.device, like.dtype)
         with self._lock:
