@@ -288,6 +288,8 @@ class Executor:
                         emit(E.Progress(job=job, node=_nid, **data))
                     elif kind == "preview":
                         emit(E.Preview(job=job, node=_nid, **data))
+                    elif kind == "image_output":
+                        emit(E.ImageOutput(job=job, node=_nid, **data))
 
             return self.make_context(job_ctx, nid, node_type, token, emit_node)
 

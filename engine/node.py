@@ -443,6 +443,11 @@ class Context:
         if self.emit is not None:
             self.emit("preview", {"image": image, "format": format, "width": width, "height": height})
 
+    def send_image(self, image: bytes, *, format: str = "PNG", width: int = 0, height: int = 0) -> None:
+        """Send an encoded image to the job's client as a result (never dropped, unlike a preview)."""
+        if self.emit is not None:
+            self.emit("image_output", {"image": image, "format": format, "width": width, "height": height})
+
 
 @dataclass(frozen=True)
 class NodeResult:

@@ -17,7 +17,7 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15")
+    p.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "sdxl_refiner"], default="sd15")
     p.add_argument("--inpaint", action="store_true", help="an inpainting model (9-channel UNet)")
     p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--seed", type=int, default=0)

@@ -123,6 +123,10 @@ class DiffusionModel(Protocol):
     def needs_pooled(self) -> bool:  # SDXL: pooled text embedding and size conditioning
         ...
 
+    def size_ids(
+        self, cond: CondEntry, latent_h: int, latent_w: int, negative: bool
+    ) -> list[float]: ...  # with needs_pooled: the size conditioning values of an entry
+
     @property
     def cfg_functions(self) -> tuple[CfgFunction, ...]:  # post-combination hooks (CFG rescale, ...)
         ...
@@ -227,7 +231,7 @@ class ConditionedPredictor:
                     raise ValueError("this model (SDXL) needs a pooled text embedding: encode with its CLIP")
                 p = p.to(x.device)
                 pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
-                ids = torch.tensor(e.cond.time_ids(h, w), device=x.device)
+                ids = torch.tensor(self.model.size_ids(e.cond, h, w, e.negative), device=x.device)
                 time_ids.append(ids.expand(b, -1))
             added = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
         call = ModelCall(
