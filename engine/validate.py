@@ -217,9 +217,11 @@ def _check(
 
     flat = wf
     if uses_pipelines(wf) or inner_overrides:
-        applied = wf.model_copy(deep=True)
-        for nid, node in applied.nodes.items():
-            node.inputs = values[nid]
+        applied = wf.model_copy(
+            update={
+                "nodes": {nid: n.model_copy(update={"inputs": values[nid]}) for nid, n in wf.nodes.items()}
+            }
+        )
         expanded = expand(applied, pipelines)
         errors.extend(
             NodeError(

@@ -131,7 +131,8 @@ class Workflow(BaseModel):
     ui: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True, exclude_none=False)
+        data = self.model_dump(mode="json", exclude_unset=True, exclude_none=False)
+        return {"format": self.format, "version": self.version, **data}  # always says what it is
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)

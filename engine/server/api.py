@@ -28,6 +28,7 @@ from .service_jobs import (
     NotFinished,
 )
 from .service_library import NotSaved
+from .service_pipelines import NoSuchPipeline
 
 router = APIRouter(prefix="/api", tags=["atelier"])
 
@@ -136,6 +137,49 @@ def delete_job(job_id: str, services: Services = Svc) -> Any:
 @router.post("/interrupt")
 def interrupt(services: Services = Svc) -> Any:
     return {"interrupted": services.jobs.interrupt()}
+
+
+# -- pipelines ---------------------------------------------------------------------------------------
+
+
+class PipelineRun(BaseModel):
+    inputs: dict[str, Any] = Field(default_factory=dict, description="the pipeline's inputs by name")
+    version: str | None = Field(default=None, description="pin a version (default: the newest)")
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    client_id: str | None = Field(default=None, max_length=200)
+
+
+@router.get("/pipelines")
+def list_pipelines(services: Services = Svc) -> Any:
+    """The pipeline library: each pipeline's versions and its newest version's interface."""
+    return services.pipelines.list()
+
+
+@router.get("/pipelines/{name}", responses={404: {"description": "no such pipeline"}})
+def get_pipeline(name: str, version: str | None = None, services: Services = Svc) -> Any:
+    """A pipeline's interface (inputs, outputs, types, defaults, descriptions) and its workflow."""
+    out = services.pipelines.get(name, version)
+    if isinstance(out, NoSuchPipeline):
+        return error(404, out.message)
+    return out
+
+
+@router.post(
+    "/pipelines/{name}/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    responses={400: {"description": "invalid inputs"}, 404: {"description": "no such pipeline"}},
+)
+def run_pipeline(name: str, body: PipelineRun, services: Services = Svc) -> Any:
+    """Run a pipeline like a function: its input values in, a queued job out (results as for any job)."""
+    out = services.pipelines.run(name, body.inputs, body.version, body.priority, body.client_id)
+    if isinstance(out, NoSuchPipeline):
+        return error(404, out.message)
+    if isinstance(out, Invalid):
+        return error(400, "the inputs are not valid", node_errors=[e.model_dump() for e in out.errors])
+    return JobCreated(
+        id=out.id, number=out.number, status="queued", warnings=[w.model_dump() for w in out.warnings]
+    )
 
 
 @router.post("/validate")

@@ -16,6 +16,7 @@ from .service_catalog import CatalogService
 from .service_files import FileService, Limits
 from .service_jobs import JobService
 from .service_library import LibraryService
+from .service_pipelines import PipelineService
 from .service_system import SystemService
 from .settings import Settings
 from .store import Store
@@ -29,6 +30,7 @@ class Services:
     jobs: JobService
     catalog: CatalogService
     library: LibraryService
+    pipelines: PipelineService
     files: FileService
     system: SystemService
 
@@ -45,6 +47,7 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         jobs=jobs,
         catalog=CatalogService(engine),
         library=LibraryService(store),
+        pipelines=PipelineService(engine, jobs),
         files=FileService(engine.folders, Limits(settings.max_upload_bytes, settings.max_image_pixels)),
         system=SystemService(engine, jobs),
     )
