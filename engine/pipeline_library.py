@@ -21,7 +21,9 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .pipeline import Resolved, interface
+from .folders import Folders
+from .pipeline import PREFIX, Resolved, interface, is_socket, wired_inside
+from .registry import Registry
 from .workflow import Workflow, WorkflowFormatError, parse_workflow
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -203,3 +205,56 @@ class PipelineLibrary:
         entry = self._entry(target)
         assert entry is not None
         return entry
+
+
+def describe_as_node(entry: Entry, registry: Registry, files: Folders | None = None) -> dict[str, Any]:
+    """A pipeline described like a node type (``pipeline:NAME``), so node menus and canvases offer it as one:
+    its parameters are inputs (a value parameter takes its widget details, choices included, from the first
+    inner input it targets), its declared outputs are outputs."""
+    wf = entry.workflow
+    inputs: list[dict[str, Any]] = []
+    for pname, param in wf.parameters.items():
+        if is_socket(param):
+            inputs.append(
+                {
+                    "name": pname,
+                    "type": param.type,
+                    "optional": wired_inside(wf, param),
+                    "description": param.description,
+                }
+            )
+            continue
+        d: dict[str, Any] = {}
+        for node_id, input_name in param.target_pairs()[:1]:
+            node = wf.nodes.get(node_id)
+            cls = registry.get(node.type) if node is not None else None
+            spec = cls.spec.input(input_name) if cls is not None else None
+            if spec is not None:
+                d = spec.describe(files)
+        d.update(name=pname, type=param.type, optional=False, widget=True)
+        for key in ("default", "min", "max", "step", "choices", "multiline"):
+            value = getattr(param, key)
+            if value is not None:
+                d[key] = value
+        if param.description:
+            d["description"] = param.description
+        inputs.append(d)
+    outputs = [
+        {"name": name, "type": decl.type, "description": decl.description}
+        for name, decl in wf.outputs.items()
+    ]
+    inner_outputs = any(
+        (cls := registry.get(n.type)) is not None and cls.spec.output_node for n in wf.nodes.values()
+    )
+    return {
+        "type": PREFIX + entry.name,
+        "display_name": wf.metadata.name or entry.name,
+        "version": str(entry.version),
+        "category": "pipelines",
+        "description": wf.metadata.description,
+        "output_node": inner_outputs,
+        "deprecated": False,
+        "pipeline": True,
+        "inputs": inputs,
+        "outputs": outputs,
+    }

@@ -194,8 +194,9 @@ def validate(body: JobRequest, services: Services = Svc) -> Any:
 
 @router.get("/nodes")
 def nodes(services: Services = Svc) -> Any:
-    """The node catalogue: every node type with its inputs, outputs and choices."""
-    return services.catalog.nodes()
+    """The node catalogue: every node type with its inputs, outputs and choices, and the library's
+    pipelines as ``pipeline:NAME`` node types (category ``pipelines``)."""
+    return services.catalog.nodes(pipelines=True)
 
 
 @router.get("/types")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from atelier.engine.pipeline_library import describe_as_node
 from atelier.engine.runtime import Engine
 
 
@@ -28,9 +29,16 @@ class CatalogService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def nodes(self) -> dict[str, Any]:
-        """Every node type with its inputs, outputs and current choices."""
-        return self.engine.describe()
+    def nodes(self, pipelines: bool = False) -> dict[str, Any]:
+        """Every node type with its inputs, outputs and current choices; with ``pipelines``, the library's
+        pipelines too, as ``pipeline:NAME`` node types (Atelier's canvas offers them like any node)."""
+        described = self.engine.describe()
+        if pipelines:
+            newest = {e.name: e for e in self.engine.pipelines.entries()}  # entries come oldest first
+            for entry in newest.values():
+                d = describe_as_node(entry, self.engine.registry, self.engine.folders)
+                described[d["type"]] = d
+        return described
 
     def node(self, type_name: str) -> dict[str, Any] | None:
         """One node type, or None when there is no such type."""
