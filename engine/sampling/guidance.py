@@ -139,9 +139,41 @@ def _area(entry: CondEntry, h: int, w: int) -> tuple[int, int, int, int]:
     area = entry.area
     if area is None:
         return (h, w, 0, 0)
+    return _clamp_area(area, h, w)
+
+
+def _clamp_area(area: Sequence[int], h: int, w: int) -> tuple[int, int, int, int]:
     ah, aw, y, x = (int(v) for v in area)
     y, x = min(max(y, 0), h - 1), min(max(x, 0), w - 1)
     return (max(1, min(ah, h - y)), max(1, min(aw, w - x)), y, x)
+
+
+#: how many latent cells an area's weight ramps over at each inner edge (at most a quarter of its size)
+AREA_FEATHER = 8
+
+
+def _edge_ramp(size: int, start: int, total: int) -> Tensor:
+    """Per-cell factors along one axis of an area: ramps (1/r, 2/r, ..., 1) towards the inside over
+    r = min(8, size // 4) cells at each edge that lies inside the latent (not on its border)."""
+    ramp = torch.ones(size)
+    r = min(AREA_FEATHER, size // 4)
+    steps = torch.arange(1, r + 1, dtype=torch.float32) / r
+    if r and start != 0:
+        ramp[:r] *= steps
+    if r and start + size < total:
+        ramp[size - r :] *= steps.flip(0)
+    return ramp
+
+
+def area_weight(
+    area: Sequence[int], strength: float, h: int, w: int
+) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """The weight an area conditioning (no mask) gives its prediction, over the area clamped to an
+    [h, w] latent: ``strength``, feathered linearly over the area's inner edges so that regions blend
+    (as ComfyUI weighs areas). Returns the [ah, aw] weight and the clamped area (h, w, y, x)."""
+    ah, aw, y, x = _clamp_area(area, h, w)
+    weight = _edge_ramp(ah, y, h)[:, None] * _edge_ramp(aw, x, w)[None, :]
+    return weight * float(strength), (ah, aw, y, x)
 
 
 class CFGDenoiser:
@@ -162,17 +194,21 @@ class CFGDenoiser:
         self.model = model
         self.cfg = float(cfg)
         self.entries = [_Entry(e, False) for e in positive]
+        self.negative_entries = [_Entry(e, True) for e in negative]
         if self.cfg != 1.0:
             if not negative:
                 raise ValueError(
                     "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
                 )
-            self.entries += [_Entry(e, True) for e in negative]
+            self.entries += self.negative_entries
         self.max_batch = max_batch
         self.inputs = inputs
         self.model_calls = 0
 
-    def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
+    def __call__(self, x: Tensor, sigma: Tensor, *, post_cfg: Sequence[CfgFunction] = (), **_: Any) -> Tensor:
+        """The guided prediction. ``post_cfg`` functions run after the model's CFG functions; a sampler
+        that needs the unconditional prediction (CFG++) passes one, and then the negative is evaluated
+        even at cfg 1."""
         model = self.model
         ms = model.sampling
         b, _, h, w = x.shape
@@ -180,20 +216,28 @@ class CFGDenoiser:
         t = model.timestep(sigma).to(x.device)
         sums = {False: torch.zeros_like(x), True: torch.zeros_like(x)}
         weights = {False: torch.full_like(x[:, :1], 1e-37), True: torch.full_like(x[:, :1], 1e-37)}
+        guided = self.cfg != 1.0 or bool(post_cfg)
+        entries = self.entries
+        if guided and self.cfg == 1.0:
+            if not self.negative_entries:
+                raise ValueError(
+                    "this sampler needs a negative conditioning (it guides with the unconditional prediction)"
+                )
+            entries = entries + self.negative_entries
 
         groups: dict[tuple[int, int, int, int], list[_Entry]] = {}
-        for e in self.entries:
+        for e in entries:
             groups.setdefault(_area(e.cond, h, w), []).append(e)
         for area, entries in groups.items():
             ah, aw, y, x0 = area
             for chunk in _chunks(entries, self.max_batch):
                 self._run_group(chunk, x, x_in, sigma, t, (ah, aw, y, x0), sums, weights)
         cond = sums[False] / weights[False]
-        if self.cfg == 1.0:
+        if not guided:
             return cond
         uncond = sums[True] / weights[True]
         denoised = uncond + (cond - uncond) * self.cfg
-        for fn in getattr(model, "cfg_functions", ()):
+        for fn in (*getattr(model, "cfg_functions", ()), *post_cfg):
             denoised = fn(CfgArgs(cond, uncond, self.cfg, x, sigma, denoised))
         return denoised
 
@@ -251,8 +295,12 @@ class CFGDenoiser:
         denoised = self.model.sampling.calculate_denoised(sig, out.float(), x_raw.repeat(k, 1, 1, 1))
         for n, e in enumerate(entries):
             d = denoised[n * b : (n + 1) * b]
-            wgt = torch.full_like(d[:, :1], float(e.cond.strength))
             mask = e.cond.mask
+            if mask is None and e.cond.area is not None:
+                feathered, _ = area_weight(area, e.cond.strength, h, w)
+                wgt = feathered.to(d)[None, None].expand(b, 1, ah, aw)
+            else:
+                wgt = torch.full_like(d[:, :1], float(e.cond.strength))
             if mask is not None:
                 m = mask.to(x.device, torch.float32)
                 if m.dim() == 2:

@@ -13,6 +13,7 @@ the input exactly. A model's denoise-mask function (Differential Diffusion) may 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ import torch
 from torch import Tensor
 
 from .guidance import CFGDenoiser, Conditioning, DenoiseMaskArgs, DiffusionModel, SamplingInputs
-from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
+from .model_sampling import ModelSampling
+from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, MODEL_SAMPLING_SAMPLERS, Callback, get_sampler
 from .schedulers import calculate_sigmas
 
 
@@ -45,15 +47,18 @@ def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None =
 def schedule(
     model: DiffusionModel, scheduler: str, sampler_name: str, steps: int, denoise: float = 1.0
 ) -> Tensor:
-    """The CPU sigma schedule for ``steps`` steps at ``denoise`` (empty when denoise is 0)."""
+    """The CPU sigma schedule for ``steps`` steps at ``denoise`` (empty when denoise is 0). At full
+    denoise (above 0.9999) it is the whole schedule, which for ddim_uniform can be longer than
+    ``steps + 1``; below, the last ``steps + 1`` sigmas of a ``int(steps / denoise)``-step schedule."""
     if denoise <= 0.0:
         return torch.zeros(0)
-    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    full = denoise > 0.9999
+    total = steps if full else int(steps / denoise)
     discard = sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS
     sigmas = calculate_sigmas(model.sampling, scheduler, total + 1 if discard else total)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigmas[-(steps + 1) :]
+    return sigmas if full else sigmas[-(steps + 1) :]
 
 
 def effective_sigmas(
@@ -113,10 +118,6 @@ def sample(
     else:
         noise = torch.zeros_like(latent)
     ms = model.sampling
-    sigma_max = float(sigmas[0])
-    max_denoise = abs(sigma_max - ms.sigma_max) < 1e-5 * ms.sigma_max or sigma_max > ms.sigma_max
-    x = ms.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
-
     mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
     inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas)
     denoiser: Callable[..., Tensor] = CFGDenoiser(model, positive, negative, cfg, inputs=inputs)
@@ -140,13 +141,39 @@ def sample(
         if callback is not None:
             callback(int(info["i"]) + 1, total, info["x"], info["denoised"])
 
-    sampler = get_sampler(sampler_name)
-    out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed)
-    out = ms.inverse_noise_scaling(sigmas[-1], out)
+    get_sampler(sampler_name)  # an unknown name fails before any work
+    out = run_sampler(
+        denoiser, ms, sampler_name, sigmas, noise=noise, latent=latent, seed=seed, callback=on_step
+    )
     last = step_mask[0]
     if last is not None:  # each step already blended; only untouched cells are pinned to the input exactly
         out = torch.where(last == 0, latent, out)
     return out
+
+
+def run_sampler(
+    denoiser: Callable[..., Tensor],
+    sampling: ModelSampling,
+    sampler_name: str,
+    sigmas: Tensor,
+    *,
+    noise: Tensor,
+    latent: Tensor,
+    seed: int,
+    callback: Callback | None = None,
+) -> Tensor:
+    """One sampler run as ComfyUI's KSAMPLER does it: the start ``latent + sigma_0 * noise``
+    (``sqrt(1 + sigma_0^2)`` at full denoise), the sampler (its own noise seeded with ``seed``), and
+    the model's inverse noise scaling."""
+    sigma_max = float(sigmas[0])
+    max_denoise = math.isclose(sigma_max, sampling.sigma_max, rel_tol=1e-5) or sigma_max > sampling.sigma_max
+    x = sampling.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
+    sampler = get_sampler(sampler_name)
+    options: dict[str, Any] = {}
+    if sampler_name in MODEL_SAMPLING_SAMPLERS:
+        options["model_sampling"] = sampling
+    out = sampler(denoiser, x, sigmas, callback=callback, seed=seed, **options)
+    return sampling.inverse_noise_scaling(sigmas[-1], out)
 
 
 def _latent_mask(mask: Tensor, latent: Tensor) -> Tensor:
