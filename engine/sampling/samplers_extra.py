@@ -304,7 +304,7 @@ def _res_multistep(
             if cfg_pp:
                 x = x + (denoised - uncond)
             x = x * math.exp(-h) + (uncond * b1 + old_denoised * b2) * h
-        if s_next > 0:
+        if s_next > 0 and sigma_up > 0:
             x = x + run.noise(s, s_next) * (s_noise * sigma_up)
         old_denoised = uncond
         old_sigma_down = sigma_down
@@ -733,7 +733,7 @@ def sample_seeds_2(
         lam_s, lam_t = _lam(s), _lam(s_next)
         h = lam_t - lam_s
         h_eta = h * (eta + 1)
-        s_1 = math.exp(-(lam_s + r * h))
+        s_1 = s_next if r == 1 else math.exp(-(lam_s + r * h))
         x_2 = x * (s_1 / s * math.exp(-r * h * eta)) - denoised * math.expm1(-r * h_eta)
         sde_noise: Tensor | None = None
         if inject:

@@ -202,6 +202,7 @@ def model_sampling_data(classes: dict[str, Any]) -> dict[str, Any]:
 SCHEDULER_STEPS = (1, 2, 3, 7, 10, 33)
 KSAMPLER_CASES = (  # (steps, denoise)
     (10, 1.0),
+    (7, 1.0),
     (7, 0.6),
     (20, 0.35),
     (3, 0.99995),
