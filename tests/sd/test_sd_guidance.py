@@ -91,7 +91,11 @@ def test_every_sampler_reaches_the_guided_target(sampler: str) -> None:
         negative=cond(0.2),
     )
     expected = 0.2 + 2.5 * (0.6 - 0.2)
-    assert torch.allclose(out, torch.full_like(out, expected), atol=2e-3), (sampler, out.mean())
+    if sampler in ("dpm_fast", "dpm_adaptive"):  # they stop at the last non-zero sigma (0.03), as ComfyUI's
+        assert abs(float(out.mean()) - expected) < 0.01 and float((out - expected).abs().max()) < 0.2
+        return
+    atol = 5e-3 if sampler.startswith("uni_pc") else 2e-3  # UniPC stops at sigma 0.001, as ComfyUI's
+    assert torch.allclose(out, torch.full_like(out, expected), atol=atol), (sampler, out.mean())
 
 
 def test_v_prediction_model_reaches_the_target() -> None:
