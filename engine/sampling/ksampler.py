@@ -125,13 +125,19 @@ def sample(
     if mask is not None:
         inner = denoiser
         mask_fn = getattr(model, "denoise_mask_function", None)
+        # ComfyUI's "ddim" (euler with random inpaint noise) re-noises the kept region with a fresh draw
+        # seeded seed + 1 instead of the run's initial noise
+        keep_noise = noise
+        if sampler_name == "ddim":
+            generator = torch.Generator(device="cpu").manual_seed((int(seed) + 1) & 0xFFFFFFFFFFFFFFFF)
+            keep_noise = torch.randn(latent.shape, generator=generator, dtype=torch.float32).to(device)
 
         def denoiser(xx: Tensor, sigma: Tensor, **kw: Any) -> Tensor:  # keep unmasked regions as they were
             assert mask is not None
             m = mask if mask_fn is None else mask_fn(DenoiseMaskArgs(sigma, mask, sigmas, ms)).to(xx)
             step_mask[0] = m
             s = sigma.reshape(-1, 1, 1, 1).to(xx.device)
-            keep = latent + noise * s
+            keep = latent + keep_noise * s
             xx = xx * m + keep * (1 - m)
             return inner(xx, sigma, **kw) * m + latent * (1 - m)
 

@@ -264,3 +264,41 @@ def test_step_callback_counts_steps() -> None:
         callback=lambda i, n, x, d: seen.append((i, n)),
     )
     assert seen == [(i, 5) for i in range(1, 6)]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_masked_run_renoises_the_kept_region_like_comfyui(sampler: str) -> None:
+    """Where the noise mask is 0 the model sees the input latent noised to the step's sigma: with the
+    run's initial noise, except for "ddim", which ComfyUI gives a fresh draw seeded seed + 1."""
+    seen: list[torch.Tensor] = []
+
+    class Recording(PointModel):
+        def apply_model(self, call: ModelCall):
+            seen.append(call.x.clone())
+            return super().apply_model(call)
+
+    m = Recording(ModelSampling.discrete("eps"), [])
+    latent = torch.full((1, 4, 8, 8), 0.25)
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, :4] = 1.0
+    seed = 7
+    out = sample(
+        m,
+        latent,
+        seed=seed,
+        steps=3,
+        cfg=1.0,
+        sampler_name=sampler,
+        scheduler="karras",
+        positive=cond(0.6),
+        negative=cond(0.2),
+        noise_mask=mask,
+    )
+    sigma0 = float(schedule(m, "karras", sampler, 3)[0])
+    kept = seen[0][:, :, :, 4:] * (sigma0**2 + 1) ** 0.5 - 0.25  # undo the input scaling, remove the latent
+    if sampler == "ddim":
+        expected = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(seed + 1))
+    else:
+        expected = prepare_noise(latent, seed)
+    torch.testing.assert_close(kept, expected[:, :, :, 4:] * sigma0, rtol=1e-4, atol=1e-4)
+    assert torch.equal(out[:, :, :, 4:], latent[:, :, :, 4:])
