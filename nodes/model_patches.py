@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import MODEL
-from atelier.engine.node import Context, Float, Node, Output, Socket
+from atelier.engine.node import Boolean, Choice, Context, Float, Node, Output, Socket
 from atelier.engine.sampling.cfg import rescale_cfg
+from atelier.engine.sampling.model_sampling import PREDICTIONS, ModelSampling
 
 
 class RescaleCFG(Node):
@@ -19,3 +20,20 @@ class RescaleCFG(Node):
 
     def run(self, ctx: Context, model: ModelHandle, multiplier: float) -> ModelHandle:
         return model.with_cfg_function(rescale_cfg(multiplier))
+
+
+class ModelSamplingDiscrete(Node):
+    """Say what the network predicts (noise, v, an LCM's consistency output, or the clean latent) and
+    optionally rescale the schedule to zero terminal SNR, for checkpoints whose file does not tell."""
+
+    display_name = "ModelSamplingDiscrete"
+    category = "advanced/model"
+    inputs = (
+        Socket("model", MODEL),
+        Choice("sampling", list(PREDICTIONS)),
+        Boolean("zsnr", False),
+    )
+    outputs = (Output(MODEL),)
+
+    def run(self, ctx: Context, model: ModelHandle, sampling: str, zsnr: bool) -> ModelHandle:
+        return model.with_sampling(ModelSampling.discrete(sampling, zsnr=zsnr))  # type: ignore[arg-type]

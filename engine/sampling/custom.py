@@ -45,9 +45,19 @@ class Sampler:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
     def __call__(
-        self, denoiser: Denoise, x: Tensor, sigmas: Tensor, *, callback: Any = None, seed: int | None = None
+        self,
+        denoiser: Denoise,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        callback: Any = None,
+        seed: int | None = None,
+        **extra: Any,
     ) -> Tensor:
-        return get_sampler(self.name)(denoiser, x, sigmas, callback=callback, seed=seed, **self.options)
+        """``extra``: what the step loop gives every sampler that needs it (the model's noise schedule)."""
+        return get_sampler(self.name)(
+            denoiser, x, sigmas, callback=callback, seed=seed, **extra, **self.options
+        )
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,41 @@ def _area(entry: CondEntry, h: int, w: int) -> tuple[int, int, int, int]:
     area = entry.area
     if area is None:
         return (h, w, 0, 0)
+    return _clamp_area(area, h, w)
+
+
+def _clamp_area(area: Sequence[int], h: int, w: int) -> tuple[int, int, int, int]:
     ah, aw, y, x = (int(v) for v in area)
     y, x = min(max(y, 0), h - 1), min(max(x, 0), w - 1)
     return (max(1, min(ah, h - y)), max(1, min(aw, w - x)), y, x)
+
+
+#: how many latent cells an area's weight ramps over at each inner edge (at most a quarter of its size)
+AREA_FEATHER = 8
+
+
+def _edge_ramp(size: int, start: int, total: int) -> Tensor:
+    """Per-cell factors along one axis of an area: ramps (1/r, 2/r, ..., 1) towards the inside over
+    r = min(8, size // 4) cells at each edge that lies inside the latent (not on its border)."""
+    ramp = torch.ones(size)
+    r = min(AREA_FEATHER, size // 4)
+    steps = torch.arange(1, r + 1, dtype=torch.float32) / r
+    if r and start != 0:
+        ramp[:r] *= steps
+    if r and start + size < total:
+        ramp[size - r :] *= steps.flip(0)
+    return ramp
+
+
+def area_weight(
+    area: Sequence[int], strength: float, h: int, w: int
+) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """The weight an area conditioning (no mask) gives its prediction, over the area clamped to an
+    [h, w] latent: ``strength``, feathered linearly over the area's inner edges so that regions blend
+    (as ComfyUI weighs areas). Returns the [ah, aw] weight and the clamped area (h, w, y, x)."""
+    ah, aw, y, x = _clamp_area(area, h, w)
+    weight = _edge_ramp(ah, y, h)[:, None] * _edge_ramp(aw, x, w)[None, :]
+    return weight * float(strength), (ah, aw, y, x)
 
 
 class ConditionedPredictor:
@@ -172,8 +204,9 @@ class ConditionedPredictor:
         self.inputs = inputs
         self.model_calls = 0
 
-    def predict(self, x: Tensor, sigma: Tensor) -> list[Tensor]:
-        """One denoised prediction per slot (a slot without entries predicts 0)."""
+    def predict(self, x: Tensor, sigma: Tensor, slots: Sequence[int] | None = None) -> list[Tensor]:
+        """One denoised prediction per slot (a slot without entries, or not in ``slots`` when given, is not
+        computed and predicts 0)."""
         model = self.model
         ms = model.sampling
         b, _, h, w = x.shape
@@ -182,8 +215,9 @@ class ConditionedPredictor:
         sums = [torch.zeros_like(x) for _ in range(self.slots)]
         weights = [torch.full_like(x[:, :1], 1e-37) for _ in range(self.slots)]
 
+        wanted = self.entries if slots is None else [e for e in self.entries if e.slot in slots]
         groups: dict[tuple[int, int, int, int], list[_Entry]] = {}
-        for e in self.entries:
+        for e in wanted:
             groups.setdefault(_area(e.cond, h, w), []).append(e)
         for area, entries in groups.items():
             ah, aw, y, x0 = area
@@ -191,10 +225,19 @@ class ConditionedPredictor:
                 self._run_group(chunk, x, x_in, sigma, t, (ah, aw, y, x0), sums, weights)
         return [s / wgt for s, wgt in zip(sums, weights, strict=True)]
 
-    def combine(self, cond: Tensor, uncond: Tensor, cfg: float, x: Tensor, sigma: Tensor) -> Tensor:
-        """``uncond + cfg * (cond - uncond)``, then the model's CFG functions (CFG rescale, ...)."""
+    def combine(
+        self,
+        cond: Tensor,
+        uncond: Tensor,
+        cfg: float,
+        x: Tensor,
+        sigma: Tensor,
+        post_cfg: Sequence[CfgFunction] = (),
+    ) -> Tensor:
+        """``uncond + cfg * (cond - uncond)``, then the model's CFG functions (CFG rescale, ...), then
+        ``post_cfg`` (a sampler's own: CFG++ reads the unconditional prediction there)."""
         denoised = uncond + (cond - uncond) * cfg
-        for fn in getattr(self.model, "cfg_functions", ()):
+        for fn in (*getattr(self.model, "cfg_functions", ()), *post_cfg):
             denoised = fn(CfgArgs(cond, uncond, cfg, x, sigma, denoised))
         return denoised
 
@@ -252,8 +295,12 @@ class ConditionedPredictor:
         denoised = self.model.sampling.calculate_denoised(sig, out.float(), x_raw.repeat(k, 1, 1, 1))
         for n, e in enumerate(entries):
             d = denoised[n * b : (n + 1) * b]
-            wgt = torch.full_like(d[:, :1], float(e.cond.strength))
             mask = e.cond.mask
+            if mask is None and e.cond.area is not None:
+                feathered, _ = area_weight(area, e.cond.strength, h, w)
+                wgt = feathered.to(d)[None, None].expand(b, 1, ah, aw)
+            else:
+                wgt = torch.full_like(d[:, :1], float(e.cond.strength))
             if mask is not None:
                 m = mask.to(x.device, torch.float32)
                 if m.dim() == 2:
@@ -284,20 +331,26 @@ class CFGDenoiser(ConditionedPredictor):
         if not positive:
             raise ValueError("positive conditioning is empty")
         self.cfg = float(cfg)
-        slots: list[tuple[Conditioning, bool]] = [(positive, False)]
-        if self.cfg != 1.0:
-            if not negative:
-                raise ValueError(
-                    "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
-                )
-            slots.append((negative, True))
-        super().__init__(model, slots, max_batch=max_batch, inputs=inputs)
+        if self.cfg != 1.0 and not negative:
+            raise ValueError(
+                "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
+            )
+        self.has_negative = bool(negative)
+        super().__init__(model, [(positive, False), (negative, True)], max_batch=max_batch, inputs=inputs)
 
-    def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
-        preds = self.predict(x, sigma)
-        if self.cfg == 1.0:
-            return preds[0]
-        return self.combine(preds[0], preds[1], self.cfg, x, sigma)
+    def __call__(self, x: Tensor, sigma: Tensor, *, post_cfg: Sequence[CfgFunction] = (), **_: Any) -> Tensor:
+        """The guided prediction. ``post_cfg`` functions run after the model's CFG functions; a sampler
+        that needs the unconditional prediction (CFG++) passes one, and then the negative is evaluated
+        even at cfg 1."""
+        guided = self.cfg != 1.0 or bool(post_cfg)
+        if not guided:
+            return self.predict(x, sigma, slots=(0,))[0]
+        if not self.has_negative:
+            raise ValueError(
+                "this sampler needs a negative conditioning (it guides with the unconditional prediction)"
+            )
+        cond, uncond = self.predict(x, sigma)
+        return self.combine(cond, uncond, self.cfg, x, sigma, post_cfg)
 
 
 class DualCFGDenoiser(ConditionedPredictor):

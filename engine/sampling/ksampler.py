@@ -13,6 +13,7 @@ the input exactly. A model's denoise-mask function (Differential Diffusion) may 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ import torch
 from torch import Tensor
 
 from .guidance import CFGDenoiser, Conditioning, DenoiseMaskArgs, DiffusionModel, SamplingInputs
-from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
+from .model_sampling import ModelSampling
+from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, MODEL_SAMPLING_SAMPLERS, Callback, get_sampler
 from .schedulers import calculate_sigmas
 
 #: ``callback(step, total, x, denoised)`` after every step (step counts from 1)
@@ -121,7 +123,7 @@ def sample(
         noise,
         sigmas,
         lambda inputs: CFGDenoiser(model, positive, negative, cfg, inputs=inputs),
-        get_sampler(sampler_name),
+        sampler_name,
         seed=seed,
         noise_mask=noise_mask,
         device=device,
@@ -135,7 +137,7 @@ def sample_sigmas(
     noise: Tensor,
     sigmas: Tensor,
     make_denoiser: Callable[[SamplingInputs], Callable[..., Tensor]],
-    sampler: Callable[..., Tensor],
+    sampler: str | Callable[..., Tensor],
     *,
     seed: int,
     noise_mask: Tensor | None = None,
@@ -144,8 +146,9 @@ def sample_sigmas(
 ) -> Tensor:
     """The step loop every sampling path shares (KSampler, SamplerCustom, SamplerCustomAdvanced): walk
     ``sigmas`` from ``latent_image`` (model space) noised with ``noise`` (unit variance, the latent's
-    shape), denoising with what ``make_denoiser`` builds for the run and stepping with ``sampler``
-    (``sampler(denoiser, x, sigmas, callback=..., seed=...)``, the functions of ``samplers.py``).
+    shape), denoising with what ``make_denoiser`` builds for the run and stepping with ``sampler`` (a name
+    of ``SAMPLER_NAMES``, or a callable ``sampler(denoiser, x, sigmas, callback=..., seed=...)`` with a
+    ``name``, as custom sampling's SAMPLER values are).
 
     As in ComfyUI: no sigmas return the latent as it is; one sigma returns the noised latent without a
     model call. Returns a float32 latent on ``device``."""
@@ -154,9 +157,9 @@ def sample_sigmas(
         return latent
     noise = noise.to(device, torch.float32)
     ms = model.sampling
-    sigma_max = float(sigmas[0])
-    max_denoise = abs(sigma_max - ms.sigma_max) < 1e-5 * ms.sigma_max or sigma_max > ms.sigma_max
-    x = ms.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
+    name = sampler if isinstance(sampler, str) else getattr(sampler, "name", None)
+    if isinstance(sampler, str):
+        get_sampler(sampler)  # an unknown name fails before any work
 
     mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
     inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas)
@@ -165,13 +168,19 @@ def sample_sigmas(
     if mask is not None:
         inner = denoiser
         mask_fn = getattr(model, "denoise_mask_function", None)
+        # ComfyUI's "ddim" (euler with random inpaint noise) re-noises the kept region with a fresh draw
+        # seeded seed + 1 instead of the run's initial noise
+        keep_noise = noise
+        if name == "ddim":
+            generator = torch.Generator(device="cpu").manual_seed((int(seed) + 1) & 0xFFFFFFFFFFFFFFFF)
+            keep_noise = torch.randn(latent.shape, generator=generator, dtype=torch.float32).to(device)
 
         def denoiser(xx: Tensor, sigma: Tensor, **kw: Any) -> Tensor:  # keep unmasked regions as they were
             assert mask is not None
             m = mask if mask_fn is None else mask_fn(DenoiseMaskArgs(sigma, mask, sigmas, ms)).to(xx)
             step_mask[0] = m
             s = sigma.reshape(-1, 1, 1, 1).to(xx.device)
-            keep = latent + noise * s
+            keep = latent + keep_noise * s
             xx = xx * m + keep * (1 - m)
             return inner(xx, sigma, **kw) * m + latent * (1 - m)
 
@@ -181,12 +190,40 @@ def sample_sigmas(
         if callback is not None:
             callback(int(info["i"]) + 1, total, info["x"], info["denoised"])
 
-    out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed) if total > 0 else x
-    out = ms.inverse_noise_scaling(sigmas[-1], out)
+    out = run_sampler(denoiser, ms, sampler, sigmas, noise=noise, latent=latent, seed=seed, callback=on_step)
     last = step_mask[0]
     if last is not None:  # each step already blended; only untouched cells are pinned to the input exactly
         out = torch.where(last == 0, latent, out)
     return out
+
+
+def run_sampler(
+    denoiser: Callable[..., Tensor],
+    sampling: ModelSampling,
+    sampler: str | Callable[..., Tensor],
+    sigmas: Tensor,
+    *,
+    noise: Tensor,
+    latent: Tensor,
+    seed: int,
+    callback: Callback | None = None,
+) -> Tensor:
+    """One sampler run as ComfyUI's KSAMPLER does it: the start ``latent + sigma_0 * noise``
+    (``sqrt(1 + sigma_0^2)`` at full denoise), the sampler (a name, or a callable with a ``name``; its own
+    noise seeded with ``seed``), and the model's inverse noise scaling. One sigma: no step, the noised
+    start comes back."""
+    sigma_max = float(sigmas[0])
+    max_denoise = math.isclose(sigma_max, sampling.sigma_max, rel_tol=1e-5) or sigma_max > sampling.sigma_max
+    x = sampling.noise_scaling(sigma_max, noise, latent, max_denoise=max_denoise)
+    if len(sigmas) < 2:
+        return sampling.inverse_noise_scaling(sigmas[-1], x)
+    name = sampler if isinstance(sampler, str) else getattr(sampler, "name", None)
+    fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+    options: dict[str, Any] = {}
+    if name in MODEL_SAMPLING_SAMPLERS:
+        options["model_sampling"] = sampling
+    out = fn(denoiser, x, sigmas, callback=callback, seed=seed, **options)
+    return sampling.inverse_noise_scaling(sigmas[-1], out)
 
 
 def _latent_mask(mask: Tensor, latent: Tensor) -> Tensor:

@@ -18,9 +18,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["ModelSampling", "Prediction", "make_betas", "sigmas_from_betas"]
+__all__ = ["ModelSampling", "Prediction", "make_betas", "rescale_zero_terminal_snr", "sigmas_from_betas"]
 
-Prediction = Literal["eps", "v_prediction"]
+#: what the network predicts: the noise, v (Salimans & Ho), the data itself (x0), or a latent-consistency
+#: model's consistency-parameterised noise ("lcm", which also thins the table to 50 levels)
+Prediction = Literal["eps", "v_prediction", "lcm", "x0"]
+PREDICTIONS: tuple[str, ...] = ("eps", "v_prediction", "lcm", "x0")
+#: the alphas_cumprod a zero-terminal-SNR schedule puts at its last step instead of 0 (ComfyUI's value),
+#: so that the last sigma stays finite (about 4519)
+ZSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
+#: an LCM is distilled onto 50 of the 1000 levels
+LCM_ORIGINAL_STEPS = 50
 BetaSchedule = Literal["scaled_linear", "linear"]
 
 
@@ -50,6 +58,18 @@ def sigmas_from_betas(betas: Tensor) -> Tensor:
     return ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
+def rescale_zero_terminal_snr(sigmas: Tensor) -> Tensor:
+    """Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), Algorithm 1, on a
+    sigma table: sqrt(alphas_cumprod) is shifted so that the last step has zero signal and rescaled so
+    that the first is unchanged. The last alphas_cumprod becomes a tiny positive value, not 0."""
+    root = (1.0 / (sigmas.to(torch.float64) ** 2 + 1.0)).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    alpha_bar = root**2
+    alpha_bar[-1] = ZSNR_LAST_ALPHA_BAR
+    return ((1.0 - alpha_bar) / alpha_bar) ** 0.5
+
+
 def _reshape_sigma(sigma: Tensor | float, like: Tensor) -> Tensor | float:
     """A sigma that broadcasts against ``like``: a scalar stays a scalar, a batch becomes [B, 1, ...]."""
     if not isinstance(sigma, Tensor):
@@ -70,32 +90,51 @@ class ModelSampling:
     sigmas: Tensor
     prediction: Prediction = "eps"
     sigma_data: float = 1.0
+    #: training timesteps per table entry: 1, or 20 for an LCM's 50-entry table (entry i is timestep
+    #: i * 20 + 19)
+    skip_steps: int = 1
+    #: the length of the training schedule the table was taken from (timesteps the UNet knows)
+    train_timesteps: int = 1000
     _tables: dict[torch.device, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.prediction not in ("eps", "v_prediction"):
-            raise ValueError(f"prediction must be 'eps' or 'v_prediction', got {self.prediction!r}")
-        sig = self.sigmas.detach().to("cpu", torch.float32).contiguous()
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if self.skip_steps < 1:
+            raise ValueError(f"skip_steps must be at least 1, got {self.skip_steps}")
+        given = self.sigmas.detach().to("cpu")
+        sig = given.to(torch.float32).contiguous()
         if sig.ndim != 1 or sig.numel() < 2:
             raise ValueError("sigmas must be a 1-D table with at least 2 entries")
         if not bool((sig[1:] > sig[:-1]).all()):
             raise ValueError("sigmas must be strictly ascending")
         object.__setattr__(self, "sigmas", sig)
-        self._tables[torch.device("cpu")] = sig.log()
+        # the log in the table's own precision (float64 for a computed schedule), as ComfyUI keeps it
+        self._tables[torch.device("cpu")] = given.log().to(torch.float32)
 
     @classmethod
     def discrete(
         cls,
         prediction: Prediction = "eps",
         *,
+        zsnr: bool = False,
         beta_schedule: BetaSchedule = "scaled_linear",
         linear_start: float = 0.00085,
         linear_end: float = 0.012,
         timesteps: int = 1000,
     ) -> ModelSampling:
-        """The SD1/SD2/SDXL schedule (defaults), eps or v-prediction."""
+        """The SD1/SD2/SDXL schedule (defaults) for a network predicting ``prediction``, optionally
+        rescaled to zero terminal SNR (``zsnr``), as ComfyUI's ModelSamplingDiscrete node builds it.
+        "lcm" keeps every 20th level (50 of 1000, the highest one included)."""
         betas = make_betas(beta_schedule, timesteps, linear_start, linear_end)
-        return cls(sigmas=sigmas_from_betas(betas).float(), prediction=prediction)
+        table = sigmas_from_betas(betas)
+        if zsnr:
+            table = rescale_zero_terminal_snr(table)
+        if prediction != "lcm":
+            return cls(sigmas=table, prediction=prediction, train_timesteps=timesteps)
+        skip = timesteps // LCM_ORIGINAL_STEPS
+        picked = table.float()[timesteps - 1 - skip * torch.arange(LCM_ORIGINAL_STEPS - 1, -1, -1)]
+        return cls(sigmas=picked, prediction="lcm", skip_steps=skip, train_timesteps=timesteps)
 
     # ----------------------------------------------------------------- the table
     @property
@@ -143,17 +182,24 @@ class ModelSampling:
         return (lo.to(torch.float32) + w).reshape(s.shape)
 
     def timestep_discrete(self, sigma: Tensor | float) -> Tensor:
-        """Index of the table entry nearest to ``sigma`` in log space (what ComfyUI feeds the UNet)."""
+        """The training timestep of the table entry nearest to ``sigma`` in log space (what ComfyUI
+        feeds the UNet); for an LCM table, entry i is timestep i * skip_steps + skip_steps - 1."""
         s = sigma if isinstance(sigma, Tensor) else torch.tensor(float(sigma), dtype=torch.float32)
         table = self._log_table(s.device)
         dist = (s.to(torch.float32).log().reshape(1, -1) - table[:, None]).abs()
-        return dist.argmin(dim=0).reshape(s.shape)
+        index = dist.argmin(dim=0).reshape(s.shape)
+        if self.skip_steps == 1:
+            return index
+        return index * self.skip_steps + (self.skip_steps - 1)
 
     def sigma(self, t: Tensor | float) -> Tensor:
-        """Sigma at a (possibly fractional) timestep: the table interpolated in log space."""
+        """Sigma at a (possibly fractional) training timestep: the table interpolated in log space."""
         tt = t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float32)
         table = self._log_table(tt.device)
-        tt = tt.to(torch.float32).clamp(0, table.shape[0] - 1)
+        tt = tt.to(torch.float32)
+        if self.skip_steps != 1:
+            tt = (tt - (self.skip_steps - 1)) / self.skip_steps
+        tt = tt.clamp(0, table.shape[0] - 1)
         lo = tt.floor().long()
         hi = tt.ceil().long()
         w = tt.frac()
@@ -165,7 +211,7 @@ class ModelSampling:
             return 999999999.9
         if percent >= 1.0:
             return 0.0
-        t = (1.0 - percent) * (self.num_timesteps - 1)
+        t = (1.0 - percent) * (self.train_timesteps - 1)
         return float(self.sigma(torch.tensor(t, dtype=torch.float32)))
 
     # -------------------------------------------------- network input / output
@@ -179,8 +225,25 @@ class ModelSampling:
         s = _reshape_sigma(sigma, model_output)
         if self.prediction == "eps":
             return model_input - model_output * s
+        if self.prediction == "x0":
+            return model_output
+        if self.prediction == "lcm":
+            return self._lcm_denoised(sigma, model_output, model_input)
         sd = self.sigma_data
         return model_input * sd**2 / (s**2 + sd**2) - model_output * s * sd / (s**2 + sd**2) ** 0.5
+
+    def _lcm_denoised(self, sigma: Tensor | float, model_output: Tensor, model_input: Tensor) -> Tensor:
+        """Latent-consistency boundary conditions (Luo et al. 2023): c_skip * x + c_out * x0_eps with
+        sigma_data 0.5 and the timestep scaled by 10."""
+        sig = sigma if isinstance(sigma, Tensor) else torch.tensor([float(sigma)])
+        sig = sig.reshape(-1).to(model_output.device)
+        shape = sig.shape[:1] + (1,) * (model_output.ndim - 1)
+        t = self.timestep_discrete(sig).reshape(shape).to(model_output.dtype) * 10.0
+        s = sig.reshape(shape).to(model_output.dtype)
+        x0 = model_input - model_output * s
+        c_skip = 0.25 / (t**2 + 0.25)
+        c_out = t / (t**2 + 0.25) ** 0.5
+        return c_out * x0 + c_skip * model_input
 
     def noise_scaling(
         self, sigma: Tensor | float, noise: Tensor, latent_image: Tensor, max_denoise: bool = False

@@ -10,11 +10,13 @@ after the model call of that step and before ``x`` moves on (sigma values are Py
 exception raised by the callback propagates and ends sampling: that is how interrupt works.
 
 Stochastic samplers draw their noise from ``noise_sampler(sigma, sigma_next) -> Tensor`` (unit
-variance, shaped like ``x``). By default a ``torch.Generator`` on ``x.device`` seeded with ``seed``
-(0 when None) draws ``randn`` like ``x``. ComfyUI's dpmpp_sde / dpmpp_2m_sde default to Brownian-tree
-noise; here they get plain gaussian increments (same distribution per step, but the numbers differ
-from ComfyUI's and change with the step count). dpmpp_sde's two sub-steps do share one Brownian path
-(:func:`brownian_noise_sampler`), which matters for its accuracy.
+variance, shaped like ``x``), by default seeded with ``seed`` as ComfyUI seeds it (see noise.py):
+independent gaussians for the ancestral samplers, one Brownian tree per run for the SDE samplers
+(dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde and their ``_gpu`` variants, whose tree lives on ``x``'s device).
+
+CFG++ samplers (``*_cfg_pp``) need the unconditional prediction as well: they call the model with
+``post_cfg=(fn,)`` and read ``CfgArgs.uncond`` in ``fn``; a guided denoiser (guidance.CFGDenoiser) runs
+``post_cfg`` functions after CFG. A model that never calls them is an error for these samplers.
 
 The formulas follow Karras et al. 2022 (Euler, Heun, churn), Lu et al. 2022 (DPM-Solver, DPM-Solver++),
 Zhao et al. 2023 (UniPC) and the conventions of k-diffusion / ComfyUI, written anew here.
@@ -30,14 +32,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .model_sampling import ModelSampling
+from .noise import NoiseSampler, brownian_tree_noise_sampler, default_noise_sampler
+
 __all__ = [
     "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
     "SAMPLERS",
     "SAMPLER_NAMES",
+    "MODEL_SAMPLING_SAMPLERS",
     "Callback",
     "Denoiser",
     "NoiseSampler",
-    "brownian_noise_sampler",
+    "brownian_tree_noise_sampler",
     "default_noise_sampler",
     "get_ancestral_step",
     "get_sampler",
@@ -64,52 +70,9 @@ class Denoiser(Protocol):
 
 
 Callback = Callable[[dict[str, Any]], None]
-NoiseSampler = Callable[[float, float], Tensor]
 
 
 # ---------------------------------------------------------------------------------- helpers
-def default_noise_sampler(x: Tensor, seed: int | None = None) -> NoiseSampler:
-    """Unit gaussian noise shaped like ``x`` from a generator on ``x.device`` seeded with ``seed``."""
-    generator = torch.Generator(device=x.device)
-    generator.manual_seed(0 if seed is None else int(seed))
-
-    def sample(sigma: float, sigma_next: float) -> Tensor:
-        return torch.randn(x.shape, dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
-
-    return sample
-
-
-def brownian_noise_sampler(x: Tensor, seed: int | None = None) -> NoiseSampler:
-    """Like :func:`default_noise_sampler`, but consistent with one Brownian path W(sigma) when two
-    intervals share their start, as the two sub-steps of dpmpp_sde do: the noise for (s, s2) reuses
-    the increment drawn for (s, s1) with s1 between s and s2, adding only the missing part. Disjoint
-    intervals get fresh draws, so for every other call pattern it returns exactly the same numbers as
-    :func:`default_noise_sampler` (a full Brownian tree, reproducible across step counts, is not done).
-    """
-    draw = default_noise_sampler(x, seed)
-    last: dict[str, Any] = {}
-
-    def sample(sigma: float, sigma_next: float) -> Tensor:
-        prev_start, prev_end, prev_w = last.get("start"), last.get("end"), last.get("w")
-        length = abs(sigma - sigma_next)
-        if (
-            prev_w is not None
-            and prev_start == sigma
-            and prev_end is not None
-            and abs(sigma - prev_end) < length
-            and (prev_end - sigma) * (sigma_next - sigma) > 0
-        ):
-            w = prev_w + draw(prev_end, sigma_next) * math.sqrt(length - abs(sigma - prev_end))
-            z = w / math.sqrt(length)
-        else:
-            z = draw(sigma, sigma_next)
-            w = z * math.sqrt(length)
-        last.update(start=sigma, end=sigma_next, w=w)
-        return z
-
-    return sample
-
-
 def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
     """Split a step sigma_from -> sigma_to into a deterministic part down to ``sigma_down`` and fresh
     noise of size ``sigma_up`` (sigma_down^2 + sigma_up^2 = sigma_to^2). eta = 0 is deterministic."""
@@ -144,6 +107,8 @@ class _Runner:
         callback: Callback | None,
         noise_sampler: NoiseSampler | None,
         seed: int | None,
+        brownian: Sequence[float] | None = None,
+        brownian_cpu: bool = True,
     ) -> None:
         self.model = model
         self.extra_args = {} if extra_args is None else extra_args
@@ -154,10 +119,35 @@ class _Runner:
         self.device = x.device
         self.sigma_dtype = torch.promote_types(x.dtype, torch.float32)
         self._x = x
+        if noise_sampler is None and brownian is not None:  # the SDE samplers' default: one Brownian tree
+            positive = [s for s in brownian if s > 0]
+            if positive:
+                self._noise_sampler = brownian_tree_noise_sampler(
+                    x, min(positive), max(brownian), seed, cpu=brownian_cpu
+                )
 
     def denoise(self, x: Tensor, sigma: float) -> Tensor:
         s = torch.full((self.batch,), sigma, dtype=self.sigma_dtype, device=self.device)
         return self.model(x, s, **self.extra_args)
+
+    def denoise_cfg_pp(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        """The guided prediction and the unconditional one (read through a post-CFG function)."""
+        seen: list[Tensor] = []
+
+        def capture(args: Any) -> Tensor:
+            seen.append(args.uncond)
+            return args.denoised
+
+        s = torch.full((self.batch,), sigma, dtype=self.sigma_dtype, device=self.device)
+        extra = dict(self.extra_args)
+        extra["post_cfg"] = (*extra.get("post_cfg", ()), capture)
+        denoised = self.model(x, s, **extra)
+        if not seen:
+            raise ValueError(
+                "this CFG++ sampler needs the unconditional prediction: the model must be a guided "
+                "denoiser that runs post_cfg functions (sample through a KSampler node)"
+            )
+        return denoised, seen[-1]
 
     def noise(self, sigma: float, sigma_next: float) -> Tensor:
         if self._noise_sampler is None:
@@ -429,7 +419,8 @@ def sample_lms(
     seed: int | None = None,
     order: int = 4,
 ) -> Tensor:
-    """Linear multistep (Adams-Bashforth in sigma with the schedule's uneven steps), up to ``order``."""
+    """Linear multistep (Adams-Bashforth in sigma with the schedule's uneven steps), up to ``order``;
+    the step to sigma 0 returns the denoised prediction."""
     sig = _as_floats(sigmas)
     run = _Runner(model, x, extra_args, callback, noise_sampler, seed)
     ds: list[Tensor] = []
@@ -439,6 +430,9 @@ def sample_lms(
         if len(ds) > order:
             ds.pop(0)
         run.report(i, x, denoised, sig[i], sig[i + 1])
+        if sig[i + 1] == 0:  # the last step lands on the denoised prediction, as in ComfyUI
+            x = denoised
+            continue
         cur_order = min(i + 1, order)
         coeffs = [lms_coefficient(cur_order, sig, i, j) for j in range(cur_order)]
         for coeff, d in zip(coeffs, reversed(ds), strict=True):
@@ -500,12 +494,14 @@ def sample_dpmpp_2m_sde(
     eta: float = 1.0,
     s_noise: float = 1.0,
     solver_type: Literal["midpoint", "heun"] = "midpoint",
+    brownian_cpu: bool = True,
 ) -> Tensor:
-    """DPM-Solver++(2M) SDE. Noise: independent gaussians by default (not a Brownian tree)."""
+    """DPM-Solver++(2M) SDE, noise from one Brownian tree by default. ``solver_type`` "heun" is
+    ComfyUI's dpmpp_2m_sde_heun."""
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
     sig = _as_floats(sigmas)
-    run = _Runner(model, x, extra_args, callback, noise_sampler, seed)
+    run = _Runner(model, x, extra_args, callback, noise_sampler, seed, sig, brownian_cpu)
     old_denoised: Tensor | None = None
     h_last: float | None = None
     h: float | None = None
@@ -547,14 +543,13 @@ def sample_dpmpp_sde(
     eta: float = 1.0,
     s_noise: float = 1.0,
     r: float = 0.5,
+    brownian_cpu: bool = True,
 ) -> Tensor:
     """DPM-Solver++ (stochastic, second order, two model calls per step with an intermediate at
-    lambda + r * h). The default noise keeps the two sub-steps on one Brownian path
-    (:func:`brownian_noise_sampler`)."""
+    lambda + r * h). The default noise is one Brownian tree, on the CPU unless ``brownian_cpu`` is
+    False, so the two sub-steps share one path."""
     sig = _as_floats(sigmas)
-    if noise_sampler is None:
-        noise_sampler = brownian_noise_sampler(x, seed)
-    run = _Runner(model, x, extra_args, callback, noise_sampler, seed)
+    run = _Runner(model, x, extra_args, callback, noise_sampler, seed, sig, brownian_cpu)
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]
         denoised = run.denoise(x, s)
@@ -625,11 +620,15 @@ def sample_lcm(
     noise_sampler: NoiseSampler | None = None,
     seed: int | None = None,
     noise_scaling: Callable[[float, Tensor, Tensor], Tensor] | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> Tensor:
     """Latent-consistency sampling: jump to the denoised prediction, re-noise to the next level.
 
-    ``noise_scaling(sigma, noise, latent)`` (a ModelSampling's) defaults to latent + sigma * noise.
+    ``noise_scaling(sigma, noise, latent)`` (``model_sampling``'s when given) defaults to
+    latent + sigma * noise.
     """
+    if noise_scaling is None and model_sampling is not None:
+        noise_scaling = model_sampling.noise_scaling
     sig = _as_floats(sigmas)
     run = _Runner(model, x, extra_args, callback, noise_sampler, seed)
     for i in range(len(sig) - 1):
@@ -691,16 +690,16 @@ def sample_uni_pc(
     seed: int | None = None,
     variant: Literal["bh1", "bh2"] = "bh1",
     max_order: int = 3,
-    final_sigma: float = 0.0,
+    final_sigma: float = 0.001,
 ) -> Tensor:
     """UniPC multistep predictor-corrector (Zhao et al. 2023) on the data prediction, written in
     k-diffusion's sigma form (lambda = -log sigma; identical to the VP form of the paper).
 
     As in ComfyUI: order min(3, steps - 1), lower orders for the first and last steps, the corrector on
     every step but the last, and the model output at each predicted point reused by the next step, so
-    one model call per step. "uni_pc" is variant bh1, "uni_pc_bh2" is bh2. A final sigma of 0 is taken
-    exactly (the last step returns the denoised prediction); ComfyUI instead stops at sigma 0.001,
-    which ``final_sigma=0.001`` reproduces.
+    one model call per step. "uni_pc" is variant bh1, "uni_pc_bh2" is bh2. A final sigma of 0 is
+    replaced by ``final_sigma`` (0.001, as in ComfyUI); ``final_sigma=0`` takes it exactly (the last
+    step then returns the denoised prediction).
     """
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
@@ -762,7 +761,7 @@ def sample_uni_pc_bh2(
     noise_sampler: NoiseSampler | None = None,
     seed: int | None = None,
     max_order: int = 3,
-    final_sigma: float = 0.0,
+    final_sigma: float = 0.001,
 ) -> Tensor:
     """UniPC with B(h) = e^h - 1 (ComfyUI's "uni_pc_bh2")."""
     return sample_uni_pc(
@@ -780,25 +779,61 @@ def sample_uni_pc_bh2(
 
 
 # ---------------------------------------------------------------------------------- registry
+from . import samplers_extra as _x  # noqa: E402  (it builds on the helpers above)
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": sample_euler,
+    "euler_cfg_pp": _x.sample_euler_cfg_pp,
     "euler_ancestral": sample_euler_ancestral,
+    "euler_ancestral_cfg_pp": _x.sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
+    "heunpp2": _x.sample_heunpp2,
+    "exp_heun_2_x0": _x.sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": _x.sample_exp_heun_2_x0_sde,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
+    "dpm_fast": _x.sample_dpm_fast,
+    "dpm_adaptive": _x.sample_dpm_adaptive,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": _x.sample_dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_sde": sample_dpmpp_sde,
+    "dpmpp_sde_gpu": _x.sample_dpmpp_sde_gpu,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_cfg_pp": _x.sample_dpmpp_2m_cfg_pp,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_2m_sde_gpu": _x.sample_dpmpp_2m_sde_gpu,
+    "dpmpp_2m_sde_heun": _x.sample_dpmpp_2m_sde_heun,
+    "dpmpp_2m_sde_heun_gpu": _x.sample_dpmpp_2m_sde_heun_gpu,
+    "dpmpp_3m_sde": _x.sample_dpmpp_3m_sde,
+    "dpmpp_3m_sde_gpu": _x.sample_dpmpp_3m_sde_gpu,
+    "ddpm": _x.sample_ddpm,
     "lcm": sample_lcm,
+    "ipndm": _x.sample_ipndm,
+    "ipndm_v": _x.sample_ipndm_v,
+    "deis": _x.sample_deis,
+    "res_multistep": _x.sample_res_multistep,
+    "res_multistep_cfg_pp": _x.sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": _x.sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": _x.sample_res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": _x.sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": _x.sample_gradient_estimation_cfg_pp,
+    "er_sde": _x.sample_er_sde,
+    "seeds_2": _x.sample_seeds_2,
+    "seeds_3": _x.sample_seeds_3,
+    "sa_solver": _x.sample_sa_solver,
+    "sa_solver_pece": _x.sample_sa_solver_pece,
     "ddim": sample_ddim,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
 }
-"""Sampler name -> function, in ComfyUI's order."""
+"""Sampler name -> function: every sampler of ComfyUI's KSampler, in its order."""
 
 SAMPLER_NAMES: list[str] = list(SAMPLERS)
+
+#: samplers that read the model's noise schedule (``model_sampling=``): LCM re-noises with it, SA-Solver
+#: takes its stochastic interval from it
+MODEL_SAMPLING_SAMPLERS: frozenset[str] = frozenset({"lcm", "sa_solver", "sa_solver_pece"})
 
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS: frozenset[str] = frozenset(
     {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}

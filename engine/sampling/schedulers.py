@@ -26,19 +26,24 @@ __all__ = [
     "ddim_uniform_scheduler",
     "exponential_sigmas",
     "karras_sigmas",
+    "kl_optimal_sigmas",
+    "linear_quadratic_scheduler",
     "normal_scheduler",
     "simple_scheduler",
 ]
 
 SCHEDULER_NAMES: list[str] = [
-    "normal",
+    "simple",
+    "sgm_uniform",
     "karras",
     "exponential",
-    "sgm_uniform",
-    "simple",
     "ddim_uniform",
     "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
 ]
+"""ComfyUI's scheduler names, in its order."""
 
 
 def _append_zero(sigmas: Tensor) -> Tensor:
@@ -102,6 +107,38 @@ def ddim_uniform_scheduler(model_sampling: ModelSampling, steps: int) -> Tensor:
     return torch.tensor(sigs[::-1], dtype=torch.float32)
 
 
+def linear_quadratic_scheduler(
+    model_sampling: ModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+) -> Tensor:
+    """Mochi's schedule as a fraction of sigma_max: for t = 1 - sigma / sigma_max, the first
+    ``linear_steps`` (half) rise linearly to ``threshold_noise``, the rest follow the quadratic that
+    continues it with matching slope and reaches 1 (sigma 0) after ``steps`` steps."""
+    if steps == 1:
+        fractions = [1.0, 0.0]
+    else:
+        n_lin = steps // 2 if linear_steps is None else linear_steps
+        n_quad = steps - n_lin
+        gap = n_lin - threshold_noise * steps
+        a = gap / (n_lin * n_quad**2)
+        b = threshold_noise / n_lin - 2 * gap / n_quad**2
+        c = a * n_lin**2
+        ts = [i * threshold_noise / n_lin for i in range(n_lin)]
+        ts += [a * i**2 + b * i + c for i in range(n_lin, steps)]
+        fractions = [1.0 - t for t in [*ts, 1.0]]
+    return torch.tensor(fractions, dtype=torch.float32) * torch.tensor(model_sampling.sigma_max)
+
+
+def kl_optimal_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """The "KL-optimal" schedule (AUTOMATIC1111 PR 15608): evenly spaced in arctan(sigma), then 0.
+    One step is [sigma_max, 0] (ComfyUI divides 0 by 0 there and returns NaN)."""
+    if n == 1:
+        return torch.tensor([sigma_max, 0.0], dtype=torch.float32)
+    ramp = torch.arange(n, dtype=torch.float32) / (n - 1)
+    sigmas = torch.zeros(n + 1)
+    sigmas[:-1] = (ramp * math.atan(sigma_min) + (1 - ramp) * math.atan(sigma_max)).tan()
+    return sigmas
+
+
 # ------------------------------------------------------------------ Beta distribution, no scipy
 def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
@@ -154,7 +191,9 @@ def beta_ppf(q: float, a: float, b: float) -> float:
     if q == 1.0:
         return 1.0
     if a == b and q == 0.5:
-        return 0.5  # exact by symmetry (the iteration would land an ulp off and flip a rounding)
+        # the median of a symmetric Beta is 0.5; scipy's ppf (what ComfyUI's beta scheduler calls) returns
+        # the float just above it, which decides how 0.5 * (table length - 1) rounds for an odd count
+        return math.nextafter(0.5, 1.0)
     log_b = _log_beta(a, b)
     lo, hi = 0.0, 1.0
     x = 0.5
@@ -196,13 +235,15 @@ def beta_scheduler(
 
 # ------------------------------------------------------------------------------- dispatch
 _SCHEDULERS: dict[str, Callable[[ModelSampling, int], Tensor]] = {
-    "normal": lambda ms, n: normal_scheduler(ms, n),
+    "simple": simple_scheduler,
+    "sgm_uniform": lambda ms, n: normal_scheduler(ms, n, sgm=True),
     "karras": lambda ms, n: karras_sigmas(n, ms.sigma_min, ms.sigma_max),
     "exponential": lambda ms, n: exponential_sigmas(n, ms.sigma_min, ms.sigma_max),
-    "sgm_uniform": lambda ms, n: normal_scheduler(ms, n, sgm=True),
-    "simple": simple_scheduler,
     "ddim_uniform": ddim_uniform_scheduler,
     "beta": beta_scheduler,
+    "normal": lambda ms, n: normal_scheduler(ms, n),
+    "linear_quadratic": lambda ms, n: linear_quadratic_scheduler(ms, n),
+    "kl_optimal": lambda ms, n: kl_optimal_sigmas(n, ms.sigma_min, ms.sigma_max),
 }
 
 

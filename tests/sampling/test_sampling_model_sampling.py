@@ -133,6 +133,6 @@ def test_percent_to_sigma() -> None:
 
 def test_validation() -> None:
     with pytest.raises(ValueError, match="prediction"):
-        ModelSampling(sigmas=MS.sigmas, prediction="x0")  # type: ignore[arg-type]
+        ModelSampling(sigmas=MS.sigmas, prediction="flow")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ascending"):
         ModelSampling(sigmas=MS.sigmas.flip(0))

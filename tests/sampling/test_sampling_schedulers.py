@@ -24,14 +24,16 @@ SMIN, SMAX = float(TABLE[0]), float(TABLE[-1])
 
 
 def test_names() -> None:
-    assert SCHEDULER_NAMES == [
-        "normal",
+    assert SCHEDULER_NAMES == [  # ComfyUI's, in its order (the first is the KSampler default)
+        "simple",
+        "sgm_uniform",
         "karras",
         "exponential",
-        "sgm_uniform",
-        "simple",
         "ddim_uniform",
         "beta",
+        "normal",
+        "linear_quadratic",
+        "kl_optimal",
     ]
 
 

@@ -53,6 +53,10 @@ def test_the_tiny_unet_is_live(tiny) -> None:
     assert not torch.allclose(out, model.apply_model(_call(model, entry, seed=1)))  # depends on x
     other = CondEntry(torch.randn_like(entry.embedding))
     assert not torch.allclose(out, model.apply_model(call.replace(context=other.embedding.expand(2, -1, -1))))
+    # no normalisation layer may scale its output to nothing (zero GroupNorm scales would make the
+    # network's output independent of its input, and every sampler agree trivially)
+    norms = [m for m in model.unet.modules() if isinstance(m, torch.nn.GroupNorm | torch.nn.LayerNorm)]
+    assert norms and all(float(m.weight.abs().min()) > 0.5 for m in norms if m.weight is not None)
 
 
 def test_wrappers_compose_in_order_and_leave_the_handle_unchanged(tiny) -> None:
@@ -188,3 +192,41 @@ def test_rescale_cfg_node_changes_the_picture_and_zero_keeps_it(engine_env) -> N
     assert np.abs(a - b).max() <= 1
     assert np.abs(a - c).mean() > 1.0
     assert "loader" in strong.cached  # the patch gives a new handle; the checkpoint is not reloaded
+
+
+@pytest.mark.parametrize("sampling", ["eps", "v_prediction", "lcm", "x0"])
+@pytest.mark.parametrize("zsnr", [False, True])
+def test_model_sampling_discrete_node_replaces_the_schedule(tiny, sampling: str, zsnr: bool) -> None:
+    from atelier.engine.sampling import ModelSampling
+    from atelier.nodes.model_patches import ModelSamplingDiscrete
+
+    model, entry = tiny
+    patched = ModelSamplingDiscrete().run(None, model, sampling, zsnr)  # type: ignore[arg-type]
+    ms = patched.sampling
+    assert model.sampling.prediction == "eps" and len(model.sampling.sigmas) == 1000  # the input is unchanged
+    assert ms.prediction == sampling and patched.unet is model.unet
+    assert len(ms.sigmas) == (50 if sampling == "lcm" else 1000)
+    assert (ms.sigma_max > 4000) == zsnr  # zero terminal SNR: the last level is almost pure noise
+    # the guided prediction follows the new parameterisation: x0 takes the network output as it is
+    x = torch.randn(1, 4, 8, 8)
+    sigma = torch.tensor([3.0])
+    out = CFGDenoiser(patched, [entry], [entry], cfg=1.0)(x, sigma)
+    raw = patched.apply_model(
+        ModelCall(
+            x=ms.calculate_input(sigma, x),
+            timestep=patched.timestep(sigma),
+            context=entry.embedding,
+            added=None,
+            sigma=sigma,
+            entries=(entry,),
+            negative=(False,),
+            batch=1,
+            area=(8, 8, 0, 0),
+        )
+    )
+    torch.testing.assert_close(out, ms.calculate_denoised(sigma, raw.float(), x), rtol=1e-4, atol=1e-4)
+    if sampling == "x0":
+        torch.testing.assert_close(out, raw.float(), rtol=1e-4, atol=1e-4)
+    if sampling == "lcm":  # an LCM's timesteps are every 20th, ending at 999
+        assert int(patched.timestep(torch.tensor([ms.sigma_max]))) == 999
+    assert ModelSampling.discrete(sampling, zsnr=zsnr).sigmas.equal(ms.sigmas)  # type: ignore[arg-type]
