@@ -179,7 +179,11 @@ async def post_prompt(request: Request, services: Services = Svc) -> Any:
     if "error" in answer:
         hub.release(prompt_id)
         return JSONResponse(answer, status_code=400)
-    return JSONResponse(answer, background=BackgroundTask(hub.release, prompt_id))
+
+    async def release() -> None:  # async: on the event loop, where the hub lives (not the thread pool)
+        hub.release(prompt_id)
+
+    return JSONResponse(answer, background=BackgroundTask(release))
 
 
 @router.get("/prompt")
