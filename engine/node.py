@@ -385,6 +385,8 @@ class JobContext:
     client_id: str | None = None
     workflow: Any = None  # engine.workflow.Workflow (not imported here: the workflow module imports nodes)
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: whether nodes publish previews of their work in progress (the server's ``--preview-method``)
+    previews: bool = True
     _provenance: Callable[[], Provenance] | None = None
     _memo: Provenance | None = None
 
@@ -435,12 +437,13 @@ class Context:
 
     @property
     def wants_previews(self) -> bool:
-        """Whether anybody listens for previews (encoding one is wasted work otherwise)."""
-        return self.emit is not None
+        """Whether previews are wanted for this job and anybody listens for them (encoding one is wasted
+        work otherwise)."""
+        return self.emit is not None and self.job.previews
 
     def preview(self, image: bytes, *, format: str = "JPEG", width: int = 0, height: int = 0) -> None:
         """Publish an encoded preview image (JPEG/PNG/WEBP bytes) of the node's work in progress."""
-        if self.emit is not None:
+        if self.wants_previews:
             self.emit("preview", {"image": image, "format": format, "width": width, "height": height})
 
     def send_image(self, image: bytes, *, format: str = "PNG", width: int = 0, height: int = 0) -> None:

@@ -1,4 +1,5 @@
-"""Atelier's own HTTP API under /api (JSON, pydantic models; OpenAPI at /docs).
+"""Atelier's own HTTP API under /atelier/v1 (JSON, pydantic models; OpenAPI at /docs): a versioned prefix that
+cannot collide with ComfyUI's routes (which ComfyUI serves both bare and under /api).
 
 Routes translate between HTTP and the services (``service.py``). Every route that reaches a service is a
 plain ``def``: FastAPI runs it in its thread pool, so SQLite, folder walks, validation and image decoding
@@ -30,7 +31,7 @@ from .service_jobs import (
 from .service_library import NotSaved
 from .service_pipelines import NoSuchPipeline
 
-router = APIRouter(prefix="/api", tags=["atelier"])
+router = APIRouter(prefix="/atelier/v1", tags=["atelier"])
 
 Svc = Depends(services_of)
 

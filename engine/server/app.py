@@ -3,8 +3,8 @@
 ``create_app(engine, settings)`` opens the store and builds the services (``service.py``) over the engine
 the composition root built (``engine/runtime.py``); the worker thread and the websocket hub start with the
 app and stop with it. This module only wires: behaviour lives in the services, shapes in the route
-modules (``api.py`` for Atelier's API, ``comfy/routes.py`` for ComfyUI's), websocket sessions in
-``session.py``.
+modules (``api.py`` for Atelier's API under ``/atelier/v1``, ``comfy/routes.py`` for ComfyUI's, each
+registered bare and under ``/api``), websocket sessions in ``session.py``.
 
 Nothing that blocks runs on the event loop: routes that reach a service run in FastAPI's thread pool,
 the lifespan and websocket sessions call the store through ``anyio.to_thread``.
@@ -57,7 +57,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         hub = Hub(asyncio.get_running_loop(), {"atelier": AtelierFormat(), "comfy": ComfyFormat()})
         app.state.hub = hub
         worker = Worker(
-            services.store, engine.executor, hub.publish, services.jobs.queue_changed, engine.free
+            services.store,
+            engine.executor,
+            hub.publish,
+            services.jobs.queue_changed,
+            engine.free,
+            previews=settings.previews,
         )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
         worker.start()
@@ -103,21 +108,22 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
+    from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
-    app.include_router(comfy_router)
+    include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
 
-    @app.websocket("/ws")
+    @app.websocket("/atelier/v1/ws")
     async def ws(websocket: WebSocket) -> None:
-        await websocket_session(websocket, services, app.state.hub)
+        await websocket_session(websocket, services, app.state.hub, "atelier")
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
         page = settings.frontend / "index.html"
         if page.is_file():
             return FileResponse(page)
-        return JSONResponse({"name": "Atelier", "api": "/docs", "websocket": "/ws"})
+        return JSONResponse({"name": "Atelier", "api": "/docs", "websocket": "/atelier/v1/ws"})
 
     if settings.frontend.is_dir():
         app.mount("/static", StaticFiles(directory=settings.frontend), name="static")

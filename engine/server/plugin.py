@@ -12,6 +12,8 @@ from pathlib import Path
 
 from atelier.engine.runtime import Command, Plugin
 
+from .settings import PREVIEW_METHODS
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -33,6 +35,12 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", type=Path, default=None, help="SQLite file (default ./atelier.db)")
     p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
     p.add_argument("--max-upload-mb", type=float, default=32.0)
+    p.add_argument(
+        "--preview-method",
+        choices=PREVIEW_METHODS,
+        default="none",
+        help="latent previews while sampling (default none, as ComfyUI; auto = latent2rgb)",
+    )
     p.add_argument("--log-level", default="warning")
 
 
@@ -67,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database=args.database or Path("atelier.db"),
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        preview_method=args.preview_method,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

@@ -1,5 +1,5 @@
 """HTTP answers both APIs give alike: JSON errors, files, and upload results (ComfyUI's ``/upload/image``
-answers exactly as Atelier's ``/api/upload`` does)."""
+answers exactly as Atelier's ``/atelier/v1/upload`` does)."""
 
 from __future__ import annotations
 

@@ -151,13 +151,15 @@ class JobService:
         priority: int = 0,
         client_id: str | None = None,
         source: str = "atelier",
+        job_id: str | None = None,
     ) -> SubmitOutcome:
-        """Validate and queue. ``source`` records which protocol queued it ("atelier", "comfy")."""
+        """Validate and queue. ``source`` records which protocol queued it ("atelier", "comfy");
+        ``job_id``: the id to give the job (a ComfyUI client may choose its prompt's), else a new one."""
         overrides = overrides or {}
         result = self.engine.check(workflow, overrides, outputs)
         if not result.ok:
             return Invalid(list(result.errors))
-        job_id = uuid.uuid4().hex
+        job_id = job_id or uuid.uuid4().hex
         if self.listener is not None:  # before the job exists: its first event must find its owner
             self.listener.job_submitted(job_id, client_id)
         number = self.store.add_job(

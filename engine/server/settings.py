@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+#: ComfyUI's ``--preview-method`` values Atelier has: "auto" picks the only method, latent2rgb
+PreviewMethod = Literal["none", "auto", "latent2rgb"]
+PREVIEW_METHODS: tuple[PreviewMethod, ...] = ("none", "auto", "latent2rgb")
 
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 
@@ -19,3 +24,9 @@ class Settings:
     max_image_pixels: int = 64 * 1024 * 1024
     allow_origins: list[str] = field(default_factory=list)
     frontend: Path = FRONTEND_DIR
+    #: latent previews while sampling: none unless enabled, as in ComfyUI
+    preview_method: PreviewMethod = "none"
+
+    @property
+    def previews(self) -> bool:
+        return self.preview_method != "none"
