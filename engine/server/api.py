@@ -26,6 +26,7 @@ from .service_jobs import (
     NoSuchJob,
     NotCancellable,
     NotFinished,
+    Refused,
 )
 from .service_library import NotSaved
 
@@ -57,10 +58,22 @@ class WorkflowBody(BaseModel):
 
 
 @router.post(
-    "/jobs", status_code=201, response_model=JobCreated, responses={400: {"description": "invalid workflow"}}
+    "/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    responses={
+        400: {
+            "description": "invalid workflow: `{error, node_errors: [{code, message, node, node_type, input}]}`"
+        },
+        413: {
+            "description": "valid, but the job exceeds the server's limits or memory (admission control): "
+            "`{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit"
+        },
+    },
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
-    """Validate a workflow and queue it. A 400 lists every node error."""
+    """Validate a workflow, estimate what it needs and queue it. A 400 lists every node error; a 413
+    every limit the job goes over (nothing is queued either way)."""
     out = services.jobs.submit(
         body.workflow,
         overrides=body.overrides,
@@ -69,6 +82,10 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
         client_id=body.client_id,
         source="atelier",
     )
+    if isinstance(out, Refused):
+        first = next(e for e in out.errors if e.severity == "error")
+        message = f"the job exceeds this server's limits: {str(first).split('] ', 1)[-1]}"
+        return error(413, message, node_errors=[e.model_dump() for e in out.errors])
     if isinstance(out, Invalid):
         return error(400, "the workflow is not valid", node_errors=[e.model_dump() for e in out.errors])
     return JobCreated(

@@ -67,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database=args.database or Path("atelier.db"),
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_image_pixels=engine.config.limits.max_image_pixels,
+        limits=engine.config.limits,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

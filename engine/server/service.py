@@ -37,7 +37,8 @@ def open_services(engine: Engine, settings: Settings) -> Services:
     """Open the store (migrating its schema; ``SchemaError`` if it is from a newer Atelier) and build the
     services over it and ``engine``."""
     store = Store(settings.database)
-    jobs = JobService(engine, store)
+    limits = settings.limits or engine.config.limits
+    jobs = JobService(engine, store, limits)
     return Services(
         settings=settings,
         engine=engine,
@@ -45,6 +46,14 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         jobs=jobs,
         catalog=CatalogService(engine),
         library=LibraryService(store),
-        files=FileService(engine.folders, Limits(settings.max_upload_bytes, settings.max_image_pixels)),
+        files=FileService(
+            engine.folders,
+            Limits(
+                settings.max_upload_bytes,
+                settings.max_image_pixels,
+                max_frames=limits.max_frames,
+                max_decoded_bytes=limits.max_decoded_bytes,
+            ),
+        ),
         system=SystemService(engine, jobs),
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atelier.engine.limits import Limits
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import NodeError
 
@@ -37,6 +38,12 @@ class Invalid:
     """The workflow was refused; nothing was queued. ``errors`` holds warnings too, in check order."""
 
     errors: list[NodeError]
+
+
+@dataclass(frozen=True)
+class Refused(Invalid):
+    """The workflow is valid but the job would not fit the limits or the machine's memory (admission
+    control, ``engine/admission.py``); nothing was queued. ``errors`` names each node, input and limit."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class NotFinished:
     status: JobStatus
 
 
-SubmitOutcome = Submitted | Invalid
+SubmitOutcome = Submitted | Invalid  # | Refused, an Invalid
 CancelOutcome = Cancelled | Interrupting | NoSuchJob | NotCancellable
 DeleteOutcome = Deleted | NoSuchJob | NotFinished
 
@@ -128,9 +135,11 @@ class JobService:
     """Jobs over the store, the engine's validation and the worker. ``attach`` connects the worker and
     the listener when the server starts; before that, submissions queue and nobody is told."""
 
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(self, engine: Engine, store: Store, limits: Limits | None = None) -> None:
         self.engine = engine
         self.store = store
+        #: what a job may ask for (default: the engine's limits)
+        self.limits = limits
         self.worker: Worker | None = None
         self.listener: QueueListener | None = None
 
@@ -157,6 +166,10 @@ class JobService:
         result = self.engine.check(workflow, overrides, outputs)
         if not result.ok:
             return Invalid(list(result.errors))
+        assert result.graph is not None
+        admission = self.engine.admit(result.graph, self.limits)
+        if not admission.ok:
+            return Refused(admission.problems + list(result.warnings))
         job_id = uuid.uuid4().hex
         if self.listener is not None:  # before the job exists: its first event must find its owner
             self.listener.job_submitted(job_id, client_id)
@@ -174,7 +187,10 @@ class JobService:
 
     def check(self, workflow: Any, *, overrides: dict[str, Any], outputs: list[str] | None) -> Checked:
         result = self.engine.check(workflow, overrides, outputs)
-        return Checked(result.ok, list(result.errors))
+        if result.graph is None:
+            return Checked(False, list(result.errors))
+        problems = self.engine.admit(result.graph, self.limits).problems
+        return Checked(not problems, problems + list(result.errors))
 
     # -- looking ----------------------------------------------------------------------------------
 

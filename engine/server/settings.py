@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from atelier.engine.limits import Limits
+
 FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 
 
@@ -19,3 +21,5 @@ class Settings:
     max_image_pixels: int = 64 * 1024 * 1024
     allow_origins: list[str] = field(default_factory=list)
     frontend: Path = FRONTEND_DIR
+    #: what a job may ask for (admission control); None: the engine's (``atelier serve --max-...``)
+    limits: Limits | None = None
