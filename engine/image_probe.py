@@ -72,7 +72,7 @@ def frame_measures(p: ImageProbe, bytes_per_pixel: int, input: str | None, name:
             p.decoded_bytes(bytes_per_pixel),
             input,
             f"{name}: {p.frames} frame{'s' if p.frames != 1 else ''} of "
-            f"{p.width}x{p.height} would need {_gb(p.decoded_bytes(bytes_per_pixel))} decoded",
+            f"{p.width}x{p.height} ({_gb(p.decoded_bytes(bytes_per_pixel))} decoded)",
         ),
     ]
     return out
