@@ -55,6 +55,16 @@ class InpaintModelConditioning(Node):
     )
     outputs = (Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative"), Output(LATENT, "latent"))
 
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        image = upstream.get("pixels")
+        if image is None:
+            return None
+        return Estimate(
+            outputs={2: X.latent_extent(image.width, image.height, image.batch)},
+            work_bytes=X.vae_work(image.width, image.height, image.batch),
+        )
+
     def run(
         self,
         ctx: Context,

@@ -26,6 +26,7 @@ from .service_jobs import (
     NoSuchJob,
     NotCancellable,
     NotFinished,
+    QueueFull,
     Refused,
 )
 from .service_library import NotSaved
@@ -69,6 +70,9 @@ class WorkflowBody(BaseModel):
             "description": "valid, but the job exceeds the server's limits or memory (admission control): "
             "`{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit"
         },
+        503: {
+            "description": "the queue is full (`atelier serve --max-queued`): try again after `Retry-After`"
+        },
     },
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
@@ -82,6 +86,10 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
         client_id=body.client_id,
         source="atelier",
     )
+    if isinstance(out, QueueFull):
+        response = error(503, out.errors[0].message)
+        response.headers["Retry-After"] = "5"
+        return response
     if isinstance(out, Refused):
         first = next(e for e in out.errors if e.severity == "error")
         message = f"the job exceeds this server's limits: {str(first).split('] ', 1)[-1]}"

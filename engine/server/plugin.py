@@ -33,6 +33,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", type=Path, default=None, help="SQLite file (default ./atelier.db)")
     p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
     p.add_argument("--max-upload-mb", type=float, default=32.0)
+    p.add_argument(
+        "--max-queued", type=int, default=1000, help="most jobs queued or running; more are refused (503)"
+    )
     p.add_argument("--log-level", default="warning")
 
 
@@ -57,6 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"error: --token (or ATELIER_TOKEN): {problem}", file=sys.stderr)
             return 2
+    if args.max_queued < 1:
+        print("error: --max-queued must be at least 1", file=sys.stderr)
+        return 2
     engine = engine_for(args)
     if engine is None:
         return 2
@@ -69,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_image_pixels=engine.config.limits.max_image_pixels,
         limits=engine.config.limits,
+        max_queued=args.max_queued,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

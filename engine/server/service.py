@@ -38,7 +38,7 @@ def open_services(engine: Engine, settings: Settings) -> Services:
     services over it and ``engine``."""
     store = Store(settings.database)
     limits = settings.limits or engine.config.limits
-    jobs = JobService(engine, store, limits)
+    jobs = JobService(engine, store, limits, settings.max_queued)
     return Services(
         settings=settings,
         engine=engine,

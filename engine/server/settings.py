@@ -21,5 +21,7 @@ class Settings:
     max_image_pixels: int = 64 * 1024 * 1024
     allow_origins: list[str] = field(default_factory=list)
     frontend: Path = FRONTEND_DIR
+    #: the most jobs queued or running at once: more are refused (503) until the queue drains
+    max_queued: int = 1000
     #: what a job may ask for (admission control); None: the engine's (``atelier serve --max-...``)
     limits: Limits | None = None

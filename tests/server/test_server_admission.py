@@ -217,3 +217,34 @@ def test_serve_flags_set_the_limits(tmp_path: Path, models_dir: Path) -> None:
             assert inputs == ["steps", "text"]  # "a portrait, soft light" is over 10 characters; "blurry" not
     finally:
         srv.stop()
+
+
+# -- a bounded queue ---------------------------------------------------------------------------------
+
+
+def test_a_full_queue_refuses_with_503_and_loses_nothing(tmp_path: Path, models_dir: Path) -> None:
+    """Without its worker started (no lifespan) the app queues and never runs: the queue fills up."""
+    engine = build_engine(
+        EngineConfig(
+            device="cpu",
+            models_dir=models_dir,
+            output_dir=tmp_path / "output",
+            input_dir=tmp_path / "input",
+            temp_dir=tmp_path / "temp",
+        )
+    )
+    client = TestClient(
+        create_app(engine, Settings(database=tmp_path / "atelier.db", max_queued=2)),
+        base_url="http://127.0.0.1:8188",
+    )
+    ids = [client.post("/api/jobs", json={"workflow": comfy_prompt(seed=n)}).json()["id"] for n in range(2)]
+    r = client.post("/api/jobs", json={"workflow": comfy_prompt(seed=3)})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.json()["error"] == "the queue is full (2 jobs, the limit max_queued): try again later"
+    r = client.post("/prompt", json={"prompt": comfy_prompt(seed=4)})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "queue_full"
+    assert [j["id"] for j in client.get("/api/queue").json()["queued"]] == ids  # the queued jobs are kept
+    assert client.post(f"/api/jobs/{ids[0]}/cancel").json()["status"] == "cancelled"
+    assert client.post("/api/jobs", json={"workflow": comfy_prompt(seed=5)}).status_code == 201  # room again
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.store.close()
