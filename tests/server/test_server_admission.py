@@ -94,7 +94,8 @@ def test_comfy_refuses_with_its_400_shape_keyed_by_node(
 def test_validate_reports_what_submission_would_refuse(http: httpx.Client) -> None:
     out = http.post("/api/validate", json={"workflow": big_batch()}).json()
     assert out["ok"] is False
-    assert [e["code"] for e in out["errors"] if e["severity"] == "error"] == ["over_limit"]
+    codes = [e["code"] for e in out["errors"] if e["severity"] == "error"]
+    assert codes[0] == "over_limit" and set(codes) <= {"over_limit", "over_memory"}  # memory: this machine's
     assert http.post("/api/validate", json={"workflow": comfy_prompt()}).json()["ok"] is True
 
 
