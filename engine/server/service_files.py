@@ -139,9 +139,10 @@ def image_size(
     follows the file's name).
 
     The pixel counts and frames come from the headers (``Image.open`` and the frame count read nothing
-    more) and are checked before any decoding; only the first frame is decoded. PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone: setting it per request would
-    race with every other thread decoding images (nodes loading inputs, previews). PIL still raises its
-    own ``DecompressionBombError`` for images over twice its global limit; that is reported the same way.
+    more) and are checked before any decoding; only the first frame is decoded. PIL's process-wide
+    ``Image.MAX_IMAGE_PIXELS`` is left alone: setting it per request would race with every other thread
+    decoding images (nodes loading inputs, previews). PIL still raises its own ``DecompressionBombError``
+    for images over twice its global limit; that is reported the same way.
     """
     from PIL import Image
 
