@@ -122,10 +122,10 @@ class InpaintCropAndStitch(Node):
 
     @classmethod
     def estimate(
-        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int, **_: Any
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
     ) -> Estimate | None:
         image = upstream.get("image")
-        return Estimate([X.steps_measure(steps)], {0: image} if image is not None else {})
+        return Estimate(X.steps_measures(steps), {0: image} if image is not None else {})
 
     def run(
         self,

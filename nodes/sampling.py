@@ -33,11 +33,11 @@ class KSampler(Node):
 
     @classmethod
     def estimate(
-        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int, **_: Any
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
     ) -> Estimate | None:
         latent = upstream.get("latent_image")
         return Estimate(
-            [X.steps_measure(steps)],
+            X.steps_measures(steps),
             {0: latent} if latent is not None else {},
             work_bytes=X.sampler_work(latent),
         )
@@ -92,11 +92,11 @@ class KSamplerAdvanced(Node):
 
     @classmethod
     def estimate(
-        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int, **_: Any
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
     ) -> Estimate | None:
         latent = upstream.get("latent_image")
         return Estimate(
-            [X.steps_measure(steps)],
+            X.steps_measures(steps),
             {0: latent} if latent is not None else {},
             work_bytes=X.sampler_work(latent),
         )

@@ -70,7 +70,7 @@ class ApplyStyle(Node):
 
     @classmethod
     def estimate(
-        cls, files: _F.Folders, upstream: Mapping[str, Extent], prompt: str, negative: str, **_: Any
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], prompt: str = "", negative: str = "", **_: Any
     ) -> Estimate | None:
         return Estimate([X.text_measure(text, k) for k, text in (("prompt", prompt), ("negative", negative))])
 

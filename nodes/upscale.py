@@ -156,16 +156,16 @@ class UltimateSDUpscale(Node):
         cls,
         files: _F.Folders,
         upstream: Mapping[str, Extent],
-        upscale_by: float,
-        steps: int,
-        tile_width: int,
-        tile_height: int,
-        tile_padding: int,
+        upscale_by: float | None = None,
+        steps: int | None = None,
+        tile_width: int = 512,
+        tile_height: int = 512,
+        tile_padding: int = 32,
         **_: Any,
     ) -> Estimate | None:
         image = upstream.get("image")
-        measures = [X.steps_measure(steps)]
-        if image is None:
+        measures = X.steps_measures(steps)
+        if image is None or upscale_by is None:  # unknown until the job runs
             return Estimate(measures)
         w, h = max(1, round(image.width * upscale_by)), max(1, round(image.height * upscale_by))
         measures += X.picture(w, h, image.batch, "upscale_by", "image")

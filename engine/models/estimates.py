@@ -79,8 +79,9 @@ def text_measure(text: str, input: str) -> Measure:
     return Measure("text", len(text), input, f"a prompt of {len(text)} characters")
 
 
-def steps_measure(steps: int, input: str = "steps") -> Measure:
-    return Measure("steps", steps, input, f"{steps} steps")
+def steps_measures(steps: int | None, input: str = "steps") -> list[Measure]:
+    """The step count when it is literal (None: it comes through a link, known when the job runs)."""
+    return [] if steps is None else [Measure("steps", steps, input, f"{steps} steps")]
 
 
 def sampler_work(latent: Extent | None) -> int:
