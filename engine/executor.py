@@ -23,6 +23,7 @@ import networkx as nx
 from . import events as E
 from .cache import OutputCache
 from .folders import Folders
+from .limits import Limits
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
 from .pipeline import Resolver, no_library
@@ -102,9 +103,11 @@ class Executor:
         folders: Folders | None = None,
         models: ModelLoader | None = None,
         pipelines: Resolver = no_library,
+        limits: Limits | None = None,
     ) -> None:
         self.registry = registry
         self.pipelines = pipelines
+        self.limits = limits if limits is not None else Limits()
         self.cache = cache if cache is not None else OutputCache()
         self.device = device
         self.folders = folders if folders is not None else Folders()
@@ -210,6 +213,7 @@ class Executor:
             models=self.models,
             cancel=cancel if cancel is not None else CancelToken(),
             emit=emit,
+            limits=self.limits,
         )
 
     # -- running -----------------------------------------------------------------------------------

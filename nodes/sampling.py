@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from atelier.engine import folders as _F
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
@@ -24,6 +30,17 @@ class KSampler(Node):
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        latent = upstream.get("latent_image")
+        return Estimate(
+            X.steps_measures(steps),
+            {0: latent} if latent is not None else {},
+            work_bytes=X.sampler_work(latent),
+        )
 
     def run(
         self,
@@ -72,6 +89,17 @@ class KSamplerAdvanced(Node):
         Choice("return_with_leftover_noise", ["disable", "enable"]),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        latent = upstream.get("latent_image")
+        return Estimate(
+            X.steps_measures(steps),
+            {0: latent} if latent is not None else {},
+            work_bytes=X.sampler_work(latent),
+        )
 
     def run(
         self,

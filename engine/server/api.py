@@ -27,6 +27,8 @@ from .service_jobs import (
     NoSuchJob,
     NotCancellable,
     NotFinished,
+    QueueFull,
+    Refused,
 )
 from .service_library import NotSaved
 from .service_pipelines import NoSuchPipeline
@@ -59,10 +61,25 @@ class WorkflowBody(BaseModel):
 
 
 @router.post(
-    "/jobs", status_code=201, response_model=JobCreated, responses={400: {"description": "invalid workflow"}}
+    "/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    responses={
+        400: {
+            "description": "invalid workflow: `{error, node_errors: [{code, message, node, node_type, input}]}`"
+        },
+        413: {
+            "description": "valid, but the job exceeds the server's limits or memory (admission control): "
+            "`{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit"
+        },
+        503: {
+            "description": "the queue is full (`atelier serve --max-queued`): try again after `Retry-After`"
+        },
+    },
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
-    """Validate a workflow and queue it. A 400 lists every node error."""
+    """Validate a workflow, estimate what it needs and queue it. A 400 lists every node error; a 413
+    every limit the job goes over (nothing is queued either way)."""
     out = services.jobs.submit(
         body.workflow,
         overrides=body.overrides,
@@ -71,6 +88,14 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
         client_id=body.client_id,
         source="atelier",
     )
+    if isinstance(out, QueueFull):
+        response = error(503, out.errors[0].message)
+        response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(out, Refused):
+        first = next(e for e in out.errors if e.severity == "error")
+        message = f"the job exceeds this server's limits: {str(first).split('] ', 1)[-1]}"
+        return error(413, message, node_errors=[e.model_dump() for e in out.errors])
     if isinstance(out, Invalid):
         return error(400, "the workflow is not valid", node_errors=[e.model_dump() for e in out.errors])
     return JobCreated(

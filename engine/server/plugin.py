@@ -41,6 +41,9 @@ def _args(p: argparse.ArgumentParser) -> None:
         default="none",
         help="latent previews while sampling (default none, as ComfyUI; auto = latent2rgb)",
     )
+    p.add_argument(
+        "--max-queued", type=int, default=1000, help="most jobs queued or running; more are refused (503)"
+    )
     p.add_argument("--log-level", default="warning")
 
 
@@ -65,6 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"error: --token (or ATELIER_TOKEN): {problem}", file=sys.stderr)
             return 2
+    if args.max_queued < 1:
+        print("error: --max-queued must be at least 1", file=sys.stderr)
+        return 2
     engine = engine_for(args)
     if engine is None:
         return 2
@@ -76,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         preview_method=args.preview_method,
+        max_image_pixels=engine.config.limits.max_image_pixels,
+        limits=engine.config.limits,
+        max_queued=args.max_queued,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from atelier.engine.limits import Limits
+
 #: ComfyUI's ``--preview-method`` values Atelier has: "auto" picks the only method, latent2rgb
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
 PREVIEW_METHODS: tuple[PreviewMethod, ...] = ("none", "auto", "latent2rgb")
@@ -30,3 +32,8 @@ class Settings:
     @property
     def previews(self) -> bool:
         return self.preview_method != "none"
+
+    #: the most jobs queued or running at once: more are refused (503) until the queue drains
+    max_queued: int = 1000
+    #: what a job may ask for (admission control); None: the engine's (``atelier serve --max-...``)
+    limits: Limits | None = None
