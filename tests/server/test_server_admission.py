@@ -25,8 +25,8 @@ GiB = 1 << 30
 
 def jobs_known(http: httpx.Client) -> int:
     """Every job the server knows: finished, running and queued (a refusal must add none)."""
-    queue = http.get("/api/queue").json()
-    total = http.get("/api/jobs", params={"limit": 1}).json()["total"]
+    queue = http.get("/atelier/v1/queue").json()
+    total = http.get("/atelier/v1/jobs", params={"limit": 1}).json()["total"]
     return int(total) + len(queue["running"]) + len(queue["queued"])
 
 
@@ -58,7 +58,7 @@ def test_atelier_refuses_with_413_naming_node_input_and_limit(
     http: httpx.Client, make: Any, node: str, node_type: str, input: str, limit: str
 ) -> None:
     before = jobs_known(http)
-    r = http.post("/api/jobs", json={"workflow": make()})
+    r = http.post("/atelier/v1/jobs", json={"workflow": make()})
     assert r.status_code == 413, r.text
     body = r.json()
     assert body["error"].startswith(f"the job exceeds this server's limits: node {node} ({node_type}), input")
@@ -92,15 +92,15 @@ def test_comfy_refuses_with_its_400_shape_keyed_by_node(
 
 
 def test_validate_reports_what_submission_would_refuse(http: httpx.Client) -> None:
-    out = http.post("/api/validate", json={"workflow": big_batch()}).json()
+    out = http.post("/atelier/v1/validate", json={"workflow": big_batch()}).json()
     assert out["ok"] is False
     codes = [e["code"] for e in out["errors"] if e["severity"] == "error"]
     assert codes[0] == "over_limit" and set(codes) <= {"over_limit", "over_memory"}  # memory: this machine's
-    assert http.post("/api/validate", json={"workflow": comfy_prompt()}).json()["ok"] is True
+    assert http.post("/atelier/v1/validate", json={"workflow": comfy_prompt()}).json()["ok"] is True
 
 
 def test_a_portrait_is_admitted_and_runs(http: httpx.Client) -> None:
-    r = http.post("/api/jobs", json=portrait(width=64, height=96))
+    r = http.post("/atelier/v1/jobs", json=portrait(width=64, height=96))
     assert r.status_code == 201, r.text
     assert wait_job(http, r.json()["id"])["status"] == "success"
 
@@ -116,11 +116,11 @@ def test_the_413_is_documented(http: httpx.Client) -> None:
 # -- multi-frame images --------------------------------------------------------------------------------
 
 
-def upload(http: httpx.Client, name: str, data: bytes, route: str = "/api/upload") -> httpx.Response:
+def upload(http: httpx.Client, name: str, data: bytes, route: str = "/atelier/v1/upload") -> httpx.Response:
     return http.post(route, files={"image": (name, data, "image/gif")}, data={"overwrite": "true"})
 
 
-@pytest.mark.parametrize("route", ["/api/upload", "/upload/image"])
+@pytest.mark.parametrize("route", ["/atelier/v1/upload", "/upload/image"])
 def test_a_150_frame_gif_that_would_need_10_gb_is_refused_on_upload(
     server: Server, http: httpx.Client, route: str
 ) -> None:
@@ -149,7 +149,7 @@ def test_load_image_of_a_gif_too_large_to_decode_is_refused_and_nothing_queued(
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "g"}},
     }
     before = jobs_known(http)
-    r = http.post("/api/jobs", json={"workflow": prompt})
+    r = http.post("/atelier/v1/jobs", json={"workflow": prompt})
     assert r.status_code == 413, r.text
     [e] = r.json()["node_errors"]
     assert (e["node"], e["node_type"], e["input"]) == ("1", "LoadImage", "image")
@@ -182,16 +182,17 @@ def small_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> 
 
 
 def test_settings_limits_apply_to_jobs(small_server: TestClient) -> None:
-    r = small_server.post("/api/jobs", json={"workflow": comfy_prompt(steps=20)})
+    r = small_server.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(steps=20)})
     assert r.status_code == 413
     assert r.json()["node_errors"][0]["input"] == "steps" and "max_steps=10" in r.json()["error"]
 
 
 def test_a_small_memory_figure_refuses_a_job_that_fits_every_other_limit(small_server: TestClient) -> None:
     assert (
-        small_server.post("/api/jobs", json={"workflow": comfy_prompt(steps=2, size=64)}).status_code == 201
+        small_server.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(steps=2, size=64)}).status_code
+        == 201
     )
-    r = small_server.post("/api/jobs", json={"workflow": comfy_prompt(steps=2, size=1024)})
+    r = small_server.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(steps=2, size=1024)})
     assert r.status_code == 413, r.text
     [e] = r.json()["node_errors"]
     assert (e["code"], e["node"], e["node_type"]) == ("over_memory", "8", "VAEDecode")
@@ -200,11 +201,14 @@ def test_a_small_memory_figure_refuses_a_job_that_fits_every_other_limit(small_s
 
 def test_settings_limits_apply_to_uploads(small_server: TestClient) -> None:
     gif = coloured_gif(8, 8, [(255, 0, 0), (0, 255, 0), (0, 0, 255)])
-    r = small_server.post("/api/upload", files={"image": ("three.gif", gif, "image/gif")})
+    r = small_server.post("/atelier/v1/upload", files={"image": ("three.gif", gif, "image/gif")})
     assert r.status_code == 413 and "has 3 frames: over the limit max_frames=2" in r.json()["error"]
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "PNG")
-    assert small_server.post("/api/upload", files={"image": ("one.png", buf.getvalue())}).status_code == 200
+    assert (
+        small_server.post("/atelier/v1/upload", files={"image": ("one.png", buf.getvalue())}).status_code
+        == 200
+    )
 
 
 def test_serve_flags_set_the_limits(tmp_path: Path, models_dir: Path) -> None:
@@ -212,7 +216,7 @@ def test_serve_flags_set_the_limits(tmp_path: Path, models_dir: Path) -> None:
     try:
         srv.start()
         with srv.client() as http:
-            r = http.post("/api/jobs", json={"workflow": comfy_prompt(steps=4)})
+            r = http.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(steps=4)})
             assert r.status_code == 413
             inputs = sorted(e["input"] for e in r.json()["node_errors"])
             assert inputs == ["steps", "text"]  # "a portrait, soft light" is over 10 characters; "blurry" not
@@ -238,14 +242,21 @@ def test_a_full_queue_refuses_with_503_and_loses_nothing(tmp_path: Path, models_
         create_app(engine, Settings(database=tmp_path / "atelier.db", max_queued=2)),
         base_url="http://127.0.0.1:8188",
     )
-    ids = [client.post("/api/jobs", json={"workflow": comfy_prompt(seed=n)}).json()["id"] for n in range(2)]
-    r = client.post("/api/jobs", json={"workflow": comfy_prompt(seed=3)})
+    ids = [
+        client.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(seed=n)}).json()["id"]
+        for n in range(2)
+    ]
+    r = client.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(seed=3)})
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
     assert r.json()["error"] == "the queue is full (2 jobs, the limit max_queued): try again later"
     r = client.post("/prompt", json={"prompt": comfy_prompt(seed=4)})
     assert r.status_code == 400 and r.json()["error"]["type"] == "queue_full"
-    assert [j["id"] for j in client.get("/api/queue").json()["queued"]] == ids  # the queued jobs are kept
-    assert client.post(f"/api/jobs/{ids[0]}/cancel").json()["status"] == "cancelled"
-    assert client.post("/api/jobs", json={"workflow": comfy_prompt(seed=5)}).status_code == 201  # room again
+    assert [
+        j["id"] for j in client.get("/atelier/v1/queue").json()["queued"]
+    ] == ids  # the queued jobs are kept
+    assert client.post(f"/atelier/v1/jobs/{ids[0]}/cancel").json()["status"] == "cancelled"
+    assert (
+        client.post("/atelier/v1/jobs", json={"workflow": comfy_prompt(seed=5)}).status_code == 201
+    )  # room again
     services = client.app.state.services  # type: ignore[attr-defined]
     services.store.close()
