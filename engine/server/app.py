@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, WebSocket
@@ -103,14 +104,20 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
+    from .comfy import app_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
     app.include_router(comfy_router)
+    app_routes.register(app)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket_session(websocket, services, app.state.hub)
+
+    if settings.comfy_frontend is not None:
+        _serve_comfy_frontend(app, settings.comfy_frontend)
+        return app
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -122,3 +129,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     if settings.frontend.is_dir():
         app.mount("/static", StaticFiles(directory=settings.frontend), name="static")
     return app
+
+
+def _serve_comfy_frontend(app: FastAPI, web_root: Path) -> None:
+    """ComfyUI's web frontend at ``/``, as ComfyUI serves it: the page itself never cached, its files
+    (``/assets``, ``/scripts``, ``/extensions``, ...) from the root, after every route."""
+
+    @app.get("/", include_in_schema=False)
+    def comfy_index() -> Response:
+        return FileResponse(web_root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/", StaticFiles(directory=web_root), name="comfyui-frontend")

@@ -17,6 +17,7 @@ from .service_files import FileService, Limits
 from .service_jobs import JobService
 from .service_library import LibraryService
 from .service_system import SystemService
+from .service_userdata import UserDataService
 from .settings import Settings
 from .store import Store
 
@@ -31,6 +32,7 @@ class Services:
     library: LibraryService
     files: FileService
     system: SystemService
+    userdata: UserDataService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -47,4 +49,5 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         library=LibraryService(store),
         files=FileService(engine.folders, Limits(settings.max_upload_bytes, settings.max_image_pixels)),
         system=SystemService(engine, jobs),
+        userdata=UserDataService(settings.users_root, settings.multi_user),
     )

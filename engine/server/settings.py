@@ -19,3 +19,14 @@ class Settings:
     max_image_pixels: int = 64 * 1024 * 1024
     allow_origins: list[str] = field(default_factory=list)
     frontend: Path = FRONTEND_DIR
+    #: the static folder of ComfyUI's web frontend, served at ``/`` instead of the canvas (``--frontend
+    #: comfyui``); None serves Atelier's canvas
+    comfy_frontend: Path | None = None
+    #: the users' folders (settings, saved workflows); None: ``user/`` next to the database
+    user_dir: Path | None = None
+    #: ComfyUI's ``--multi-user``: users are created with ``POST /users`` and chosen by ``Comfy-User``
+    multi_user: bool = False
+
+    @property
+    def users_root(self) -> Path:
+        return self.user_dir if self.user_dir is not None else self.database.parent / "user"

@@ -1,0 +1,205 @@
+"""ComfyUI's app routes (users, settings, userdata, i18n, extensions, features) over HTTP on a real server,
+plain and under ``/api/`` as ComfyUI registers them; user files never leave the user's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.harness import REPO, Server, serve_command, server_env
+
+TWINS = ["/extensions", "/i18n", "/features", "/users", "/settings"]
+
+
+def user_folder(server: Server) -> Path:
+    return server.root / "user" / "default"
+
+
+@pytest.mark.parametrize("route", TWINS)
+def test_every_route_has_an_api_twin(http: httpx.Client, route: str) -> None:
+    plain, api = http.get(route), http.get("/api" + route)
+    assert plain.status_code == api.status_code == 200, (plain.text, api.text)
+    assert plain.json() == api.json()
+
+
+def test_startup_routes(http: httpx.Client) -> None:
+    assert http.get("/api/extensions").json() == []
+    assert http.get("/api/i18n").json() == {}
+    # the shared server runs with --max-upload-mb 1
+    assert http.get("/api/features").json() == {
+        "supports_preview_metadata": False,
+        "max_upload_size": 1024 * 1024,
+    }
+
+
+def test_settings_round_trip_stored_as_json(server: Server, http: httpx.Client) -> None:
+    assert http.post("/api/settings", json={"Comfy.Theme": "dark", "Comfy.Count": 3}).status_code == 200
+    assert http.post("/settings/Comfy.Locale", json="fr").status_code == 200
+    assert http.post("/api/settings/Comfy.Nested", json={"a": [1, 2]}).status_code == 200
+    # a second POST /settings merges: other keys stay
+    assert http.post("/settings", json={"Comfy.Count": 4}).status_code == 200
+    got = http.get("/api/settings").json()
+    assert {k: got[k] for k in ("Comfy.Theme", "Comfy.Count", "Comfy.Locale", "Comfy.Nested")} == {
+        "Comfy.Theme": "dark",
+        "Comfy.Count": 4,
+        "Comfy.Locale": "fr",
+        "Comfy.Nested": {"a": [1, 2]},
+    }
+    assert http.get("/settings/Comfy.Locale").json() == "fr"
+    assert http.get("/api/settings/Comfy.Nested").json() == {"a": [1, 2]}
+    assert http.get("/api/settings/No.Such.Setting").json() is None
+    on_disk = json.loads((user_folder(server) / "comfy.settings.json").read_text())
+    assert on_disk == got
+    # the settings file is the user's: /userdata sees the same object
+    assert http.get("/api/userdata/comfy.settings.json").json() == got
+
+    bad = http.post("/api/settings", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "object" in bad.json()["error"]
+    bad = http.post("/api/settings/X", content=b"{nope", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "'X'" in bad.json()["error"]
+    assert http.get("/api/settings").json() == got
+
+
+def test_users_single_user(server: Server, http: httpx.Client) -> None:
+    http.post("/api/settings", json={"Comfy.Seen": True})  # the user's folder exists from here on
+    assert http.get("/api/users").json() == {"storage": "server", "migrated": True}
+    r = http.post("/api/users", json={"username": "ann"})
+    assert r.status_code == 400 and "--multi-user" in r.json()["error"]
+    # a Comfy-User header means nothing without --multi-user: the default user's settings
+    assert http.get("/api/settings/Comfy.Seen", headers={"Comfy-User": "ann"}).json() is True
+
+
+def test_userdata_files(server: Server, http: httpx.Client) -> None:
+    doc = json.dumps({"nodes": [], "links": [], "version": 0.4}).encode()
+    r = http.post("/api/userdata/workflows%2Fportrait.json", content=doc)
+    assert r.status_code == 200 and r.json() == "workflows/portrait.json"
+    assert (user_folder(server) / "workflows" / "portrait.json").read_bytes() == doc
+    r = http.post("/userdata/workflows%2Fdeep%2Fsecond.json?full_info=true", content=b"{}")
+    info = r.json()
+    assert info["path"] == "workflows/deep/second.json" and info["size"] == 2
+    assert info["modified"] == int((user_folder(server) / info["path"]).stat().st_mtime * 1000)
+
+    got = http.get("/api/userdata/workflows%2Fportrait.json")
+    assert got.status_code == 200 and got.content == doc
+    assert got.headers["content-disposition"] == "attachment"
+    assert got.headers["x-content-type-options"] == "nosniff"
+
+    assert http.get("/api/userdata?dir=workflows").json() == ["portrait.json"]
+    assert sorted(http.get("/api/userdata?dir=workflows&recurse=true").json()) == [
+        "deep/second.json",
+        "portrait.json",
+    ]
+    split = http.get("/userdata?dir=workflows&recurse=true&split=true").json()
+    assert sorted(split) == [["deep/second.json", "deep", "second.json"], ["portrait.json", "portrait.json"]]
+    full = http.get("/api/userdata?dir=workflows&full_info=true").json()
+    assert [(f["path"], f["size"]) for f in full] == [("portrait.json", len(doc))]
+    assert http.get("/api/userdata?dir=nowhere").status_code == 404
+    assert http.get("/api/userdata").status_code == 400
+
+    tree = http.get("/api/v2/userdata?path=workflows").json()
+    assert [(e["type"], e["path"]) for e in tree] == [
+        ("directory", "workflows/deep"),
+        ("file", "workflows/portrait.json"),  # folders first, then files by name
+        ("file", "workflows/deep/second.json"),
+    ]
+
+    # overwrite=false refuses an existing name; the file is unchanged
+    r = http.post("/api/userdata/workflows%2Fportrait.json?overwrite=false", content=b"other")
+    assert r.status_code == 409
+    assert http.get("/api/userdata/workflows%2Fportrait.json").content == doc
+
+    # move (rename), refusing to overwrite when asked
+    r = http.post("/api/userdata/workflows%2Fportrait.json/move/workflows%2Frenamed.json")
+    assert r.status_code == 200 and r.json() == "workflows/renamed.json"
+    assert http.get("/api/userdata/workflows%2Fportrait.json").status_code == 404
+    assert http.get("/userdata/workflows%2Frenamed.json").content == doc
+    r = http.post(
+        "/api/userdata/workflows%2Fdeep%2Fsecond.json/move/workflows%2Frenamed.json?overwrite=false"
+    )
+    assert r.status_code == 409
+    assert http.post("/api/userdata/workflows%2Fnope.json/move/workflows%2Fx.json").status_code == 404
+
+    assert http.delete("/api/userdata/workflows%2Frenamed.json").status_code == 204
+    assert not (user_folder(server) / "workflows" / "renamed.json").exists()
+    assert http.delete("/userdata/workflows%2Frenamed.json").status_code == 404
+
+
+def test_userdata_content_types(server: Server, http: httpx.Client) -> None:
+    http.post("/api/userdata/user.css", content=b"body { color: red }")
+    css = http.get("/api/userdata/user.css")
+    assert (
+        css.headers["content-type"].startswith("text/css") and css.headers["content-disposition"] == "inline"
+    )
+    http.post("/api/userdata/page.html", content=b"<script>alert(1)</script>")
+    page = http.get("/api/userdata/page.html")
+    assert page.headers["content-type"] == "application/octet-stream"
+    assert page.headers["content-disposition"] == "attachment"
+
+
+TRAVERSALS = [
+    "..%2F..%2Fatelier.db",  # up to the server's own files
+    "..%2Fother-user%2Fx.json",  # into another user's folder
+    "%2Fetc%2Fpasswd",  # absolute
+    "workflows%2F..%2F..%2F..%2Fescape.txt",
+    "C:%5Cwindows%5Cwin.ini",  # a drive
+]
+
+
+@pytest.mark.parametrize("name", TRAVERSALS)
+def test_userdata_names_never_leave_the_users_folder(server: Server, http: httpx.Client, name: str) -> None:
+    before = sorted(p for p in server.root.rglob("*") if p.is_file())
+    assert http.post(f"/api/userdata/{name}", content=b"pwned").status_code == 403
+    assert http.post(f"/userdata/{name}", content=b"pwned").status_code == 403
+    assert http.get(f"/api/userdata/{name}").status_code == 403
+    assert http.delete(f"/api/userdata/{name}").status_code == 403
+    http.post("/api/userdata/victim.txt", content=b"stay")
+    assert http.post(f"/api/userdata/victim.txt/move/{name}").status_code == 403
+    assert http.post(f"/api/userdata/{name}/move/victim2.txt").status_code == 403
+    assert (user_folder(server) / "victim.txt").read_bytes() == b"stay"
+    assert http.get(f"/api/userdata?dir={name}").status_code == 403
+    assert http.get(f"/api/v2/userdata?path={name}").status_code == 400
+    after = sorted(p for p in server.root.rglob("*") if p.is_file())
+    new = [
+        p for p in after if p not in before and not p.name.startswith(("victim", "atelier.db", "server.log"))
+    ]
+    assert new == []
+    assert server.database.exists() and b"pwned" not in server.database.read_bytes()[:100]
+
+
+def test_userdata_symlink_out_of_the_folder_is_refused(server: Server, http: httpx.Client) -> None:
+    secret = server.root / "secret.txt"
+    secret.write_text("secret")
+    user_folder(server).mkdir(parents=True, exist_ok=True)
+    link = user_folder(server) / "link.txt"
+    if not link.exists():
+        os.symlink(secret, link)
+    assert http.get("/api/userdata/link.txt").status_code == 403
+    assert http.post("/api/userdata/link.txt", content=b"x").status_code == 403
+    assert secret.read_text() == "secret"
+
+
+def _serve_until_exit(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    env = server_env()
+    env.update(env_extra)
+    return subprocess.run(serve_command(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_frontend_comfyui_without_the_package_is_a_clear_error(tmp_path: Path) -> None:
+    # a comfyui_frontend_package without a built frontend shadows any installed one
+    fake = tmp_path / "shadow" / "comfyui_frontend_package"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    out = _serve_until_exit(
+        ["--frontend", "comfyui", "--port", "0", "--database", str(tmp_path / "a.db")],
+        {"PYTHONPATH": f"{tmp_path / 'shadow'}{os.pathsep}{REPO}"},
+        tmp_path,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "--frontend comfyui" in out.stderr and "atelier[comfyui]" in out.stderr
+    assert "no built frontend" in out.stderr
+    assert not (tmp_path / "a.db").exists()  # refused before anything was opened
