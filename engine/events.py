@@ -41,6 +41,8 @@ class NodeStarted(Event):
 class NodeCached(Event):
     type: Literal["node_cached"] = "node_cached"
     node_type: str
+    #: what an output node served from the cache shows (its images), as ``NodeFinished.ui``
+    ui: dict[str, Any] | None = None
 
 
 class Progress(Event):

@@ -301,7 +301,11 @@ class Executor:
             name = graph.workflow.metadata.name
             emit(E.JobStarted(job=job, workflow=name, nodes=len(plan.order), to_run=len(plan.to_run)))
             for nid in plan.cached:
-                emit(E.NodeCached(job=job, node=nid, node_type=nodes[nid].type.spec.type))
+                emit(
+                    E.NodeCached(
+                        job=job, node=nid, node_type=nodes[nid].type.spec.type, ui=ui_cached.get(nid)
+                    )
+                )
 
         registry = self.registry
         observers = self.observers

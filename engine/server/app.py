@@ -109,6 +109,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(comfy_router)
+    # ComfyUI's frontend calls its routes under /api/. Until Atelier's own API leaves /api, its routes win
+    # where both have a path (/api/queue, /api/interrupt); the others answer here.
+    app.include_router(comfy_router, prefix="/api", include_in_schema=False)
     app_routes.register(app)
 
     @app.websocket("/ws")
@@ -138,5 +141,13 @@ def _serve_comfy_frontend(app: FastAPI, web_root: Path) -> None:
     @app.get("/", include_in_schema=False)
     def comfy_index() -> Response:
         return FileResponse(web_root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/user.css", include_in_schema=False)
+    def no_user_css() -> Response:  # the page links it; user styles come from /api/userdata/user.css
+        return Response(status_code=404, media_type="text/css")
+
+    @app.get("/templates/index.json", include_in_schema=False)
+    def no_templates() -> list[str]:  # the workflow templates package is not installed: no templates
+        return []
 
     app.mount("/", StaticFiles(directory=web_root), name="comfyui-frontend")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server.harness import REPO, Server, serve_command, server_env
+from tests.server.harness import REPO, Server, comfy_prompt, follow_comfy, serve_command, server_env
 
 TWINS = ["/extensions", "/i18n", "/features", "/users", "/settings"]
 
@@ -203,3 +204,34 @@ def test_frontend_comfyui_without_the_package_is_a_clear_error(tmp_path: Path) -
     assert "--frontend comfyui" in out.stderr and "atelier[comfyui]" in out.stderr
     assert "no built frontend" in out.stderr
     assert not (tmp_path / "a.db").exists()  # refused before anything was opened
+
+
+def test_cached_rerun_still_reports_the_output_nodes_images(server: Server, http: httpx.Client) -> None:
+    """ComfyUI's frontend shows a re-run's images from ``executed``: a prompt served wholly from the cache
+    reports its output nodes' images after ``execution_cached``, as ComfyUI does."""
+    client_id = uuid.uuid4().hex
+    prompt = comfy_prompt(seed=int(uuid.uuid4().int % 100000), steps=2, prefix="cached_rerun")
+    runs = []
+    with server.ws(f"clientId={client_id}") as ws:
+        json.loads(ws.recv(timeout=10))  # the greeting
+        for _ in range(2):
+            r = http.post("/api/prompt", json={"prompt": prompt, "client_id": client_id})
+            assert r.status_code == 200, r.text
+            prompt_id = r.json()["prompt_id"]
+            runs.append(
+                [m for m in follow_comfy(ws, prompt_id) if isinstance(m, dict) and m["type"] != "status"]
+            )
+    first, second = runs
+    executed = [m["data"] for m in first if m["type"] == "executed"]
+    assert [e["node"] for e in executed] == ["9"]
+    images = executed[0]["output"]["images"]
+    assert images[0]["filename"].startswith("cached_rerun")
+    kinds = [m["type"] for m in second]
+    assert kinds == ["execution_start", "execution_cached", "executed", "execution_success", "executing"]
+    assert set(second[1]["data"]["nodes"]) == {"3", "4", "5", "6", "7", "8", "9"}
+    assert second[2]["data"] == {
+        "node": "9",
+        "display_node": "9",
+        "output": {"images": images},
+        "prompt_id": second[0]["data"]["prompt_id"],
+    }

@@ -19,12 +19,16 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from atelier.engine.folders import WEIGHT_EXTENSIONS
+
 from ..deps import services_of
 from ..responses import error
 from ..service import Services
 from ..service_userdata import UnknownUser, UnsafePathError, UserRefused, file_info
 
 router = APIRouter(tags=["comfyui"])
+#: ComfyUI's ``/internal`` routes, for its frontend only (no ``/api`` twin)
+internal = APIRouter(prefix="/internal", tags=["comfyui"], include_in_schema=False)
 Svc = Depends(services_of)
 
 #: what a user file is never served as: the page's origin would run it (stored XSS)
@@ -36,6 +40,7 @@ def register(app: FastAPI) -> None:
     """Add the routes to ``app`` plain and under ``/api`` (the twins stay out of the OpenAPI schema)."""
     app.include_router(router)
     app.include_router(router, prefix="/api", include_in_schema=False)
+    app.include_router(internal)
 
     @app.exception_handler(_Refusal)
     async def on_refusal(request: Request, exc: _Refusal) -> JSONResponse:
@@ -88,6 +93,61 @@ def i18n() -> dict[str, Any]:
 @router.get("/features")
 def features(services: Services = Svc) -> dict[str, Any]:
     return server_features(services)
+
+
+@router.get("/global_subgraphs")
+def global_subgraphs() -> dict[str, Any]:
+    """Subgraph blueprints the server offers, by id: none."""
+    return {}
+
+
+@router.get("/global_subgraphs/{subgraph_id}")
+def global_subgraph(subgraph_id: str) -> Any:
+    return error(404, f"no subgraph blueprint {subgraph_id!r}")
+
+
+@router.get("/workflow_templates")
+def workflow_templates() -> dict[str, Any]:
+    """Example workflows of extension nodes, by extension: none."""
+    return {}
+
+
+# -- the model library ----------------------------------------------------------------------------
+
+
+@router.get("/experiment/models")
+def model_folders(services: Services = Svc) -> list[dict[str, Any]]:
+    """Every model kind and the folders searched for it, in order."""
+    models = services.engine.folders.models
+    return [{"name": kind, "folders": [str(f) for f in folders]} for kind, folders in models.items()]
+
+
+@router.get("/experiment/models/{kind}")
+def model_files(kind: str, services: Services = Svc) -> Any:
+    """The model files of a kind: name relative to its folder, the folder's index, times and size."""
+    folders = services.engine.folders
+    if kind not in folders.models:
+        return error(404, f"unknown model kind {kind!r}")
+    out = []
+    for index, folder in enumerate(folders.models[kind]):
+        for name in folders.list_files(folder, WEIGHT_EXTENSIONS):
+            st = (folder / name).stat()
+            out.append(
+                {
+                    "name": name,
+                    "pathIndex": index,
+                    "modified": st.st_mtime,
+                    "created": st.st_ctime,
+                    "size": st.st_size,
+                }
+            )
+    return out
+
+
+@internal.get("/folder_paths")
+def folder_paths(services: Services = Svc) -> dict[str, list[str]]:
+    """Every model kind and the folders searched for it."""
+    return {kind: [str(f) for f in folders] for kind, folders in services.engine.folders.models.items()}
 
 
 # -- users ----------------------------------------------------------------------------------------
@@ -226,6 +286,8 @@ def get_userdata(request: Request, user: str = User, services: Services = Svc) -
     except UnsafePathError as exc:
         return error(403, str(exc))
     if not path.is_file():
+        if name == USER_CSS:  # the page links it always: an empty 404 stylesheet, not a JSON error
+            return Response(status_code=404, media_type="text/css")
         return error(404, f"no file {name!r}")
     kind, disposition = _served_as(name)
     return FileResponse(

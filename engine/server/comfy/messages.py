@@ -39,6 +39,7 @@ class ComfyFormat:
 
     def __init__(self) -> None:
         self._cached: dict[str, list[str]] = {}
+        self._cached_ui: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self._executed: dict[str, list[str]] = {}
 
     def wants(self, client: Client, job: str, owner: str | None) -> bool:
@@ -58,11 +59,18 @@ class ComfyFormat:
             out.append(
                 message("execution_cached", {"nodes": nodes, "prompt_id": job, "timestamp": _ms(ev.ts)})
             )
+            # as ComfyUI does, output nodes served from the cache still report what they show
+            for node, ui in self._cached_ui.pop(job, []):
+                out.append(
+                    message("executed", {"node": node, "display_node": node, "output": ui, "prompt_id": job})
+                )
         if isinstance(ev, E.JobStarted):
             self._executed[job] = []
             out.append(message("execution_start", {"prompt_id": job, "timestamp": _ms(ev.ts)}))
         elif isinstance(ev, E.NodeCached):
             self._cached.setdefault(job, []).append(ev.node or "")
+            if ev.ui:
+                self._cached_ui.setdefault(job, []).append((ev.node or "", ev.ui))
             self._executed.setdefault(job, []).append(ev.node or "")
         elif isinstance(ev, E.NodeStarted):
             out.append(message("executing", {"node": ev.node, "display_node": ev.node, "prompt_id": job}))
