@@ -235,3 +235,50 @@ def test_cached_rerun_still_reports_the_output_nodes_images(server: Server, http
         "output": {"images": images},
         "prompt_id": second[0]["data"]["prompt_id"],
     }
+
+
+def _run_prompt(server: Server, http: httpx.Client, prompt: dict) -> str:
+    client_id = uuid.uuid4().hex
+    with server.ws(f"clientId={client_id}") as ws:
+        json.loads(ws.recv(timeout=10))
+        r = http.post("/prompt", json={"prompt": prompt, "client_id": client_id})
+        assert r.status_code == 200, r.text
+        prompt_id = r.json()["prompt_id"]
+        follow_comfy(ws, prompt_id)
+    return prompt_id
+
+
+def test_jobs_api_lists_finished_prompts_with_their_preview(server: Server, http: httpx.Client) -> None:
+    ok = _run_prompt(server, http, comfy_prompt(seed=int(uuid.uuid4().int % 100000), prefix="jobs_api"))
+    bad = _run_prompt(server, http, comfy_prompt(ckpt="broken.safetensors", prefix="jobs_api_bad"))
+    listing = http.get("/jobs?status=completed,failed&limit=500").json()
+    by_id = {j["id"]: j for j in listing["jobs"]}
+    assert listing["pagination"]["total"] == len(listing["jobs"]) and not listing["pagination"]["has_more"]
+    done, failed = by_id[ok], by_id[bad]
+    history = http.get(f"/history/{ok}").json()[ok]
+    image = history["outputs"]["9"]["images"][0]
+    assert done["status"] == "completed" and done["outputs_count"] == done["previewable_outputs_count"] == 1
+    assert done["preview_output"] == {**image, "nodeId": "9", "mediaType": "images"}
+    assert done["create_time"] <= done["execution_start_time"] <= done["execution_end_time"]
+    assert failed["status"] == "failed" and failed["outputs_count"] == 0
+    err = failed["execution_error"]
+    assert err["node_id"] == "4" and err["node_type"] == "CheckpointLoaderSimple" and err["exception_message"]
+    # newest first: the failed prompt was queued last
+    ids = [j["id"] for j in listing["jobs"]]
+    assert ids.index(bad) < ids.index(ok)
+    asc = [j["id"] for j in http.get("/jobs?status=completed,failed&sort_order=asc&limit=500").json()["jobs"]]
+    assert asc == ids[::-1]
+    # pages
+    first = http.get("/jobs?status=completed,failed&limit=1").json()
+    assert first["jobs"] == listing["jobs"][:1] and first["pagination"]["has_more"] is (len(ids) > 1)
+    second = http.get("/jobs?status=completed,failed&limit=1&offset=1").json()
+    assert second["jobs"] == listing["jobs"][1:2]
+    # only failed ones
+    only_failed = http.get("/jobs?status=failed&limit=500").json()["jobs"]
+    assert bad in [j["id"] for j in only_failed] and all(j["status"] == "failed" for j in only_failed)
+    # one job, with its outputs and the prompt it ran
+    detail = http.get(f"/jobs/{ok}").json()
+    assert detail["outputs"] == history["outputs"] and detail["execution_status"]["status_str"] == "success"
+    assert detail["workflow"]["prompt"]["9"]["class_type"] == "SaveImage"
+    assert http.get("/jobs/no-such-job").status_code == 404
+    assert http.get("/jobs?status=done").status_code == 400

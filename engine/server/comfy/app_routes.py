@@ -2,7 +2,8 @@
 
 Users (``/users``), per-user settings (``/settings[/{id}]``), per-user files (``/userdata``: saved
 workflows, templates, ``user.css``), translations of extension nodes (``/i18n``), web extensions
-(``/extensions``) and the server's feature flags (``/features``). ComfyUI registers every route twice, plain
+(``/extensions``), the server's feature flags (``/features``), the model library (``/experiment/models``)
+and, from ``jobs_api.py``, the jobs list of its queue and history panels (``/jobs``). ComfyUI registers every route twice, plain
 and under ``/api/`` (its frontend uses the ``/api/`` ones): :func:`register` does the same.
 
 A translation layer like ``routes.py``: shapes and status codes here, files in ``service_userdata.py``.
@@ -38,8 +39,11 @@ USER_CSS = "user.css"
 
 def register(app: FastAPI) -> None:
     """Add the routes to ``app`` plain and under ``/api`` (the twins stay out of the OpenAPI schema)."""
-    app.include_router(router)
-    app.include_router(router, prefix="/api", include_in_schema=False)
+    from .jobs_api import router as jobs_router
+
+    for routes in (router, jobs_router):
+        app.include_router(routes)
+        app.include_router(routes, prefix="/api", include_in_schema=False)
     app.include_router(internal)
 
     @app.exception_handler(_Refusal)
