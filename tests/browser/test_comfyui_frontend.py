@@ -49,6 +49,18 @@ KNOWN_CONSOLE_ERRORS = {
     "n.forEach is not a function": "protocol: /api/queue is Atelier's",
 }
 
+# Requests the frontend makes that fail as they do against ComfyUI itself (nothing saved yet, no optional
+# packages), by path pattern. Any other 4xx/5xx answer fails the test: every 404 is a missing route.
+EXPECTED_FAILURES = {
+    r"^/user\.css$": "no user styles",
+    r"^/api/userdata/user\.css$": "no user styles",
+    r"^/api/userdata/comfy\.templates\.json$": "no saved templates",
+    r"^/api/userdata\?dir=(workflows|subgraphs)&": "no saved workflows or subgraphs yet",
+    r"^/templates/index_logo\.json$": "the workflow templates package is not installed",
+    # --- until the ComfyUI protocol work (helper branch `protocol`) moves Atelier's API off /api ---
+    r"^/api/jobs\?": "protocol: /api/jobs is still Atelier's",
+}
+
 
 def _package_static() -> Path:
     try:
@@ -144,6 +156,13 @@ def comfy_page(
     # which the ComfyUI protocol work (helper branch `protocol`) adds.
     page.add_init_script("window.name = window.name || 'atelier-browser-test'")
     errors: list[str] = []
+    failed: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.status} {r.url.removeprefix(comfy_server)}") if r.status >= 400 else None
+        ),
+    )
     page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(comfy_server + "/")
@@ -158,6 +177,8 @@ def comfy_page(
         context.close()
     unknown = [e for e in errors if not any(k in e for k in KNOWN_CONSOLE_ERRORS)]
     assert not unknown, f"errors in the page: {unknown}"
+    unexpected = [f for f in failed if not any(re.search(p, f.split(" ", 1)[1]) for p in EXPECTED_FAILURES)]
+    assert not unexpected, f"requests the server refused: {unexpected}"
 
 
 WATCH = """() => {
