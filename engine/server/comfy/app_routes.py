@@ -3,8 +3,9 @@
 Users (``/users``), per-user settings (``/settings[/{id}]``), per-user files (``/userdata``: saved
 workflows, templates, ``user.css``), translations of extension nodes (``/i18n``), web extensions
 (``/extensions``), the server's feature flags (``/features``), the model library (``/experiment/models``)
-and, from ``jobs_api.py``, the jobs list of its queue and history panels (``/jobs``). ComfyUI registers every route twice, plain
-and under ``/api/`` (its frontend uses the ``/api/`` ones): :func:`register` does the same.
+and, from ``jobs_api.py``, the jobs of its queue and history panels (``/jobs``). ComfyUI registers every
+route twice, plain and under ``/api/`` (its frontend uses the ``/api/`` ones): :func:`register` does the
+same.
 
 A translation layer like ``routes.py``: shapes and status codes here, files in ``service_userdata.py``.
 """
@@ -26,6 +27,7 @@ from ..deps import services_of
 from ..responses import error
 from ..service import Services
 from ..service_userdata import UnknownUser, UnsafePathError, UserRefused, file_info
+from .jobs_api import router as jobs_router
 
 router = APIRouter(tags=["comfyui"])
 #: ComfyUI's ``/internal`` routes, for its frontend only (no ``/api`` twin)
@@ -33,14 +35,20 @@ internal = APIRouter(prefix="/internal", tags=["comfyui"], include_in_schema=Fal
 Svc = Depends(services_of)
 
 #: what a user file is never served as: the page's origin would run it (stored XSS)
-ACTIVE_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml", "text/javascript", "application/xml")
+ACTIVE_TYPES = (
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/javascript",
+    "application/javascript",
+    "application/xml",
+    "text/xml",
+)
 USER_CSS = "user.css"
 
 
 def register(app: FastAPI) -> None:
     """Add the routes to ``app`` plain and under ``/api`` (the twins stay out of the OpenAPI schema)."""
-    from .jobs_api import router as jobs_router
-
     for routes in (router, jobs_router):
         app.include_router(routes)
         app.include_router(routes, prefix="/api", include_in_schema=False)
@@ -61,8 +69,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() == "true"
 
 
-async def _user(request: Request, services: Services = Svc) -> str:
-    """The user the request acts for (``Comfy-User`` header, with ``--multi-user``)."""
+def _user(request: Request, services: Services = Svc) -> str:
+    """The user the request acts for (``Comfy-User`` header, with ``--multi-user``). Plain ``def``: it may
+    read ``users.json``, so FastAPI runs it in its thread pool."""
     try:
         return services.userdata.user_of(request.headers.get("comfy-user"))
     except UnknownUser as exc:
@@ -336,7 +345,7 @@ async def post_userdata(
         return error(409, f"{name!r} already exists")
     user_root = data.folder(user)
     if _truthy(full_info):
-        return file_info(path, user_root).as_dict()
+        return (await run_in_threadpool(file_info, path, user_root)).as_dict()  # a stat: off the loop
     return path.relative_to(user_root).as_posix()
 
 
