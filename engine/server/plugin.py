@@ -45,6 +45,16 @@ def _args(p: argparse.ArgumentParser) -> None:
         "--max-queued", type=int, default=1000, help="most jobs queued or running; more are refused (503)"
     )
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--frontend",
+        choices=("atelier", "comfyui"),
+        default="atelier",
+        help="the web UI at / : Atelier's canvas (default) or ComfyUI's frontend (pip install 'atelier[comfyui]')",
+    )
+    p.add_argument("--user-dir", type=Path, default=None, help="users' settings and files (default ./user)")
+    p.add_argument(
+        "--multi-user", action="store_true", help="one settings folder per user (ComfyUI's Comfy-User header)"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -71,6 +81,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_queued < 1:
         print("error: --max-queued must be at least 1", file=sys.stderr)
         return 2
+    comfy_frontend = None
+    if args.frontend == "comfyui":
+        from .comfy.frontend import FrontendMissing, comfyui_frontend_dir
+
+        try:
+            comfy_frontend = comfyui_frontend_dir()
+        except FrontendMissing as exc:
+            print(f"error: --frontend comfyui: {exc}", file=sys.stderr)
+            return 2
     engine = engine_for(args)
     if engine is None:
         return 2
@@ -85,6 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_image_pixels=engine.config.limits.max_image_pixels,
         limits=engine.config.limits,
         max_queued=args.max_queued,
+        comfy_frontend=comfy_frontend,
+        user_dir=args.user_dir,
+        multi_user=args.multi_user,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

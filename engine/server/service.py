@@ -18,6 +18,7 @@ from .service_jobs import JobService
 from .service_library import LibraryService
 from .service_pipelines import PipelineService
 from .service_system import SystemService
+from .service_userdata import UserDataService
 from .settings import Settings
 from .store import Store
 
@@ -33,6 +34,7 @@ class Services:
     pipelines: PipelineService
     files: FileService
     system: SystemService
+    userdata: UserDataService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -59,4 +61,5 @@ def open_services(engine: Engine, settings: Settings) -> Services:
             ),
         ),
         system=SystemService(engine, jobs),
+        userdata=UserDataService(settings.users_root, settings.multi_user),
     )

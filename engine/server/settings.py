@@ -37,3 +37,15 @@ class Settings:
     max_queued: int = 1000
     #: what a job may ask for (admission control); None: the engine's (``atelier serve --max-...``)
     limits: Limits | None = None
+
+    #: the static folder of ComfyUI's web frontend, served at ``/`` instead of the canvas (``--frontend
+    #: comfyui``); None serves Atelier's canvas
+    comfy_frontend: Path | None = None
+    #: the users' folders (settings, saved workflows); None: ``user/`` next to the database
+    user_dir: Path | None = None
+    #: ComfyUI's ``--multi-user``: users are created with ``POST /users`` and chosen by ``Comfy-User``
+    multi_user: bool = False
+
+    @property
+    def users_root(self) -> Path:
+        return self.user_dir if self.user_dir is not None else self.database.parent / "user"
