@@ -34,19 +34,6 @@ KNOWN_CONSOLE_ERRORS = {
     "net::ERR_NAME_NOT_RESOLVED": "offline",
     # a 404 it handles: no saved workflows or subgraphs yet, no user.css, no template logos
     "Failed to load resource: the server responded with a status of 404": "expected 404s",
-    # --- gaps of the ComfyUI protocol work that is merged separately (helper branch `protocol`) ---
-    # /api/system_stats has no system.argv / required_frontend_version yet
-    "reading 'argv'": "protocol: system_stats.system.argv",
-    "reading 'includes'": "protocol: system_stats.system.argv",
-    "reading 'required_frontend_version'": "protocol: system_stats.system.required_frontend_version",
-    # the frontend sends {"type": "feature_flags"} on connect and gets an error reply, not the server's flags
-    "Unknown message type error": "protocol: feature_flags handshake",
-    "Unknown message type hello": "protocol: /ws without clientId",
-    # /api/jobs and /api/queue are still Atelier's own API (ComfyUI's jobs API is not implemented)
-    "status of 422": "protocol: /api/jobs is Atelier's",
-    "Failed to fetch jobs": "protocol: /api/jobs is Atelier's",
-    "Jobs API": "protocol: /api/jobs is Atelier's",
-    "n.forEach is not a function": "protocol: /api/queue is Atelier's",
 }
 
 # Requests the frontend makes that fail as they do against ComfyUI itself (nothing saved yet, no optional
@@ -57,8 +44,6 @@ EXPECTED_FAILURES = {
     r"^/api/userdata/comfy\.templates\.json$": "no saved templates",
     r"^/api/userdata\?dir=(workflows|subgraphs)&": "no saved workflows or subgraphs yet",
     r"^/templates/index_logo\.json$": "the workflow templates package is not installed",
-    # --- until the ComfyUI protocol work (helper branch `protocol`) moves Atelier's API off /api ---
-    r"^/api/jobs\?": "protocol: /api/jobs is still Atelier's",
 }
 
 
@@ -105,7 +90,7 @@ def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = base / "serve.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [*atelier, "serve", "--frontend", "comfyui", *args],
+            [*atelier, "serve", "--frontend", "comfyui", "--preview-method", "auto", *args],
             cwd=base,
             env=env,
             stdout=log,
@@ -151,10 +136,7 @@ def comfy_page(
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(30000)
-    # A tab that once talked to ComfyUI keeps its client id in window.name and reconnects with
-    # /ws?clientId=...; a fresh tab connects without one and waits for the server to give it a sid,
-    # which the ComfyUI protocol work (helper branch `protocol`) adds.
-    page.add_init_script("window.name = window.name || 'atelier-browser-test'")
+    # a fresh tab: it connects to /ws without a clientId and takes the sid the server gives it
     errors: list[str] = []
     failed: list[str] = []
     page.on(
@@ -275,22 +257,12 @@ def test_comfyui_frontend_queues_shows_progress_result_and_reruns_cached(comfy_p
     page.shot("re-run served from the cache")
 
 
-@pytest.mark.xfail(
-    reason="the action bar's Run button renders only when /api/system_stats has system.argv, "
-    "which the ComfyUI protocol work (helper branch `protocol`) adds",
-    strict=False,
-)
 def test_comfyui_frontend_run_button(comfy_page: Any) -> None:
     page = comfy_page
     page.get_by_role("button", name="Run").first.wait_for(timeout=20000)
     page.shot("run button")
 
 
-@pytest.mark.xfail(
-    reason="the frontend reads its queue and assets from /api/jobs, which stays Atelier's own API until the "
-    "ComfyUI protocol work (helper branch `protocol`) moves it to /atelier/v1; /jobs answers already",
-    strict=False,
-)
 def test_comfyui_frontend_lists_the_result_in_its_assets_panel(comfy_page: Any) -> None:
     from tests.server.harness import comfy_prompt
 

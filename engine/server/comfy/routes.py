@@ -299,7 +299,11 @@ def embeddings(services: Services = Svc) -> Any:
 
 @router.get("/system_stats")
 def get_system_stats(services: Services = Svc) -> Any:
-    return system_stats(services.system.info())
+    settings = services.settings
+    argv = ["--multi-user"] if settings.multi_user else []
+    if settings.previews:
+        argv += ["--preview-method", settings.preview_method]
+    return system_stats(services.system.info(), argv)
 
 
 # -- files -------------------------------------------------------------------------------------------
