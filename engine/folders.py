@@ -109,6 +109,17 @@ def walk_names(
     return names
 
 
+def resolve_contained(folder: Path, name: str) -> Path:
+    """Like :func:`resolve_inside`, and where links lead must be inside ``folder`` too: for files served or
+    written over HTTP (outputs, uploads, user data), where a link out of the folder is refused."""
+    path = resolve_inside(folder, name)
+    base = folder.resolve()
+    real = path.resolve()
+    if real != base and base not in real.parents:
+        raise UnsafePathError(f"{name!r} leads outside {folder}")
+    return path
+
+
 def resolve_inside(folder: Path, name: str) -> Path:
     """``folder / name``, refusing names that are absolute or climb out of ``folder``.
 

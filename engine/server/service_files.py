@@ -67,10 +67,7 @@ class FileService:
         if base is None:
             return FileRefused("bad", f"unknown file type {kind!r}: output, input or temp")
         try:
-            folder = F.resolve_inside(base, subfolder) if subfolder else base.resolve()
-            path = F.resolve_inside(folder, name)
-            if base.resolve() not in path.resolve().parents:
-                raise F.UnsafePathError(f"{name!r} reaches outside the {kind} folder")
+            path = F.resolve_contained(base, f"{subfolder}/{name}" if subfolder else name)
         except F.UnsafePathError as exc:
             return FileRefused("bad", str(exc))
         if not path.is_file():
@@ -105,9 +102,7 @@ class FileService:
         input_dir = self.folders.input
         try:
             folder = F.resolve_inside(input_dir, subfolder) if subfolder else input_dir.resolve()
-            target = F.resolve_inside(folder, name)
-            if input_dir.resolve() not in target.resolve().parents:  # never written through a link out
-                raise F.UnsafePathError(f"{name!r} reaches outside the input folder")
+            target = F.resolve_contained(input_dir, f"{subfolder}/{name}" if subfolder else name)
         except F.UnsafePathError as exc:
             return UploadRefused("bad", str(exc))
         folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atelier.engine.folders import UnsafePathError, resolve_inside
+from atelier.engine.folders import UnsafePathError, resolve_contained, resolve_inside
 
 DEFAULT_USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
@@ -147,7 +147,7 @@ class UserDataService:
     def path(self, user: str, name: str) -> Path:
         """A file or folder of the user by relative name; ``UnsafePathError`` for names that would leave
         the user's folder (absolute, ``..`` beyond it, a drive, a NUL)."""
-        return resolve_inside(self.folder(user), name)
+        return resolve_contained(self.folder(user), name)
 
     def list_files(self, user: str, directory: str, recurse: bool = False) -> tuple[Path, list[Path]] | None:
         """The folder and its files (recursively, sorted), or None when the folder does not exist."""

@@ -33,7 +33,7 @@ def test_startup_routes(http: httpx.Client) -> None:
     assert http.get("/api/i18n").json() == {}
     # the shared server runs with --max-upload-mb 1
     assert http.get("/api/features").json() == {
-        "supports_preview_metadata": False,
+        "supports_preview_metadata": True,  # event-4 preview frames (protocol)
         "max_upload_size": 1024 * 1024,
     }
 

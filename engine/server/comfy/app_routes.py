@@ -27,7 +27,9 @@ from ..deps import services_of
 from ..responses import error
 from ..service import Services
 from ..service_userdata import UnknownUser, UnsafePathError, UserRefused, file_info
+from .features import server_features
 from .jobs_api import router as jobs_router
+from .routes import include_comfy_routes
 
 router = APIRouter(tags=["comfyui"])
 #: ComfyUI's ``/internal`` routes, for its frontend only (no ``/api`` twin)
@@ -50,19 +52,12 @@ USER_CSS = "user.css"
 def register(app: FastAPI) -> None:
     """Add the routes to ``app`` plain and under ``/api`` (the twins stay out of the OpenAPI schema)."""
     for routes in (router, jobs_router):
-        app.include_router(routes)
-        app.include_router(routes, prefix="/api", include_in_schema=False)
+        include_comfy_routes(app, routes)
     app.include_router(internal)
 
     @app.exception_handler(_Refusal)
     async def on_refusal(request: Request, exc: _Refusal) -> JSONResponse:
         return error(exc.status, exc.message)
-
-
-def server_features(services: Services) -> dict[str, Any]:
-    """ComfyUI's server feature flags (``GET /features``). Previews go out as ComfyUI's plain
-    ``PREVIEW_IMAGE`` frames, without metadata."""
-    return {"supports_preview_metadata": False, "max_upload_size": services.settings.max_upload_bytes}
 
 
 def _truthy(value: str | None) -> bool:
@@ -105,7 +100,7 @@ def i18n() -> dict[str, Any]:
 
 @router.get("/features")
 def features(services: Services = Svc) -> dict[str, Any]:
-    return server_features(services)
+    return server_features(services.settings)
 
 
 @router.get("/global_subgraphs")

@@ -25,6 +25,11 @@ COMFY_TYPES: dict[str, tuple[str, str]] = {
 }
 
 
+#: refusals of admission control (engine/admission.py): the error itself, named by Atelier's code, since
+#: ComfyUI has no counterpart
+ADMISSION_CODES = ("over_limit", "over_memory", "queue_full")
+
+
 def comfy_type(e: NodeError) -> tuple[str, str]:
     """ComfyUI's error type and message for one of Atelier's problems (its own code when ComfyUI has
     no counterpart)."""
@@ -62,7 +67,7 @@ def invalid_prompt(
     ``node_errors`` (``dependent_outputs``: the output nodes that need it). Warnings are left out."""
     refusing = [e for e in errors if e.severity == "error"] or errors
     for e in refusing:
-        if e.code in ("unknown_node_type", "no_outputs"):
+        if e.code in ("unknown_node_type", "no_outputs", *ADMISSION_CODES):
             kind, message = comfy_type(e)
             extra: dict[str, Any] = {}
             if e.node is not None:
