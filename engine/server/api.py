@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from .api_views import job_view
 from .deps import services_of
-from .responses import error, file_response, upload_response
+from .responses import BODY, documented, error, file_response, upload_response
 from .service import Services
 from .service_catalog import UnknownModelKind
 from .service_jobs import (
@@ -39,7 +39,7 @@ class JobRequest(BaseModel):
     workflow: dict[str, Any] = Field(description="a workflow in Atelier's format or ComfyUI's API format")
     overrides: dict[str, Any] = Field(default_factory=dict, description="parameter or NODE_ID.INPUT -> value")
     outputs: list[str] | None = Field(default=None, description="run only up to these output nodes")
-    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True, description="higher runs first")
     client_id: str | None = Field(default=None, max_length=200)
 
 
@@ -58,7 +58,10 @@ class WorkflowBody(BaseModel):
 
 
 @router.post(
-    "/jobs", status_code=201, response_model=JobCreated, responses={400: {"description": "invalid workflow"}}
+    "/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    responses=documented(*BODY, e400="the body is not JSON, or the workflow is not valid (node_errors)"),
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
     """Validate a workflow and queue it. A 400 lists every node error."""
@@ -77,7 +80,7 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
     )
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=documented(404, 422))
 def get_job(job_id: str, workflow: bool = False, services: Services = Svc) -> Any:
     """A job's status, outputs, error and, while it runs, its live progress."""
     snapshot = services.jobs.get(job_id)
@@ -86,7 +89,7 @@ def get_job(job_id: str, workflow: bool = False, services: Services = Svc) -> An
     return job_view(snapshot, full=workflow)
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=documented(422))
 def list_jobs(
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=500),
@@ -108,7 +111,7 @@ def queue(services: Services = Svc) -> Any:
     }
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=documented(404, 409))
 def cancel(job_id: str, services: Services = Svc) -> Any:
     """Cancel a queued job, or interrupt it if it is running."""
     out = services.jobs.cancel(job_id)
@@ -122,7 +125,7 @@ def cancel(job_id: str, services: Services = Svc) -> Any:
     return error(409, f"job {job_id} is {out.status}: nothing to cancel")
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses=documented(404, 409))
 def delete_job(job_id: str, services: Services = Svc) -> Any:
     """Remove a finished job from the history (its files stay)."""
     out = services.jobs.delete(job_id)
@@ -145,7 +148,7 @@ def interrupt(services: Services = Svc) -> Any:
 class PipelineRun(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict, description="the pipeline's inputs by name")
     version: str | None = Field(default=None, description="pin a version (default: the newest)")
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
     client_id: str | None = Field(default=None, max_length=200)
 
 
@@ -155,7 +158,7 @@ def list_pipelines(services: Services = Svc) -> Any:
     return services.pipelines.list()
 
 
-@router.get("/pipelines/{name}", responses={404: {"description": "no such pipeline"}})
+@router.get("/pipelines/{name}", responses=documented(404, e404="no such pipeline"))
 def get_pipeline(name: str, version: str | None = None, services: Services = Svc) -> Any:
     """A pipeline's interface (inputs, outputs, types, defaults, descriptions) and its workflow."""
     out = services.pipelines.get(name, version)
@@ -168,7 +171,7 @@ def get_pipeline(name: str, version: str | None = None, services: Services = Svc
     "/pipelines/{name}/jobs",
     status_code=201,
     response_model=JobCreated,
-    responses={400: {"description": "invalid inputs"}, 404: {"description": "no such pipeline"}},
+    responses=documented(*BODY, 404, e400="invalid inputs", e404="no such pipeline"),
 )
 def run_pipeline(name: str, body: PipelineRun, services: Services = Svc) -> Any:
     """Run a pipeline like a function: its input values in, a queued job out (results as for any job)."""
@@ -182,7 +185,7 @@ def run_pipeline(name: str, body: PipelineRun, services: Services = Svc) -> Any:
     )
 
 
-@router.post("/validate")
+@router.post("/validate", responses=documented(*BODY))
 def validate(body: JobRequest, services: Services = Svc) -> Any:
     """Check a workflow without queueing it."""
     out = services.jobs.check(body.workflow, overrides=body.overrides, outputs=body.outputs)
@@ -205,7 +208,7 @@ def socket_types(services: Services = Svc) -> Any:
     return services.catalog.socket_types()
 
 
-@router.get("/nodes/{type_name}")
+@router.get("/nodes/{type_name}", responses=documented(404))
 def node(type_name: str, services: Services = Svc) -> Any:
     desc = services.catalog.node(type_name)
     return desc if desc is not None else error(404, f"unknown node type {type_name!r}")
@@ -216,7 +219,7 @@ def model_kinds(services: Services = Svc) -> Any:
     return services.catalog.model_kinds()
 
 
-@router.get("/models/{kind}")
+@router.get("/models/{kind}", responses=documented(404))
 def models(kind: str, services: Services = Svc) -> Any:
     out = services.catalog.models(kind)
     if isinstance(out, UnknownModelKind):
@@ -227,7 +230,7 @@ def models(kind: str, services: Services = Svc) -> Any:
 # -- files -------------------------------------------------------------------------------------------
 
 
-@router.post("/upload")
+@router.post("/upload", responses=documented(*BODY, e400="no file name, not an image, or a bad subfolder"))
 def upload(
     image: UploadFile = File(...),
     subfolder: str = Form(""),
@@ -239,7 +242,7 @@ def upload(
     return upload_response(services.files.upload(data, image.filename or "", subfolder, overwrite))
 
 
-@router.get("/files/{kind}/{name:path}")
+@router.get("/files/{kind}/{name:path}", responses=documented(400, 404))
 def get_file(kind: str, name: str, services: Services = Svc) -> Any:
     """An output, input or temp file by name (never outside its folder)."""
     return file_response(services.files.find(kind, name))
@@ -265,13 +268,13 @@ def shipped_workflows(services: Services = Svc) -> Any:
     return services.library.shipped()
 
 
-@router.get("/workflows/{name}")
+@router.get("/workflows/{name}", responses=documented(404))
 def get_workflow(name: str, services: Services = Svc) -> Any:
     data = services.library.get(name)
     return data if data is not None else error(404, f"no workflow named {name!r}")
 
 
-@router.put("/workflows/{name}")
+@router.put("/workflows/{name}", responses=documented(*BODY))
 def put_workflow(name: str, body: WorkflowBody, services: Services = Svc) -> Any:
     """Save a workflow in the library (it must parse as a workflow; unknown node types are kept)."""
     out = services.library.save(name, body.workflow)
@@ -280,7 +283,7 @@ def put_workflow(name: str, body: WorkflowBody, services: Services = Svc) -> Any
     return {"saved": out.name}
 
 
-@router.delete("/workflows/{name}")
+@router.delete("/workflows/{name}", responses=documented(404))
 def delete_workflow(name: str, services: Services = Svc) -> Any:
     if services.library.delete(name):
         return {"deleted": name}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import services_of
-from ..responses import error, file_response, upload_response
+from ..responses import BODY, documented, error, file_response, upload_response
 from ..service import Services
 from ..service_jobs import Invalid
 from .catalog import object_info_entry, system_stats
@@ -89,7 +89,7 @@ async def _edit_request(request: Request) -> EditRequest | JSONResponse:
 # -- prompts -----------------------------------------------------------------------------------------
 
 
-@router.post("/prompt")
+@router.post("/prompt", responses=documented(400, 413))
 async def post_prompt(request: Request, services: Services = Svc) -> Any:
     """Queue an API-format prompt: ``{"prompt": {...}, "client_id": ..., "front": bool, "number": float}``."""
     try:
@@ -119,7 +119,7 @@ def get_queue(services: Services = Svc) -> Any:
     }
 
 
-@router.post("/queue")
+@router.post("/queue", responses=documented(400, 413))
 async def edit_queue(request: Request, services: Services = Svc) -> Any:
     edit = await _edit_request(request)
     if isinstance(edit, JSONResponse):
@@ -137,7 +137,7 @@ def comfy_interrupt(services: Services = Svc) -> Any:
 # -- history -----------------------------------------------------------------------------------------
 
 
-@router.get("/history")
+@router.get("/history", responses=documented(422))
 def history(max_items: int | None = None, offset: int = 0, services: Services = Svc) -> Any:
     limit = max(1, min(max_items or 200, 10000))
     page = services.jobs.history(offset=max(0, offset), limit=limit)
@@ -152,7 +152,7 @@ def history_one(prompt_id: str, services: Services = Svc) -> Any:
     return {prompt_id: history_entry(snapshot.job)}
 
 
-@router.post("/history")
+@router.post("/history", responses=documented(400, 413))
 async def history_edit(request: Request, services: Services = Svc) -> Any:
     edit = await _edit_request(request)
     if isinstance(edit, JSONResponse):
@@ -169,7 +169,7 @@ def object_info(services: Services = Svc) -> Any:
     return {name: object_info_entry(d) for name, d in services.catalog.nodes().items()}
 
 
-@router.get("/object_info/{node_class}")
+@router.get("/object_info/{node_class}", responses=documented(404))
 def object_info_one(node_class: str, services: Services = Svc) -> Any:
     desc = services.catalog.node(node_class)
     if desc is None:
@@ -190,12 +190,12 @@ def get_system_stats(services: Services = Svc) -> Any:
 # -- files -------------------------------------------------------------------------------------------
 
 
-@router.get("/view")
+@router.get("/view", responses=documented(400, 404, 422))
 def view(filename: str, subfolder: str = "", type: str = "output", services: Services = Svc) -> Any:
     return file_response(services.files.find(type, filename, subfolder))
 
 
-@router.post("/upload/image")
+@router.post("/upload/image", responses=documented(*BODY))
 def upload_image(
     image: UploadFile = File(...),
     subfolder: str = Form(""),
