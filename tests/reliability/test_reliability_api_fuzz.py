@@ -1,0 +1,85 @@
+"""A bounded property-based fuzz of the HTTP API from its own OpenAPI schema (schemathesis strategies run by
+hypothesis): every operation gets generated requests, valid and invalid, and every answer must keep the
+contract: never a 5xx, only the status codes the operation documents (or the router's 404/405 when a
+generated path parameter holds a ``/`` and the path no longer names the operation), errors in the one
+shape (a JSON object with ``error``) and bodies that match their documented schemas. Afterwards the server
+still answers and still runs a job.
+
+Paths come from the schema, never from this file: the fuzz follows the API wherever it moves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import hypothesis
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.reliability import budget
+from tests.reliability.conftest import LiveServer
+from tests.reliability.contract import api_path, error_shape_problem, run_a_job
+
+ROUTER_ANSWERS = (404, 405)
+
+
+def fuzz_operation(op: Any, mode: GenerationMode, live: LiveServer, seen: dict[int, int]) -> None:
+    @hypothesis.settings(
+        max_examples=budget.examples("operation"),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    )
+    @hypothesis.given(case=op.as_strategy(generation_mode=mode))
+    def run(case: Any) -> None:
+        response = case.call(base_url=live.base, timeout=60)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        headers = {k.lower(): v[0] if isinstance(v, list) else v for k, v in response.headers.items()}
+        problem = error_shape_problem(response.status_code, headers, response.content)
+        assert problem is None, f"{case.method} {case.formatted_path}: {problem}"
+        checks = [not_a_server_error, content_type_conformance]
+        documented = str(response.status_code) in op.responses.status_codes
+        if response.status_code not in ROUTER_ANSWERS or documented:
+            checks += [status_code_conformance, response_schema_conformance]
+        case.validate_response(response, checks=checks)
+
+    run()
+
+
+def test_every_operation_keeps_its_contract(live: LiveServer) -> None:
+    schema = schemathesis.openapi.from_dict(live.app.openapi())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 30
+    failures: list[str] = []
+    seen: dict[int, int] = {}
+    started = time.monotonic()
+    for op in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode is GenerationMode.NEGATIVE and not (len(op.query) or len(op.body)):
+                continue  # only free-form path strings: no request can get a parameter wrong
+            try:
+                fuzz_operation(op, mode, live, seen)
+            except Exception as exc:  # collect every operation's failure, not just the first
+                failures.append(f"{op.label} ({mode.value}): {type(exc).__name__}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)
+    cases = sum(seen.values())
+    assert cases >= len(operations) * 2, seen
+    assert any(400 <= code < 500 for code in seen), seen  # the fuzz did reach the refusals
+    print(
+        f"API fuzz: {cases} requests in {time.monotonic() - started:.1f} s, statuses {sorted(seen.items())}"
+    )
+
+    # the server is intact: it answers, and a job still runs to the end
+    with live.client() as http:
+        system = api_path(live.app, "get", "/system")
+        assert http.get(system).status_code == 200
+        assert run_a_job(live, http)["status"] == "success"
