@@ -121,6 +121,7 @@ def test_sigkill_mid_queue_loses_and_duplicates_nothing(tmp_path: Path, models_d
         assert len(output_pngs(srv)) == len(before) + len(after)  # each job's picture written once
 
         if budget.SLOW:
+            srv.stop()
             chaos(srv, rounds=5)
     finally:
         srv.stop()
