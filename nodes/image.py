@@ -255,6 +255,14 @@ def save_images(
     return names
 
 
+def check_filename_prefix(literals: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """A node's ``filename_prefix`` checked at validation (``Node.check_inputs``), so a bad one fails the
+    submission naming node and input instead of the job at run time."""
+    prefix = literals.get("filename_prefix")
+    problem = folders.relative_name_problem(prefix) if isinstance(prefix, str) else None
+    return [] if problem is None else [("filename_prefix", f"{prefix[:80]!r} {problem}")]
+
+
 def write_output_file(folder: Path, prefix: str, suffix: str, write: Callable[[Path], None]) -> str:
     """Write a new file ``{prefix}_{NNNNN}_{suffix}`` under ``folder`` (``prefix`` may name subfolders
     inside it) with ``write(path)``, never overwriting one; returns its name relative to ``folder``."""
@@ -325,9 +333,7 @@ class SaveImage(Node):
 
     @classmethod
     def check_inputs(cls, files: folders.Folders, **literals: Any) -> list[tuple[str | None, str]]:
-        prefix = literals.get("filename_prefix")
-        problem = folders.relative_name_problem(prefix) if isinstance(prefix, str) else None
-        return [] if problem is None else [("filename_prefix", f"{prefix[:80]!r} {problem}")]
+        return check_filename_prefix(literals)
 
     def run(self, ctx: Context, images: torch.Tensor, filename_prefix: str) -> NodeResult:
         names = save_images(images, ctx.files.output, filename_prefix, _metadata(ctx))

@@ -27,6 +27,7 @@ from atelier.engine.sampling.ksampler import MAX_SCHEDULE_STEPS, schedule
 from atelier.engine.sampling.model_sampling import ModelSampling
 from atelier.engine.validate import coerce_literal
 from atelier.nodes.image import SaveImage, save_images
+from atelier.nodes.model_merging import CheckpointSave, VAESave
 from atelier.nodes.sampling import KSampler
 from tests.reliability import budget
 
@@ -102,8 +103,10 @@ def test_a_filename_prefix_that_validates_saves_inside_the_output_folder(tmp_pat
 )
 def test_bad_filename_prefixes_are_refused_at_validation(prefix: str) -> None:
     assert F.relative_name_problem(prefix) is not None
-    ((name, message),) = SaveImage.check_inputs(None, filename_prefix=prefix)  # type: ignore[arg-type]
-    assert name == "filename_prefix" and message
+    for node in (SaveImage, CheckpointSave, VAESave):  # every node that writes a file by prefix
+        ((name, message),) = node.check_inputs(None, filename_prefix=prefix)  # type: ignore[arg-type]
+        assert name == "filename_prefix" and message
+    assert CheckpointSave.check_inputs(None, filename_prefix="checkpoints/mix") == []  # type: ignore[arg-type]
 
 
 @SETTINGS
