@@ -4,7 +4,7 @@ Starts ``atelier serve`` on loopback over a tiny SD1.5 checkpoint (as the server
 concurrent clients submit N jobs between them (txt2img at 64 px, 1 step, distinct seeds), half through
 Atelier's API with the Atelier websocket (every event), half through ComfyUI's ``/prompt`` with
 ``/ws?clientId`` (their own prompts' messages). Printed, all from this one run:
-  * submit latency: the time of each ``POST /api/jobs`` or ``POST /prompt``, p50/p90/p99/max;
+  * submit latency: the time of each ``POST /atelier/v1/jobs`` or ``POST /prompt``, p50/p90/p99/max;
   * event latency: for each JSON event an Atelier client receives, its arrival time minus the event's
     ``ts`` (when the engine emitted it), p50/p90/p99/max, over all Atelier clients;
   * throughput: jobs per second from the first submit to the last job's terminal event.
@@ -72,7 +72,7 @@ def atelier_client(srv: Server, n: int, jobs: int, barrier: threading.Barrier) -
         for i in range(jobs):
             body = {**portrait(seed=1_000_000 + n * 10_000 + i, steps=1), "client_id": f"atelier-{n}"}
             t = time.perf_counter()
-            r = http.post("/api/jobs", json=body)
+            r = http.post("/atelier/v1/jobs", json=body)
             submits.append(time.perf_counter() - t)
             r.raise_for_status()
             ids.append(r.json()["id"])
@@ -132,11 +132,11 @@ def main() -> int:
             print(f"server up in {time.perf_counter() - t:.2f} s (port {srv.port})")
             with srv.client() as http:  # warm up: imports, checkpoint load, prompt encodes
                 for body in (portrait(seed=1, steps=1), {"workflow": comfy_prompt(seed=1, steps=1)}):
-                    wait_job(http, http.post("/api/jobs", json=body).json()["id"], timeout=120)
+                    wait_job(http, http.post("/atelier/v1/jobs", json=body).json()["id"], timeout=120)
                 alone = []  # baseline: one client, idle server
                 for i in range(20):
                     t = time.perf_counter()
-                    job = http.post("/api/jobs", json=portrait(seed=100 + i, steps=1)).json()["id"]
+                    job = http.post("/atelier/v1/jobs", json=portrait(seed=100 + i, steps=1)).json()["id"]
                     alone.append(time.perf_counter() - t)
                     wait_job(http, job)
 
@@ -152,10 +152,10 @@ def main() -> int:
             elapsed = max(r["done"] for r in results) - t0
             with srv.client() as http:
                 ids = [j for r in results for j in r["ids"]]
-                statuses = [http.get(f"/api/jobs/{j}").json()["status"] for j in ids]
+                statuses = [http.get(f"/atelier/v1/jobs/{j}").json()["status"] for j in ids]
                 node_ms = [
                     v["finished"] - v["started"]
-                    for v in (http.get(f"/api/jobs/{j}").json() for j in ids[:50])
+                    for v in (http.get(f"/atelier/v1/jobs/{j}").json() for j in ids[:50])
                 ]
         finally:
             srv.stop()
@@ -170,7 +170,7 @@ def main() -> int:
     )
     print(f"submit latency, one client alone on an idle server: {percentiles(alone)}")
     print(f"submit latency {percentiles(submits_a + submits_c)}")
-    print(f"  /api/jobs    {percentiles(submits_a)}")
+    print(f"  /atelier/v1/jobs    {percentiles(submits_a)}")
     print(f"  /prompt      {percentiles(submits_c)}")
     print(f"event latency  {percentiles([x for r in results for x in r['latencies']])}")
     return 0 if ok == len(ids) else 1

@@ -22,6 +22,7 @@ from .executor import JobResult
 from .folders import Folders
 from .registry import Registry
 from .runtime import Engine, EngineConfig, add_engine_arguments, build_engine, config_from_args, load_plugins
+from .validate import CheckResult, NodeError
 from .workflow import Workflow, WorkflowFormatError, parse_workflow, read_workflow_data
 
 
@@ -226,6 +227,14 @@ def workflow_or_pipeline(engine: Engine, path: str) -> Any:
     return read_workflow_data(path)
 
 
+def admission_warnings(engine: Engine, result: CheckResult) -> list[NodeError]:
+    """What the server would refuse the checked job for (its limits, the machine's memory), as warnings:
+    the command line runs it anyway."""
+    if result.graph is None:
+        return []
+    return [p.model_copy(update={"severity": "warning"}) for p in engine.admit(result.graph).problems]
+
+
 def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     engine = engine or engine_for(args)
     if engine is None:
@@ -283,6 +292,8 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
             if point and not args.quiet and args.events != "-":
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 human_stream.write(f"{path} [{shown}]\n")
+            for w in admission_warnings(engine, engine.check(wf, point)):
+                print(f"{path}: {w}", file=sys.stderr)
             res = executor.run(wf, overrides=point, on_event=on_event, source=path)
             results.append(res)
             if res.status == "interrupted":
@@ -337,6 +348,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except Exception:
             pass  # check() below reports what is wrong with the data
         result = engine.check(data, overrides)
+        result.errors.extend(admission_warnings(engine, result))
         ok = result.ok
         report.append({"workflow": path, "ok": ok, "errors": [e.model_dump() for e in result.errors]})
         if not ok:

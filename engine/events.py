@@ -41,6 +41,8 @@ class NodeStarted(Event):
 class NodeCached(Event):
     type: Literal["node_cached"] = "node_cached"
     node_type: str
+    #: an output node's cached UI data (saved images, text), as its ``node_finished`` had it
+    ui: dict[str, Any] | None = None
 
 
 class Progress(Event):

@@ -23,6 +23,7 @@ import networkx as nx
 from . import events as E
 from .cache import OutputCache
 from .folders import Folders
+from .limits import Limits
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
 from .pipeline import Resolver, no_library
@@ -102,9 +103,11 @@ class Executor:
         folders: Folders | None = None,
         models: ModelLoader | None = None,
         pipelines: Resolver = no_library,
+        limits: Limits | None = None,
     ) -> None:
         self.registry = registry
         self.pipelines = pipelines
+        self.limits = limits if limits is not None else Limits()
         self.cache = cache if cache is not None else OutputCache()
         self.device = device
         self.folders = folders if folders is not None else Folders()
@@ -210,6 +213,7 @@ class Executor:
             models=self.models,
             cancel=cancel if cancel is not None else CancelToken(),
             emit=emit,
+            limits=self.limits,
         )
 
     # -- running -----------------------------------------------------------------------------------
@@ -225,13 +229,14 @@ class Executor:
         source: str = "",
         client_id: str | None = None,
         cancel: CancelToken | None = None,
+        previews: bool = True,
     ) -> JobResult:
         """Check and run a workflow (any format, or a checked :class:`Graph`). Never raises for a bad
         workflow or a failing node: the result says what happened.
 
         ``cancel`` is the job's token: cancelling it stops the job at the next node or, inside a node, at
         its next ``ctx.progress``/``ctx.check_interrupt``. A token cancelled before the run starts stops
-        the job before its first node."""
+        the job before its first node. ``previews``: whether nodes publish previews of their work."""
         job = job_id or uuid.uuid4().hex
         sinks = [s for s in (*self.listeners, on_event) if s is not None]
 
@@ -262,7 +267,12 @@ class Executor:
             graph = checked.graph
         token = cancel if cancel is not None else CancelToken()
         job_ctx = JobContext(
-            job, source=source, client_id=client_id, workflow=graph.workflow, parameters=graph.parameters
+            job,
+            source=source,
+            client_id=client_id,
+            workflow=graph.workflow,
+            parameters=graph.parameters,
+            previews=previews,
         )
         with self._lock, cancel_scope(token):
             self._current = (job, token)
@@ -320,7 +330,8 @@ class Executor:
             name = graph.workflow.metadata.name
             emit(E.JobStarted(job=job, workflow=name, nodes=len(plan.order), to_run=len(plan.to_run)))
             for nid in (*plan.cached, *plan.aliases):  # an alias is served from this run's own result
-                emit(E.NodeCached(job=job, node=nid, node_type=nodes[nid].type.spec.type))
+                node_type = nodes[nid].type.spec.type
+                emit(E.NodeCached(job=job, node=nid, node_type=node_type, ui=ui_cached.get(nid)))
 
         registry = self.registry
         observers = self.observers

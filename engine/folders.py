@@ -148,7 +148,7 @@ def resolve_inside(folder: Path, name: str) -> Path:
     if not isinstance(name, str) or not name or "\x00" in name:
         raise UnsafePathError(f"invalid file name {name!r}")
     candidate = Path(name)
-    if candidate.is_absolute() or name.startswith(("/", "\\")) or ":" in next(iter(candidate.parts), ""):
+    if candidate.is_absolute() or name.startswith(("/", "\\")) or ":" in (candidate.parts or ("",))[0]:
         raise UnsafePathError(f"file name {name!r} must be relative to {folder}")
     relative = os.path.normpath(name)
     if relative == ".." or relative.startswith("../"):

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import types as T
 from .folders import Folders
+from .limits import Estimate, Extent, Limits
 from .model_loader import ModelLoader
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
@@ -385,6 +386,8 @@ class JobContext:
     client_id: str | None = None
     workflow: Any = None  # engine.workflow.Workflow (not imported here: the workflow module imports nodes)
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: whether nodes publish previews of their work in progress (the server's ``--preview-method``)
+    previews: bool = True
     _provenance: Callable[[], Provenance] | None = None
     _memo: Provenance | None = None
 
@@ -414,6 +417,8 @@ class Context:
     models: ModelLoader = field(default_factory=ModelLoader)
     cancel: CancelToken = field(default_factory=CancelToken)
     emit: Emit | None = field(default=None, repr=False)
+    #: the engine's limits: what a node that reads the outside world (an input image) may take in
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def job_id(self) -> str:
@@ -435,12 +440,13 @@ class Context:
 
     @property
     def wants_previews(self) -> bool:
-        """Whether anybody listens for previews (encoding one is wasted work otherwise)."""
-        return self.emit is not None
+        """Whether previews are wanted for this job and anybody listens for them (encoding one is wasted
+        work otherwise)."""
+        return self.emit is not None and self.job.previews
 
     def preview(self, image: bytes, *, format: str = "JPEG", width: int = 0, height: int = 0) -> None:
         """Publish an encoded preview image (JPEG/PNG/WEBP bytes) of the node's work in progress."""
-        if self.emit is not None:
+        if self.wants_previews:
             self.emit("preview", {"image": image, "format": format, "width": width, "height": height})
 
     def send_image(self, image: bytes, *, format: str = "PNG", width: int = 0, height: int = 0) -> None:
@@ -490,6 +496,7 @@ class Node:
     has_fingerprint: ClassVar[bool] = False
     has_provenance: ClassVar[bool] = False
     has_check_inputs: ClassVar[bool] = False
+    has_estimate: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -515,6 +522,7 @@ class Node:
         cls.has_fingerprint = cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
         cls.has_provenance = cls.provenance.__func__ is not Node.provenance.__func__  # type: ignore[attr-defined]
         cls.has_check_inputs = cls.check_inputs.__func__ is not Node.check_inputs.__func__  # type: ignore[attr-defined]
+        cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__  # type: ignore[attr-defined]
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -536,6 +544,17 @@ class Node:
         the literal inputs only (linked ones are known at run time) and the engine's folders (for
         example to say that a prompt names an embedding file that does not exist)."""
         return []
+
+    @classmethod
+    def estimate(cls, files: Folders, upstream: Mapping[str, Extent], **literals: Any) -> Estimate | None:
+        """What a run of this node will need, for admission control (before a job is queued): the figures
+        to hold against the limits (pixels, batch, steps, prompt length, frames, decoded bytes), each
+        naming the input that sets it, and the extents of the outputs for the nodes downstream.
+
+        Gets the engine's folders (a loader may read a file's header, never decode it), the extents
+        flowing into its linked inputs where the nodes upstream declared them (keyed by input name), and
+        its literal inputs. Must be cheap. The default, None: nothing to say."""
+        return None
 
     @classmethod
     def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any] | None:

@@ -21,15 +21,17 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .admission import Admission, admit
 from .cache import OutputCache, default_budget, default_device_budget
 from .executor import Executor
 from .folders import Folders
+from .limits import Limits
 from .model_loader import ModelLoader, parse_dtype
 from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
-from .validate import CheckResult, check
+from .validate import CheckResult, Graph, check
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class EngineConfig(BaseModel):
     )
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
     max_loaded_models: int = 3  # checkpoints and standalone VAEs together
+    limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
     def resolved(self) -> EngineConfig:
         """The configuration with environment variables and defaults filled in."""
@@ -160,6 +163,10 @@ class Engine:
             data, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines.resolve
         )
 
+    def admit(self, graph: Graph, limits: Limits | None = None) -> Admission:
+        """Whether a checked job fits ``limits`` (default: the engine's) and the device's memory."""
+        return admit(graph, limits or self.config.limits, self.folders, device=self.device)
+
     def describe(self, type_name: str | None = None) -> dict[str, Any]:
         return self.registry.describe(type_name, files=self.folders)
 
@@ -198,7 +205,13 @@ def build_engine(
         cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
     pipelines = PipelineLibrary(folders.pipelines)
     executor = Executor(
-        registry, cache, device=cfg.device, folders=folders, models=models, pipelines=pipelines.resolve
+        registry,
+        cache,
+        device=cfg.device,
+        folders=folders,
+        models=models,
+        pipelines=pipelines.resolve,
+        limits=cfg.limits,
     )
     return Engine(cfg, folders, registry, models, cache, executor, pipelines, plugin_list, errors)
 
@@ -235,6 +248,33 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
     )
+    d = Limits()
+    lim = p.add_argument_group(
+        "limits", "what a job may ask for: the server refuses a job over them, run and validate warn"
+    )
+    lim.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="pixels of one image")
+    lim.add_argument("--max-batch", type=int, default=d.max_batch, help="images in one batch")
+    lim.add_argument("--max-steps", type=int, default=d.max_steps, help="steps of one sampler")
+    lim.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars, help="length of a prompt")
+    lim.add_argument("--max-frames", type=int, default=d.max_frames, help="frames of one input image")
+    lim.add_argument(
+        "--max-decoded-mb",
+        type=float,
+        default=d.max_decoded_bytes / (1 << 20),
+        help="MiB one input image may take once all its frames are decoded",
+    )
+    lim.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=d.memory_fraction,
+        help="share of the device's available memory a job's estimate may take",
+    )
+    lim.add_argument(
+        "--memory-mb",
+        type=float,
+        default=None,
+        help="memory jobs may use, in MiB (default: measured: free RAM, or free VRAM on a GPU)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
@@ -252,4 +292,26 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         temp_dir=getattr(args, "temp_dir", None),
         pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
+        limits=limits_from_args(args),
     )
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The :class:`Limits` the shared options give (defaults for those absent). Raises ValueError."""
+    d = Limits()
+    decoded = getattr(args, "max_decoded_mb", None)
+    memory = getattr(args, "memory_mb", None)
+    try:
+        return Limits(
+            max_image_pixels=getattr(args, "max_image_pixels", None) or d.max_image_pixels,
+            max_batch=getattr(args, "max_batch", None) or d.max_batch,
+            max_steps=getattr(args, "max_steps", None) or d.max_steps,
+            max_prompt_chars=getattr(args, "max_prompt_chars", None) or d.max_prompt_chars,
+            max_frames=getattr(args, "max_frames", None) or d.max_frames,
+            max_decoded_bytes=int(decoded * (1 << 20)) if decoded else d.max_decoded_bytes,
+            memory_fraction=getattr(args, "memory_fraction", None) or d.memory_fraction,
+            memory_bytes=int(memory * (1 << 20)) if memory else None,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"bad limit: {problems}") from None

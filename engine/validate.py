@@ -250,6 +250,7 @@ def _check(
     _check_cycles(flat, errors)
 
     output_ids = _check_outputs(flat, registry, outputs, errors)
+    _spare_unreached(flat, output_ids, errors)
     has_errors = any(e.severity == "error" for e in errors)
     graph = None if has_errors else Graph(wf, nodes, output_ids, parameters)
     return CheckResult(errors, graph, wf)
@@ -555,6 +556,32 @@ def _check_cycles(wf: Workflow, errors: list[NodeError]) -> None:
                     message="links form a cycle through nodes " + ", ".join(members),
                 )
             )
+
+
+#: problems that refuse a workflow wherever they are (ComfyUI, too, refuses unknown node types anywhere)
+REFUSED_ANYWHERE = frozenset({"unknown_node_type", "cycle", "malformed"})
+
+
+def _spare_unreached(wf: Workflow, outputs: list[str], errors: list[NodeError]) -> None:
+    """Problems of nodes that no output needs become warnings: those nodes do not run, so (as ComfyUI,
+    which checks only what its outputs need) they do not refuse the workflow."""
+    reached: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in reached or nid not in wf.nodes:
+            continue
+        reached.add(nid)
+        stack += [v.node for v in wf.nodes[nid].inputs.values() if isinstance(v, Link)]
+    for i, e in enumerate(errors):
+        if (
+            e.severity == "error"
+            and e.node in wf.nodes
+            and e.node not in reached
+            and e.code not in REFUSED_ANYWHERE
+        ):
+            message = f"{e.message} (the node reaches no output, so it does not run)"
+            errors[i] = e.model_copy(update={"severity": "warning", "message": message})
 
 
 def _check_outputs(

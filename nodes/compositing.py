@@ -7,13 +7,17 @@ Node names and inputs are ComfyUI's; the math lives in ``engine/imaging`` (``com
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.imaging import checks
 from atelier.engine.imaging import compositing as C
 from atelier.engine.imaging import latents as L
+from atelier.engine.limits import Estimate, Extent, Measure
+from atelier.engine.models import estimates as X
 from atelier.engine.models.sockets import IMAGE, LATENT, MASK
 from atelier.engine.node import Boolean, Context, Float, Int, Node, Output, Socket
 
@@ -38,6 +42,10 @@ class ImageCompositeMasked(Node):
         Socket("mask", MASK, optional=True),
     )
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        return X.passthrough(upstream, "destination")
 
     def run(
         self,
@@ -86,6 +94,26 @@ class ImagePadForOutpaint(Node):
     )
     outputs = (Output(IMAGE), Output(MASK))
 
+    @classmethod
+    def estimate(
+        cls,
+        files: _F.Folders,
+        upstream: Mapping[str, Extent],
+        left: int,
+        top: int,
+        right: int,
+        bottom: int,
+        **_: Any,
+    ) -> Estimate | None:
+        src = upstream.get("image")
+        if src is None:
+            return None
+        w, h = src.width + left + right, src.height + top + bottom
+        return Estimate(
+            X.picture(w, h, src.batch, X.larger_side(left + right, top + bottom, "right", "bottom"), "image"),
+            {0: X.image_extent(w, h, src.batch), 1: X.mask_extent(w, h, src.batch)},
+        )
+
     def run(
         self, ctx: Context, image: torch.Tensor, left: int, top: int, right: int, bottom: int, feathering: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +134,15 @@ class ImageCrop(Node):
     )
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], width: int, height: int, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("image")
+        batch = src.batch if src is not None else 1
+        w, h = (min(width, src.width), min(height, src.height)) if src is not None else (width, height)
+        return Estimate(outputs={0: X.image_extent(w, h, batch)})
+
     def run(self, ctx: Context, image: torch.Tensor, width: int, height: int, x: int, y: int) -> torch.Tensor:
         return C.crop(checks.image(image, "ImageCrop", "image"), width, height, x, y)
 
@@ -122,6 +159,10 @@ class LatentComposite(Node):
         Int("feather", 0, min=0, max=MAX_RESOLUTION, step=8),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        return X.passthrough(upstream, "samples_to")
 
     def run(
         self, ctx: Context, samples_to: dict, samples_from: dict, x: int, y: int, feather: int
@@ -148,6 +189,10 @@ class LatentCompositeMasked(Node):
         Socket("mask", MASK, optional=True),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        return X.passthrough(upstream, "destination")
 
     def run(
         self,
@@ -179,6 +224,10 @@ class LatentBlend(Node):
     )
     outputs = (Output(LATENT),)
 
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        return X.passthrough(upstream, "samples1")
+
     def run(self, ctx: Context, samples1: dict, samples2: dict, blend_factor: float) -> dict[str, Any]:
         s1 = checks.latent(samples1, "LatentBlend", "samples1")
         s2 = checks.latent(samples2, "LatentBlend", "samples2")
@@ -194,6 +243,15 @@ class RepeatLatentBatch(Node):
     category = "latent/batch"
     inputs = (Socket("samples", LATENT), Int("amount", 1, min=1, max=64))
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], amount: int) -> Estimate | None:
+        src = upstream.get("samples")
+        batch = (src.batch if src is not None else 1) * amount
+        measures = [Measure("batch", batch, "amount", f"a batch of {batch} latents")]
+        if src is None:
+            return Estimate(measures)
+        return Estimate(measures, {0: Extent(src.width, src.height, batch, src.channels, src.element_bytes)})
 
     def run(self, ctx: Context, samples: dict, amount: int) -> dict[str, Any]:
         checks.latent(samples, "RepeatLatentBatch", "samples")
@@ -212,6 +270,15 @@ class LatentFromBatch(Node):
         Int("length", 1, min=1, max=64),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], length: int, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("samples")
+        if src is None:
+            return None
+        return Estimate(outputs={0: Extent(src.width, src.height, min(length, src.batch), src.channels)})
 
     def run(self, ctx: Context, samples: dict, batch_index: int, length: int) -> dict[str, Any]:
         checks.latent(samples, "LatentFromBatch", "samples")

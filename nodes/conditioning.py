@@ -8,11 +8,15 @@ the node's cache signature, so editing an embedding file re-encodes the prompts 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.folders import Folders
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.embeddings import (
     EmbeddingLibrary,
     embedding_problems,
@@ -61,6 +65,12 @@ class CLIPTextEncode(_PromptNode):
     category = "conditioning"
     inputs = (String("text", "", multiline=True), Socket("clip", CLIP))
     outputs = (Output(CONDITIONING),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **literals: Any) -> Estimate | None:
+        return Estimate(
+            [X.text_measure(literals[k], k) for k in cls.text_inputs if isinstance(literals.get(k), str)]
+        )
 
     def run(self, ctx: Context, text: str, clip: ClipHandle) -> Conditioning:
         cond, pooled = clip.encode(text, EmbeddingLibrary(ctx.files, clip.embedding_cache))

@@ -9,13 +9,19 @@ node's UI output (``{"text": [...]}``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.faces import detect
 from atelier.engine.faces.detailer import DetailSettings, detail_faces, group_by_size
 from atelier.engine.faces.detections import Faces
 from atelier.engine.faces.detector import DetectorUnavailable
 from atelier.engine.faces.masks import MASK_SHAPES, combined_mask
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CLIP, CONDITIONING, FACES, IMAGE, MASK, MODEL, VAE
 from atelier.engine.node import Boolean, Choice, Context, Float, Int, NodeResult, Output, Socket, String
@@ -60,6 +66,13 @@ class FaceDetailer(detect.DetectorNode):
         Socket("face_positive", CONDITIONING, optional=True, description="conditioning for the faces"),
     )
     outputs = (Output(IMAGE, "image"), Output(MASK, "mask"), Output(FACES, "faces"))
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        image = upstream.get("image")
+        return Estimate(X.steps_measures(steps), {0: image} if image is not None else {})
 
     def run(
         self,

@@ -9,7 +9,7 @@ import hashlib
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from PIL import Image, ImageOps
 
 from atelier.engine import folders
 from atelier.engine.hashing import file_fingerprint
+from atelier.engine.image_probe import DECODED_BYTES_PER_PIXEL, frame_measures, over_limits, probe
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.sockets import IMAGE, MASK
 from atelier.engine.node import (
     Choice,
@@ -90,6 +93,21 @@ class EmptyImage(Node):
     )
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls,
+        files: folders.Folders,
+        upstream: Mapping[str, Extent],
+        width: int,
+        height: int,
+        batch_size: int,
+        **_: Any,
+    ) -> Estimate:
+        return Estimate(
+            X.picture(width, height, batch_size, X.larger_side(width, height), "image", "batch_size"),
+            {0: X.image_extent(width, height, batch_size)},
+        )
+
     def run(self, ctx: Context, width: int, height: int, batch_size: int, color: int) -> torch.Tensor:
         rgb = (
             torch.tensor([(color >> 16) & 255, (color >> 8) & 255, color & 255], dtype=torch.float32) / 255.0
@@ -101,6 +119,10 @@ class ImageInvert(Node):
     category = "image"
     inputs = (Socket("image", IMAGE),)
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(cls, files: folders.Folders, upstream: Mapping[str, Extent]) -> Estimate | None:
+        return X.passthrough(upstream, "image")
 
     def run(self, ctx: Context, image: torch.Tensor) -> torch.Tensor:
         return 1.0 - image
@@ -117,6 +139,10 @@ class ImageBlend(Node):
         Choice("blend_mode", ["normal", "multiply", "screen", "overlay", "soft_light", "difference"]),
     )
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(cls, files: folders.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        return X.passthrough(upstream, "image1")
 
     def run(
         self, ctx: Context, image1: torch.Tensor, image2: torch.Tensor, blend_factor: float, blend_mode: str
@@ -153,6 +179,19 @@ class ImageScale(Node):
     )
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls, files: folders.Folders, upstream: Mapping[str, Extent], width: int, height: int, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("image")
+        if src is None and (width == 0 or height == 0):
+            return None
+        w, h = X.scaled(src.width, src.height, width, height) if src is not None else (width, height)
+        batch = src.batch if src is not None else 1
+        return Estimate(
+            X.picture(w, h, batch, X.larger_side(width, height), "image"), {0: X.image_extent(w, h, batch)}
+        )
+
     def run(self, ctx: Context, image: torch.Tensor, upscale_method: str, width: int, height: int, crop: str):
         _, h, w, _ = image.shape
         if width == 0 and height == 0:
@@ -175,13 +214,26 @@ class ImageScaleBy(Node):
     )
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls, files: folders.Folders, upstream: Mapping[str, Extent], scale_by: float, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("image")
+        if src is None:
+            return None
+        w, h = max(1, round(src.width * scale_by)), max(1, round(src.height * scale_by))
+        return Estimate(X.picture(w, h, src.batch, "scale_by", "image"), {0: X.image_extent(w, h, src.batch)})
+
     def run(self, ctx: Context, image: torch.Tensor, upscale_method: str, scale_by: float) -> torch.Tensor:
         _, h, w, _ = image.shape
         return resize(image, max(1, round(w * scale_by)), max(1, round(h * scale_by)), upscale_method)
 
 
 class LoadImage(Node):
-    """Load an image from the input folder; the MASK output comes from its alpha channel (1 = masked)."""
+    """Load an image from the input folder; the MASK output comes from its alpha channel (1 = masked).
+    Every frame of an animation (GIF, APNG, WebP) or page of a TIFF the size of the first becomes one
+    image of the batch; frames are held against the engine's limits from the headers, then decoded one at
+    a time into the batch."""
 
     category = "image"
     inputs = (Choice("image", input_files),)
@@ -195,32 +247,68 @@ class LoadImage(Node):
     def provenance(cls, ctx: Context, image: str) -> dict[str, Any]:
         return {"sha256": ctx.files.sha256(ctx.files.input_path(image))}
 
+    @classmethod
+    def estimate(cls, files: folders.Folders, upstream: Mapping[str, Extent], image: str) -> Estimate:
+        with Image.open(files.input_path(image)) as im:  # headers only: no pixels are decoded
+            p = probe(im)
+        (w, h), n = p.frame_sizes[0], sum(1 for size in p.frame_sizes if size == p.frame_sizes[0])
+        return Estimate(
+            frame_measures(p, DECODED_BYTES_PER_PIXEL, "image", repr(image)),
+            {0: X.image_extent(w, h, n), 1: X.mask_extent(w, h, n)},
+        )
+
     def run(self, ctx: Context, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         path = ctx.files.input_path(image)
         try:
             im = Image.open(path)
-            im.load()
         except Exception as exc:
             raise ValueError(f"cannot read image {image!r}: {exc}") from exc
-        frames_img, frames_mask = [], []
-        size = None
-        for frame_index in range(getattr(im, "n_frames", 1)):
-            im.seek(frame_index)
-            frame = ImageOps.exif_transpose(im) if frame_index == 0 else im.copy()
-            if size is None:
-                size = frame.size
-            elif frame.size != size:
-                continue
-            if frame.mode == "I":
-                frame = frame.point(lambda v: v * (1 / 255))
-            frames_img.append(from_pil(frame))
-            if "A" in frame.getbands():
-                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
-                frames_mask.append(1.0 - torch.from_numpy(alpha.copy())[None])
-            else:
-                frames_mask.append(torch.zeros((1, frame.size[1], frame.size[0]), dtype=torch.float32))
+        with im:
+            p = probe(im)
+            problems = over_limits(
+                frame_measures(p, DECODED_BYTES_PER_PIXEL, "image", repr(image)), ctx.limits
+            )
+            if problems:
+                raise ValueError("; ".join(problems))
+            try:
+                images, masks = _decode_frames(im, p.frame_sizes)
+            except Exception as exc:
+                raise ValueError(f"cannot read image {image!r}: {exc}") from exc
         # decoded on the host, then kept on the compute device like every intermediate tensor
-        return torch.cat(frames_img).to(ctx.device), torch.cat(frames_mask).to(ctx.device)
+        return images.to(ctx.device), masks.to(ctx.device)
+
+
+def _decode_frames(im: Image.Image, sizes: tuple[tuple[int, int], ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames of ``im`` the size of its first (EXIF-rotated) frame as IMAGE and MASK batches, decoded
+    one at a time straight into the batch (never a list of decoded frames)."""
+    im.seek(0)
+    first = ImageOps.exif_transpose(im)
+    width, height = first.size
+    count = 1 + sum(1 for size in sizes[1:] if size == (width, height))
+    images = torch.empty((count, height, width, 3), dtype=torch.float32)
+    masks = torch.zeros((count, height, width), dtype=torch.float32)
+    filled = 0
+    for index in range(len(sizes)):
+        if index:
+            if sizes[index] != (width, height):
+                continue
+            im.seek(index)
+            frame = im.copy()
+            if frame.size != (width, height):  # a frame drawn beyond the canvas grew it: skipped
+                continue
+        else:
+            frame = first
+        if filled == count:
+            break
+        if frame.mode == "I":
+            frame = frame.point(lambda v: v * (1 / 255))
+        rgb = torch.from_numpy(np.asarray(frame.convert("RGB"), dtype=np.uint8).copy())
+        images[filled].copy_(rgb).div_(255.0)
+        if "A" in frame.getbands():
+            alpha = torch.from_numpy(np.asarray(frame.getchannel("A"), dtype=np.uint8).copy())
+            masks[filled].copy_(alpha).div_(255.0).neg_().add_(1.0)
+        filled += 1
+    return images[:filled], masks[:filled]
 
 
 def _metadata(ctx: Context) -> dict[str, Any]:

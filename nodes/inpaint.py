@@ -8,13 +8,17 @@ feathered mask, leaving every pixel outside that neighbourhood untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.imaging import checks
 from atelier.engine.imaging.crop_stitch import crop_for_inpaint, plan_crop, stitch
 from atelier.engine.imaging.resize import resize_mask
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.inpaint import inpaint_conditioning
 from atelier.engine.models.sockets import CONDITIONING, IMAGE, LATENT, MASK, MODEL, VAE
@@ -50,6 +54,16 @@ class InpaintModelConditioning(Node):
         ),
     )
     outputs = (Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative"), Output(LATENT, "latent"))
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        image = upstream.get("pixels")
+        if image is None:
+            return None
+        return Estimate(
+            outputs={2: X.latent_extent(image.width, image.height, image.batch)},
+            work_bytes=X.vae_work(image.width, image.height, image.batch),
+        )
 
     def run(
         self,
@@ -105,6 +119,13 @@ class InpaintCropAndStitch(Node):
         Int("working_size", 512, min=0, max=16384, step=8, description="longer side sampled (0: native)"),
     )
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        image = upstream.get("image")
+        return Estimate(X.steps_measures(steps), {0: image} if image is not None else {})
 
     def run(
         self,

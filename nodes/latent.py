@@ -5,11 +5,15 @@ LATENT is ``{"samples": [B, 4, H/8, W/8], "noise_mask"?: [B, 1, h, w]}`` holding
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from atelier.engine import folders as _folders
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.sockets import LATENT, MASK
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
 
@@ -27,6 +31,15 @@ class EmptyLatentImage(Node):
         Int("batch_size", 1, min=1, max=4096),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _folders.Folders, upstream: Mapping[str, Extent], width: int, height: int, batch_size: int
+    ) -> Estimate:
+        return Estimate(
+            X.picture(width, height, batch_size, X.larger_side(width, height), "latent", "batch_size"),
+            {0: X.latent_extent(width, height, batch_size)},
+        )
 
     def run(self, ctx: Context, width: int, height: int, batch_size: int) -> dict[str, Any]:
         return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8, device=ctx.device)}
@@ -58,6 +71,20 @@ class LatentUpscale(Node):
     )
     outputs = (Output(LATENT),)
 
+    @classmethod
+    def estimate(
+        cls, files: _folders.Folders, upstream: Mapping[str, Extent], width: int, height: int, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("samples")
+        if src is None and (width == 0 or height == 0):
+            return None
+        sw, sh = X.latent_pixels(src) if src is not None else (width, height)
+        w, h = X.scaled(sw, sh, width, height)
+        batch = src.batch if src is not None else 1
+        return Estimate(
+            X.picture(w, h, batch, X.larger_side(width, height), "latent"), {0: X.latent_extent(w, h, batch)}
+        )
+
     def run(
         self, ctx: Context, samples: dict, upscale_method: str, width: int, height: int, crop: str
     ) -> dict:
@@ -87,6 +114,18 @@ class LatentUpscaleBy(Node):
     )
     outputs = (Output(LATENT),)
 
+    @classmethod
+    def estimate(
+        cls, files: _folders.Folders, upstream: Mapping[str, Extent], scale_by: float, **_: Any
+    ) -> Estimate | None:
+        src = upstream.get("samples")
+        if src is None:
+            return None
+        w, h = max(1, round(src.width * scale_by)), max(1, round(src.height * scale_by))
+        out = Extent(w, h, src.batch, src.channels)
+        pw, ph = X.latent_pixels(out)
+        return Estimate(X.picture(pw, ph, src.batch, "scale_by", "latent"), {0: out})
+
     def run(self, ctx: Context, samples: dict, upscale_method: str, scale_by: float) -> dict:
         s = samples["samples"]
         h, w = s.shape[-2:]
@@ -102,6 +141,10 @@ class SetLatentNoiseMask(Node):
     category = "latent/inpaint"
     inputs = (Socket("samples", LATENT), Socket("mask", MASK))
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(cls, files: _folders.Folders, upstream: Mapping[str, Extent]) -> Estimate | None:
+        return X.passthrough(upstream, "samples")
 
     def run(self, ctx: Context, samples: dict, mask: torch.Tensor) -> dict:
         out = dict(samples)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from atelier.engine.folders import Folders
+from atelier.engine import folders as _F
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
@@ -30,13 +33,24 @@ class KSampler(Node):
     outputs = (Output(LATENT),)
 
     @classmethod
-    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+    def check_inputs(cls, files: _F.Folders, **literals: Any) -> list[tuple[str | None, str]]:
         steps, denoise = literals.get("steps"), literals.get("denoise")
         if isinstance(steps, int) and isinstance(denoise, float):
             problem = denoise_problem(steps, denoise)
             if problem is not None:
                 return [("denoise", problem)]
         return []
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        latent = upstream.get("latent_image")
+        return Estimate(
+            X.steps_measures(steps),
+            {0: latent} if latent is not None else {},
+            work_bytes=X.sampler_work(latent),
+        )
 
     def run(
         self,
@@ -85,6 +99,17 @@ class KSamplerAdvanced(Node):
         Choice("return_with_leftover_noise", ["disable", "enable"]),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], steps: int | None = None, **_: Any
+    ) -> Estimate | None:
+        latent = upstream.get("latent_image")
+        return Estimate(
+            X.steps_measures(steps),
+            {0: latent} if latent is not None else {},
+            work_bytes=X.sampler_work(latent),
+        )
 
     def run(
         self,

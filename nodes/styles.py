@@ -5,10 +5,14 @@ and a negative prompt; the texts chain into CLIPTextEncode.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
+from atelier.engine import folders as _F
 from atelier.engine import types as T
 from atelier.engine.folders import Folders
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.embeddings import embedding_problems
 from atelier.engine.models.styles import NO_STYLE, UnknownStyleError, load_styles
 from atelier.engine.node import Choice, Context, Node, Output, String
@@ -63,6 +67,12 @@ class ApplyStyle(Node):
             for _, message in embedding_problems(files, prompt=style.prompt, negative=style.negative_prompt):
                 problems.append(("style", f"style {name!r}: {message}"))
         return problems
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], prompt: str = "", negative: str = "", **_: Any
+    ) -> Estimate | None:
+        return Estimate([X.text_measure(text, k) for k, text in (("prompt", prompt), ("negative", negative))])
 
     def run(self, ctx: Context, style: str, prompt: str, negative: str) -> tuple[str, str]:
         if style == NO_STYLE:

@@ -8,14 +8,18 @@ one the image is resized with Lanczos).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.hashing import file_fingerprint
 from atelier.engine.imaging.redraw_plan import REDRAW_MODES, SEAM_FIX_MODES, RedrawSettings, plan_jobs
 from atelier.engine.imaging.resample import lanczos_resize_image
 from atelier.engine.imaging.tiles import TileCallback
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, IMAGE, MODEL, UPSCALE_MODEL, VAE
 from atelier.engine.models.upscale import UpscaleModelHandle, upscale_image, upscale_model_loader
@@ -43,6 +47,11 @@ class UpscaleModelLoader(Node):
     @classmethod
     def provenance(cls, ctx: Context, model_name: str) -> dict[str, Any]:
         return {"sha256": ctx.files.sha256(ctx.files.find_model("upscale_models", model_name))}
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], model_name: str) -> Estimate | None:
+        scale = X.upscale_model_scale(model_name)
+        return Estimate(outputs={0: Extent(scale, scale, 1, 0)})
 
     def run(self, ctx: Context, model_name: str) -> UpscaleModelHandle:
         path = ctx.files.find_model("upscale_models", model_name)
@@ -74,6 +83,21 @@ class ImageUpscaleWithModel(Node):
     category = "image/upscaling"
     inputs = (Socket("upscale_model", UPSCALE_MODEL), Socket("image", IMAGE))
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(
+        cls,
+        files: _F.Folders,
+        upstream: Mapping[str, Extent],
+    ) -> Estimate | None:
+        image, model = upstream.get("image"), upstream.get("upscale_model")
+        if image is None:
+            return None
+        scale = model.width if model is not None else 4
+        w, h = image.width * scale, image.height * scale
+        return Estimate(
+            X.picture(w, h, image.batch, "image", "image"), {0: X.image_extent(w, h, image.batch)}
+        )
 
     def run(self, ctx: Context, upscale_model: UpscaleModelHandle, image: torch.Tensor) -> torch.Tensor:
         out = upscale_image(upscale_model, image, on_tile=_tile_progress(ctx))
@@ -126,6 +150,31 @@ class UltimateSDUpscale(Node):
         Boolean("tiled_decode", False, description="decode each tile in VAE tiles (less memory)"),
     )
     outputs = (Output(IMAGE),)
+
+    @classmethod
+    def estimate(
+        cls,
+        files: _F.Folders,
+        upstream: Mapping[str, Extent],
+        upscale_by: float | None = None,
+        steps: int | None = None,
+        tile_width: int = 512,
+        tile_height: int = 512,
+        tile_padding: int = 32,
+        **_: Any,
+    ) -> Estimate | None:
+        image = upstream.get("image")
+        measures = X.steps_measures(steps)
+        if image is None or upscale_by is None:  # unknown until the job runs
+            return Estimate(measures)
+        w, h = max(1, round(image.width * upscale_by)), max(1, round(image.height * upscale_by))
+        measures += X.picture(w, h, image.batch, "upscale_by", "image")
+        tile = X.latent_extent(tile_width + 2 * tile_padding, tile_height + 2 * tile_padding, image.batch)
+        return Estimate(
+            measures,
+            {0: X.image_extent(w, h, image.batch)},
+            work_bytes=X.sampler_work(tile) + X.vae_work(tile.width * 8, tile.height * 8, image.batch),
+        )
 
     def run(
         self,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
+from atelier.engine import folders as _F
 from atelier.engine.imaging import checks
 from atelier.engine.imaging.masks import grow_for_inpaint_encode
 from atelier.engine.imaging.resize import resize_mask
+from atelier.engine.limits import Estimate, Extent
+from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import VaeHandle
 from atelier.engine.models.inpaint import crop_to_cells, masked_pixels
 from atelier.engine.models.sockets import IMAGE, LATENT, MASK, VAE
@@ -29,6 +35,22 @@ class VAEDecode(Node):
     inputs = (Socket("samples", LATENT), Socket("vae", VAE))
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls,
+        files: _F.Folders,
+        upstream: Mapping[str, Extent],
+    ) -> Estimate | None:
+        latent = upstream.get("samples")
+        if latent is None:
+            return None
+        w, h = X.latent_pixels(latent)
+        return Estimate(
+            X.picture(w, h, latent.batch, None, "image"),
+            {0: X.image_extent(w, h, latent.batch)},
+            work_bytes=X.vae_work(w, h, latent.batch),
+        )
+
     def run(self, ctx: Context, samples: dict, vae: VaeHandle) -> torch.Tensor:
         return vae.decode(samples["samples"])
 
@@ -39,6 +61,20 @@ class VAEEncode(Node):
     category = "latent"
     inputs = (Socket("pixels", IMAGE), Socket("vae", VAE))
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls,
+        files: _F.Folders,
+        upstream: Mapping[str, Extent],
+    ) -> Estimate | None:
+        image = upstream.get("pixels")
+        if image is None:
+            return None
+        return Estimate(
+            outputs={0: X.latent_extent(image.width, image.height, image.batch)},
+            work_bytes=X.vae_work(image.width, image.height, image.batch),
+        )
 
     def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle) -> dict:
         return {"samples": vae.encode(_crop_to_multiple(pixels, vae.downscale))}
@@ -56,6 +92,21 @@ class VAEDecodeTiled(Node):
     )
     outputs = (Output(IMAGE),)
 
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], tile_size: int, overlap: int
+    ) -> Estimate | None:
+        latent = upstream.get("samples")
+        if latent is None:
+            return None
+        w, h = X.latent_pixels(latent)
+        tile = min(tile_size + 2 * overlap, max(w, h))
+        return Estimate(
+            X.picture(w, h, latent.batch, None, "image"),
+            {0: X.image_extent(w, h, latent.batch)},
+            work_bytes=X.vae_work(tile, tile, latent.batch),
+        )
+
     def run(self, ctx: Context, samples: dict, vae: VaeHandle, tile_size: int, overlap: int) -> torch.Tensor:
         f = vae.downscale
         return vae.decode_tiled(samples["samples"], tile=max(1, tile_size // f), overlap=overlap // f)
@@ -70,6 +121,19 @@ class VAEEncodeTiled(Node):
         Int("overlap", 64, min=0, max=4096, step=32),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(
+        cls, files: _F.Folders, upstream: Mapping[str, Extent], tile_size: int, overlap: int
+    ) -> Estimate | None:
+        image = upstream.get("pixels")
+        if image is None:
+            return None
+        tile = min(tile_size + 2 * overlap, max(image.width, image.height))
+        return Estimate(
+            outputs={0: X.latent_extent(image.width, image.height, image.batch)},
+            work_bytes=X.vae_work(tile, tile, image.batch),
+        )
 
     def run(self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, tile_size: int, overlap: int) -> dict:
         image = _crop_to_multiple(pixels, vae.downscale)
@@ -89,6 +153,16 @@ class VAEEncodeForInpaint(Node):
         Int("grow_mask_by", 6, min=0, max=64),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def estimate(cls, files: _F.Folders, upstream: Mapping[str, Extent], **_: Any) -> Estimate | None:
+        image = upstream.get("pixels")
+        if image is None:
+            return None
+        return Estimate(
+            outputs={0: X.latent_extent(image.width, image.height, image.batch)},
+            work_bytes=X.vae_work(image.width, image.height, image.batch),
+        )
 
     def run(
         self, ctx: Context, pixels: torch.Tensor, vae: VaeHandle, mask: torch.Tensor, grow_mask_by: int

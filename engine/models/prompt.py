@@ -71,12 +71,26 @@ class Segment(NamedTuple):
 
 @dataclass
 class _Group:
-    """An open or closed bracket group while parsing; ``opener`` is ``""`` for the whole prompt."""
+    """An open or closed bracket group while parsing; ``opener`` is ``""`` for the whole prompt. Text is
+    gathered in pieces and joined once (``flush``): appending to a string item character by character
+    would copy it each time, quadratic in the prompt's length."""
 
     opener: str
     items: list[str | _Group] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
 
     def add_text(self, text: str) -> None:
+        self.pending.append(text)
+
+    def add_group(self, group: _Group) -> None:
+        self.flush()
+        self.items.append(group)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
         if self.items and isinstance(self.items[-1], str):
             self.items[-1] += text
         else:
@@ -100,19 +114,22 @@ def _parse_tree(prompt: str, style: PromptStyle) -> _Group:
             stack.append(_Group(ch))
         elif ch in closers and stack[-1].opener == closers[ch]:
             group = stack.pop()
-            stack[-1].items.append(group)
+            group.flush()
+            stack[-1].add_group(group)
         else:
             stack[-1].add_text(ch)
         i += 1
     while len(stack) > 1:
         group = stack.pop()
+        group.flush()
         parent = stack[-1]
         parent.add_text(group.opener)
         for item in group.items:
             if isinstance(item, str):
                 parent.add_text(item)
             else:
-                parent.items.append(item)
+                parent.add_group(item)
+    stack[0].flush()
     return stack[0]
 
 

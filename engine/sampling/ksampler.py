@@ -67,18 +67,21 @@ def denoise_problem(steps: int, denoise: float) -> str | None:
 def schedule(
     model: DiffusionModel, scheduler: str, sampler_name: str, steps: int, denoise: float = 1.0
 ) -> Tensor:
-    """The CPU sigma schedule for ``steps`` steps at ``denoise`` (empty when denoise is 0)."""
+    """The CPU sigma schedule for ``steps`` steps at ``denoise`` (empty when denoise is 0). At full
+    denoise (above 0.9999) it is the whole schedule, which for ddim_uniform can be longer than
+    ``steps + 1``; below, the last ``steps + 1`` sigmas of a ``int(steps / denoise)``-step schedule."""
     if denoise <= 0.0:
         return torch.zeros(0)
     problem = denoise_problem(steps, denoise)
     if problem is not None:
         raise ValueError(problem)
-    total = steps if denoise >= 0.9999 else int(steps / denoise)
+    full = denoise > 0.9999
+    total = steps if full else int(steps / denoise)
     discard = sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS
     sigmas = calculate_sigmas(model.sampling, scheduler, total + 1 if discard else total)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigmas[-(steps + 1) :]
+    return sigmas if full else sigmas[-(steps + 1) :]
 
 
 def effective_sigmas(

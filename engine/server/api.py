@@ -1,4 +1,5 @@
-"""Atelier's own HTTP API under /api (JSON, pydantic models; OpenAPI at /docs).
+"""Atelier's own HTTP API under /atelier/v1 (JSON, pydantic models; OpenAPI at /docs): a versioned prefix that
+cannot collide with ComfyUI's routes (which ComfyUI serves both bare and under /api).
 
 Routes translate between HTTP and the services (``service.py``). Every route that reaches a service is a
 plain ``def``: FastAPI runs it in its thread pool, so SQLite, folder walks, validation and image decoding
@@ -26,11 +27,13 @@ from .service_jobs import (
     NoSuchJob,
     NotCancellable,
     NotFinished,
+    QueueFull,
+    Refused,
 )
 from .service_library import NotSaved
 from .service_pipelines import NoSuchPipeline
 
-router = APIRouter(prefix="/api", tags=["atelier"])
+router = APIRouter(prefix="/atelier/v1", tags=["atelier"])
 
 Svc = Depends(services_of)
 
@@ -61,10 +64,19 @@ class WorkflowBody(BaseModel):
     "/jobs",
     status_code=201,
     response_model=JobCreated,
-    responses=documented(*BODY, e400="the body is not JSON, or the workflow is not valid (node_errors)"),
+    responses=documented(
+        *BODY,
+        503,
+        e400="the body is not JSON, or the workflow is not valid: `{error, node_errors: [{code, message, node, "
+        "node_type, input}]}`",
+        e413="the body is over the size limit, or the job exceeds the server's limits or memory (admission "
+        "control): `{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit",
+        e503="the queue is full (`atelier serve --max-queued`): try again after `Retry-After`",
+    ),
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
-    """Validate a workflow and queue it. A 400 lists every node error."""
+    """Validate a workflow, estimate what it needs and queue it. A 400 lists every node error; a 413
+    every limit the job goes over (nothing is queued either way)."""
     out = services.jobs.submit(
         body.workflow,
         overrides=body.overrides,
@@ -73,6 +85,14 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
         client_id=body.client_id,
         source="atelier",
     )
+    if isinstance(out, QueueFull):
+        response = error(503, out.errors[0].message)
+        response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(out, Refused):
+        first = next(e for e in out.errors if e.severity == "error")
+        message = f"the job exceeds this server's limits: {str(first).split('] ', 1)[-1]}"
+        return error(413, message, node_errors=[e.model_dump() for e in out.errors])
     if isinstance(out, Invalid):
         return error(400, "the workflow is not valid", node_errors=[e.model_dump() for e in out.errors])
     return JobCreated(

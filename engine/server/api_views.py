@@ -1,4 +1,4 @@
-"""Atelier's JSON shape of a job, for ``/api`` and the websocket's ``state`` replies."""
+"""Atelier's JSON shape of a job, for ``/atelier/v1`` and the websocket's ``state`` replies."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 ``create_app(engine, settings)`` opens the store and builds the services (``service.py``) over the engine
 the composition root built (``engine/runtime.py``); the worker thread and the websocket hub start with the
 app and stop with it. This module only wires: behaviour lives in the services, shapes in the route
-modules (``api.py`` for Atelier's API, ``comfy/routes.py`` for ComfyUI's), websocket sessions in
-``session.py``.
+modules (``api.py`` for Atelier's API under ``/atelier/v1``, ``comfy/routes.py`` for ComfyUI's, each
+registered bare and under ``/api``), websocket sessions in ``session.py``.
 
 Nothing that blocks runs on the event loop: routes that reach a service run in FastAPI's thread pool,
 the lifespan and websocket sessions call the store through ``anyio.to_thread``.
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, WebSocket
@@ -59,7 +60,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         hub = Hub(asyncio.get_running_loop(), {"atelier": AtelierFormat(), "comfy": ComfyFormat()})
         app.state.hub = hub
         worker = Worker(
-            services.store, engine.executor, hub.publish, services.jobs.queue_changed, engine.free
+            services.store,
+            engine.executor,
+            hub.publish,
+            services.jobs.queue_changed,
+            engine.free,
+            previews=settings.previews,
         )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
         worker.start()
@@ -105,23 +111,49 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
+    from .comfy import app_routes
+    from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
-    app.include_router(comfy_router)
+    include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
+    app_routes.register(app)  # the ComfyUI app routes its web frontend calls (users, settings, userdata, ...)
     documented_errors_only(app)
 
-    @app.websocket("/ws")
+    @app.websocket("/atelier/v1/ws")
     async def ws(websocket: WebSocket) -> None:
-        await websocket_session(websocket, services, app.state.hub)
+        await websocket_session(websocket, services, app.state.hub, "atelier")
+
+    if settings.comfy_frontend is not None:
+        _serve_comfy_frontend(app, settings.comfy_frontend)
+        return app
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
         page = settings.frontend / "index.html"
         if page.is_file():
             return FileResponse(page)
-        return JSONResponse({"name": "Atelier", "api": "/docs", "websocket": "/ws"})
+        return JSONResponse({"name": "Atelier", "api": "/docs", "websocket": "/atelier/v1/ws"})
 
     if settings.frontend.is_dir():
         app.mount("/static", StaticFiles(directory=settings.frontend), name="static")
     return app
+
+
+def _serve_comfy_frontend(app: FastAPI, web_root: Path) -> None:
+    """ComfyUI's web frontend at ``/``, as ComfyUI serves it: the page itself never cached, its files
+    (``/assets``, ``/scripts``, ``/extensions``, ...) from the root, after every route."""
+
+    @app.get("/", include_in_schema=False)
+    def comfy_index() -> Response:
+        return FileResponse(web_root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/user.css", include_in_schema=False)
+    def no_user_css() -> Response:  # the page links it; user styles come from /api/userdata/user.css
+        return Response(status_code=404, media_type="text/css")
+
+    @app.get("/templates/index.json", include_in_schema=False)
+    def no_templates() -> list[str]:  # the workflow templates package is not installed: no templates
+        return []
+
+    app.mount("/", StaticFiles(directory=web_root), name="comfyui-frontend")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from atelier.engine import events as E
 
 QUEUE_LIMIT = 1000
+#: seconds a held job's events wait for ``release`` before they go out anyway
+HOLD_LIMIT_S = 10.0
 
 Message = str | bytes
 
@@ -27,6 +29,8 @@ class Client:
     jobs: set[str] | None = None  # None: every job
     dropped: int = 0
     closed: bool = False
+    #: the feature flags the client announced (ComfyUI's ``feature_flags`` handshake)
+    features: dict[str, Any] = field(default_factory=dict)
 
 
 class Format(Protocol):
@@ -39,6 +43,11 @@ class Format(Protocol):
 
     def wants(self, client: Client, job: str, owner: str | None) -> bool:
         """Whether ``client`` hears about ``job`` (queued by client id ``owner``, or None)."""
+        ...
+
+    def for_client(self, client: Client, ev: E.Event, messages: list[Message]) -> list[Message]:
+        """The rendered messages as ``client`` gets them (a format may vary them by the client's
+        feature flags)."""
         ...
 
     def greeting(self, client: Client, queue_remaining: int, running: str | None) -> str:
@@ -57,6 +66,8 @@ class Hub:
     clients: set[Client] = field(default_factory=set)
     #: job id -> the client id that queued it (ComfyUI clients hear only about their own prompts)
     owners: dict[str, str | None] = field(default_factory=dict)
+    #: job id -> its events held back until ``release`` (see ``hold``)
+    held: dict[str, list[E.Event]] = field(default_factory=dict)
 
     # on the event loop
     def add(self, client: Client) -> None:
@@ -65,6 +76,18 @@ class Hub:
     def remove(self, client: Client) -> None:
         client.closed = True
         self.clients.discard(client)
+
+    def hold(self, job_id: str) -> None:
+        """Keep ``job_id``'s events until ``release(job_id)`` (or ``HOLD_LIMIT_S``): a ComfyUI client
+        learns a prompt's id from the reply to ``POST /prompt`` and drops messages about prompts it does
+        not know, so none may reach it before that reply, however fast the job runs."""
+        self.held.setdefault(job_id, [])
+        self.loop.call_later(HOLD_LIMIT_S, self.release, job_id)
+
+    def release(self, job_id: str) -> None:
+        """Send what was held for ``job_id``, in order, and stop holding it."""
+        for ev in self.held.pop(job_id, None) or ():
+            self._deliver(ev)
 
     # called from any thread (the worker, request handlers in the thread pool)
     def publish(self, ev: E.Event) -> None:
@@ -84,13 +107,21 @@ class Hub:
 
     # on the event loop
     def _dispatch(self, ev: E.Event) -> None:
+        held = self.held.get(ev.job)
+        if held is not None:
+            held.append(ev)
+            return
+        self._deliver(ev)
+
+    def _deliver(self, ev: E.Event) -> None:
         owner = self.owners.get(ev.job)
         rendered = {name: fmt.render(ev) for name, fmt in self.formats.items()}
         droppable = isinstance(ev, (E.Preview, E.Progress))
         for c in list(self.clients):
-            if not self.formats[c.format].wants(c, ev.job, owner):
+            fmt = self.formats[c.format]
+            if not fmt.wants(c, ev.job, owner):
                 continue
-            for m in rendered[c.format]:
+            for m in fmt.for_client(c, ev, rendered[c.format]):
                 self._put(c, m, droppable=droppable)
         if isinstance(ev, (E.JobFinished, E.JobFailed, E.JobInterrupted)):
             self.owners.pop(ev.job, None)

@@ -31,6 +31,9 @@ class AtelierFormat:
     def render(self, ev: E.Event) -> list[Message]:
         return [preview_frame(ev) if isinstance(ev, (E.Preview, E.ImageOutput)) else ev.to_json()]
 
+    def for_client(self, client: Client, ev: E.Event, messages: list[Message]) -> list[Message]:
+        return messages
+
     def wants(self, client: Client, job: str, owner: str | None) -> bool:
         return client.jobs is None or job in client.jobs
 

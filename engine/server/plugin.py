@@ -12,6 +12,8 @@ from pathlib import Path
 
 from atelier.engine.runtime import Command, Plugin
 
+from .settings import PREVIEW_METHODS
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -33,7 +35,26 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", type=Path, default=None, help="SQLite file (default ./atelier.db)")
     p.add_argument("--allow-origin", action="append", default=[], help="extra origins allowed (CORS)")
     p.add_argument("--max-upload-mb", type=float, default=32.0)
+    p.add_argument(
+        "--preview-method",
+        choices=PREVIEW_METHODS,
+        default="none",
+        help="latent previews while sampling (default none, as ComfyUI; auto = latent2rgb)",
+    )
+    p.add_argument(
+        "--max-queued", type=int, default=1000, help="most jobs queued or running; more are refused (503)"
+    )
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--frontend",
+        choices=("atelier", "comfyui"),
+        default="atelier",
+        help="the web UI at / : Atelier's canvas (default) or ComfyUI's frontend (pip install 'atelier[comfyui]')",
+    )
+    p.add_argument("--user-dir", type=Path, default=None, help="users' settings and files (default ./user)")
+    p.add_argument(
+        "--multi-user", action="store_true", help="one settings folder per user (ComfyUI's Comfy-User header)"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,6 +78,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"error: --token (or ATELIER_TOKEN): {problem}", file=sys.stderr)
             return 2
+    if args.max_queued < 1:
+        print("error: --max-queued must be at least 1", file=sys.stderr)
+        return 2
+    comfy_frontend = None
+    if args.frontend == "comfyui":
+        from .comfy.frontend import FrontendMissing, comfyui_frontend_dir
+
+        try:
+            comfy_frontend = comfyui_frontend_dir()
+        except FrontendMissing as exc:
+            print(f"error: --frontend comfyui: {exc}", file=sys.stderr)
+            return 2
     engine = engine_for(args)
     if engine is None:
         return 2
@@ -67,6 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database=args.database or Path("atelier.db"),
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        preview_method=args.preview_method,
+        max_image_pixels=engine.config.limits.max_image_pixels,
+        limits=engine.config.limits,
+        max_queued=args.max_queued,
+        comfy_frontend=comfy_frontend,
+        user_dir=args.user_dir,
+        multi_user=args.multi_user,
     )
     logging.basicConfig(level=args.log_level.upper())
     try:

@@ -1,5 +1,5 @@
 """HTTP answers both APIs give alike: JSON errors, files, and upload results (ComfyUI's ``/upload/image``
-answers exactly as Atelier's ``/api/upload`` does), and the error responses routes document.
+answers exactly as Atelier's ``/atelier/v1/upload`` does), and the error responses routes document.
 
 Every refusal, whichever layer makes it (a route, the guard, FastAPI's request parsing, the router), is a
 JSON object with an ``error`` member; ``documented(...)`` puts that shape in the OpenAPI schema for the
@@ -32,6 +32,7 @@ _MEANINGS = {
     409: "the request conflicts with the thing's state",
     413: "the request body is over the size limit",
     422: "a parameter or body field has the wrong type or is out of range",
+    503: "the server cannot take this now (a full queue): try again after `Retry-After`",
 }
 
 

@@ -154,4 +154,7 @@ def guard(settings: Settings) -> Guard:
 
 
 def is_upload(request: Request) -> bool:
-    return request.url.path in ("/api/upload", "/upload/image") and request.method == "POST"
+    return (
+        request.url.path in ("/atelier/v1/upload", "/upload/image", "/api/upload/image")
+        and request.method == "POST"
+    )

@@ -18,6 +18,7 @@ from .service_jobs import JobService
 from .service_library import LibraryService
 from .service_pipelines import PipelineService
 from .service_system import SystemService
+from .service_userdata import UserDataService
 from .settings import Settings
 from .store import Store
 
@@ -33,13 +34,15 @@ class Services:
     pipelines: PipelineService
     files: FileService
     system: SystemService
+    userdata: UserDataService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
     """Open the store (migrating its schema; ``SchemaError`` if it is from a newer Atelier) and build the
     services over it and ``engine``."""
     store = Store(settings.database)
-    jobs = JobService(engine, store)
+    limits = settings.limits or engine.config.limits
+    jobs = JobService(engine, store, limits, settings.max_queued)
     return Services(
         settings=settings,
         engine=engine,
@@ -48,6 +51,15 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         catalog=CatalogService(engine),
         library=LibraryService(store),
         pipelines=PipelineService(engine, jobs),
-        files=FileService(engine.folders, Limits(settings.max_upload_bytes, settings.max_image_pixels)),
+        files=FileService(
+            engine.folders,
+            Limits(
+                settings.max_upload_bytes,
+                settings.max_image_pixels,
+                max_frames=limits.max_frames,
+                max_decoded_bytes=limits.max_decoded_bytes,
+            ),
+        ),
         system=SystemService(engine, jobs),
+        userdata=UserDataService(settings.users_root, settings.multi_user),
     )

@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Literal
 
 from atelier.engine import folders as F
+from atelier.engine import image_probe
+from atelier.engine.limits import Limits as JobLimits
 
 
 @dataclass(frozen=True)
 class Limits:
     """What an upload may weigh: bytes on the wire, pixels once decoded (a small PNG can hold a huge
-    image: the pixel count is checked from the header before anything is decoded)."""
+    image: the pixel count is checked from the header before anything is decoded), and for animations
+    and multi-page files the frames and the bytes all of them take decoded as a job holds them."""
 
     max_upload_bytes: int
     max_image_pixels: int
+    max_frames: int = JobLimits().max_frames
+    max_decoded_bytes: int = JobLimits().max_decoded_bytes
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class Uploaded:
 
 @dataclass(frozen=True)
 class UploadRefused:
-    """``too_large``: over the byte limit; ``bad``: no name, not an image, too many pixels, a bad path."""
+    """``too_large``: over the byte limit, too many frames or too many bytes once decoded; ``bad``: no
+    name, not an image, too many pixels in a frame, a bad path."""
 
     reason: Literal["too_large", "bad"]
     message: str
@@ -85,7 +91,14 @@ class FileService:
             return UploadRefused(
                 "bad", f"{name!r}: uploads need an image file extension ({', '.join(F.IMAGE_EXTENSIONS)})"
             )
-        size = image_size(data, limits.max_image_pixels)
+        size = image_size(
+            data,
+            limits.max_image_pixels,
+            max_frames=limits.max_frames,
+            max_decoded_bytes=limits.max_decoded_bytes,
+        )
+        if isinstance(size, TooLarge):
+            return UploadRefused("too_large", f"{name!r} {size.message}")
         if isinstance(size, str):
             return UploadRefused("bad", f"{name!r} {size}")
         width, height = size
@@ -110,22 +123,45 @@ class FileService:
         return Uploaded(fname, sub, width, height)
 
 
-def image_size(data: bytes, max_pixels: int) -> tuple[int, int] | str:
-    """(width, height) of an image that decodes completely and has at most ``max_pixels`` pixels, or why
-    not (a phrase that follows the file's name).
+@dataclass(frozen=True)
+class TooLarge:
+    """An image with more frames, or more bytes once decoded, than the limits allow."""
 
-    The pixel count comes from the header (``Image.open`` reads nothing more) and is checked before any
-    decoding. PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone: setting it per request would
-    race with every other thread decoding images (nodes loading inputs, previews). PIL still raises its
-    own ``DecompressionBombError`` for images over twice its global limit; that is reported the same way.
+    message: str
+
+
+def image_size(
+    data: bytes, max_pixels: int, *, max_frames: int | None = None, max_decoded_bytes: int | None = None
+) -> tuple[int, int] | str | TooLarge:
+    """(width, height) of an image whose first frame decodes completely, every frame of which has at most
+    ``max_pixels`` pixels, with at most ``max_frames`` frames that take at most ``max_decoded_bytes``
+    decoded (as a job holds them, ``image_probe.DECODED_BYTES_PER_PIXEL``); else why not (a phrase that
+    follows the file's name).
+
+    The pixel counts and frames come from the headers (``Image.open`` and the frame count read nothing
+    more) and are checked before any decoding; only the first frame is decoded. PIL's process-wide
+    ``Image.MAX_IMAGE_PIXELS`` is left alone: setting it per request would race with every other thread
+    decoding images (nodes loading inputs, previews). PIL still raises its own ``DecompressionBombError``
+    for images over twice its global limit; that is reported the same way.
     """
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-            if width * height > max_pixels:
-                return f"is {width}x{height}: over {max_pixels} pixels"
+            p = image_probe.probe(im)
+            big = max(p.frame_sizes, key=lambda s: s[0] * s[1])
+            if big[0] * big[1] > max_pixels:
+                which = "" if p.frames == 1 else f"has a frame of {p.frames} that "
+                return f"{which}is {big[0]}x{big[1]}: over {max_pixels} pixels"
+            if max_frames is not None and p.frames > max_frames:
+                return TooLarge(f"has {p.frames} frames: over the limit max_frames={max_frames}")
+            decoded = p.decoded_bytes(image_probe.DECODED_BYTES_PER_PIXEL)
+            if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+                return TooLarge(
+                    f"has {p.frames} frame{'s' if p.frames != 1 else ''} of {width}x{height} that would need "
+                    f"{decoded / 1e9:.1f} GB decoded: over the limit max_decoded_bytes={max_decoded_bytes}"
+                )
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
             im.load()

@@ -8,11 +8,13 @@ thread, never on the event loop.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atelier.engine.limits import Limits
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import NodeError
 
@@ -37,6 +39,17 @@ class Invalid:
     """The workflow was refused; nothing was queued. ``errors`` holds warnings too, in check order."""
 
     errors: list[NodeError]
+
+
+@dataclass(frozen=True)
+class Refused(Invalid):
+    """The workflow is valid but the job would not fit the limits or the machine's memory (admission
+    control, ``engine/admission.py``); nothing was queued. ``errors`` names each node, input and limit."""
+
+
+@dataclass(frozen=True)
+class QueueFull(Invalid):
+    """The queue holds as many jobs as the server takes (``max_queued``); nothing was queued. Try later."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ class NotFinished:
     status: JobStatus
 
 
-SubmitOutcome = Submitted | Invalid
+SubmitOutcome = Submitted | Invalid  # | Refused, an Invalid
 CancelOutcome = Cancelled | Interrupting | NoSuchJob | NotCancellable
 DeleteOutcome = Deleted | NoSuchJob | NotFinished
 
@@ -128,9 +141,16 @@ class JobService:
     """Jobs over the store, the engine's validation and the worker. ``attach`` connects the worker and
     the listener when the server starts; before that, submissions queue and nobody is told."""
 
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(
+        self, engine: Engine, store: Store, limits: Limits | None = None, max_queued: int | None = None
+    ) -> None:
         self.engine = engine
         self.store = store
+        #: what a job may ask for (default: the engine's limits)
+        self.limits = limits
+        #: the most jobs queued or running at once (None: no bound)
+        self.max_queued = max_queued
+        self._admitting = threading.Lock()  # the count and the insert of a submission, together
         self.worker: Worker | None = None
         self.listener: QueueListener | None = None
 
@@ -151,30 +171,43 @@ class JobService:
         priority: int = 0,
         client_id: str | None = None,
         source: str = "atelier",
+        job_id: str | None = None,
     ) -> SubmitOutcome:
-        """Validate and queue. ``source`` records which protocol queued it ("atelier", "comfy")."""
+        """Validate and queue. ``source`` records which protocol queued it ("atelier", "comfy");
+        ``job_id``: the id to give the job (a ComfyUI client may choose its prompt's), else a new one."""
         overrides = overrides or {}
         result = self.engine.check(workflow, overrides, outputs)
         if not result.ok:
             return Invalid(list(result.errors))
-        job_id = uuid.uuid4().hex
-        if self.listener is not None:  # before the job exists: its first event must find its owner
-            self.listener.job_submitted(job_id, client_id)
-        number = self.store.add_job(
-            job_id,
-            workflow,
-            overrides,
-            priority=priority,
-            outputs_requested=outputs,
-            client_id=client_id,
-            source=source,
-        )
+        assert result.graph is not None
+        admission = self.engine.admit(result.graph, self.limits)
+        if not admission.ok:
+            return Refused(admission.problems + list(result.warnings))
+        with self._admitting:
+            if self.max_queued is not None and self.store.count_queued() >= self.max_queued:
+                message = f"the queue is full ({self.max_queued} jobs, the limit max_queued): try again later"
+                return QueueFull([NodeError(code="queue_full", message=message)])
+            job_id = job_id or uuid.uuid4().hex
+            if self.listener is not None:  # before the job exists: its first event must find its owner
+                self.listener.job_submitted(job_id, client_id)
+            number = self.store.add_job(
+                job_id,
+                workflow,
+                overrides,
+                priority=priority,
+                outputs_requested=outputs,
+                client_id=client_id,
+                source=source,
+            )
         self.queue_changed()
         return Submitted(job_id, number, list(result.warnings))
 
     def check(self, workflow: Any, *, overrides: dict[str, Any], outputs: list[str] | None) -> Checked:
         result = self.engine.check(workflow, overrides, outputs)
-        return Checked(result.ok, list(result.errors))
+        if result.graph is None:
+            return Checked(False, list(result.errors))
+        problems = self.engine.admit(result.graph, self.limits).problems
+        return Checked(not problems, problems + list(result.errors))
 
     # -- looking ----------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """One websocket connection: the handshake checks, the greeting, the sender task draining the client's
-queue, and the messages a client may send.
+queue, and the messages a client may send. The route decides the protocol: Atelier's on
+``/atelier/v1/ws``, ComfyUI's on ``/ws`` and ``/api/ws``.
 
 Store reads (the queue's length for the greeting, a job for ``state``) run in a worker thread: the event
 loop only moves messages.
@@ -9,31 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from anyio import to_thread
 from fastapi import WebSocket, WebSocketDisconnect
 
 from .api_views import job_view
+from .comfy.features import server_features
 from .hub import Client, Hub
 from .security import check_websocket
 from .service import Services
 
 
-async def websocket_session(websocket: WebSocket, services: Services, hub: Hub) -> None:
+async def websocket_session(websocket: WebSocket, services: Services, hub: Hub, fmt: str) -> None:
+    """One client of the protocol ``fmt`` ("atelier" on ``/atelier/v1/ws``, "comfy" on ``/ws``)."""
     refused = check_websocket(websocket, services.settings)
     if refused is not None:
         await websocket.close(code=refused[0], reason=refused[1])
         return
     await websocket.accept()
     params = websocket.query_params
-    client_id = params.get("clientId") or params.get("client_id")
-    fmt = params.get("format") or ("comfy" if client_id else "atelier")
-    if fmt not in hub.formats:
-        await websocket.close(code=4400, reason="format must be comfy or atelier")
-        return
-    jobs_param = params.get("jobs")
-    jobs = None if not jobs_param or jobs_param == "all" else set(jobs_param.split(","))
+    if fmt == "comfy":
+        # as ComfyUI: the client's id names the session, or the server makes one up and says it (``sid``)
+        client_id: str | None = params.get("clientId") or uuid.uuid4().hex
+        jobs = None
+    else:
+        client_id = params.get("clientId") or params.get("client_id")
+        jobs_param = params.get("jobs")
+        jobs = None if not jobs_param or jobs_param == "all" else set(jobs_param.split(","))
     client = Client(asyncio.Queue(), fmt, client_id, jobs)
     hub.add(client)  # before counting: no queue change falls between the greeting and the first notice
     queued, running = await to_thread.run_sync(
@@ -52,16 +57,20 @@ async def websocket_session(websocket: WebSocket, services: Services, hub: Hub) 
         await websocket.close(code=1013, reason="client too slow")
 
     task = asyncio.create_task(sender())
+    first = True
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")
-            if text is None:  # a binary frame: answer, do not crash the session
-                client.queue.put_nowait(json.dumps({"type": "error", "error": "messages must be JSON text"}))
-                continue
-            reply = await handle_client_message(text, client, services)
+            if fmt == "comfy":
+                reply = comfy_client_message(text, client, services, first)
+            elif text is None:  # a binary frame: answer, do not crash the session
+                reply = {"type": "error", "error": "messages must be JSON text"}
+            else:
+                reply = await handle_client_message(text, client, services)
+            first = first and text is None  # only a text message can be the handshake
             if reply is not None:
                 client.queue.put_nowait(json.dumps(reply))
     except (WebSocketDisconnect, RuntimeError):
@@ -69,6 +78,24 @@ async def websocket_session(websocket: WebSocket, services: Services, hub: Hub) 
     finally:
         hub.remove(client)
         task.cancel()
+
+
+def comfy_client_message(
+    text: str | None, client: Client, services: Services, first: bool
+) -> dict[str, Any] | None:
+    """ComfyUI reads one message from its clients: ``{"type": "feature_flags", "data": {...}}`` as the
+    first, answered with the server's flags. Everything else is ignored, as ComfyUI does."""
+    if not first or text is None:
+        return None
+    try:
+        msg = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict) or msg.get("type") != "feature_flags":
+        return None
+    data = msg.get("data")
+    client.features = dict(data) if isinstance(data, dict) else {}
+    return {"type": "feature_flags", "data": server_features(services.settings)}
 
 
 async def handle_client_message(text: str, client: Client, services: Services) -> dict[str, Any] | None:

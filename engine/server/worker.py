@@ -71,6 +71,7 @@ class Worker(threading.Thread):
         publish: Callable[[E.Event], None],
         on_queue_change: Callable[[], None],
         on_out_of_memory: Callable[[], None] | None = None,
+        previews: bool = True,
     ) -> None:
         super().__init__(name="atelier-worker", daemon=True)
         self.store = store
@@ -78,6 +79,7 @@ class Worker(threading.Thread):
         self.publish = publish
         self.on_queue_change = on_queue_change
         self.on_out_of_memory = on_out_of_memory
+        self.previews = previews
         self.live = LiveState()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
@@ -128,7 +130,7 @@ class Worker(threading.Thread):
         self.on_queue_change()
 
         # The terminal event goes out only once the store has the job's final state: a client that
-        # reads /history or /api/jobs/{id} on ``executing: null`` or ``job_finished`` must find it.
+        # reads /history or /atelier/v1/jobs/{id} on ``executing: null`` or ``job_finished`` must find it.
         terminal: list[E.Event] = []
 
         def on_event(ev: E.Event) -> None:
@@ -148,6 +150,7 @@ class Worker(threading.Thread):
                 source="server",
                 client_id=job.client_id,
                 cancel=token,
+                previews=self.previews,
             )
             error: Any = None
             if res.failure is not None:
@@ -167,7 +170,10 @@ class Worker(threading.Thread):
                     "errors": [e.model_dump() for e in res.errors],
                 }
             elif res.status == "interrupted":
+                stop = next((ev for ev in terminal if isinstance(ev, E.JobInterrupted)), None)
                 error = {"message": "interrupted"}
+                if stop is not None:
+                    error.update(node=stop.node, node_type=stop.node_type)
             status = "success" if res.ok else res.status
             if self.stopping.is_set() and status == "interrupted":
                 # the server is stopping: leave it for recovery to mark it (or the user to re-queue)

@@ -7,7 +7,7 @@
 /** @typedef {import("./state.js").SocketType} SocketType */
 
 /**
- * A job as the server shows it (GET /api/jobs/{id}, the history, the queue).
+ * A job as the server shows it (GET /atelier/v1/jobs/{id}, the history, the queue).
  * @typedef {object} Job
  * @property {string} id
  * @property {number} number
@@ -40,7 +40,7 @@
  * @property {string} [exception_type]
  * @property {string} [message]
  * @property {NodeError[]} [errors] job_failed: a refused workflow
- * @property {boolean} [_replayed] held back until our POST /api/jobs answered, then handled
+ * @property {boolean} [_replayed] held back until our POST /atelier/v1/jobs answered, then handled
  */
 
 /**
@@ -100,16 +100,16 @@ const enc = encodeURIComponent
 // the answers' types are what the server's routes (engine/server/api.py) return
 export const api = {
   /** @returns {Promise<Catalogue>} */
-  nodes: () => request("GET", "/api/nodes"),
+  nodes: () => request("GET", "/atelier/v1/nodes"),
   /** @returns {Promise<Record<string, SocketType>>} */
-  types: () => request("GET", "/api/types"),
+  types: () => request("GET", "/atelier/v1/types"),
   /**
    * @param {unknown} workflow
    * @param {{outputs?: string[], priority?: number, overrides?: Record<string, unknown>}} [options]
    * @returns {Promise<{id: string, number: number, status: string, warnings?: {message: string}[]}>}
    */
   queueJob: (workflow, { outputs, priority, overrides } = {}) =>
-    request("POST", "/api/jobs", {
+    request("POST", "/atelier/v1/jobs", {
       workflow,
       overrides: overrides || {},
       ...(outputs ? { outputs } : {}),
@@ -120,40 +120,40 @@ export const api = {
    * @param {string} id
    * @returns {Promise<Job>}
    */
-  job: (id, withWorkflow = false) => request("GET", `/api/jobs/${enc(id)}${withWorkflow ? "?workflow=true" : ""}`),
+  job: (id, withWorkflow = false) => request("GET", `/atelier/v1/jobs/${enc(id)}${withWorkflow ? "?workflow=true" : ""}`),
   /** @returns {Promise<{total: number, jobs: Job[]}>} */
-  history: (limit = 40, offset = 0) => request("GET", `/api/jobs?limit=${limit}&offset=${offset}`),
+  history: (limit = 40, offset = 0) => request("GET", `/atelier/v1/jobs?limit=${limit}&offset=${offset}`),
   /** @returns {Promise<{running: Job[], queued: Job[]}>} */
-  queue: () => request("GET", "/api/queue"),
+  queue: () => request("GET", "/atelier/v1/queue"),
   /** @param {string} id */
-  cancel: (id) => request("POST", `/api/jobs/${enc(id)}/cancel`),
+  cancel: (id) => request("POST", `/atelier/v1/jobs/${enc(id)}/cancel`),
   /** @param {string} id */
-  deleteJob: (id) => request("DELETE", `/api/jobs/${enc(id)}`),
+  deleteJob: (id) => request("DELETE", `/atelier/v1/jobs/${enc(id)}`),
   /** @returns {Promise<{interrupted: boolean | null}>} */
-  interrupt: () => request("POST", "/api/interrupt"),
+  interrupt: () => request("POST", "/atelier/v1/interrupt"),
   /**
    * @param {unknown} workflow
    * @param {string[]} [outputs]
    */
-  validate: (workflow, outputs) => request("POST", "/api/validate", { workflow, ...(outputs ? { outputs } : {}) }),
+  validate: (workflow, outputs) => request("POST", "/atelier/v1/validate", { workflow, ...(outputs ? { outputs } : {}) }),
   /** @returns {Promise<{workflows: {name: string, description: string, updated: number}[]}>} */
-  workflows: () => request("GET", "/api/workflows"),
+  workflows: () => request("GET", "/atelier/v1/workflows"),
   /**
    * @param {string} name
    * @returns {Promise<unknown>} the workflow as it was saved
    */
-  workflow: (name) => request("GET", `/api/workflows/${enc(name)}`),
+  workflow: (name) => request("GET", `/atelier/v1/workflows/${enc(name)}`),
   /**
    * @param {string} name
    * @param {unknown} workflow
    */
-  saveWorkflow: (name, workflow) => request("PUT", `/api/workflows/${enc(name)}`, { workflow }),
+  saveWorkflow: (name, workflow) => request("PUT", `/atelier/v1/workflows/${enc(name)}`, { workflow }),
   /** @param {string} name */
-  deleteWorkflow: (name) => request("DELETE", `/api/workflows/${enc(name)}`),
+  deleteWorkflow: (name) => request("DELETE", `/atelier/v1/workflows/${enc(name)}`),
   /** @returns {Promise<unknown>} */
-  defaultWorkflow: () => request("GET", "/api/workflows/_default"),
+  defaultWorkflow: () => request("GET", "/atelier/v1/workflows/_default"),
   /** @returns {Promise<Record<string, import("./graphio.js").Workflow>>} the workflows in workflows/ by file stem */
-  shippedWorkflows: () => request("GET", "/api/workflows/_shipped"),
+  shippedWorkflows: () => request("GET", "/atelier/v1/workflows/_shipped"),
   /**
    * @param {File} file
    * @param {string} [name]
@@ -162,7 +162,7 @@ export const api = {
   upload: (file, name) => {
     const form = new FormData()
     form.append("image", file, name || file.name)
-    return request("POST", "/api/upload", form)
+    return request("POST", "/atelier/v1/upload", form)
   },
 }
 
@@ -210,7 +210,7 @@ export class EventSocket {
 
   connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws"
-    const ws = new WebSocket(`${proto}://${location.host}/ws`)
+    const ws = new WebSocket(`${proto}://${location.host}/atelier/v1/ws`)
     ws.binaryType = "arraybuffer"
     this.ws = ws
     ws.onopen = () => {

@@ -237,7 +237,7 @@ function ours(ev) {
 
 /** @typedef {{ev: ServerEvent} | {preview: true, header: PreviewHeader, blob: Blob}} HeldItem */
 
-// Events can arrive before the answer to our POST /api/jobs: keep those of unknown jobs for a while.
+// Events can arrive before the answer to our POST /atelier/v1/jobs: keep those of unknown jobs for a while.
 /** @type {Map<string, HeldItem[]>} */
 const pending = new Map()
 

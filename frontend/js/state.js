@@ -1,7 +1,7 @@
 // @ts-check
 // Shared application state: one editor per page. Modules import `app` and read what main.js filled in.
 
-// -- the catalogue, as GET /api/nodes and GET /api/types describe it ----------------------------------
+// -- the catalogue, as GET /atelier/v1/nodes and GET /atelier/v1/types describe it ----------------------------------
 
 /**
  * A literal value of a widget input (COMBO choices are strings or numbers).
@@ -135,8 +135,8 @@
 /**
  * The shared state, and hooks through which modules reach each other where importing would make a cycle.
  * @typedef {object} App
- * @property {Catalogue} catalogue from GET /api/nodes
- * @property {Record<string, SocketType>} types from GET /api/types
+ * @property {Catalogue} catalogue from GET /atelier/v1/nodes
+ * @property {Record<string, SocketType>} types from GET /atelier/v1/types
  * @property {import("litegraph").LGraph} graph
  * @property {import("litegraph").LGraphCanvas} canvas
  * @property {Doc} doc
@@ -200,7 +200,7 @@ export function runtimeOf(id) {
 }
 
 /**
- * The colour the canvas draws sockets and links of a type in: the server's, from GET /api/types.
+ * The colour the canvas draws sockets and links of a type in: the server's, from GET /atelier/v1/types.
  * @param {string} type
  * @returns {string}
  */

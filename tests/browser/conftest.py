@@ -108,6 +108,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(base / "input"),
             "--temp-dir",
             str(base / "temp"),
+            "--preview-method",  # the run test watches the sampler's previews
+            "latent2rgb",
         ],
         cwd=ROOT,
         env=env,
@@ -118,7 +120,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     deadline = time.time() + 90
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/system", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}/atelier/v1/system", timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:

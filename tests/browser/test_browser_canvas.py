@@ -306,7 +306,7 @@ def drawn_near(page: Any, point: dict, colour: str) -> bool:
 
 
 def test_socket_colours_come_from_the_server(page: Any) -> None:
-    types = page.evaluate("fetch('/api/types').then((r) => r.json())")
+    types = page.evaluate("fetch('/atelier/v1/types').then((r) => r.json())")
     assert types["IMAGE"]["color"].startswith("#")
     # every socket and link on the canvas is drawn in its type's colour as the server describes it
     drawn = page.evaluate(SOCKET_COLOURS)
@@ -322,7 +322,7 @@ def test_socket_colours_come_from_the_server(page: Any) -> None:
     page.shot("socket colours")
     # the colours are the server's, not a table of the page's own: change IMAGE's and look again
     changed = {**types, "IMAGE": {**types["IMAGE"], "color": "#ff00ff"}}
-    page.route("**/api/types", lambda route: route.fulfill(json=changed))
+    page.route("**/atelier/v1/types", lambda route: route.fulfill(json=changed))
     page.reload()
     page.wait_for_selector("body.ready")
     drawn = page.evaluate(SOCKET_COLOURS)

@@ -60,9 +60,9 @@ def test_save_reload_and_open_from_the_library(page: Any) -> None:
     set_param(page, "seed", 4242)
     page.keyboard.press("Control+s")
     page.wait_for_selector(".toast-success")
-    saved = {w["name"] for w in get_json(page.base_url + "/api/workflows")["workflows"]}
+    saved = {w["name"] for w in get_json(page.base_url + "/atelier/v1/workflows")["workflows"]}
     assert name in saved
-    stored = get_json(page.base_url + "/api/workflows/" + urllib.request.quote(name))
+    stored = get_json(page.base_url + "/atelier/v1/workflows/" + urllib.request.quote(name))
     assert stored["parameters"]["seed"]["default"] == 4242
     assert stored["nodes"]["sampler"]["inputs"]["seed"] == 4242
     assert set(stored["ui"]["positions"]) == set(stored["nodes"])
@@ -359,7 +359,7 @@ def test_import_comfyui_ui_workflow_and_comfyui_png(page: Any, tmp_path: Path) -
 def test_every_shipped_pipeline_opens_in_the_canvas(page: Any) -> None:
     """The portrait pipelines load from the library with every node known to the catalogue, their
     parameters in the panel, and come back out of the canvas as the same graph."""
-    shipped = get_json(page.base_url + "/api/workflows/_shipped")
+    shipped = get_json(page.base_url + "/atelier/v1/workflows/_shipped")
     assert {"portrait_full", "portrait_face_detail", "fix_faces", "upscale_image", "inpaint_face"} <= set(
         shipped
     )

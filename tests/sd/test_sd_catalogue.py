@@ -1,5 +1,5 @@
 """The node library's catalogue: socket types declared as objects tied to their carriers, one table of
-colours (the canvas reads /api/types), every run() matching its declared inputs."""
+colours (the canvas reads /atelier/v1/types), every run() matching its declared inputs."""
 
 from __future__ import annotations
 

@@ -19,7 +19,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
     """One server shared by the tests that do not restart it or change its settings."""
-    srv = Server(tmp_path_factory.mktemp("server"), models_dir, extra=["--max-upload-mb", "1"])
+    srv = Server(
+        tmp_path_factory.mktemp("server"),
+        models_dir,
+        extra=["--max-upload-mb", "1", "--preview-method", "latent2rgb"],
+    )
     try:
         srv.start()
         yield srv

@@ -66,7 +66,7 @@ def server_env(torch_threads: int | None = 1) -> dict[str, str]:
 
 @dataclass
 class Server:
-    """One server process. ``start()`` waits until ``GET /api/system`` answers; ``stop()`` ends it
+    """One server process. ``start()`` waits until ``GET /atelier/v1/system`` answers; ``stop()`` ends it
     (SIGTERM, then SIGKILL) and is safe to call twice."""
 
     root: Path
@@ -131,7 +131,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base + "/api/system", headers=headers, timeout=2).status_code == 200:
+                if httpx.get(self.base + "/atelier/v1/system", headers=headers, timeout=2).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -161,10 +161,14 @@ class Server:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.base, headers=headers, timeout=30, **kw)
 
-    def ws(self, query: str = "", **kw: Any) -> ClientConnection:
+    def ws(self, query: str = "", path: str | None = None, **kw: Any) -> ClientConnection:
+        """A websocket client: ComfyUI's protocol on ``/ws`` when ``query`` has a ``clientId``, Atelier's
+        on ``/atelier/v1/ws`` otherwise (or the ``path`` given)."""
         if self.token and "token=" not in query:
             query = f"{query}&token={self.token}" if query else f"token={self.token}"
-        return connect(f"{self.ws_base}/ws" + (f"?{query}" if query else ""), open_timeout=10, **kw)
+        if path is None:
+            path = "/ws" if "clientId=" in query else "/atelier/v1/ws"
+        return connect(f"{self.ws_base}{path}" + (f"?{query}" if query else ""), open_timeout=10, **kw)
 
 
 # -- workflows ---------------------------------------------------------------------------------------
@@ -262,10 +266,10 @@ def follow_comfy(ws: ClientConnection, prompt_id: str, timeout: float = 60.0) ->
 
 
 def wait_job(client: httpx.Client, job: str, timeout: float = 60.0, until=TERMINAL) -> dict[str, Any]:
-    """Poll ``GET /api/jobs/{id}`` until the job is finished (any status but queued/running)."""
+    """Poll ``GET /atelier/v1/jobs/{id}`` until the job is finished (any status but queued/running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        view = client.get(f"/api/jobs/{job}").json()
+        view = client.get(f"/atelier/v1/jobs/{job}").json()
         if view["status"] not in ("queued", "running"):
             return view
         time.sleep(0.02)

@@ -34,17 +34,21 @@ def test_comfy_client_flow(server: Server, http: httpx.Client) -> None:
         prompt_id = queue_prompt(http, comfy_prompt(seed=1234, steps=3, prefix="comfy_flow"), client_id)
         msgs = follow_comfy(ws, prompt_id)
         # the other client hears queue status only, never this prompt's execution
-        other.send("{}")  # any message: the error reply marks how far the other client has read
+        # its first message, the feature flags handshake: the reply marks how far it has read
+        other.send(json.dumps({"type": "feature_flags", "data": {}}))
         for raw in iter(lambda: other.recv(timeout=10), None):
             m = json.loads(raw)
-            if m["type"] == "error":
+            if m["type"] == "feature_flags":
                 break
             assert m["type"] == "status", m
 
     frames = [m for m in msgs if isinstance(m, bytes)]
     events = [m for m in msgs if isinstance(m, dict) and m["type"] != "status"]
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "execution_start" and kinds[-2:] == ["execution_success", "executing"]
+    assert kinds[:2] == ["execution_start", "execution_cached"] and kinds[-2:] == [
+        "execution_success",
+        "executing",
+    ]
     assert all(e["data"]["prompt_id"] == prompt_id for e in events)
     executing = [e["data"]["node"] for e in events if e["type"] == "executing"]
     assert executing[-1] is None
@@ -69,7 +73,11 @@ def test_comfy_client_flow(server: Server, http: httpx.Client) -> None:
     assert entry["outputs"]["9"]["images"] == images
     assert entry["prompt"][1] == prompt_id and entry["prompt"][2]["3"]["inputs"]["seed"] == 1234
     assert entry["prompt"][3] == {"client_id": client_id}
-    assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_success"]
+    assert [m[0] for m in entry["status"]["messages"]] == [
+        "execution_start",
+        "execution_cached",
+        "execution_success",
+    ]
     assert prompt_id in http.get("/history", params={"max_items": 500}).json()
 
     img = images[0]
@@ -141,7 +149,9 @@ def test_comfy_errors_failure_and_interrupt(server: Server, http: httpx.Client) 
     body = r.json()
     assert body["error"]["type"] and body["error"]["message"]
     assert body["node_errors"]["10"]["class_type"] == "NoSuchNode"
-    assert body["node_errors"]["10"]["errors"][0]["type"] == "unknown_node_type"
+    assert body["error"]["type"] == "missing_node_type" and body["error"]["extra_info"]["node_id"] == "10"
+    assert body["node_errors"]["10"]["errors"][0]["type"] == "missing_node_type"
+    assert body["node_errors"]["10"]["errors"][0]["code"] == "unknown_node_type"
     err3 = body["node_errors"]["3"]
     assert err3["class_type"] == "KSampler" and err3["errors"][0]["extra_info"]["input_name"] == "denoise"
     for broken in ({"1": [1, 2]}, {"1": {"class_type": "KSampler", "inputs": None}}, {}):
@@ -158,7 +168,7 @@ def test_comfy_errors_failure_and_interrupt(server: Server, http: httpx.Client) 
         assert isinstance(error[0]["traceback"], list) and error[0]["prompt_id"] == failing
         hist = http.get(f"/history/{failing}").json()[failing]["status"]
         assert hist["status_str"] == "error" and hist["completed"] is False
-        assert hist["messages"][-1][0] == "execution_error" and hist["messages"][-1][1]["node"] == "4"
+        assert hist["messages"][-1][0] == "execution_error" and hist["messages"][-1][1]["node_id"] == "4"
 
         long = queue_prompt(http, comfy_prompt(seed=99, steps=200, size=128), client_id)
         for raw in iter(lambda: ws.recv(timeout=30), None):
@@ -196,7 +206,7 @@ def test_comfy_queue_edit_and_history_delete(server: Server, http: httpx.Client)
         follow_comfy(ws, long)
         follow_comfy(ws, front)
         follow_comfy(ws, back)
-    assert http.get(f"/api/jobs/{dropped}").json()["status"] == "cancelled"
+    assert http.get(f"/atelier/v1/jobs/{dropped}").json()["status"] == "cancelled"
     for route in ("/queue", "/history"):
         for body in ({"delete": 5}, {"delete": "abc"}, [1], "x"):
             r = http.post(route, json=body)
@@ -220,7 +230,7 @@ def test_object_info_and_system_stats(http: httpx.Client) -> None:
     assert "tiny15.safetensors" in loader["input"]["required"]["ckpt_name"][0]
     assert info["SaveImage"]["output_node"] is True
     assert http.get("/object_info/KSampler").json() == {"KSampler": ks}
-    assert http.get("/object_info/Nope").status_code == 404
+    assert http.get("/object_info/Nope").json() == {}
     stats = http.get("/system_stats").json()
     assert stats["devices"][0]["type"] == "cpu" and stats["system"]["python_version"]
     assert http.get("/embeddings").json() == []

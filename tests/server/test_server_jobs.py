@@ -24,7 +24,7 @@ PORTRAIT_NODES = {"loader", "positive", "negative", "latent", "sampler", "decode
 
 
 def submit(http: httpx.Client, body: dict) -> dict:
-    r = http.post("/api/jobs", json=body)
+    r = http.post("/atelier/v1/jobs", json=body)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -96,22 +96,22 @@ def test_job_life_cycle_and_event_order(server: Server, http: httpx.Client) -> N
         assert header["format"] == "JPEG" and image[:2] == b"\xff\xd8"
 
     # the REST view agrees with the events
-    view = http.get(f"/api/jobs/{job}").json()
+    view = http.get(f"/atelier/v1/jobs/{job}").json()
     assert view["status"] == "success" and view["error"] is None
     assert view["executed"] == started and sorted(view["cached"]) == sorted(cached)
     assert view["started"] >= view["created"] and view["finished"] >= view["started"]
     assert view["outputs"] == finished["outputs"]
     image = view["outputs"]["save"]["images"][0]
     assert image["type"] == "output" and image["filename"].startswith("portrait_")
-    r = http.get(f"/api/files/output/{image['filename']}")
+    r = http.get(f"/atelier/v1/files/output/{image['filename']}")
     assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert (server.folder("output") / image["filename"]).read_bytes() == r.content
-    full = http.get(f"/api/jobs/{job}", params={"workflow": "true"}).json()
+    full = http.get(f"/atelier/v1/jobs/{job}", params={"workflow": "true"}).json()
     assert full["workflow"]["metadata"]["name"] == "Portrait" and full["overrides"]["seed"] == 101
 
-    history = http.get("/api/jobs", params={"status": "success", "limit": 500}).json()
+    history = http.get("/atelier/v1/jobs", params={"status": "success", "limit": 500}).json()
     assert job in [j["id"] for j in history["jobs"]] and history["total"] >= 1
-    pages = [http.get("/api/jobs", params={"offset": i, "limit": 1}).json()["jobs"] for i in range(3)]
+    pages = [http.get("/atelier/v1/jobs", params={"offset": i, "limit": 1}).json()["jobs"] for i in range(3)]
     numbers = [page[0]["number"] for page in pages if page]
     assert numbers == sorted(numbers, reverse=True) and len(set(numbers)) == len(numbers)  # newest first
 
@@ -139,12 +139,12 @@ def test_failing_node_fails_its_job_and_the_next_runs(server: Server, http: http
     node_failed = [e for e in bad_events if e["type"] == "node_failed"]
     assert [e["node"] for e in node_failed] == ["loader"] and node_failed[0]["message"]
 
-    view = http.get(f"/api/jobs/{bad['id']}").json()
+    view = http.get(f"/atelier/v1/jobs/{bad['id']}").json()
     assert view["status"] == "failed"
     assert view["error"]["node"] == "loader" and view["error"]["node_type"] == "CheckpointLoaderSimple"
     assert view["error"]["message"] and view["error"]["exception_type"]
     assert good_events[-1]["type"] == "job_finished"
-    assert http.get(f"/api/jobs/{good['id']}").json()["status"] == "success"
+    assert http.get(f"/atelier/v1/jobs/{good['id']}").json()["status"] == "success"
 
 
 def test_interrupt_cancel_and_queue(server: Server, http: httpx.Client) -> None:
@@ -160,22 +160,22 @@ def test_interrupt_cancel_and_queue(server: Server, http: httpx.Client) -> None:
                 if e["type"] == "progress":
                     break
 
-        running = http.get(f"/api/jobs/{long['id']}").json()
+        running = http.get(f"/atelier/v1/jobs/{long['id']}").json()
         assert running["status"] == "running" and running["live"]["node"] == "sampler"
-        queue = http.get("/api/queue").json()
+        queue = http.get("/atelier/v1/queue").json()
         assert [j["id"] for j in queue["running"]] == [long["id"]]
         assert [j["id"] for j in queue["queued"]] == [after["id"], doomed["id"]]
-        assert http.get(f"/api/jobs/{after['id']}").json()["status"] == "queued"
+        assert http.get(f"/atelier/v1/jobs/{after['id']}").json()["status"] == "queued"
 
-        assert http.post(f"/api/jobs/{doomed['id']}/cancel").json() == {
+        assert http.post(f"/atelier/v1/jobs/{doomed['id']}/cancel").json() == {
             "id": doomed["id"],
             "status": "cancelled",
         }
-        r = http.post(f"/api/jobs/{doomed['id']}/cancel")
+        r = http.post(f"/atelier/v1/jobs/{doomed['id']}/cancel")
         assert r.status_code == 409 and "cancelled" in r.json()["error"]
-        assert http.delete(f"/api/jobs/{long['id']}").status_code == 409  # running: not deletable
+        assert http.delete(f"/atelier/v1/jobs/{long['id']}").status_code == 409  # running: not deletable
 
-        assert http.post("/api/interrupt").json() == {"interrupted": long["id"]}
+        assert http.post("/atelier/v1/interrupt").json() == {"interrupted": long["id"]}
         events += [m for m in follow(ws, long["id"]) if isinstance(m, dict)]
         after_events = [m for m in follow(ws, after["id"]) if isinstance(m, dict)]
 
@@ -184,20 +184,20 @@ def test_interrupt_cancel_and_queue(server: Server, http: httpx.Client) -> None:
     steps = [e["value"] for e in events if e["type"] == "progress"]
     assert 1 <= len(steps) < 200 and max(steps) < 200  # stopped between sampler steps
     assert not any(e["type"] == "node_finished" and e["node"] == "sampler" for e in events)
-    view = http.get(f"/api/jobs/{long['id']}").json()
+    view = http.get(f"/atelier/v1/jobs/{long['id']}").json()
     assert view["status"] == "interrupted" and "sampler" not in view["executed"]
 
     assert after_events[-1]["type"] == "job_finished"  # the queue goes on
-    cancelled = http.get(f"/api/jobs/{doomed['id']}").json()
+    cancelled = http.get(f"/atelier/v1/jobs/{doomed['id']}").json()
     assert cancelled["status"] == "cancelled" and cancelled["started"] is None and cancelled["executed"] == []
-    assert http.post("/api/interrupt").json() == {"interrupted": None}
-    assert http.post(f"/api/jobs/{after['id']}/cancel").status_code == 409
+    assert http.post("/atelier/v1/interrupt").json() == {"interrupted": None}
+    assert http.post(f"/atelier/v1/jobs/{after['id']}/cancel").status_code == 409
 
-    listed = http.get("/api/jobs", params={"status": "cancelled"}).json()
+    listed = http.get("/atelier/v1/jobs", params={"status": "cancelled"}).json()
     assert doomed["id"] in [j["id"] for j in listed["jobs"]]
-    assert http.delete(f"/api/jobs/{doomed['id']}").json() == {"deleted": doomed["id"]}
-    assert http.get(f"/api/jobs/{doomed['id']}").status_code == 404
-    assert http.delete(f"/api/jobs/{doomed['id']}").status_code == 404
+    assert http.delete(f"/atelier/v1/jobs/{doomed['id']}").json() == {"deleted": doomed["id"]}
+    assert http.get(f"/atelier/v1/jobs/{doomed['id']}").status_code == 404
+    assert http.delete(f"/atelier/v1/jobs/{doomed['id']}").status_code == 404
 
 
 def test_cancel_as_soon_as_a_job_runs(tmp_path: Path, models_dir: Path) -> None:
@@ -210,10 +210,10 @@ def test_cancel_as_soon_as_a_job_runs(tmp_path: Path, models_dir: Path) -> None:
             job = submit(http, portrait(seed=11))["id"]
             follow_up = submit(http, portrait(seed=12))["id"]
             deadline = time.monotonic() + 30
-            while http.get(f"/api/jobs/{job}").json()["status"] == "queued":
+            while http.get(f"/atelier/v1/jobs/{job}").json()["status"] == "queued":
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
-            r = http.post(f"/api/jobs/{job}/cancel")
+            r = http.post(f"/atelier/v1/jobs/{job}/cancel")
             assert r.status_code == 200 and r.json() == {"id": job, "status": "interrupting"}, r.text
             view = wait_job(http, job)
             assert view["status"] == "interrupted", view
@@ -233,9 +233,9 @@ def test_priority_runs_first(server: Server, http: httpx.Client) -> None:
         low = submit(http, portrait(seed=21))
         high = {**portrait(seed=22), "priority": 5}
         high = submit(http, high)
-        queued = [j["id"] for j in http.get("/api/queue").json()["queued"]]
+        queued = [j["id"] for j in http.get("/atelier/v1/queue").json()["queued"]]
         assert queued == [high["id"], low["id"]]
-        http.post(f"/api/jobs/{blocker['id']}/cancel")
+        http.post(f"/atelier/v1/jobs/{blocker['id']}/cancel")
         order = []
         for raw in iter(lambda: ws.recv(timeout=30), None):
             if isinstance(raw, str) and (e := json.loads(raw)).get("type") == "job_started":
@@ -265,12 +265,12 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("route", ["/api/jobs", "/api/validate"])
+@pytest.mark.parametrize("route", ["/atelier/v1/jobs", "/atelier/v1/validate"])
 def test_malformed_requests_get_structured_errors(http: httpx.Client, route: str) -> None:
     for body, status in BAD_BODIES:
         r = http.post(route, content=body, headers={"content-type": "application/json"})
         parses = body.startswith(b'{"workflow": {')
-        expected = 200 if route == "/api/validate" and status == 400 and parses else status
+        expected = 200 if route == "/atelier/v1/validate" and status == 400 and parses else status
         assert r.status_code == expected, (body, r.status_code, r.text)
         data = r.json()
         if r.status_code == 422:
@@ -290,7 +290,9 @@ def test_unknown_node_type_and_wrong_types_name_the_node(http: httpx.Client) -> 
     wf["nodes"]["extra"] = {"type": "NoSuchNode", "inputs": {}}
     wf["nodes"]["sampler"]["inputs"]["denoise"] = "much"
     wf["nodes"]["decode"]["inputs"]["vae"] = {"node": "missing", "output": "VAE"}
-    r = http.post("/api/jobs", json={"workflow": wf, "overrides": {"checkpoint": "tiny15.safetensors"}})
+    r = http.post(
+        "/atelier/v1/jobs", json={"workflow": wf, "overrides": {"checkpoint": "tiny15.safetensors"}}
+    )
     assert r.status_code == 400
     errors = {(e["node"], e["code"]) for e in r.json()["node_errors"]}
     assert ("extra", "unknown_node_type") in errors
@@ -300,19 +302,19 @@ def test_unknown_node_type_and_wrong_types_name_the_node(http: httpx.Client) -> 
     assert denoise[0]["input"] == "denoise" and denoise[0]["node_type"] == "KSampler"
     assert denoise[0]["code"] == "invalid_type" and "much" in denoise[0]["message"]
 
-    r = http.post("/api/jobs", json=portrait(steps=-4, sampler="nosuch", nosuch=1))
+    r = http.post("/atelier/v1/jobs", json=portrait(steps=-4, sampler="nosuch", nosuch=1))
     assert r.status_code == 400
     codes = {e["code"] for e in r.json()["node_errors"]}
     assert {"out_of_range", "not_in_choices", "unknown_override"} <= codes
-    assert http.get("/api/queue").json()["queued"] == [] or all(
-        j["status"] == "queued" for j in http.get("/api/queue").json()["queued"]
+    assert http.get("/atelier/v1/queue").json()["queued"] == [] or all(
+        j["status"] == "queued" for j in http.get("/atelier/v1/queue").json()["queued"]
     )
-    assert http.post("/api/validate", json=portrait()).json() == {"ok": True, "errors": []}
+    assert http.post("/atelier/v1/validate", json=portrait()).json() == {"ok": True, "errors": []}
 
 
 def test_oversize_json_body_is_refused(http: httpx.Client) -> None:
     body = b'{"workflow": {"x": "' + b"a" * (9 * 1024 * 1024) + b'"}}'
-    r = http.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+    r = http.post("/atelier/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "larger" in r.json()["error"]
 
 
@@ -342,7 +344,7 @@ def test_websocket_subscribe_state_and_bad_messages(server: Server, http: httpx.
                 assert m["jobs"] == [wanted]
             elif m["type"] == "state":  # asked for at the first step: the job's live progress
                 state = m
-                assert http.post(f"/api/jobs/{wanted}/cancel").json()["status"] == "interrupting"
+                assert http.post(f"/atelier/v1/jobs/{wanted}/cancel").json()["status"] == "interrupting"
             elif m["type"] != "queue":
                 assert m["job"] == wanted, m
                 seen.append(m["type"])
@@ -376,34 +378,36 @@ def test_websocket_subscribe_state_and_bad_messages(server: Server, http: httpx.
 
 def test_library_models_nodes_and_system(http: httpx.Client) -> None:
     wf = load_workflow("portrait.json")
-    assert http.put("/api/workflows/my portrait", json={"workflow": wf}).json() == {"saved": "my portrait"}
-    assert http.get("/api/workflows/my portrait").json() == wf
-    listed = http.get("/api/workflows").json()["workflows"]
+    assert http.put("/atelier/v1/workflows/my portrait", json={"workflow": wf}).json() == {
+        "saved": "my portrait"
+    }
+    assert http.get("/atelier/v1/workflows/my portrait").json() == wf
+    listed = http.get("/atelier/v1/workflows").json()["workflows"]
     assert [w["name"] for w in listed if w["name"] == "my portrait"] and listed[0]["description"]
-    assert http.put("/api/workflows/bad", json={"workflow": {"nodes": 5}}).status_code == 400
-    assert http.put("/api/workflows/bad", json={"nope": 1}).status_code == 422
-    assert http.put("/api/workflows/%20padded", json={"workflow": wf}).status_code == 400
-    assert http.delete("/api/workflows/my portrait").json() == {"deleted": "my portrait"}
-    assert http.get("/api/workflows/my portrait").status_code == 404
-    assert http.delete("/api/workflows/my portrait").status_code == 404
+    assert http.put("/atelier/v1/workflows/bad", json={"workflow": {"nodes": 5}}).status_code == 400
+    assert http.put("/atelier/v1/workflows/bad", json={"nope": 1}).status_code == 422
+    assert http.put("/atelier/v1/workflows/%20padded", json={"workflow": wf}).status_code == 400
+    assert http.delete("/atelier/v1/workflows/my portrait").json() == {"deleted": "my portrait"}
+    assert http.get("/atelier/v1/workflows/my portrait").status_code == 404
+    assert http.delete("/atelier/v1/workflows/my portrait").status_code == 404
 
-    assert http.get("/api/models/checkpoints").json() == {
+    assert http.get("/atelier/v1/models/checkpoints").json() == {
         "kind": "checkpoints",
         "files": ["broken.safetensors", "tiny15.safetensors"],
     }
-    assert http.get("/api/models/nope").status_code == 404
-    assert "checkpoints" in http.get("/api/models").json()
-    nodes = http.get("/api/nodes").json()
+    assert http.get("/atelier/v1/models/nope").status_code == 404
+    assert "checkpoints" in http.get("/atelier/v1/models").json()
+    nodes = http.get("/atelier/v1/nodes").json()
     assert {"KSampler", "CheckpointLoaderSimple", "SaveImage"} <= set(nodes)
-    assert http.get("/api/nodes/KSampler").json()["type"] == "KSampler"
-    assert http.get("/api/nodes/Nope").status_code == 404
-    system = http.get("/api/system").json()
+    assert http.get("/atelier/v1/nodes/KSampler").json()["type"] == "KSampler"
+    assert http.get("/atelier/v1/nodes/Nope").status_code == 404
+    system = http.get("/atelier/v1/system").json()
     assert system["device"] == "cpu" and system["node_types"] == len(nodes)
-    assert http.post("/api/cache/clear").json()["cleared_entries"] >= 0
-    assert http.get("/api/system").json()["cache"]["entries"] == 0
-    assert http.post("/api/models/unload").json() == {"unloaded": True}
-    assert http.get("/api/jobs/nope").status_code == 404
-    assert http.get("/api/jobs", params={"status": "bogus"}).status_code == 422
-    assert http.get("/api/jobs", params={"limit": 0}).status_code == 422
-    huge = http.get("/api/jobs", params={"offset": 10**20})
+    assert http.post("/atelier/v1/cache/clear").json()["cleared_entries"] >= 0
+    assert http.get("/atelier/v1/system").json()["cache"]["entries"] == 0
+    assert http.post("/atelier/v1/models/unload").json() == {"unloaded": True}
+    assert http.get("/atelier/v1/jobs/nope").status_code == 404
+    assert http.get("/atelier/v1/jobs", params={"status": "bogus"}).status_code == 422
+    assert http.get("/atelier/v1/jobs", params={"limit": 0}).status_code == 422
+    huge = http.get("/atelier/v1/jobs", params={"offset": 10**20})
     assert huge.status_code == 200 and huge.json()["jobs"] == []

@@ -23,7 +23,7 @@ def atelier_client(server: Server, n: int, barrier: threading.Barrier) -> dict[s
         ids = []
         for i in range(JOBS_EACH):
             body = {**portrait(seed=10_000 + n * 100 + i, steps=1), "client_id": name}
-            r = http.post("/api/jobs", json=body)
+            r = http.post("/atelier/v1/jobs", json=body)
             assert r.status_code == 201, r.text
             ids.append(r.json()["id"])
         finished: dict[str, int] = {}
@@ -37,7 +37,7 @@ def atelier_client(server: Server, n: int, barrier: threading.Barrier) -> dict[s
                 assert m["type"] == "job_finished", m
                 finished[m["job"]] = finished.get(m["job"], 0) + 1
                 # what a client does next: the job's record already says how it ended
-                assert http.get(f"/api/jobs/{m['job']}").json()["status"] == "success"
+                assert http.get(f"/atelier/v1/jobs/{m['job']}").json()["status"] == "success"
                 outputs[m["job"]] = m["outputs"]["save"]["images"][0]["filename"]
     return {"name": name, "ids": ids, "finished": finished, "outputs": outputs, "foreign": set()}
 
@@ -92,7 +92,7 @@ def test_200_jobs_from_20_concurrent_clients(server: Server, http: httpx.Client)
         assert set(r["finished"].values()) == {1}, r["name"]  # each terminal event once
         assert r["foreign"] == set(), f"{r['name']} heard about other clients' prompts"
 
-    views = [http.get(f"/api/jobs/{j}").json() for j in all_ids]
+    views = [http.get(f"/atelier/v1/jobs/{j}").json() for j in all_ids]
     assert [v["status"] for v in views] == ["success"] * len(all_ids)
     numbers = [v["number"] for v in views]
     assert len(set(numbers)) == len(numbers)
@@ -104,4 +104,4 @@ def test_200_jobs_from_20_concurrent_clients(server: Server, http: httpx.Client)
     files = [name for r in results for name in r["outputs"].values()]
     assert len(set(files)) == len(all_ids)
     assert all((server.folder("output") / f).is_file() for f in files)
-    assert http.get("/api/queue").json() == {"running": [], "queued": []}
+    assert http.get("/atelier/v1/queue").json() == {"running": [], "queued": []}

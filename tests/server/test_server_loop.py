@@ -95,11 +95,13 @@ class InProcessServer:
 
 
 def _route_keys(route: Any, method: str | None = None) -> set[tuple[str, str]]:
+    # ComfyUI's routes are registered twice, bare and under /api, with one handler: one key for both
+    path = getattr(route, "path", "").removeprefix("/api")
     if isinstance(route, APIWebSocketRoute):
-        return {("WS", route.path)}
+        return {("WS", path)}
     if isinstance(route, APIRoute):
         methods = {method} if method else route.methods
-        return {(m, route.path) for m in methods if m != "HEAD"}
+        return {(m, path) for m in methods if m != "HEAD"}
     return set()
 
 
@@ -181,7 +183,7 @@ def _png(size: tuple[int, int], mode: str = "RGB") -> bytes:
 def _wait(http: httpx.Client, job: str, until: Callable[[str], bool], timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        status = http.get(f"/api/jobs/{job}").json()["status"]
+        status = http.get(f"/atelier/v1/jobs/{job}").json()["status"]
         if until(status) or time.monotonic() > deadline:
             return status
         time.sleep(0.01)
@@ -197,30 +199,31 @@ def exercise_every_route(srv: InProcessServer) -> None:
         assert http.get("/").status_code == 200
         assert http.get("/static/index.html").status_code in (200, 404)
         # the catalogue
-        assert http.get("/api/system").json()["device"] == "cpu"
-        assert "KSampler" in http.get("/api/nodes").json()
-        assert http.get("/api/nodes/KSampler").status_code == 200
-        assert http.get("/api/nodes/Nope").status_code == 404
-        assert http.get("/api/types").status_code == 200
-        assert "checkpoints" in http.get("/api/models").json()
-        assert http.get("/api/models/checkpoints").status_code == 200
-        assert http.get("/api/models/nope").status_code == 404
+        assert http.get("/atelier/v1/system").json()["device"] == "cpu"
+        assert "KSampler" in http.get("/atelier/v1/nodes").json()
+        assert http.get("/atelier/v1/nodes/KSampler").status_code == 200
+        assert http.get("/atelier/v1/nodes/Nope").status_code == 404
+        assert http.get("/atelier/v1/types").status_code == 200
+        assert "checkpoints" in http.get("/atelier/v1/models").json()
+        assert http.get("/atelier/v1/models/checkpoints").status_code == 200
+        assert http.get("/atelier/v1/models/nope").status_code == 404
         assert http.get("/object_info").status_code == 200
         assert http.get("/object_info/KSampler").status_code == 200
-        assert http.get("/object_info/Nope").status_code == 404
+        assert http.get("/object_info/Nope").json() == {}
+        assert http.get("/api/prompt").json()["exec_info"]["queue_remaining"] >= 0
         assert http.get("/system_stats").status_code == 200
         assert http.get("/embeddings").json() == []
 
         # jobs, through the websocket as well
         with (
-            connect(f"{srv.ws_base}/ws", open_timeout=10) as ws,
+            connect(f"{srv.ws_base}/atelier/v1/ws", open_timeout=10) as ws,
             connect(f"{srv.ws_base}/ws?clientId=probe", open_timeout=10) as comfy_ws,
         ):
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
             assert json.loads(comfy_ws.recv(timeout=10))["type"] == "status"
-            assert http.post("/api/validate", json=portrait()).json()["ok"] is True
-            assert http.post("/api/jobs", json={"workflow": {"a": 5}}).status_code == 400
-            done = http.post("/api/jobs", json=portrait(seed=1)).json()["id"]
+            assert http.post("/atelier/v1/validate", json=portrait()).json()["ok"] is True
+            assert http.post("/atelier/v1/jobs", json={"workflow": {"a": 5}}).status_code == 400
+            done = http.post("/atelier/v1/jobs", json=portrait(seed=1)).json()["id"]
             assert _wait(http, done, _finished) == "success"
             ws.send(json.dumps({"type": "subscribe", "jobs": [done]}))
             ws.send(json.dumps({"type": "state", "job": done}))
@@ -233,23 +236,23 @@ def exercise_every_route(srv: InProcessServer) -> None:
                     replies.append(m["type"])
             assert replies == ["subscribed", "state", "error"]
 
-            long = http.post("/api/jobs", json=portrait(seed=2, steps=200, width=128, height=128)).json()[
-                "id"
-            ]
-            queued = http.post("/api/jobs", json=portrait(seed=3)).json()["id"]
+            long = http.post(
+                "/atelier/v1/jobs", json=portrait(seed=2, steps=200, width=128, height=128)
+            ).json()["id"]
+            queued = http.post("/atelier/v1/jobs", json=portrait(seed=3)).json()["id"]
             _wait(http, long, lambda s: s != "queued")
-            assert http.get("/api/queue").status_code == 200
+            assert http.get("/atelier/v1/queue").status_code == 200
             assert http.get("/queue").status_code == 200
-            assert http.post(f"/api/jobs/{queued}/cancel").status_code in (200, 409)
-            assert http.post("/api/jobs/nope/cancel").status_code == 404
-            assert http.post("/api/interrupt").status_code == 200
+            assert http.post(f"/atelier/v1/jobs/{queued}/cancel").status_code in (200, 409)
+            assert http.post("/atelier/v1/jobs/nope/cancel").status_code == 404
+            assert http.post("/atelier/v1/interrupt").status_code == 200
             # the interrupt may land before the worker holds the job's token; a cancel cannot miss it
-            assert http.post(f"/api/jobs/{long}/cancel").status_code in (200, 409)
+            assert http.post(f"/atelier/v1/jobs/{long}/cancel").status_code in (200, 409)
             assert _finished(_wait(http, long, _finished))
-            assert http.delete(f"/api/jobs/{queued}").status_code in (200, 409)
-            assert http.delete("/api/jobs/nope").status_code == 404
-            assert http.get(f"/api/jobs/{done}", params={"workflow": "true"}).status_code == 200
-            assert http.get("/api/jobs", params={"limit": 5}).status_code == 200
+            assert http.delete(f"/atelier/v1/jobs/{queued}").status_code in (200, 409)
+            assert http.delete("/atelier/v1/jobs/nope").status_code == 404
+            assert http.get(f"/atelier/v1/jobs/{done}", params={"workflow": "true"}).status_code == 200
+            assert http.get("/atelier/v1/jobs", params={"limit": 5}).status_code == 200
 
             r = http.post("/prompt", json={"prompt": comfy_prompt(seed=4), "client_id": "probe"})
             prompt_id = r.json()["prompt_id"]
@@ -264,7 +267,7 @@ def exercise_every_route(srv: InProcessServer) -> None:
             image = http.get(f"/history/{prompt_id}").json()[prompt_id]["outputs"]["9"]["images"][0]
             assert http.get("/view", params={"filename": image["filename"]}).status_code == 200
             assert http.get("/view", params={"filename": "missing.png"}).status_code == 404
-            assert http.get(f"/api/files/output/{image['filename']}").status_code == 200
+            assert http.get(f"/atelier/v1/files/output/{image['filename']}").status_code == 200
             extra = http.post("/prompt", json={"prompt": comfy_prompt(seed=6)}).json()
             assert http.post("/queue", json={"delete": [extra["prompt_id"]]}).json() == {}
             assert http.post("/queue", json={"clear": True}).json() == {}
@@ -274,29 +277,34 @@ def exercise_every_route(srv: InProcessServer) -> None:
             assert http.post("/history", json={"delete": 5}).status_code == 400
 
         # files
-        up = http.post("/api/upload", files={"image": ("small.png", _png((8, 8)), "image/png")})
+        up = http.post("/atelier/v1/upload", files={"image": ("small.png", _png((8, 8)), "image/png")})
         assert up.status_code == 200, up.text
         assert (
             http.post("/upload/image", files={"image": ("s.png", _png((8, 8)), "image/png")}).status_code
             == 200
         )
-        big = http.post("/api/upload", files={"image": ("big.png", _png((2000, 1000), "1"), "image/png")})
+        big = http.post(
+            "/atelier/v1/upload", files={"image": ("big.png", _png((2000, 1000), "1"), "image/png")}
+        )
         assert big.status_code == 400 and "over 1000000 pixels" in big.json()["error"]
-        assert http.get("/api/files/input/small.png").status_code == 200
+        assert http.get("/atelier/v1/files/input/small.png").status_code == 200
 
         # the library
         wf = json.loads((REPO / "workflows" / "portrait.json").read_text())
-        assert http.put("/api/workflows/mine", json={"workflow": wf}).status_code == 200
-        assert http.put("/api/workflows/bad", json={"workflow": {"nodes": 5}}).status_code == 400
-        assert http.get("/api/workflows").json()["workflows"]
-        assert http.get("/api/workflows/mine").json() == wf
-        assert http.get("/api/workflows/_default").status_code == 200
-        assert http.get("/api/workflows/_shipped").status_code == 200
-        assert http.delete("/api/workflows/mine").status_code == 200
+        assert http.put("/atelier/v1/workflows/mine", json={"workflow": wf}).status_code == 200
+        assert http.put("/atelier/v1/workflows/bad", json={"workflow": {"nodes": 5}}).status_code == 400
+        assert http.get("/atelier/v1/workflows").json()["workflows"]
+        assert http.get("/atelier/v1/workflows/mine").json() == wf
+        assert http.get("/atelier/v1/workflows/_default").status_code == 200
+        assert http.get("/atelier/v1/workflows/_shipped").status_code == 200
+        assert http.delete("/atelier/v1/workflows/mine").status_code == 200
 
         # maintenance last: it empties the caches the jobs above used
-        assert http.post("/api/cache/clear").status_code == 200
-        assert http.post("/api/models/unload").json() == {"unloaded": True}
+        assert http.post("/atelier/v1/cache/clear").status_code == 200
+        assert http.post("/atelier/v1/models/unload").json() == {"unloaded": True}
+        assert http.post("/free", json={"free_memory": True}).json() == {}
+        assert http.post("/api/free", json={"unload_models": True}).json() == {}
+        assert http.post("/free", content=b"{nope").status_code == 400
         http.post("/history", json={"clear": True})
 
 

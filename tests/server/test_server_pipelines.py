@@ -8,7 +8,7 @@ from tests.server.harness import wait_job
 
 
 def test_pipelines_are_listed_with_their_interfaces(http: httpx.Client) -> None:
-    rows = {r["name"]: r for r in http.get("/api/pipelines").json()}
+    rows = {r["name"]: r for r in http.get("/atelier/v1/pipelines").json()}
     assert {"portrait", "fix_faces", "upscale_image", "portrait_full"} <= set(rows)
     portrait = rows["portrait"]
     assert portrait["version"] == "1.0.0" and portrait["versions"] == ["1.0.0"]
@@ -20,29 +20,29 @@ def test_pipelines_are_listed_with_their_interfaces(http: httpx.Client) -> None:
         "required": False,
     }
     assert face["outputs"]["image"]["type"] == "IMAGE"
-    one = http.get("/api/pipelines/portrait", params={"version": "1.0.0"}).json()
+    one = http.get("/atelier/v1/pipelines/portrait", params={"version": "1.0.0"}).json()
     assert one["interface"]["inputs"]["seed"]["type"] == "INT" and one["workflow"]["nodes"]["sampler"]
-    missing = http.get("/api/pipelines/nothing")
+    missing = http.get("/atelier/v1/pipelines/nothing")
     assert missing.status_code == 404 and "no pipeline 'nothing'" in missing.json()["error"]
-    too_new = http.get("/api/pipelines/portrait", params={"version": "2.0.0"})
+    too_new = http.get("/atelier/v1/pipelines/portrait", params={"version": "2.0.0"})
     assert too_new.status_code == 404 and "1.0.0 is a major change" in too_new.json()["error"]
 
 
 def test_a_pipeline_runs_with_a_json_body_of_input_values(http: httpx.Client) -> None:
     inputs = {"checkpoint": "tiny15.safetensors", "steps": 2, "width": 64, "height": 64, "seed": 3}
-    r = http.post("/api/pipelines/portrait/jobs", json={"inputs": inputs, "version": "1.0.0"})
+    r = http.post("/atelier/v1/pipelines/portrait/jobs", json={"inputs": inputs, "version": "1.0.0"})
     assert r.status_code == 201, r.text
     job = wait_job(http, r.json()["id"])
     assert job["status"] == "success" and job["overrides"]["seed"] == 3
     assert job["outputs"]["save"]["images"][0]["filename"].endswith(".png")
-    bad = http.post("/api/pipelines/portrait/jobs", json={"inputs": {**inputs, "steps": 0}})
+    bad = http.post("/atelier/v1/pipelines/portrait/jobs", json={"inputs": {**inputs, "steps": 0}})
     assert bad.status_code == 400
     assert any(e["input"] == "steps" for e in bad.json()["node_errors"])
-    assert http.post("/api/pipelines/nothing/jobs", json={"inputs": {}}).status_code == 404
+    assert http.post("/atelier/v1/pipelines/nothing/jobs", json={"inputs": {}}).status_code == 404
 
 
 def test_the_catalogue_offers_pipelines_as_node_types(http: httpx.Client) -> None:
-    nodes = http.get("/api/nodes").json()
+    nodes = http.get("/atelier/v1/nodes").json()
     fix = nodes["pipeline:fix_faces"]
     assert fix["category"] == "pipelines" and fix["version"] == "1.0.0" and fix["output_node"] is True
     inputs = {i["name"]: i for i in fix["inputs"]}
@@ -74,12 +74,12 @@ def test_a_canvas_graph_using_pipeline_nodes_runs(http: httpx.Client) -> None:
             },
         },
     }
-    r = http.post("/api/jobs", json={"workflow": wf})
+    r = http.post("/atelier/v1/jobs", json={"workflow": wf})
     assert r.status_code == 400  # no upscale model here: the inner loader says so, by its path
     errs = r.json()["node_errors"]
     assert any(e["node"] == "2:upscaler" and e["input"] == "model_name" for e in errs), errs
     del wf["nodes"]["2"]
-    r = http.post("/api/jobs", json={"workflow": wf})
+    r = http.post("/atelier/v1/jobs", json={"workflow": wf})
     assert r.status_code == 201, r.text
     job = wait_job(http, r.json()["id"])
     assert job["status"] == "success" and "1:save" in job["outputs"]

@@ -19,7 +19,7 @@ def statuses(db: Path) -> dict[str, str]:
 
 
 def submit(http: httpx.Client, body: dict) -> str:
-    r = http.post("/api/jobs", json=body)
+    r = http.post("/atelier/v1/jobs", json=body)
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -36,8 +36,8 @@ def start_long_job_and_queue(srv: Server, seed: int) -> tuple[str, list[str]]:
         for raw in iter(lambda: ws.recv(timeout=60), None):
             if isinstance(raw, str) and (m := json.loads(raw))["type"] == "progress" and m["job"] == long:
                 break
-        assert http.get(f"/api/jobs/{long}").json()["status"] == "running"
-        assert [j["id"] for j in http.get("/api/queue").json()["queued"]] == queued
+        assert http.get(f"/atelier/v1/jobs/{long}").json()["status"] == "running"
+        assert [j["id"] for j in http.get("/atelier/v1/queue").json()["queued"]] == queued
     return long, queued
 
 
@@ -46,19 +46,20 @@ def check_after_restart(srv: Server, long: str, queued: list[str], message: str)
         views = [wait_job(http, job) for job in queued]
         assert [v["status"] for v in views] == ["success"] * 3
         assert [v["number"] for v in views] == sorted(v["number"] for v in views)
-        view = http.get(f"/api/jobs/{long}").json()
+        view = http.get(f"/atelier/v1/jobs/{long}").json()
         assert view["status"] == "interrupted" and view["error"]["message"] == message
         assert "save" not in view["executed"]
 
         # the ComfyUI prompt still reports to the client that queued it, and to no other
         def heard(ws) -> set[str]:
-            ws.send("{}")  # the error reply marks the end of what was sent before it
+            # the reply to its first message, the feature flags handshake, marks the end of what came before
+            ws.send(json.dumps({"type": "feature_flags", "data": {}}))
             kinds = set()
             for raw in iter(lambda: ws.recv(timeout=10), None):
                 if isinstance(raw, bytes):  # previews (of this prompt, or of jobs without a client)
                     continue
                 m = json.loads(raw)
-                if m["type"] == "error":
+                if m["type"] == "feature_flags":
                     return kinds
                 if m["data"].get("prompt_id") == queued[1]:
                     kinds.add(m["type"])
@@ -68,7 +69,7 @@ def check_after_restart(srv: Server, long: str, queued: list[str], message: str)
         assert heard(stranger) == set()
 
         # numbering goes on after the restart
-        later = http.post("/api/jobs", json=portrait(seed=1)).json()
+        later = http.post("/atelier/v1/jobs", json=portrait(seed=1)).json()
         assert later["number"] > max(v["number"] for v in views)
         wait_job(http, later["id"])
 

@@ -40,18 +40,18 @@ def secret(server: Server) -> Path:
 
 
 TRAVERSALS = [
-    "/api/files/output/../secret.txt",
-    "/api/files/output/../../secret.txt",
-    "/api/files/input/%2e%2e/secret.txt",
-    "/api/files/temp/%2e%2e%2fsecret.txt",
-    "/api/files/output/..%2fsecret.txt",
-    "/api/files/output/..%5csecret.txt",
-    "/api/files/output/sub/../../secret.txt",
-    "/api/files/output//{root}/secret.txt",
-    "/api/files/output/%2f{root}%2fsecret.txt",
-    "/api/files/output/link.txt",
-    "/api/files/..%2f..%2fsecret.txt",
-    "/api/files/output/%00secret.txt",
+    "/atelier/v1/files/output/../secret.txt",
+    "/atelier/v1/files/output/../../secret.txt",
+    "/atelier/v1/files/input/%2e%2e/secret.txt",
+    "/atelier/v1/files/temp/%2e%2e%2fsecret.txt",
+    "/atelier/v1/files/output/..%2fsecret.txt",
+    "/atelier/v1/files/output/..%5csecret.txt",
+    "/atelier/v1/files/output/sub/../../secret.txt",
+    "/atelier/v1/files/output//{root}/secret.txt",
+    "/atelier/v1/files/output/%2f{root}%2fsecret.txt",
+    "/atelier/v1/files/output/link.txt",
+    "/atelier/v1/files/..%2f..%2fsecret.txt",
+    "/atelier/v1/files/output/%00secret.txt",
     "/view?filename=../secret.txt",
     "/view?filename=..%2fsecret.txt",
     "/view?filename=%2e%2e%2fsecret.txt",
@@ -77,13 +77,13 @@ def test_files_never_leave_their_folders(server: Server, secret: Path, target: s
 
 
 def test_files_inside_are_served(server: Server, secret: Path) -> None:
-    assert raw_get(server.port, "/api/files/output/sub/inside.txt") == (200, b"inside")
+    assert raw_get(server.port, "/atelier/v1/files/output/sub/inside.txt") == (200, b"inside")
     assert raw_get(server.port, "/view?filename=inside.txt&subfolder=sub") == (200, b"inside")
     assert raw_get(server.port, "/view?filename=inside.txt&subfolder=sub&type=input")[0] == 404
 
 
 def test_uploads_must_be_images_and_stay_inside(server: Server, http: httpx.Client) -> None:
-    ok = http.post("/api/upload", files={"image": ("face.png", png(), "image/png")})
+    ok = http.post("/atelier/v1/upload", files={"image": ("face.png", png(), "image/png")})
     assert ok.status_code == 200 and ok.json() == {
         "name": "face.png",
         "subfolder": "",
@@ -104,12 +104,12 @@ def test_uploads_must_be_images_and_stay_inside(server: Server, http: httpx.Clie
         ({}, {"subfolder": "x"}, 422),
     ]
     for files, data, status in cases:
-        for route in ("/api/upload", "/upload/image"):
+        for route in ("/atelier/v1/upload", "/upload/image"):
             r = http.post(route, files=files or None, data=data)
             assert r.status_code == status, (route, files and files["image"][0], data, r.text)
             assert r.json()["error"]
     # a name that tries to climb out is cut to its last part
-    r = http.post("/api/upload", files={"image": ("../../climb.png", png(), "image/png")})
+    r = http.post("/atelier/v1/upload", files={"image": ("../../climb.png", png(), "image/png")})
     assert r.status_code == 200 and r.json()["name"] == "climb.png" and r.json()["subfolder"] == ""
     assert (server.folder("input") / "climb.png").is_file() and not (server.root / "climb.png").exists()
     assert sorted(p.name for p in server.root.glob("*.png")) == []
@@ -119,12 +119,12 @@ def test_uploads_must_be_images_and_stay_inside(server: Server, http: httpx.Clie
 def test_oversize_uploads_are_refused(server: Server, http: httpx.Client) -> None:
     """The shared server runs with --max-upload-mb 1."""
     big = png() + b"\0" * (1024 * 1024 + 10)
-    for route in ("/api/upload", "/upload/image"):
+    for route in ("/atelier/v1/upload", "/upload/image"):
         r = http.post(route, files={"image": ("big.png", big, "image/png")})
         assert r.status_code == 413 and "larger" in r.json()["error"]
     # no Content-Length (chunked): refused rather than read without a limit
     r = http.post(
-        "/api/upload",
+        "/atelier/v1/upload",
         content=iter([b"--x\r\n", b"y" * 100]),
         headers={"content-type": "multipart/form-data; boundary=x"},
     )
@@ -134,33 +134,37 @@ def test_oversize_uploads_are_refused(server: Server, http: httpx.Client) -> Non
 
 def test_cross_origin_requests_are_refused(server: Server, http: httpx.Client) -> None:
     evil = {"Origin": "http://evil.example"}
-    assert http.get("/api/system", headers=evil).status_code == 403
-    r = http.post("/api/jobs", headers=evil, json={"workflow": {}})
+    assert http.get("/atelier/v1/system", headers=evil).status_code == 403
+    r = http.post("/atelier/v1/jobs", headers=evil, json={"workflow": {}})
     assert r.status_code == 403 and r.json()["error"] == "cross-origin request refused"
     assert http.post("/prompt", headers=evil, json={"prompt": {}}).status_code == 403
     assert (
-        http.post("/api/upload", headers=evil, files={"image": ("o.png", png(), "image/png")}).status_code
+        http.post(
+            "/atelier/v1/upload", headers=evil, files={"image": ("o.png", png(), "image/png")}
+        ).status_code
         == 403
     )
     assert http.get("/view", headers={"Origin": "null"}, params={"filename": "x.png"}).status_code == 403
     same = {"Origin": f"http://127.0.0.1:{server.port}"}
-    assert http.get("/api/system", headers=same).status_code == 200
+    assert http.get("/atelier/v1/system", headers=same).status_code == 200
     # the same host is not enough: scheme and port must match too
     for other in (
         f"https://127.0.0.1:{server.port}",
         f"http://127.0.0.1:{server.port + 1}",
         "http://127.0.0.1",
     ):
-        assert http.get("/api/system", headers={"Origin": other}).status_code == 403, other
-    assert http.get("/api/system").status_code == 200  # not a browser: no Origin
+        assert http.get("/atelier/v1/system", headers={"Origin": other}).status_code == 403, other
+    assert http.get("/atelier/v1/system").status_code == 200  # not a browser: no Origin
     assert not (server.folder("input") / "o.png").exists()
 
     with pytest.raises(InvalidStatus) as refused:
-        connect(f"{server.ws_base}/ws", origin="http://evil.example", open_timeout=10)
+        connect(f"{server.ws_base}/atelier/v1/ws", origin="http://evil.example", open_timeout=10)
     assert refused.value.response.status_code == 403
     with pytest.raises(InvalidStatus):
         connect(f"{server.ws_base}/ws?clientId=abc", origin="http://evil.example", open_timeout=10)
-    with connect(f"{server.ws_base}/ws", origin=f"http://127.0.0.1:{server.port}", open_timeout=10) as ws:
+    with connect(
+        f"{server.ws_base}/atelier/v1/ws", origin=f"http://127.0.0.1:{server.port}", open_timeout=10
+    ) as ws:
         assert '"hello"' in ws.recv(timeout=10)
 
 
@@ -180,16 +184,16 @@ def token_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> 
 
 
 ROUTES = [
-    ("GET", "/api/system"),
-    ("GET", "/api/jobs"),
-    ("POST", "/api/jobs"),
-    ("GET", "/api/queue"),
-    ("POST", "/api/interrupt"),
-    ("GET", "/api/nodes"),
-    ("GET", "/api/files/output/x.png"),
-    ("POST", "/api/upload"),
-    ("GET", "/api/workflows"),
-    ("POST", "/api/cache/clear"),
+    ("GET", "/atelier/v1/system"),
+    ("GET", "/atelier/v1/jobs"),
+    ("POST", "/atelier/v1/jobs"),
+    ("GET", "/atelier/v1/queue"),
+    ("POST", "/atelier/v1/interrupt"),
+    ("GET", "/atelier/v1/nodes"),
+    ("GET", "/atelier/v1/files/output/x.png"),
+    ("POST", "/atelier/v1/upload"),
+    ("GET", "/atelier/v1/workflows"),
+    ("POST", "/atelier/v1/cache/clear"),
     ("POST", "/prompt"),
     ("GET", "/history"),
     ("GET", "/queue"),
@@ -219,25 +223,28 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
             r = anon.request(method, path + ("&" if "?" in path else "?") + "token=wrong")
             assert r.status_code == 401
         good = {"Authorization": "Bearer s3cret-token-for-tests"}
-        assert anon.get("/api/system", headers=good).status_code == 200
-        assert anon.get("/api/system", params={"token": "s3cret-token-for-tests"}).status_code == 200
+        assert anon.get("/atelier/v1/system", headers=good).status_code == 200
+        assert anon.get("/atelier/v1/system", params={"token": "s3cret-token-for-tests"}).status_code == 200
         assert anon.get("/object_info", headers=good).status_code == 200
         # the token does not excuse another origin; an allowed origin passes
-        assert anon.get("/api/system", headers={**good, "Origin": "http://evil.example"}).status_code == 403
+        assert (
+            anon.get("/atelier/v1/system", headers={**good, "Origin": "http://evil.example"}).status_code
+            == 403
+        )
         allowed = {**good, "Origin": "http://allowed.example"}
-        r = anon.get("/api/system", headers=allowed)
+        r = anon.get("/atelier/v1/system", headers=allowed)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://allowed.example"
         # a browser's preflight carries no token: the allowed origin gets its answer, another does not
         preflight = {
             "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization",
         }
-        r = anon.options("/api/jobs", headers={**preflight, "Origin": "http://allowed.example"})
+        r = anon.options("/atelier/v1/jobs", headers={**preflight, "Origin": "http://allowed.example"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://allowed.example"
         assert "authorization" in r.headers["access-control-allow-headers"].lower()
-        r = anon.options("/api/jobs", headers={**preflight, "Origin": "http://evil.example"})
+        r = anon.options("/atelier/v1/jobs", headers={**preflight, "Origin": "http://evil.example"})
         assert r.status_code >= 400 and "access-control-allow-origin" not in r.headers
-        r = anon.post("/api/jobs", headers={"Origin": "http://allowed.example"}, json={"workflow": {}})
+        r = anon.post("/atelier/v1/jobs", headers={"Origin": "http://allowed.example"}, json={"workflow": {}})
         assert r.status_code == 401  # an allowed origin still needs the token
     # the canvas opened with ?token= gets a strict same-site cookie that carries the token from then on
     with httpx.Client(base_url=token_server.base, timeout=30) as browser:
@@ -247,17 +254,19 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
         cookie = page.headers["set-cookie"].lower()
         assert "atelier_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
         assert browser.get("/static/js/api.js").status_code == 200
-        assert browser.get("/api/system").status_code == 200
+        assert browser.get("/atelier/v1/system").status_code == 200
         with connect(
-            f"ws://127.0.0.1:{token_server.port}/ws",
+            f"ws://127.0.0.1:{token_server.port}/atelier/v1/ws",
             additional_headers={"Cookie": "atelier_token=s3cret-token-for-tests"},
         ) as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
 
-    base = f"{token_server.ws_base}/ws"
+    base = f"{token_server.ws_base}/atelier/v1/ws"
+    comfy = f"{token_server.ws_base}/ws"
     for url, headers in [
         (base, None),
-        (base + "?clientId=a", None),
+        (comfy + "?clientId=a", None),
+        (comfy, None),
         (base + "?token=wrong", None),
         (base, {"Authorization": "Bearer wrong"}),
     ]:
@@ -267,7 +276,7 @@ def test_token_is_needed_on_every_request(token_server: Server) -> None:
     with connect(base + "?token=s3cret-token-for-tests", open_timeout=10) as ws:
         assert '"hello"' in ws.recv(timeout=10)
     with connect(
-        base + "?clientId=a", additional_headers={"Authorization": "Bearer s3cret-token-for-tests"}
+        comfy + "?clientId=a", additional_headers={"Authorization": "Bearer s3cret-token-for-tests"}
     ) as ws:
         assert '"status"' in ws.recv(timeout=10)
 
@@ -290,11 +299,11 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
 
 def test_dns_rebinding_host_names_are_refused_without_a_token(server: Server, http: httpx.Client) -> None:
     # a page on evil.example rebinds its name to 127.0.0.1: the browser sends Host: evil.example
-    r = http.get("/api/system", headers={"Host": f"evil.example:{server.port}"})
+    r = http.get("/atelier/v1/system", headers={"Host": f"evil.example:{server.port}"})
     assert r.status_code == 403 and "loopback" in r.json()["error"]
-    assert http.get("/api/system", headers={"Host": f"localhost:{server.port}"}).status_code == 200
-    assert http.get("/api/system", headers={"Host": f"127.0.0.1:{server.port}"}).status_code == 200
-    assert http.get("/api/system", headers={"Host": f"[::1]:{server.port}"}).status_code == 200
+    assert http.get("/atelier/v1/system", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+    assert http.get("/atelier/v1/system", headers={"Host": f"127.0.0.1:{server.port}"}).status_code == 200
+    assert http.get("/atelier/v1/system", headers={"Host": f"[::1]:{server.port}"}).status_code == 200
     with pytest.raises(InvalidStatus):  # the handshake is refused
         with connect(f"ws://127.0.0.1:{server.port}/ws", additional_headers={"Host": "evil.example"}) as ws:
             ws.recv(timeout=5)

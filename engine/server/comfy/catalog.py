@@ -39,8 +39,10 @@ def object_info_entry(desc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def system_stats(info: dict[str, Any]) -> dict[str, Any]:
-    """``/system_stats`` from the system service's ``info()``."""
+def system_stats(info: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
+    """``/system_stats`` from the system service's ``info()``. ``argv``: the ComfyUI-style command-line
+    switches the server runs with (ComfyUI's frontend reads ``--multi-user`` there); never the real
+    command line, which may hold the token."""
     if "gpu" in info:
         g = info["gpu"]
         device = {
@@ -71,6 +73,18 @@ def system_stats(info: dict[str, Any]) -> dict[str, Any]:
             "ram_free": info.get("ram", {}).get("free", 0),
             "embedded_python": False,
             "comfyui_version": "atelier",
+            "required_frontend_version": _frontend_version(),
+            "argv": ["main.py", *(argv or [])],
         },
         "devices": [device],
     }
+
+
+def _frontend_version() -> str:
+    """The installed comfyui-frontend-package's version (the one Atelier serves), else 0.0.0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("comfyui-frontend-package")
+    except PackageNotFoundError:
+        return "0.0.0"
