@@ -28,6 +28,7 @@ class ErrorBody(BaseModel):
 
 _MEANINGS = {
     400: "the request is not valid (a body that is not JSON, a workflow that does not validate, a bad name)",
+    403: "not this user's (an unknown user, a path outside the user's folder)",
     404: "no such thing",
     409: "the request conflicts with the thing's state",
     413: "the request body is over the size limit",

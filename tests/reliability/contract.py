@@ -28,6 +28,11 @@ def api_path(app_or_schema: Any, method: str, suffix: str) -> str:
     return min(found, key=len)
 
 
+def atelier_ws(app: Any) -> str:
+    """The path of Atelier's websocket: ``ws`` beside its API."""
+    return api_path(app, "get", "/system")[: -len("/system")] + "/ws"
+
+
 def error_shape_problem(status: int, headers: Mapping[str, str], content: bytes) -> str | None:
     """Why a response breaks the error contract (a 4xx is a JSON object with ``error``; no 5xx), or None."""
     if status >= 500:

@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.reliability.conftest import LiveServer
-from tests.reliability.contract import api_path, error_shape_problem
+from tests.reliability.contract import api_path, atelier_ws, error_shape_problem
 from tests.server.harness import comfy_prompt
 
 
@@ -145,7 +145,7 @@ def test_every_operation_documents_its_errors_in_the_one_shape(live: LiveServer)
     ["{nope", "[" * 50_000, "1" * 5000, '"just a string"', "[]", '{"type": {"x": 1}}', '{"type": "state"}'],
 )
 def test_websocket_messages_that_cannot_be_used_get_an_error_reply(live: LiveServer, message: str) -> None:
-    with connect(f"{live.ws_base}/ws", open_timeout=30, max_size=None) as ws:
+    with connect(f"{live.ws_base}{atelier_ws(live.app)}", open_timeout=30, max_size=None) as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "hello"
         ws.send(message)
         reply = next(m for m in iter(lambda: json.loads(ws.recv(timeout=30)), None) if m["type"] != "queue")

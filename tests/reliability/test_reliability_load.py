@@ -16,7 +16,7 @@ from typing import Any
 from websockets.sync.client import connect
 
 from tests.reliability.conftest import LiveServer
-from tests.reliability.contract import api_path
+from tests.reliability.contract import api_path, atelier_ws
 from tests.server.harness import comfy_prompt
 
 CLIENTS = 10
@@ -40,7 +40,7 @@ def client_run(live: LiveServer, n: int, barrier: threading.Barrier) -> dict[str
     name = f"load-{n}"
     comfy = n % 2 == 1
     jobs_path = api_path(live.app, "post", "/jobs")
-    with live.client() as http, connect(f"{live.ws_base}/ws?format=atelier", open_timeout=30) as ws:
+    with live.client() as http, connect(f"{live.ws_base}{atelier_ws(live.app)}", open_timeout=30) as ws:
         json.loads(ws.recv(timeout=30))  # hello
         barrier.wait(timeout=60)
         ids: list[str] = []
