@@ -120,6 +120,34 @@ def resolve_contained(folder: Path, name: str) -> Path:
     return path
 
 
+MAX_NAME_BYTES = 200  # per folder or file name: room left for a counter and an extension under 255
+MAX_PATH_CHARS = 1024
+
+
+def relative_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a file to write under a folder (a file-name prefix such as SaveImage's
+    ``filename_prefix``, which may hold subfolders separated by ``/``), or None. Checked when a workflow is
+    validated, so a bad name fails before the job is queued, and again when the file is written."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "must not contain control characters"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds an unpaired surrogate)"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "must be relative to its folder, not an absolute path"
+    if "\\" in name:
+        return "separates folders with /, not \\"
+    parts = name.split("/")
+    if ".." in parts:
+        return "must not climb out of its folder with '..'"
+    if len(name) > MAX_PATH_CHARS:
+        return f"is longer than {MAX_PATH_CHARS} characters"
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        return f"has a folder or file name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
 def resolve_inside(folder: Path, name: str) -> Path:
     """``folder / name``, refusing names that are absolute or climb out of ``folder``.
 

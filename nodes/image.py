@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -342,12 +343,24 @@ def save_images(
     return names
 
 
+def check_filename_prefix(literals: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """A node's ``filename_prefix`` checked at validation (``Node.check_inputs``), so a bad one fails the
+    submission naming node and input instead of the job at run time."""
+    prefix = literals.get("filename_prefix")
+    problem = folders.relative_name_problem(prefix) if isinstance(prefix, str) else None
+    return [] if problem is None else [("filename_prefix", f"{prefix[:80]!r} {problem}")]
+
+
 def write_output_file(folder: Path, prefix: str, suffix: str, write: Callable[[Path], None]) -> str:
     """Write a new file ``{prefix}_{NNNNN}_{suffix}`` under ``folder`` (``prefix`` may name subfolders
     inside it) with ``write(path)``, never overwriting one; returns its name relative to ``folder``."""
-    target_dir = folders.resolve_inside(folder, prefix).parent if "/" in prefix else folder.resolve()
+    problem = folders.relative_name_problem(prefix)
+    if problem is not None:  # checked at validation too; a prefix that came through a link is checked here
+        raise ValueError(f"filename prefix {prefix!r} {problem}")
+    subfolder, stem = posixpath.split(posixpath.normpath(prefix)) if prefix else ("", "")
+    target_dir = folders.resolve_inside(folder, subfolder) if subfolder else folder.resolve()
     target_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(prefix).name or "Atelier"
+    stem = stem if stem not in ("", ".") else "Atelier"
     existing = [
         int(p.name[len(stem) + 1 : len(stem) + 6])
         for p in target_dir.glob(f"{stem}_*_{suffix}")
@@ -405,6 +418,10 @@ class SaveImage(Node):
     output_node = True
     inputs = (Socket("images", IMAGE), String("filename_prefix", "Atelier"))
     outputs = ()
+
+    @classmethod
+    def check_inputs(cls, files: folders.Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        return check_filename_prefix(literals)
 
     def run(self, ctx: Context, images: torch.Tensor, filename_prefix: str) -> NodeResult:
         names = save_images(images, ctx.files.output, filename_prefix, _metadata(ctx))

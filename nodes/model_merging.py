@@ -15,12 +15,13 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from atelier.engine.folders import Folders
 from atelier.engine.models.handles import ClipHandle, ModelHandle, VaeHandle
 from atelier.engine.models.merge import block_ratio, merge_clips, merge_models
 from atelier.engine.models.save import checkpoint_state_dict, vae_state_dict
 from atelier.engine.models.sockets import CLIP, MODEL, VAE
 from atelier.engine.node import Context, Float, Node, NodeResult, Output, Socket, String
-from atelier.nodes.image import _metadata, write_output_file
+from atelier.nodes.image import _metadata, check_filename_prefix, write_output_file
 
 CATEGORY = "advanced/model_merging"
 
@@ -151,6 +152,10 @@ class CheckpointSave(Node):
     )
     outputs = ()
 
+    @classmethod
+    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        return check_filename_prefix(literals)
+
     def run(
         self, ctx: Context, model: ModelHandle, clip: ClipHandle, vae: VaeHandle, filename_prefix: str
     ) -> NodeResult:
@@ -166,6 +171,10 @@ class VAESave(Node):
     output_node = True
     inputs = (Socket("vae", VAE), String("filename_prefix", "vae/ComfyUI_vae"))
     outputs = ()
+
+    @classmethod
+    def check_inputs(cls, files: Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        return check_filename_prefix(literals)
 
     def run(self, ctx: Context, vae: VaeHandle, filename_prefix: str) -> NodeResult:
         return _saved(save_safetensors(ctx, vae_state_dict(vae), filename_prefix, file_metadata(ctx)))

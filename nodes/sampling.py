@@ -12,6 +12,7 @@ from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
 from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.sampling.ksampler import denoise_problem
 from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED, run_sampler
 
 
@@ -30,6 +31,15 @@ class KSampler(Node):
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
     )
     outputs = (Output(LATENT),)
+
+    @classmethod
+    def check_inputs(cls, files: _F.Folders, **literals: Any) -> list[tuple[str | None, str]]:
+        steps, denoise = literals.get("steps"), literals.get("denoise")
+        if isinstance(steps, int) and isinstance(denoise, float):
+            problem = denoise_problem(steps, denoise)
+            if problem is not None:
+                return [("denoise", problem)]
+        return []
 
     @classmethod
     def estimate(

@@ -47,6 +47,23 @@ def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None =
     return torch.cat([draws[i] for i in batch_index])
 
 
+#: the longest schedule a partial denoise may ask for (``steps / denoise`` steps, of which the last
+#: ``steps`` run): ten times the most steps a sampler takes. Beyond it a tiny denoise (1e-9, 1e-320) would
+#: need a schedule of billions of steps, or an infinite one.
+MAX_SCHEDULE_STEPS = 100_000
+
+
+def denoise_problem(steps: int, denoise: float) -> str | None:
+    """Why ``denoise`` cannot run with ``steps`` steps (the schedule it needs is too long), or None."""
+    if 0.0 < denoise < 0.9999 and denoise * MAX_SCHEDULE_STEPS < steps:
+        least = steps / MAX_SCHEDULE_STEPS
+        return (
+            f"denoise {denoise!r} with {steps} steps needs a schedule of more than {MAX_SCHEDULE_STEPS} "
+            f"steps: use 0 (no sampling) or at least {least:.3g}"
+        )
+    return None
+
+
 def schedule(
     model: DiffusionModel, scheduler: str, sampler_name: str, steps: int, denoise: float = 1.0
 ) -> Tensor:
@@ -55,6 +72,9 @@ def schedule(
     ``steps + 1``; below, the last ``steps + 1`` sigmas of a ``int(steps / denoise)``-step schedule."""
     if denoise <= 0.0:
         return torch.zeros(0)
+    problem = denoise_problem(steps, denoise)
+    if problem is not None:
+        raise ValueError(problem)
     full = denoise > 0.9999
     total = steps if full else int(steps / denoise)
     discard = sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS

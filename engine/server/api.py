@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from .api_views import job_view
 from .deps import services_of
-from .responses import error, file_response, upload_response
+from .responses import BODY, documented, error, file_response, upload_response
 from .service import Services
 from .service_catalog import UnknownModelKind
 from .service_jobs import (
@@ -42,7 +42,7 @@ class JobRequest(BaseModel):
     workflow: dict[str, Any] = Field(description="a workflow in Atelier's format or ComfyUI's API format")
     overrides: dict[str, Any] = Field(default_factory=dict, description="parameter or NODE_ID.INPUT -> value")
     outputs: list[str] | None = Field(default=None, description="run only up to these output nodes")
-    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True, description="higher runs first")
     client_id: str | None = Field(default=None, max_length=200)
 
 
@@ -64,18 +64,15 @@ class WorkflowBody(BaseModel):
     "/jobs",
     status_code=201,
     response_model=JobCreated,
-    responses={
-        400: {
-            "description": "invalid workflow: `{error, node_errors: [{code, message, node, node_type, input}]}`"
-        },
-        413: {
-            "description": "valid, but the job exceeds the server's limits or memory (admission control): "
-            "`{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit"
-        },
-        503: {
-            "description": "the queue is full (`atelier serve --max-queued`): try again after `Retry-After`"
-        },
-    },
+    responses=documented(
+        *BODY,
+        503,
+        e400="the body is not JSON, or the workflow is not valid: `{error, node_errors: [{code, message, node, "
+        "node_type, input}]}`",
+        e413="the body is over the size limit, or the job exceeds the server's limits or memory (admission "
+        "control): `{error, node_errors}` with code `over_limit` or `over_memory`, naming node, input and limit",
+        e503="the queue is full (`atelier serve --max-queued`): try again after `Retry-After`",
+    ),
 )
 def create_job(body: JobRequest, services: Services = Svc) -> Any:
     """Validate a workflow, estimate what it needs and queue it. A 400 lists every node error; a 413
@@ -103,7 +100,7 @@ def create_job(body: JobRequest, services: Services = Svc) -> Any:
     )
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=documented(404, 422))
 def get_job(job_id: str, workflow: bool = False, services: Services = Svc) -> Any:
     """A job's status, outputs, error and, while it runs, its live progress."""
     snapshot = services.jobs.get(job_id)
@@ -112,7 +109,7 @@ def get_job(job_id: str, workflow: bool = False, services: Services = Svc) -> An
     return job_view(snapshot, full=workflow)
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=documented(422))
 def list_jobs(
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=1, le=500),
@@ -134,7 +131,7 @@ def queue(services: Services = Svc) -> Any:
     }
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=documented(404, 409))
 def cancel(job_id: str, services: Services = Svc) -> Any:
     """Cancel a queued job, or interrupt it if it is running."""
     out = services.jobs.cancel(job_id)
@@ -148,7 +145,7 @@ def cancel(job_id: str, services: Services = Svc) -> Any:
     return error(409, f"job {job_id} is {out.status}: nothing to cancel")
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses=documented(404, 409))
 def delete_job(job_id: str, services: Services = Svc) -> Any:
     """Remove a finished job from the history (its files stay)."""
     out = services.jobs.delete(job_id)
@@ -171,7 +168,7 @@ def interrupt(services: Services = Svc) -> Any:
 class PipelineRun(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict, description="the pipeline's inputs by name")
     version: str | None = Field(default=None, description="pin a version (default: the newest)")
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
     client_id: str | None = Field(default=None, max_length=200)
 
 
@@ -181,7 +178,7 @@ def list_pipelines(services: Services = Svc) -> Any:
     return services.pipelines.list()
 
 
-@router.get("/pipelines/{name}", responses={404: {"description": "no such pipeline"}})
+@router.get("/pipelines/{name}", responses=documented(404, e404="no such pipeline"))
 def get_pipeline(name: str, version: str | None = None, services: Services = Svc) -> Any:
     """A pipeline's interface (inputs, outputs, types, defaults, descriptions) and its workflow."""
     out = services.pipelines.get(name, version)
@@ -194,7 +191,7 @@ def get_pipeline(name: str, version: str | None = None, services: Services = Svc
     "/pipelines/{name}/jobs",
     status_code=201,
     response_model=JobCreated,
-    responses={400: {"description": "invalid inputs"}, 404: {"description": "no such pipeline"}},
+    responses=documented(*BODY, 404, e400="invalid inputs", e404="no such pipeline"),
 )
 def run_pipeline(name: str, body: PipelineRun, services: Services = Svc) -> Any:
     """Run a pipeline like a function: its input values in, a queued job out (results as for any job)."""
@@ -208,7 +205,7 @@ def run_pipeline(name: str, body: PipelineRun, services: Services = Svc) -> Any:
     )
 
 
-@router.post("/validate")
+@router.post("/validate", responses=documented(*BODY))
 def validate(body: JobRequest, services: Services = Svc) -> Any:
     """Check a workflow without queueing it."""
     out = services.jobs.check(body.workflow, overrides=body.overrides, outputs=body.outputs)
@@ -231,7 +228,7 @@ def socket_types(services: Services = Svc) -> Any:
     return services.catalog.socket_types()
 
 
-@router.get("/nodes/{type_name}")
+@router.get("/nodes/{type_name}", responses=documented(404))
 def node(type_name: str, services: Services = Svc) -> Any:
     desc = services.catalog.node(type_name)
     return desc if desc is not None else error(404, f"unknown node type {type_name!r}")
@@ -242,7 +239,7 @@ def model_kinds(services: Services = Svc) -> Any:
     return services.catalog.model_kinds()
 
 
-@router.get("/models/{kind}")
+@router.get("/models/{kind}", responses=documented(404))
 def models(kind: str, services: Services = Svc) -> Any:
     out = services.catalog.models(kind)
     if isinstance(out, UnknownModelKind):
@@ -253,7 +250,7 @@ def models(kind: str, services: Services = Svc) -> Any:
 # -- files -------------------------------------------------------------------------------------------
 
 
-@router.post("/upload")
+@router.post("/upload", responses=documented(*BODY, e400="no file name, not an image, or a bad subfolder"))
 def upload(
     image: UploadFile = File(...),
     subfolder: str = Form(""),
@@ -265,7 +262,7 @@ def upload(
     return upload_response(services.files.upload(data, image.filename or "", subfolder, overwrite))
 
 
-@router.get("/files/{kind}/{name:path}")
+@router.get("/files/{kind}/{name:path}", responses=documented(400, 404))
 def get_file(kind: str, name: str, services: Services = Svc) -> Any:
     """An output, input or temp file by name (never outside its folder)."""
     return file_response(services.files.find(kind, name))
@@ -291,13 +288,13 @@ def shipped_workflows(services: Services = Svc) -> Any:
     return services.library.shipped()
 
 
-@router.get("/workflows/{name}")
+@router.get("/workflows/{name}", responses=documented(404))
 def get_workflow(name: str, services: Services = Svc) -> Any:
     data = services.library.get(name)
     return data if data is not None else error(404, f"no workflow named {name!r}")
 
 
-@router.put("/workflows/{name}")
+@router.put("/workflows/{name}", responses=documented(*BODY))
 def put_workflow(name: str, body: WorkflowBody, services: Services = Svc) -> Any:
     """Save a workflow in the library (it must parse as a workflow; unknown node types are kept)."""
     out = services.library.save(name, body.workflow)
@@ -306,7 +303,7 @@ def put_workflow(name: str, body: WorkflowBody, services: Services = Svc) -> Any
     return {"saved": out.name}
 
 
-@router.delete("/workflows/{name}")
+@router.delete("/workflows/{name}", responses=documented(404))
 def delete_workflow(name: str, services: Services = Svc) -> Any:
     if services.library.delete(name):
         return {"deleted": name}

@@ -23,10 +23,12 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.engine.runtime import Engine
 
 from .comfy.messages import ComfyFormat
+from .http_errors import documented_errors_only, http_error, validation_error
 from .hub import Hub
 from .messages import AtelierFormat
 from .responses import error
@@ -97,11 +99,11 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"error": "invalid request", "detail": errors}, status_code=422)
+        return validation_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        return http_error(app, request, exc)
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
@@ -116,6 +118,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
     app_routes.register(app)  # the ComfyUI app routes its web frontend calls (users, settings, userdata, ...)
+    documented_errors_only(app)
 
     @app.websocket("/atelier/v1/ws")
     async def ws(websocket: WebSocket) -> None:

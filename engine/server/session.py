@@ -105,7 +105,7 @@ async def handle_client_message(text: str, client: Client, services: Services) -
     than the events before it."""
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, an over-long integer, nested too deeply
         return {"type": "error", "error": "messages must be JSON"}
     if not isinstance(msg, dict):
         return {"type": "error", "error": "messages must be JSON objects"}
@@ -123,6 +123,6 @@ async def handle_client_message(text: str, client: Client, services: Services) -
         job_id = msg.get("job")
         snapshot = await to_thread.run_sync(services.jobs.get, job_id) if isinstance(job_id, str) else None
         if snapshot is None:
-            return {"type": "error", "error": f"no job {job_id!r}"}
+            return {"type": "error", "error": f"no job {repr(job_id)[:80]}"}
         return {"type": "state", "job": job_view(snapshot)}
-    return {"type": "error", "error": f"unknown message type {kind!r}"}
+    return {"type": "error", "error": f"unknown message type {repr(kind)[:80]}"}

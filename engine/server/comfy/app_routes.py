@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from atelier.engine.folders import WEIGHT_EXTENSIONS
 
 from ..deps import services_of
-from ..responses import error
+from ..responses import documented, error
 from ..service import Services
 from ..service_userdata import UnknownUser, UnsafePathError, UserRefused, file_info
 from .features import server_features
@@ -109,7 +109,7 @@ def global_subgraphs() -> dict[str, Any]:
     return {}
 
 
-@router.get("/global_subgraphs/{subgraph_id}")
+@router.get("/global_subgraphs/{subgraph_id}", responses=documented(404))
 def global_subgraph(subgraph_id: str) -> Any:
     return error(404, f"no subgraph blueprint {subgraph_id!r}")
 
@@ -130,7 +130,7 @@ def model_folders(services: Services = Svc) -> list[dict[str, Any]]:
     return [{"name": kind, "folders": [str(f) for f in folders]} for kind, folders in models.items()]
 
 
-@router.get("/experiment/models/{kind}")
+@router.get("/experiment/models/{kind}", responses=documented(404))
 def model_files(kind: str, services: Services = Svc) -> Any:
     """The model files of a kind: name relative to its folder, the folder's index, times and size."""
     folders = services.engine.folders
@@ -169,7 +169,7 @@ def get_users(services: Services = Svc) -> dict[str, Any]:
     return {"storage": "server", "migrated": data.has_folder("default")}
 
 
-@router.post("/users")
+@router.post("/users", responses=documented(400, 413))
 async def post_users(request: Request, services: Services = Svc) -> Any:
     body = await _json_or_none(request)
     if not isinstance(body, dict) or not isinstance(body.get("username"), str):
@@ -183,17 +183,17 @@ async def post_users(request: Request, services: Services = Svc) -> Any:
 # -- settings -------------------------------------------------------------------------------------
 
 
-@router.get("/settings")
+@router.get("/settings", responses=documented(403))
 def get_settings(user: str = User, services: Services = Svc) -> dict[str, Any]:
     return services.userdata.settings(user)
 
 
-@router.get("/settings/{setting_id}")
+@router.get("/settings/{setting_id}", responses=documented(403))
 def get_setting(setting_id: str, user: str = User, services: Services = Svc) -> Any:
     return services.userdata.settings(user).get(setting_id)
 
 
-@router.post("/settings")
+@router.post("/settings", responses=documented(400, 403, 413))
 async def post_settings(request: Request, user: str = User, services: Services = Svc) -> Response:
     body = await _json_or_none(request)
     if not isinstance(body, dict):
@@ -202,7 +202,7 @@ async def post_settings(request: Request, user: str = User, services: Services =
     return Response(status_code=200)
 
 
-@router.post("/settings/{setting_id}")
+@router.post("/settings/{setting_id}", responses=documented(400, 403, 413))
 async def post_setting(
     setting_id: str, request: Request, user: str = User, services: Services = Svc
 ) -> Response:
@@ -224,7 +224,7 @@ async def _json_or_none(request: Request) -> Any:
 # -- user files -----------------------------------------------------------------------------------
 
 
-@router.get("/userdata")
+@router.get("/userdata", responses=documented(400, 403, 404, 422))
 def list_userdata(
     dir: str = "",
     recurse: str = "",
@@ -251,7 +251,7 @@ def list_userdata(
     return rel
 
 
-@router.get("/v2/userdata")
+@router.get("/v2/userdata", responses=documented(400, 403, 404, 422))
 def list_userdata_v2(path: str = "", user: str = User, services: Services = Svc) -> Any:
     """Folders and files below ``path`` (default: all of the user's), folders first."""
     try:
@@ -286,7 +286,7 @@ def _served_as(name: str) -> tuple[str, str]:
     return kind, "attachment"
 
 
-@router.get("/userdata/{rest:path}")
+@router.get("/userdata/{rest:path}", responses=documented(403, 404))
 def get_userdata(request: Request, user: str = User, services: Services = Svc) -> Any:
     name = unquote(_raw_rest(request))
     try:
@@ -305,7 +305,7 @@ def get_userdata(request: Request, user: str = User, services: Services = Svc) -
     )
 
 
-@router.post("/userdata/{rest:path}")
+@router.post("/userdata/{rest:path}", responses=documented(400, 403, 404, 409, 413, 422))
 async def post_userdata(
     request: Request,
     overwrite: str = "true",
@@ -344,7 +344,7 @@ async def post_userdata(
     return path.relative_to(user_root).as_posix()
 
 
-@router.delete("/userdata/{rest:path}")
+@router.delete("/userdata/{rest:path}", responses={204: {"description": "deleted"}, **documented(403, 404)})
 def delete_userdata(request: Request, user: str = User, services: Services = Svc) -> Any:
     name = unquote(_raw_rest(request))
     try:

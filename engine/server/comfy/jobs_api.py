@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 
 from ..deps import services_of
 from ..jobs import Job
-from ..responses import error
+from ..responses import documented, error
 from ..service import Services
 from .history import history_entry
 
@@ -127,7 +127,7 @@ def _sort_key(sort_by: str) -> Any:
     return lambda item: (item["create_time"], item["priority"])
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=documented(400, 422))
 def list_jobs(
     status: str = "",
     workflow_id: str = "",
@@ -172,7 +172,7 @@ def list_jobs(
     }
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=documented(404))
 def get_job(job_id: str, services: Services = Svc) -> Any:
     snapshot = services.jobs.get(job_id)
     if snapshot is None:

@@ -24,7 +24,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import services_of
-from ..responses import error, file_response, upload_response
+from ..responses import BODY, documented, error, file_response, upload_response
 from ..service import Services
 from ..service_jobs import Invalid
 from ..session import websocket_session
@@ -138,7 +138,7 @@ def dependents(prompt: dict[str, Any], services: Services) -> Callable[[str], li
     return outputs_of
 
 
-@router.post("/prompt")
+@router.post("/prompt", responses=documented(400, 413))
 async def post_prompt(request: Request, services: Services = Svc) -> Any:
     """Queue an API-format prompt: ``{"prompt": {...}, "client_id": ..., "prompt_id": ..., "front": bool}``.
 
@@ -204,7 +204,7 @@ def get_queue(services: Services = Svc) -> Any:
     }
 
 
-@router.post("/queue")
+@router.post("/queue", responses=documented(400, 413))
 async def edit_queue(request: Request, services: Services = Svc) -> Any:
     edit = await _edit_request(request)
     if isinstance(edit, JSONResponse):
@@ -226,7 +226,7 @@ class FreeRequest(BaseModel):
     free_memory: bool = False
 
 
-@router.post("/free")
+@router.post("/free", responses=documented(400, 413))
 async def free(request: Request, services: Services = Svc) -> Any:
     """Unload the models (and with them the cached outputs that hold them), or free the cached outputs."""
     try:
@@ -255,7 +255,7 @@ async def comfy_ws(websocket: WebSocket) -> None:
 # -- history -----------------------------------------------------------------------------------------
 
 
-@router.get("/history")
+@router.get("/history", responses=documented(422))
 def history(max_items: int | None = None, offset: int = 0, services: Services = Svc) -> Any:
     limit = max(1, min(max_items or 200, 10000))
     page = services.jobs.history(offset=max(0, offset), limit=limit)
@@ -270,7 +270,7 @@ def history_one(prompt_id: str, services: Services = Svc) -> Any:
     return {prompt_id: history_entry(snapshot.job)}
 
 
-@router.post("/history")
+@router.post("/history", responses=documented(400, 413))
 async def history_edit(request: Request, services: Services = Svc) -> Any:
     edit = await _edit_request(request)
     if isinstance(edit, JSONResponse):
@@ -287,7 +287,7 @@ def object_info(services: Services = Svc) -> Any:
     return {name: object_info_entry(d) for name, d in services.catalog.nodes().items()}
 
 
-@router.get("/object_info/{node_class}")
+@router.get("/object_info/{node_class}", responses=documented(404))
 def object_info_one(node_class: str, services: Services = Svc) -> Any:
     desc = services.catalog.node(node_class)
     if desc is None:
@@ -312,12 +312,12 @@ def get_system_stats(services: Services = Svc) -> Any:
 # -- files -------------------------------------------------------------------------------------------
 
 
-@router.get("/view")
+@router.get("/view", responses=documented(400, 404, 422))
 def view(filename: str, subfolder: str = "", type: str = "output", services: Services = Svc) -> Any:
     return file_response(services.files.find(type, filename, subfolder))
 
 
-@router.post("/upload/image")
+@router.post("/upload/image", responses=documented(*BODY))
 def upload_image(
     image: UploadFile = File(...),
     subfolder: str = Form(""),
