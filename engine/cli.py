@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
-            workflows.append((path, parse_workflow(data)))
+            workflows.append((path, parse_workflow(data, registry)))
         except Exception:
             for e in engine.check(data).errors:  # the same messages validation gives
                 print(f"{path}: {e}", file=sys.stderr)
@@ -311,7 +311,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         overrides: dict[str, Any] = {}
         try:
-            overrides = job_points(parse_workflow(data), registry, args.set, [])[0]
+            overrides = job_points(parse_workflow(data, registry), registry, args.set, [])[0]
         except UsageError as exc:
             report.append(
                 {"workflow": path, "ok": False, "errors": [{"code": "invalid_override", "message": str(exc)}]}
@@ -391,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run workflows headless")
-    p.add_argument("workflows", nargs="+", help="workflow JSON files (Atelier or ComfyUI API format) or PNGs")
+    p.add_argument(
+        "workflows",
+        nargs="+",
+        help="workflow JSON files (Atelier, ComfyUI API or UI format) or PNG/WEBP images",
+    )
     add_run_arguments(p)
     add_engine_arguments(p)
     p.set_defaults(func=cmd_run)

@@ -1,7 +1,9 @@
-"""Workflows embedded in PNG files: written by SaveImage, read back by ``atelier run IMAGE.png``.
+"""Workflows embedded in images: written by SaveImage, read back by ``atelier run IMAGE.png``.
 
-Atelier writes a text chunk ``atelier`` holding ``{"workflow": ..., "parameters": {...}, ...}``; ComfyUI
-PNGs carry an API-format ``prompt`` chunk, which loads too.
+Atelier writes a PNG text chunk ``atelier`` holding ``{"workflow": ..., "parameters": {...}, ...}``.
+ComfyUI writes its API-format ``prompt`` and its UI-format ``workflow`` as PNG text chunks, and in WEBP
+files as EXIF strings of the first IFD (``"prompt:{json}"`` in tag 0x0110, then each extra item such as
+``"workflow:{json}"`` from tag 0x010F downwards); both load.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from .workflow import WorkflowFormatError
 
 CHUNK = "atelier"
 
+#: The EXIF tags ComfyUI writes its "key:json" strings into (0x0110 for the prompt, downwards for the rest).
+_EXIF_TAGS = range(0x0100, 0x0111)
+
 
 def png_info(metadata: dict[str, Any]) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
@@ -23,32 +28,62 @@ def png_info(metadata: dict[str, Any]) -> PngImagePlugin.PngInfo:
     return info
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The Atelier metadata of a PNG, or ``{"comfyui_prompt": ...}`` for a ComfyUI PNG."""
+def embedded_texts(path: str | Path) -> dict[str, str]:
+    """The text an image carries by key: a PNG's text chunks, or the ``key:value`` EXIF strings ComfyUI
+    writes into WEBP (and other EXIF-carrying) files."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            text = dict(getattr(im, "text", {}) or {})
+            texts = {str(k): str(v) for k, v in (getattr(im, "text", None) or {}).items()}
+            exif = im.getexif()
     except Exception as exc:
-        raise WorkflowFormatError(f"{path}: not a readable PNG ({exc})") from exc
-    if CHUNK in text:
-        try:
-            return json.loads(text[CHUNK])
-        except json.JSONDecodeError as exc:
-            raise WorkflowFormatError(f"{path}: the embedded Atelier workflow is not valid JSON") from exc
-    if "prompt" in text:
-        try:
-            return {"comfyui_prompt": json.loads(text["prompt"])}
-        except json.JSONDecodeError as exc:
-            raise WorkflowFormatError(f"{path}: the embedded ComfyUI prompt is not valid JSON") from exc
-    raise WorkflowFormatError(f"{path}: this PNG carries no workflow (no 'atelier' or 'prompt' text chunk)")
+        raise WorkflowFormatError(f"{path}: not a readable image ({exc})") from exc
+    for tag in _EXIF_TAGS:
+        value = exif.get(tag)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            key, sep, rest = value.partition(":")
+            if sep and key.isidentifier() and key not in texts:
+                texts[key] = rest
+    return texts
 
 
-def workflow_from_png(path: str | Path) -> dict[str, Any]:
-    """The workflow a PNG was made with, its exposed parameters defaulting to the values used then."""
+def _json(path: Path, texts: dict[str, str], key: str, what: str) -> Any:
+    try:
+        return json.loads(texts[key])
+    except json.JSONDecodeError as exc:
+        raise WorkflowFormatError(f"{path}: the embedded {what} is not valid JSON") from exc
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The Atelier metadata of an image, or ``{"comfyui_prompt": ..., "comfyui_workflow": ...}`` (either
+    may be missing) for a ComfyUI image."""
+    path = Path(path)
+    texts = embedded_texts(path)
+    if CHUNK in texts:
+        return _json(path, texts, CHUNK, "Atelier workflow")
+    out: dict[str, Any] = {}
+    if "prompt" in texts:
+        out["comfyui_prompt"] = _json(path, texts, "prompt", "ComfyUI prompt")
+    if "workflow" in texts:
+        out["comfyui_workflow"] = _json(path, texts, "workflow", "ComfyUI workflow")
+    if not out:
+        raise WorkflowFormatError(
+            f"{path}: this image carries no workflow (no 'atelier', 'prompt' or 'workflow' metadata)"
+        )
+    return out
+
+
+def workflow_from_image(path: str | Path) -> dict[str, Any]:
+    """The workflow an image was made with: Atelier's, its exposed parameters defaulting to the values
+    used then; ComfyUI's API-format prompt (what ComfyUI ran), or else its UI-format workflow."""
     meta = read_metadata(path)
-    if "comfyui_prompt" in meta:
-        return meta["comfyui_prompt"]
+    if "comfyui_prompt" in meta or "comfyui_workflow" in meta:
+        found = meta.get("comfyui_prompt", meta.get("comfyui_workflow"))
+        if not isinstance(found, dict):
+            raise WorkflowFormatError(f"{path}: the embedded ComfyUI workflow is not a JSON object")
+        return found
     wf = meta.get("workflow")
     if not isinstance(wf, dict):
         raise WorkflowFormatError(f"{path}: the embedded metadata has no workflow")
