@@ -22,7 +22,7 @@ from typing import Any
 from .. import types as T
 from ..node import InputSpec, NodeSpec
 from ..registry import Registry
-from ..workflow import Link, Workflow, WorkflowFormatError, WorkflowNode
+from ..workflow import CURRENT_VERSION, FORMAT, Link, Metadata, Workflow, WorkflowFormatError, WorkflowNode
 from .graph import GROUP_NODE, FlatGraph, Source, flatten
 
 #: Frontend-only node types that hold no computation.
@@ -105,7 +105,10 @@ def from_comfy_ui(data: dict[str, Any], registry: Registry) -> Workflow:
     _drop_unfed(nodes, registry)
     for wnode in nodes.values():
         wnode.inputs = {k: _as_link(v, nodes, registry) for k, v in wnode.inputs.items()}
-    return Workflow(nodes=nodes, ui=_layout(data, graph, nodes, controls))
+    ui = _layout(data, graph, nodes, controls)
+    return Workflow(
+        format=FORMAT, version=CURRENT_VERSION, metadata=Metadata(), parameters={}, nodes=nodes, ui=ui
+    )
 
 
 @dataclass(frozen=True)

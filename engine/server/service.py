@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from atelier.engine.runtime import Engine
 
 from .service_catalog import CatalogService
+from .service_convert import ConvertService
 from .service_files import FileService, Limits
 from .service_jobs import JobService
 from .service_library import LibraryService
@@ -31,6 +32,7 @@ class Services:
     library: LibraryService
     files: FileService
     system: SystemService
+    convert: ConvertService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -47,4 +49,5 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         library=LibraryService(store),
         files=FileService(engine.folders, Limits(settings.max_upload_bytes, settings.max_image_pixels)),
         system=SystemService(engine, jobs),
+        convert=ConvertService(engine),
     )

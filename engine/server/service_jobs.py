@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atelier.engine.comfy_ui import is_ui_format
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import NodeError
 
@@ -157,6 +158,8 @@ class JobService:
         result = self.engine.check(workflow, overrides, outputs)
         if not result.ok:
             return Invalid(list(result.errors))
+        if is_ui_format(workflow) and result.workflow is not None:
+            workflow = result.workflow.to_dict()  # the job keeps what runs: Atelier's format, converted once
         job_id = uuid.uuid4().hex
         if self.listener is not None:  # before the job exists: its first event must find its owner
             self.listener.job_submitted(job_id, client_id)
