@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from atelier.engine.comfy_ui import UiFormatError
+from atelier.engine.comfy_ui import UiFormatError, from_comfy_ui, is_ui_format
 from atelier.engine.pnginfo import NoWorkflowError, read_metadata, workflow_from_metadata
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import NodeError, check
@@ -66,13 +66,41 @@ class ConvertService:
     def convert_image(
         self, data: bytes, filename: str, to: Target = "atelier"
     ) -> Converted | NotConverted | NoWorkflow:
-        """The workflow an image carries (ComfyUI's UI-format workflow before its prompt: it has the
-        layout), converted."""
+        """The workflow an image carries, converted. A ComfyUI image's prompt is what ran, so it wins over
+        its UI-format workflow, which gives the layout of the nodes they share."""
         try:
             meta = read_metadata(io.BytesIO(data), filename)
-            found = workflow_from_metadata(meta, filename, prefer_ui=True)
+            found = workflow_from_metadata(meta, filename)
         except NoWorkflowError as exc:
             return NoWorkflow(str(exc))
         except WorkflowFormatError as exc:
             return NotConverted(str(exc), [NodeError(code="malformed", message=str(exc))])
-        return self.convert(found, to)
+        out = self.convert(found, to)
+        ui_format = meta.get("comfyui_workflow")
+        if (
+            isinstance(out, Converted)
+            and to == "atelier"
+            and "comfyui_prompt" in meta
+            and is_ui_format(ui_format)
+        ):
+            try:
+                layout = from_comfy_ui(ui_format, self.engine.registry).ui or {}
+            except (WorkflowFormatError, ValidationError):
+                layout = {}  # the prompt still loads, laid out by the canvas
+            out.workflow["ui"] = _layout_of(layout, set(out.workflow.get("nodes", {})))
+        return out
+
+
+def _layout_of(layout: dict[str, Any], nodes: set[str]) -> dict[str, Any]:
+    """The part of a layout about ``nodes`` (and its groups)."""
+    out: dict[str, Any] = {}
+    for key, value in layout.items():
+        if isinstance(value, dict):
+            kept: Any = {k: v for k, v in value.items() if k in nodes}
+        elif key == "collapsed" and isinstance(value, list):
+            kept = [k for k in value if k in nodes]
+        else:
+            kept = value
+        if kept:
+            out[key] = kept
+    return out
