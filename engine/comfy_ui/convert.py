@@ -69,6 +69,17 @@ def from_comfy_ui(data: dict[str, Any], registry: Registry) -> Workflow:
     cannot be converted, or :class:`WorkflowFormatError` for data that is not a UI-format workflow."""
     if not is_ui_format(data):
         raise WorkflowFormatError("not a ComfyUI UI-format workflow (expected 'nodes' and 'links' lists)")
+    try:
+        return _convert(data, registry)
+    except WorkflowFormatError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:  # a shape no check foresaw
+        raise WorkflowFormatError(
+            f"malformed ComfyUI UI-format workflow: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _convert(data: dict[str, Any], registry: Registry) -> Workflow:
     graph = flatten(data)
     problems: list[UiProblem] = []
     nodes: dict[str, WorkflowNode] = {}
@@ -309,7 +320,7 @@ def _layout(
             "bounding": g["bounding"],
             **({"color": g["color"]} if "color" in g else {}),
         }
-        for g in data.get("groups") or []
+        for g in (data.get("groups") if isinstance(data.get("groups"), list) else [])
         if isinstance(g, dict) and isinstance(g.get("bounding"), list)
     ]
     if groups:

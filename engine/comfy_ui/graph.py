@@ -130,6 +130,8 @@ def _links(raw_links: Any, where: str) -> dict[int, tuple[int, int]]:
 
 def _inputs(raw: Any, links: dict[int, tuple[int, int]], prefix: str, where: str) -> list[FlatInput]:
     out: list[FlatInput] = []
+    if raw is not None and not isinstance(raw, list):
+        raise WorkflowFormatError(f"{where}: 'inputs' must be a list")
     for inp in raw or []:
         if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
             raise WorkflowFormatError(f"{where}: an input is not an object with a name: {inp!r}")

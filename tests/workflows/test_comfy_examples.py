@@ -49,3 +49,38 @@ def test_ui_format_converts_to_the_prompt_comfyui_stored(path: Path, registry: R
     for nid, (_, inputs) in ours.items():
         for name, value in inputs.items():
             assert type(value) is type(theirs[nid][1][name]) or isinstance(value, (int, float)), (nid, name)
+
+
+def test_damaged_ui_workflows_fail_with_a_format_error_only(registry: Registry) -> None:
+    """Whatever part of a real UI-format file is damaged, conversion names a problem; it never crashes."""
+    import copy
+    import random
+
+    from atelier.engine.workflow import WorkflowFormatError
+
+    junk: list[Any] = [None, 1, -1, "x", [], {}, True, 1.5, [1], {"a": 1}]
+    workflows = [json.loads(p.read_text(encoding="utf-8"))["workflow"] for p in EXAMPLES]
+    rnd = random.Random(7)
+
+    def damage(o: Any) -> None:
+        if isinstance(o, (dict, list)) and o:
+            key = rnd.choice(list(o)) if isinstance(o, dict) else rnd.randrange(len(o))
+            r = rnd.random()
+            if r < 0.3:
+                o[key] = rnd.choice(junk)
+            elif r < 0.4:
+                del o[key]
+            else:
+                damage(o[key])
+
+    failures = 0
+    for _ in range(400):
+        data = copy.deepcopy(rnd.choice(workflows))
+        for _ in range(rnd.randint(1, 3)):
+            damage(data)
+        try:
+            from_comfy_ui(data, registry)
+        except WorkflowFormatError as exc:
+            assert str(exc)
+            failures += 1
+    assert failures > 20  # the damage is real: many of them are refused
