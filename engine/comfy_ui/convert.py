@@ -4,10 +4,11 @@
   "control after generate" value after a seed-like input (``"randomize"``, or a boolean toggle in old
   files) and a Load Image node's upload button value are skipped; the control mode goes to the layout.
 * A linked input takes the link's origin, stepping through: ``Reroute`` nodes (to what feeds them);
-  bypassed nodes (mode 4: to the bypassed node's input of the same type as the input being fed, the one at
-  the output's own index first, as ComfyUI's frontend does; nothing when that input is unlinked);
-  subgraph boundaries and group nodes. A link from a ``PrimitiveNode`` is no link: the input keeps the
-  widget value (the primitive's when the target has none).
+  bypassed nodes (mode 4: to the bypassed node's input at the output's own index when its type fits, else
+  its first input of exactly the fed input's type, else the first that fits, as ComfyUI's frontend does;
+  nothing when that input is unlinked or none fits); subgraph boundaries (an unlinked subgraph input takes
+  the instance's widget value) and group nodes. A link from a ``PrimitiveNode`` is no link: the input
+  keeps the widget value (the primitive's when the target has none).
 * ``Note``, ``MarkdownNote``, ``Reroute`` and ``PrimitiveNode`` are no nodes of the result; nor are muted
   nodes (mode 2): an input fed by a muted node loses that link, and a node whose required input was fed so
   is dropped too (it could not run), and so on downstream.
@@ -23,7 +24,16 @@ from .. import types as T
 from ..node import InputSpec, NodeSpec
 from ..registry import Registry
 from ..workflow import CURRENT_VERSION, FORMAT, Link, Metadata, Workflow, WorkflowFormatError, WorkflowNode
-from .graph import GROUP_NODE, FlatGraph, Source, flatten
+from .graph import (
+    GROUP_NODE,
+    SUBGRAPH_INPUTS,
+    SUBGRAPH_INSTANCE,
+    SUBGRAPH_OUTPUT_ID,
+    FlatGraph,
+    FlatNode,
+    Source,
+    flatten,
+)
 
 #: Frontend-only node types that hold no computation.
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
@@ -105,7 +115,10 @@ def _convert(data: dict[str, Any], registry: Registry) -> Workflow:
             if fed is None:
                 continue  # an unlinked bypass, a dangling link: a widget keeps its value, a socket stays empty
             if isinstance(fed, _Literal):
-                inputs.setdefault(inp.name, fed.value)
+                if fed.wins:
+                    inputs[inp.name] = fed.value
+                else:
+                    inputs.setdefault(inp.name, fed.value)
                 continue
             inputs[inp.name] = fed
         nodes[nid] = WorkflowNode(type=node.type, inputs=inputs)
@@ -124,7 +137,58 @@ def _convert(data: dict[str, Any], registry: Registry) -> Workflow:
 
 @dataclass(frozen=True)
 class _Literal:
+    """A value instead of a link: a primitive's (the target's own widget value wins) or a subgraph
+    instance's widget for an unlinked subgraph input (it wins)."""
+
     value: Any
+    wins: bool = False
+
+
+def _compatible(a: str, b: str) -> bool:
+    """ComfyUI's socket type match: equal, either is any ("*" or ""), or comma-separated lists that meet."""
+    if a in ("*", "") or b in ("*", ""):
+        return True
+    return bool({t.strip().upper() for t in a.split(",")} & {t.strip().upper() for t in b.split(",")})
+
+
+def _bypass_input(node: FlatNode, slot: int, want: str) -> int | None:
+    """Which input of a bypassed node stands in for its output ``slot`` feeding an input of type ``want``:
+    the input at the same index when its type fits, else the first of exactly that type, else the first
+    that fits (ComfyUI frontend's rule)."""
+    inputs = node.inputs
+    if not inputs:
+        return None
+    if want in ("*", ""):
+        return slot if slot < len(inputs) else 0
+    out_type = node.output_types[slot] if slot < len(node.output_types) else "*"
+    if (
+        slot < len(inputs)
+        and _compatible(inputs[slot].type, out_type)
+        and _compatible(inputs[slot].type, want)
+    ):
+        return slot
+    for n, i in enumerate(inputs):
+        if i.type == want:
+            return n
+    for n, i in enumerate(inputs):
+        if _compatible(i.type, out_type) and _compatible(i.type, want):
+            return n
+    return None
+
+
+def _instance_widget(graph: FlatGraph, instance_id: str, slot: int) -> _Literal | None:
+    """The value of a subgraph instance's widget for its unlinked input ``slot`` (a promoted widget)."""
+    instance = graph.nodes.get(instance_id)
+    if instance is None or slot >= len(instance.inputs) or instance.inputs[slot].widget is None:
+        return None
+    values = instance.widgets_values
+    name = instance.inputs[slot].widget
+    if isinstance(values, dict):
+        return _Literal(values[name], wins=True) if name in values else None
+    index = sum(1 for i in instance.inputs[:slot] if i.widget is not None)
+    if isinstance(values, list) and index < len(values):
+        return _Literal(values[index], wins=True)
+    return None
 
 
 def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Literal | None:
@@ -132,27 +196,32 @@ def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Liter
     seen: set[Source] = set()
     current: Source | None = source
     while current is not None:
-        current = graph.resolve(current)
-        if current is None or current in seen:
+        if current in seen:
             return None
         seen.add(current)
         origin = graph.nodes.get(current.node)
         if origin is None:
             return None  # a link to a node that is not there: ComfyUI drops it
-        if origin.type == REROUTE and origin.inputs:
-            current = origin.inputs[0].source
+        if origin.kind == SUBGRAPH_INSTANCE:
+            outs = graph.nodes.get(f"{origin.id}:{SUBGRAPH_OUTPUT_ID}")
+            ok = outs is not None and current.slot < len(outs.inputs)
+            current = outs.inputs[current.slot].source if outs is not None and ok else None
+        elif origin.kind == SUBGRAPH_INPUTS:
+            fed = origin.outputs.get(current.slot)
+            if fed is None and origin.instance is not None:
+                return _instance_widget(graph, origin.instance, current.slot)
+            current = fed
+        elif origin.kind == GROUP_NODE:
+            current = origin.outputs.get(current.slot)
+        elif origin.type == REROUTE:
+            current = origin.inputs[0].source if origin.inputs else None
         elif origin.type == PRIMITIVE:
             values = origin.widgets_values
-            if isinstance(values, list) and values:
-                return _Literal(values[0])
-            return None
+            return _Literal(values[0]) if isinstance(values, list) and values else None
         elif origin.mode == BYPASSED:
-            order = [current.slot, *range(len(origin.inputs))]
-            match = next(
-                (k for k in order if 0 <= k < len(origin.inputs) and origin.inputs[k].type == want_type), None
-            )
+            match = _bypass_input(origin, current.slot, want_type)
             if match is None:
-                return current  # ComfyUI keeps the link; the bypassed node is not sent, so it is cut below
+                return None  # no input stands in: the input goes without (ComfyUI warns)
             current = origin.inputs[match].source
         else:
             return current

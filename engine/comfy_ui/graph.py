@@ -8,7 +8,7 @@ type]`` (or the same as an object). A node's ``inputs`` name the link feeding ea
 Flattening gives every node a string id as ComfyUI's API format has it: top-level nodes keep theirs, the
 nodes inside a subgraph instance or group node ``I`` become ``"I:inner"`` (nested: ``"I:J:inner"``).
 Each input holds the source that feeds it (:class:`Source`), which may still be a virtual node: a
-subgraph instance, a subgraph's input node, a group node; :meth:`FlatGraph.resolve` steps through those.
+subgraph instance, a subgraph's input node, a group node; the converter steps through those.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ class FlatNode:
     kind: str | None = None
     #: for virtual nodes: output slot -> source (a group node's outputs, a subgraph input node's slots)
     outputs: dict[int, Source | None] = field(default_factory=dict)
+    #: the types of its outputs as the file has them
+    output_types: list[str] = field(default_factory=list)
+    #: for a subgraph's input node: the instance it belongs to
+    instance: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     def input_index(self, name: str) -> int | None:
@@ -72,25 +76,6 @@ class FlatGraph:
     nodes: dict[str, FlatNode] = field(default_factory=dict)
     #: top-level node ids in file order (their layout is what the canvas shows)
     top: list[str] = field(default_factory=list)
-
-    def resolve(self, source: Source | None) -> Source | None:
-        """Step through subgraph boundaries and group nodes to the node that really makes the value."""
-        seen: set[Source] = set()
-        while source is not None and source not in seen:
-            seen.add(source)
-            node = self.nodes.get(source.node)
-            if node is None or node.kind is None:
-                return source
-            if node.kind == SUBGRAPH_INSTANCE:
-                outs = self.nodes.get(f"{node.id}:{SUBGRAPH_OUTPUT_ID}")
-                if outs is None or source.slot >= len(outs.inputs):
-                    return None
-                source = outs.inputs[source.slot].source
-            elif node.kind in (SUBGRAPH_INPUTS, GROUP_NODE):
-                source = node.outputs.get(source.slot)
-            else:
-                return source
-        return None if source in seen else source
 
 
 # -- parsing -------------------------------------------------------------------------------------------
@@ -234,7 +219,9 @@ def _expand_subgraph(
     node.kind = SUBGRAPH_INSTANCE
     inner = f"{node.id}:"
     # the subgraph's input node: its output k is what feeds the instance's input k
-    ins = FlatNode(id=f"{inner}{SUBGRAPH_INPUT_ID}", type="subgraph inputs", kind=SUBGRAPH_INPUTS)
+    ins = FlatNode(
+        id=f"{inner}{SUBGRAPH_INPUT_ID}", type="subgraph inputs", kind=SUBGRAPH_INPUTS, instance=node.id
+    )
     ins.outputs = {k: i.source for k, i in enumerate(node.inputs)}
     graph.nodes[ins.id] = ins
     # the subgraph's output node: its input k is what comes out of the instance's output k

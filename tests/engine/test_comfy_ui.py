@@ -160,7 +160,11 @@ def test_bypassed_nodes_pass_their_input_of_the_same_type_through() -> None:
     assert out["4"] == ["Sink", {"label": "n", "value": ["1", 0]}]
     assert out["6"] == ["Sink", {"label": "s", "value": ["1", 0]}]
     assert "3" not in out and "5" not in out and "7" not in out
-    assert "8" not in out  # its required input came from nowhere: it could not run
+    # no input of the bypassed node fits: the input goes without, and validation says so
+    assert out["8"] == ["Sink", {"label": "t"}]
+    assert [(e.code, e.input) for e in check(data, REG).errors if e.node == "8"] == [
+        ("missing_input", "value")
+    ]
     # a bypassed node whose matching input is unlinked leaves the fed input empty
     unlinked = ui(
         [
@@ -394,3 +398,49 @@ def test_cli_runs_and_validates_ui_format_files(
     assert cli.main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert "node 1 (NoSuchNode)" in out and "unknown_node_type" in out
+
+
+def test_bypass_into_an_any_input_takes_the_same_slot_or_the_first() -> None:
+    data = ui(
+        [
+            node(1, "Number", [1], outputs=[("NUMBER", "NUMBER")]),
+            node(2, "Number", [2], outputs=[("NUMBER", "NUMBER")]),
+            node(3, "Add", None, [("a", "NUMBER", 1), ("b", "NUMBER", 2)], [("sum", "NUMBER")], mode=4),
+            node(4, "Sink", ["x"], [("value", "*", 3)]),
+            node(5, "Split", None, [("x", "NUMBER", 4)], [("half", "NUMBER"), ("double", "NUMBER")], mode=4),
+            node(6, "Sink", ["y"], [("value", "*", 5)]),
+        ],
+        [
+            [1, 1, 0, 3, 0, "NUMBER"],
+            [2, 2, 0, 3, 1, "NUMBER"],
+            [3, 3, 0, 4, 0, "*"],
+            [4, 2, 0, 5, 0, "NUMBER"],
+            [5, 5, 1, 6, 0, "*"],
+        ],
+    )
+    out = api(data)
+    assert out["4"] == ["Sink", {"label": "x", "value": ["1", 0]}]  # Add's output 0 -> its input 0
+    assert out["6"] == ["Sink", {"label": "y", "value": ["2", 0]}]  # Split's output 1 -> its only input
+
+
+def test_a_subgraph_instance_widget_feeds_an_unlinked_subgraph_input() -> None:
+    sid = "5eed-pack"
+    pack = subgraph(
+        sid,
+        [node(1, "Seeded", [0, "fixed", False], [("seed", "INT", 1)], [("NUMBER", "NUMBER")])],
+        [lk(1, -10, 0, 1, 0), lk(2, 1, 0, -20, 0)],
+        1,
+        1,
+    )
+    pack["inputs"][0]["type"] = "INT"
+    instance = node(2, sid, [99], [("seed", "INT", None)], [("out0", "NUMBER")])
+    instance["inputs"][0]["widget"] = {"name": "seed"}
+    data = ui(
+        [instance, node(3, "Sink", ["z"], [("value", "*", 10)])],
+        [[10, 2, 0, 3, 0, "NUMBER"]],
+        definitions={"subgraphs": [pack]},
+    )
+    assert api(data) == {
+        "2:1": ["Seeded", {"seed": 99, "odd": False}],  # the instance's widget, not the inner default
+        "3": ["Sink", {"label": "z", "value": ["2:1", 0]}],
+    }
