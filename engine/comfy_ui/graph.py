@@ -250,7 +250,7 @@ def _expand_subgraph(
 def _expand_group_node(graph: FlatGraph, node: FlatNode, definition: dict[str, Any]) -> None:
     """A group node (ComfyUI's older way to pack nodes) becomes its inner nodes ``"I:index"``.
 
-    Its inputs are, in order, the inner nodes' inputs that no inner link feeds; its outputs the inner
+    Its inputs are, in order, the inner nodes' sockets (not widgets) that no inner link feeds; its outputs the inner
     nodes' outputs that feed no inner node (or that the definition lists as ``external``); its widget
     values the inner nodes' widget values, node after node (split by the
     converter, which knows each type's widgets: see :func:`..convert.split_group_widgets`).
@@ -266,11 +266,11 @@ def _expand_group_node(graph: FlatGraph, node: FlatNode, definition: dict[str, A
                 f"{node.id}:{link[0]}", _int(link[1], "a group link's origin slot")
             )
             used.add((_int(link[0], "a group link's origin"), _int(link[1], "a group link's origin slot")))
-    external = {
-        (_int(e[0], "an external output"), _int(e[1], "an external output"))
-        for e in definition.get("external") or []
-        if isinstance(e, list) and len(e) >= 2
-    }
+    external: set[tuple[int, int]] = set()
+    for e in definition.get("external") or []:  # [inner node (its index, or itself), output slot, type]
+        if isinstance(e, list) and len(e) >= 2:
+            inner = e[0].get("index") if isinstance(e[0], dict) else e[0]
+            external.add((_int(inner, "an external output's node"), _int(e[1], "an external output's slot")))
     outer_inputs = iter(node.inputs)
     out_slot = 0
     for raw in inner_nodes:
@@ -292,7 +292,7 @@ def _expand_group_node(graph: FlatGraph, node: FlatNode, definition: dict[str, A
             )
             if (index, slot) in fed:
                 fi.source = fed[(index, slot)]
-            else:
+            elif fi.widget is None:  # a socket fed from outside: the group node's next input
                 outer = next(outer_inputs, None)
                 fi.source = outer.source if outer is not None else None
             inner.inputs.append(fi)

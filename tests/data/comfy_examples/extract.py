@@ -6,6 +6,10 @@ Reads every PNG/WEBP of the SD1.x/SD2.x/SDXL example folders, keeps those carryi
 and a ``prompt`` whose node types Atelier has, and writes ``FOLDER__NAME.json``:
 ``{"source": "FOLDER/NAME.png", "workflow": {...}, "prompt": {...}}``. It reports the images skipped
 and the node types missing, most frequent first.
+
+The other examples (any family) whose UI graph uses the frontend's structure (group nodes, subgraphs,
+bypassed or muted nodes, primitives, reroutes) go to ``structure/`` the same way: their node types are
+mostly not Atelier's, so their test declares stand-ins for them.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ def node_types(workflow: dict[str, Any]) -> list[str]:
     return out
 
 
+def uses_structure(workflow: dict[str, Any]) -> bool:
+    """Whether a UI graph uses group nodes, subgraphs, bypassed/muted nodes, primitives or reroutes."""
+    if (workflow.get("extra") or {}).get("groupNodes") or (workflow.get("definitions") or {}).get(
+        "subgraphs"
+    ):
+        return True
+    return any(
+        n.get("mode") in (2, 4) or n.get("type") in ("PrimitiveNode", "Reroute") for n in workflow["nodes"]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("examples", type=Path, help="a checkout of ComfyUI_examples")
@@ -88,6 +103,24 @@ def main() -> None:
                 json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8"
             )
             kept.append(rel)
+    structure = args.out / "structure"
+    structure.mkdir(exist_ok=True)
+    stored = set(kept)
+    for path in sorted(args.examples.rglob("*")):
+        rel = path.relative_to(args.examples).as_posix()
+        if path.suffix.lower() not in (".png", ".webp") or rel in stored:
+            continue
+        texts = embedded_texts(path)
+        if "workflow" not in texts or "prompt" not in texts:
+            continue
+        workflow, prompt = json.loads(texts["workflow"]), json.loads(texts["prompt"])
+        if uses_structure(workflow):
+            data = {"source": rel, "workflow": workflow, "prompt": prompt}
+            target = structure / f"{path.parent.name}__{path.stem}.json"
+            target.write_text(
+                json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            print(f"structure example: {rel}")
     print(f"kept {len(kept)}:")
     for rel in kept:
         print(f"  {rel}")
