@@ -176,21 +176,6 @@ def _bypass_input(node: FlatNode, slot: int, want: str) -> int | None:
     return None
 
 
-def _instance_widget(graph: FlatGraph, instance_id: str, slot: int) -> _Literal | None:
-    """The value of a subgraph instance's widget for its unlinked input ``slot`` (a promoted widget)."""
-    instance = graph.nodes.get(instance_id)
-    if instance is None or slot >= len(instance.inputs) or instance.inputs[slot].widget is None:
-        return None
-    values = instance.widgets_values
-    name = instance.inputs[slot].widget
-    if isinstance(values, dict):
-        return _Literal(values[name], wins=True) if name in values else None
-    index = sum(1 for i in instance.inputs[:slot] if i.widget is not None)
-    if isinstance(values, list) and index < len(values):
-        return _Literal(values[index], wins=True)
-    return None
-
-
 def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Literal | None:
     """What really feeds an input of type ``want_type`` linked to ``source`` (see the module's docstring)."""
     seen: set[Source] = set()
@@ -208,8 +193,10 @@ def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Liter
             current = outs.inputs[current.slot].source if outs is not None and ok else None
         elif origin.kind == SUBGRAPH_INPUTS:
             fed = origin.outputs.get(current.slot)
-            if fed is None and origin.instance is not None:
-                return _instance_widget(graph, origin.instance, current.slot)
+            if fed is None:
+                if current.slot in origin.widget_values:  # the instance's widget for this input
+                    return _Literal(origin.widget_values[current.slot], wins=True)
+                return None
             current = fed
         elif origin.kind == GROUP_NODE:
             current = origin.outputs.get(current.slot)

@@ -60,8 +60,9 @@ class FlatNode:
     outputs: dict[int, Source | None] = field(default_factory=dict)
     #: the types of its outputs as the file has them
     output_types: list[str] = field(default_factory=list)
-    #: for a subgraph's input node: the instance it belongs to
+    #: for a subgraph's input node: the instance it belongs to, and its widget values by subgraph input
     instance: str | None = None
+    widget_values: dict[int, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def input_index(self, name: str) -> int | None:
@@ -222,7 +223,27 @@ def _expand_subgraph(
     ins = FlatNode(
         id=f"{inner}{SUBGRAPH_INPUT_ID}", type="subgraph inputs", kind=SUBGRAPH_INPUTS, instance=node.id
     )
-    ins.outputs = {k: i.source for k, i in enumerate(node.inputs)}
+    # the instance's inputs are the subgraph's, by name (files may list only some of them)
+    sg_inputs = [i for i in (sg.get("inputs") or []) if isinstance(i, dict)]
+    by_name = {i.name: i for i in node.inputs}
+    promoted = _promoted_inputs(sg)
+    values = node.widgets_values
+    for k, sgi in enumerate(sg_inputs):
+        outer = by_name.get(str(sgi.get("name")))
+        if (
+            outer is None
+            and not by_name.keys() & {str(i.get("name")) for i in sg_inputs}
+            and k < len(node.inputs)
+        ):
+            outer = node.inputs[k]  # no names in common: by position
+        ins.outputs[k] = outer.source if outer is not None else None
+        if k in promoted and ins.outputs[k] is None:
+            # an unlinked input feeding a widget inside: the instance's widget holds its value
+            name, index = str(sgi.get("name")), promoted.index(k)
+            if isinstance(values, dict) and name in values:
+                ins.widget_values[k] = values[name]
+            elif isinstance(values, list) and index < len(values):
+                ins.widget_values[k] = values[index]
     graph.nodes[ins.id] = ins
     # the subgraph's output node: its input k is what comes out of the instance's output k
     outs = FlatNode(id=f"{inner}{SUBGRAPH_OUTPUT_ID}", type="subgraph outputs", kind=SUBGRAPH_OUTPUTS)
@@ -245,6 +266,30 @@ def _expand_subgraph(
             k = _int(slot, f"subgraph {node.type}: an output link's slot")
             if 0 <= k < len(outs.inputs):
                 outs.inputs[k].source = Source(f"{inner}{origin}", _int(oslot, "an origin slot"))
+
+
+def _promoted_inputs(sg: dict[str, Any]) -> list[int]:
+    """The subgraph's inputs that feed a widget inside (the instance shows a widget for each), in order."""
+    widget_inputs = {
+        (n.get("id"), slot)
+        for n in sg.get("nodes") or []
+        if isinstance(n, dict)
+        for slot, i in enumerate(n.get("inputs") or [])
+        if isinstance(i, dict) and isinstance(i.get("widget"), dict)
+    }
+    out = set()
+    for link in sg.get("links") or []:
+        if isinstance(link, dict):
+            origin, slot, target, tslot = (
+                link.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot")
+            )
+        elif isinstance(link, list) and len(link) >= 5:
+            origin, slot, target, tslot = link[1], link[2], link[3], link[4]
+        else:
+            continue
+        if origin == SUBGRAPH_INPUT_ID and (target, tslot) in widget_inputs and isinstance(slot, int):
+            out.add(slot)
+    return sorted(out)
 
 
 def _expand_group_node(graph: FlatGraph, node: FlatNode, definition: dict[str, Any]) -> None:

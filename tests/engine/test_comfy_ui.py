@@ -432,9 +432,10 @@ def test_a_subgraph_instance_widget_feeds_an_unlinked_subgraph_input() -> None:
         1,
         1,
     )
-    pack["inputs"][0]["type"] = "INT"
-    instance = node(2, sid, [99], [("seed", "INT", None)], [("out0", "NUMBER")])
-    instance["inputs"][0]["widget"] = {"name": "seed"}
+    pack["inputs"][0].update(name="seed", type="INT")
+    pack["nodes"][0]["inputs"][0]["widget"] = {"name": "seed"}  # it feeds a widget: the instance shows one
+    # files may list only the linked inputs of an instance: the subgraph's inputs are matched by name
+    instance = node(2, sid, [99], [], [("out0", "NUMBER")])
     data = ui(
         [instance, node(3, "Sink", ["z"], [("value", "*", 10)])],
         [[10, 2, 0, 3, 0, "NUMBER"]],
