@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from . import events as E
+from .cli_pipelines import add_pipeline_commands
 from .executor import JobResult
 from .folders import Folders
 from .registry import Registry
@@ -212,6 +214,18 @@ def engine_for(args: argparse.Namespace, config: EngineConfig | None = None) -> 
     return engine
 
 
+def workflow_or_pipeline(engine: Engine, path: str) -> Any:
+    """The workflow data of a file, or of the library pipeline ``NAME`` or ``NAME@VERSION`` when no such file
+    exists (a pipeline runs headless like a function: its inputs are its parameters)."""
+    if not Path(path).exists() and "/" not in path and not path.lower().endswith((".json", ".png")):
+        name, _, version = path.partition("@")
+        try:
+            return engine.pipelines.get(name, version or None).workflow
+        except LookupError as exc:
+            raise WorkflowFormatError(f"{path}: no such file, and {exc.args[0]}") from exc
+    return read_workflow_data(path)
+
+
 def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     engine = engine or engine_for(args)
     if engine is None:
@@ -221,7 +235,7 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     workflows: list[tuple[str, Workflow]] = []
     for path in args.workflows:
         try:
-            data = read_workflow_data(path)
+            data = workflow_or_pipeline(engine, path)
         except (OSError, WorkflowFormatError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -300,7 +314,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     for path in args.workflows:
         try:
-            data = read_workflow_data(path)
+            data = workflow_or_pipeline(engine, path)
         except (OSError, WorkflowFormatError) as exc:
             report.append(
                 {"workflow": path, "ok": False, "errors": [{"code": "malformed", "message": str(exc)}]}
@@ -394,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "workflows",
         nargs="+",
-        help="workflow JSON files (Atelier, ComfyUI API or UI format) or PNG/WEBP images",
+        help="workflow JSON files (Atelier, ComfyUI API or UI format), PNG/WEBP images, or library pipelines "
+        "(NAME[@VERSION])",
     )
     add_run_arguments(p)
     add_engine_arguments(p)
@@ -412,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     add_engine_arguments(p)
     p.set_defaults(func=cmd_nodes)
+
+    add_pipeline_commands(sub)
 
     errors: list[tuple[str, str]] = []
     for plugin in load_plugins(errors):

@@ -2,7 +2,7 @@
 
 Every event has ``type``, ``job`` and, where it concerns one node, ``node``; ``ts`` is the wall-clock
 time it was emitted (seconds since the epoch). ``to_json()`` gives the JSON line that
-``atelier run --events`` writes and the websocket sends; a preview's image bytes travel separately
+``atelier run --events`` writes and the websocket sends; a preview's or image output's bytes travel separately
 (binary websocket frames), never inside the JSON.
 """
 
@@ -57,6 +57,17 @@ class Preview(Event):
     image: bytes = Field(default=b"", exclude=True, repr=False)
 
 
+class ImageOutput(Event):
+    """An image a node sends to the job's client as a result, not saved anywhere (SaveImageWebsocket).
+    Unlike a preview it is never dropped for a slow client."""
+
+    type: Literal["image_output"] = "image_output"
+    format: str = "PNG"
+    width: int = 0
+    height: int = 0
+    image: bytes = Field(default=b"", exclude=True, repr=False)
+
+
 class NodeFinished(Event):
     type: Literal["node_finished"] = "node_finished"
     node_type: str
@@ -102,6 +113,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeCached,
         Progress,
         Preview,
+        ImageOutput,
         NodeFinished,
         NodeFailed,
         JobFinished,

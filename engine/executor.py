@@ -25,6 +25,7 @@ from .cache import OutputCache
 from .folders import Folders
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
+from .pipeline import Resolver, no_library
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
 
@@ -66,6 +67,9 @@ class Plan:
     fingerprints: dict[str, Any] = field(default_factory=dict)
     #: nodes whose outputs are not cached: not cacheable themselves, or downstream of one that is not
     volatile: set[str] = field(default_factory=set)
+    #: node to run -> an earlier node of this run with the same signature, whose outputs it takes (two
+    #: instances of one pipeline, say); output nodes are never aliased, they each do their own thing
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 class NodeOutputError(RuntimeError):
@@ -97,8 +101,10 @@ class Executor:
         device: str = "cpu",
         folders: Folders | None = None,
         models: ModelLoader | None = None,
+        pipelines: Resolver = no_library,
     ) -> None:
         self.registry = registry
+        self.pipelines = pipelines
         self.cache = cache if cache is not None else OutputCache()
         self.device = device
         self.folders = folders if folders is not None else Folders()
@@ -181,7 +187,16 @@ class Executor:
                         needed.add(src)
         to_run.reverse()
         run_set = set(to_run)
-        return Plan(order, signatures, to_run, [n for n in order if n not in run_set], fingerprints, volatile)
+        first: dict[str, str] = {}
+        aliases: dict[str, str] = {}
+        for nid in to_run:
+            if nid in volatile or nodes[nid].type.spec.output_node:
+                continue
+            aliases_of = first.setdefault(signatures[nid], nid)
+            if aliases_of != nid:
+                aliases[nid] = aliases_of
+        cached = [n for n in order if n not in run_set]
+        return Plan(order, signatures, to_run, cached, fingerprints, volatile, aliases)
 
     def make_context(
         self, job: JobContext, nid: str, node_type: str, cancel: CancelToken | None = None, emit: Any = None
@@ -230,7 +245,9 @@ class Executor:
         if isinstance(workflow, Graph):
             graph = workflow
         else:
-            checked: CheckResult = check(workflow, self.registry, overrides, outputs, files=self.folders)
+            checked: CheckResult = check(
+                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+            )
             if checked.graph is None:
                 errs = [e for e in checked.errors if e.severity == "error"]
                 if sinks:
@@ -271,6 +288,8 @@ class Executor:
                         emit(E.Progress(job=job, node=_nid, **data))
                     elif kind == "preview":
                         emit(E.Preview(job=job, node=_nid, **data))
+                    elif kind == "image_output":
+                        emit(E.ImageOutput(job=job, node=_nid, **data))
 
             return self.make_context(job_ctx, nid, node_type, token, emit_node)
 
@@ -293,14 +312,14 @@ class Executor:
         outputs_wanted = set(graph.outputs)
         consumers: dict[str, int] = {}
         for nid in plan.to_run:
-            for src, _ in nodes[nid].links.values():
+            for src in self._reads(nid, nodes, plan):
                 consumers[src] = consumers.get(src, 0) + 1
-        result.cached = list(plan.cached)
+        result.cached = list(plan.cached) + list(plan.aliases)
         result.outputs.update(ui_cached)
         if emit is not None:
             name = graph.workflow.metadata.name
             emit(E.JobStarted(job=job, workflow=name, nodes=len(plan.order), to_run=len(plan.to_run)))
-            for nid in plan.cached:
+            for nid in (*plan.cached, *plan.aliases):  # an alias is served from this run's own result
                 emit(E.NodeCached(job=job, node=nid, node_type=nodes[nid].type.spec.type))
 
         registry = self.registry
@@ -308,6 +327,10 @@ class Executor:
         for nid in plan.to_run:
             node = nodes[nid]
             spec = node.type.spec
+            if nid in plan.aliases:
+                values[nid] = values[plan.aliases[nid]]
+                self._release(nid, nodes, plan, consumers, values, outputs_wanted)
+                continue
             try:
                 token.check("before node " + nid)
                 if emit is not None:
@@ -338,13 +361,7 @@ class Executor:
                 result.outputs[nid] = ui
             if emit is not None:
                 emit(E.NodeFinished(job=job, node=nid, node_type=spec.type, elapsed_ms=elapsed, ui=ui))
-            for src, _ in node.links.values():  # release what no later node of this job needs
-                left = consumers[src] - 1
-                consumers[src] = left
-                if left == 0 and src not in outputs_wanted:
-                    values.pop(src, None)
-            if nid not in consumers and nid not in outputs_wanted:
-                values.pop(nid, None)
+            self._release(nid, nodes, plan, consumers, values, outputs_wanted)
         result.elapsed_ms = (time.perf_counter() - t0) * 1000.0
         if emit is not None:
             emit(
@@ -357,6 +374,32 @@ class Executor:
                 )
             )
         return result
+
+    @staticmethod
+    def _reads(nid: str, nodes: dict[str, Any], plan: Plan) -> list[str]:
+        """The nodes whose outputs ``nid`` reads when its turn comes (its aliased twin, for an alias)."""
+        reads = [src for src, _ in nodes[nid].links.values()]
+        if nid in plan.aliases:
+            reads.append(plan.aliases[nid])
+        return reads
+
+    def _release(
+        self,
+        nid: str,
+        nodes: dict[str, Any],
+        plan: Plan,
+        consumers: dict[str, int],
+        values: dict[str, tuple[Any, ...]],
+        outputs_wanted: set[str],
+    ) -> None:
+        """Drop the outputs that no later node of this job needs, once ``nid`` has read them."""
+        for src in self._reads(nid, nodes, plan):
+            left = consumers[src] - 1
+            consumers[src] = left
+            if left == 0 and src not in outputs_wanted:
+                values.pop(src, None)
+        if nid not in consumers and nid not in outputs_wanted:
+            values.pop(nid, None)
 
     def _fetch_cached(
         self, plan: Plan, graph: Graph

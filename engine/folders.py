@@ -32,6 +32,8 @@ class Folders:
     temp: Path = Path("temp")
     #: model kind (``checkpoints``, ``loras``, ...) -> folders searched, in order
     models: dict[str, list[Path]] = field(default_factory=dict)
+    #: the pipeline library's folders: the user's own first (installs go there), then shipped ones
+    pipelines: list[Path] = field(default_factory=list)
     hashes: FileHashes = field(default_factory=FileHashes, repr=False, compare=False)
 
     def ensure(self) -> None:
@@ -40,15 +42,7 @@ class Folders:
 
     def list_files(self, folder: Path, extensions: tuple[str, ...]) -> list[str]:
         """Relative names (with ``/``) of the files under ``folder`` with one of ``extensions``, sorted."""
-        if not folder.is_dir():
-            return []
-        names = []
-        for root, dirs, files in os.walk(folder, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for f in files:
-                if f.lower().endswith(extensions) and not f.startswith("."):
-                    names.append((Path(root) / f).relative_to(folder).as_posix())
-        return sorted(names)
+        return sorted(walk_names(folder, extensions))
 
     def input_images(self) -> list[str]:
         return self.list_files(self.input, IMAGE_EXTENSIONS)
@@ -62,18 +56,9 @@ class Folders:
         folder, in the order of the folders searched."""
         names: list[str] = []
         for folder in self.models.get(kind, []):
-            if not folder.is_dir():
-                continue
-            for root, dirs, files in os.walk(folder, followlinks=True):
-                rel_root = Path(root).relative_to(folder)
-                if "model_index.json" in files:  # a diffusers folder is one model
-                    names.append(rel_root.as_posix())
-                    dirs[:] = []
-                    continue
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in files:
-                    if f.lower().endswith(WEIGHT_EXTENSIONS) and not f.startswith("."):
-                        names.append((rel_root / f).as_posix())
+            names.extend(
+                sorted(walk_names(folder, WEIGHT_EXTENSIONS, whole_folder_marker="model_index.json"))
+            )
         return sorted(dict.fromkeys(names))
 
     def find_model(self, kind: str, name: str) -> Path:
@@ -91,15 +76,54 @@ class Folders:
         return self.hashes.sha256(path)
 
 
+def walk_names(
+    folder: Path, extensions: tuple[str, ...], whole_folder_marker: str | None = None
+) -> list[str]:
+    """Names relative to ``folder`` (with ``/``) of the files under it ending in one of ``extensions``.
+
+    Hidden files and folders are skipped. Linked folders are followed (model folders on a shared drive), each
+    real folder once, so a link cycle cannot make the walk endless. A folder holding ``whole_folder_marker``
+    (a diffusers model's ``model_index.json``) is one name and is not entered.
+    """
+    if not folder.is_dir():
+        return []
+    names: list[str] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        rel_root = Path(root).relative_to(folder)
+        if whole_folder_marker is not None and whole_folder_marker in files:
+            names.append(rel_root.as_posix())
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        names.extend(
+            (rel_root / f).as_posix()
+            for f in files
+            if f.lower().endswith(extensions) and not f.startswith(".")
+        )
+    return names
+
+
 def resolve_inside(folder: Path, name: str) -> Path:
-    """``folder / name``, refusing names that are absolute or climb out of ``folder``."""
+    """``folder / name``, refusing names that are absolute or climb out of ``folder``.
+
+    The check is on the name, not on where links lead: ``..`` parts are resolved lexically and the result must
+    stay under ``folder``, so a request can never name a file outside it. Symbolic links *inside* the folder
+    (a checkpoint, or a whole sub-folder, linked to a shared drive) are followed when the file is opened, as
+    ComfyUI does: where a link points is the user's choice, made on disk, not the request's.
+    """
     if not isinstance(name, str) or not name or "\x00" in name:
         raise UnsafePathError(f"invalid file name {name!r}")
     candidate = Path(name)
     if candidate.is_absolute() or name.startswith(("/", "\\")) or ":" in candidate.parts[0]:
         raise UnsafePathError(f"file name {name!r} must be relative to {folder}")
-    base = folder.resolve()
-    target = (base / candidate).resolve()
-    if target != base and base not in target.parents:
+    relative = os.path.normpath(name)
+    if relative == ".." or relative.startswith("../"):
         raise UnsafePathError(f"file name {name!r} reaches outside {folder}")
-    return target
+    base = folder.resolve()
+    return base if relative == "." else base / relative

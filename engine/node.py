@@ -86,6 +86,12 @@ class InputSpec(BaseModel):
     def has_default(self) -> bool:
         return self.default is not None
 
+    @property
+    def model_kind(self) -> str | None:
+        """The model folder kind (``checkpoints``, ``loras``, ...) whose files this input chooses from, if any
+        (declared with :func:`model_files`): what a shared workflow's manifest records."""
+        return getattr(self.choices_fn, "model_kind", None)
+
     def resolved_choices(self, files: Folders | None = None) -> list[Any]:
         if self.choices_fn is not None:
             return list(self.choices_fn(files if files is not None else Folders()))
@@ -298,6 +304,8 @@ def model_files(kind: str) -> Callable[[Folders], list[str]]:
     def choices(files: Folders) -> list[str]:
         return files.list_models(kind)
 
+    choices.model_kind = kind  # type: ignore[attr-defined]
+
     choices.__qualname__ = f"model_files({kind!r})"
     return choices
 
@@ -434,6 +442,11 @@ class Context:
         """Publish an encoded preview image (JPEG/PNG/WEBP bytes) of the node's work in progress."""
         if self.emit is not None:
             self.emit("preview", {"image": image, "format": format, "width": width, "height": height})
+
+    def send_image(self, image: bytes, *, format: str = "PNG", width: int = 0, height: int = 0) -> None:
+        """Send an encoded image to the job's client as a result (never dropped, unlike a preview)."""
+        if self.emit is not None:
+            self.emit("image_output", {"image": image, "format": format, "width": width, "height": height})
 
 
 @dataclass(frozen=True)

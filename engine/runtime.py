@@ -27,6 +27,7 @@ from .cache import OutputCache, default_budget, default_device_budget
 from .executor import Executor
 from .folders import Folders
 from .model_loader import ModelLoader, parse_dtype
+from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
 from .validate import CheckResult, check
 
@@ -48,6 +49,9 @@ class EngineConfig(BaseModel):
     output_dir: Path | None = None
     input_dir: Path | None = None
     temp_dir: Path | None = None
+    pipelines_dir: Path | None = Field(
+        None, description="your pipeline library ($ATELIER_PIPELINES, ./pipelines)"
+    )
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
     max_loaded_models: int = 3  # checkpoints and standalone VAEs together
 
@@ -71,6 +75,7 @@ class EngineConfig(BaseModel):
                 "output_dir": path(self.output_dir, "ATELIER_OUTPUT", "output"),
                 "input_dir": path(self.input_dir, "ATELIER_INPUT", "input"),
                 "temp_dir": path(self.temp_dir, "ATELIER_TEMP", "temp"),
+                "pipelines_dir": path(self.pipelines_dir, "ATELIER_PIPELINES", "pipelines"),
             }
         )
 
@@ -92,7 +97,8 @@ class Plugin:
     name: str = "plugin"
 
     def configure_folders(self, config: EngineConfig, folders: Folders) -> None:
-        """Add the model folders this plugin knows about (kinds, aliases, config-file entries)."""
+        """Add the model folders this plugin knows about (kinds, aliases, config-file entries), and the
+        pipelines it ships (``folders.pipelines``, after the user's)."""
 
     def commands(self) -> Sequence[Command]:
         return ()
@@ -138,6 +144,7 @@ class Engine:
     models: ModelLoader
     cache: OutputCache
     executor: Executor
+    pipelines: PipelineLibrary
     plugins: list[Plugin] = field(default_factory=list)
     #: problems met while loading plugins and node modules: (source, message)
     load_errors: list[tuple[str, str]] = field(default_factory=list)
@@ -149,7 +156,9 @@ class Engine:
     def check(
         self, data: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
     ) -> CheckResult:
-        return check(data, self.registry, overrides, outputs, files=self.folders)
+        return check(
+            data, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines.resolve
+        )
 
     def describe(self, type_name: str | None = None) -> dict[str, Any]:
         return self.registry.describe(type_name, files=self.folders)
@@ -175,6 +184,8 @@ def build_engine(
     assert cfg.device is not None and cfg.output_dir and cfg.input_dir and cfg.temp_dir
     plugin_list = list(plugins) if plugins is not None else load_plugins(errors)
     folders = Folders(output=cfg.output_dir, input=cfg.input_dir, temp=cfg.temp_dir)
+    if cfg.pipelines_dir is not None:
+        folders.pipelines.append(cfg.pipelines_dir)
     for plugin in plugin_list:
         plugin.configure_folders(cfg, folders)
     if registry is None:
@@ -185,8 +196,11 @@ def build_engine(
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
         cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
-    executor = Executor(registry, cache, device=cfg.device, folders=folders, models=models)
-    return Engine(cfg, folders, registry, models, cache, executor, plugin_list, errors)
+    pipelines = PipelineLibrary(folders.pipelines)
+    executor = Executor(
+        registry, cache, device=cfg.device, folders=folders, models=models, pipelines=pipelines.resolve
+    )
+    return Engine(cfg, folders, registry, models, cache, executor, pipelines, plugin_list, errors)
 
 
 # -- the shared command-line options ---------------------------------------------------------------
@@ -213,6 +227,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--temp-dir", type=Path, default=None, help="previews (default ./temp)")
     g.add_argument(
+        "--pipelines-dir", type=Path, default=None, help="your pipeline library (default ./pipelines)"
+    )
+    g.add_argument(
         "--cache-mb",
         type=float,
         default=None,
@@ -233,5 +250,6 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         output_dir=getattr(args, "output_dir", None),
         input_dir=getattr(args, "input_dir", None),
         temp_dir=getattr(args, "temp_dir", None),
+        pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
     )

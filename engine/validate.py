@@ -18,8 +18,9 @@ from . import types as T
 from .comfy_ui import UiFormatError, UiProblem
 from .folders import Folders
 from .node import InputSpec, Node
+from .pipeline import SEP, Resolver, expand, no_library, uses_pipelines
 from .registry import Registry
-from .workflow import Link, Workflow, WorkflowFormatError, parse_workflow
+from .workflow import Link, Parameter, Workflow, WorkflowFormatError, parse_workflow
 
 
 class NodeError(BaseModel):
@@ -35,7 +36,8 @@ class NodeError(BaseModel):
     def __str__(self) -> str:
         where = []
         if self.node is not None:
-            where.append(f"node {self.node}" + (f" ({self.node_type})" if self.node_type else ""))
+            path = " › ".join(self.node.split(SEP))  # a node inside pipelines: outer › inner
+            where.append(f"node {path}" + (f" ({self.node_type})" if self.node_type else ""))
         if self.input is not None:
             where.append(f"input {self.input!r}")
         prefix = ", ".join(where)
@@ -167,15 +169,18 @@ def check(
     outputs: list[str] | None = None,
     *,
     files: Folders | None = None,
+    pipelines: Resolver = no_library,
 ) -> CheckResult:
     """Parse and check a workflow (any supported format, already parsed or raw JSON data).
 
     ``overrides`` maps exposed parameter names or ``"node_id.input"`` to values; ``outputs`` limits the
     run to these output node ids (default: every output node); ``files`` gives the choice lists that
-    come from folders (model files, input images).
+    come from folders (model files, input images); ``pipelines`` finds the definitions of ``pipeline:NAME``
+    nodes that the workflow does not embed (engine/pipeline.py). Nodes inside pipelines are checked with
+    their paths as ids (``outer:inner``).
     """
     try:
-        return _check(data, registry, overrides or {}, outputs, files)
+        return _check(data, registry, overrides or {}, outputs, files, pipelines)
     except Exception as exc:  # last line of defence: validation never raises on user input
         err = NodeError(
             code="malformed", message=f"could not check the workflow: {type(exc).__name__}: {exc}"
@@ -189,6 +194,7 @@ def _check(
     overrides: dict[str, Any],
     outputs: list[str] | None,
     files: Folders | None,
+    pipelines: Resolver = no_library,
 ) -> CheckResult:
     errors: list[NodeError] = []
     if isinstance(data, Workflow):
@@ -208,18 +214,43 @@ def _check(
 
     # Literal inputs per node after parameters and overrides.
     values: dict[str, dict[str, Any]] = {nid: dict(n.inputs) for nid, n in wf.nodes.items()}
+    inner_overrides = {k: v for k, v in overrides.items() if SEP in k.rpartition(".")[0]}
+    overrides = {k: v for k, v in overrides.items() if k not in inner_overrides}
     parameters = _apply_parameters(wf, registry, values, overrides, errors)
 
+    flat = wf
+    if uses_pipelines(wf) or inner_overrides:
+        applied = wf.model_copy(deep=True)
+        for nid, node in applied.nodes.items():
+            node.inputs = values[nid]
+        expanded = expand(applied, pipelines)
+        errors.extend(
+            NodeError(
+                code=p.code,
+                message=p.message,
+                node=p.node,
+                node_type=p.node_type,
+                input=p.input,
+                severity="warning" if p.severity == "warning" else "error",
+            )
+            for p in expanded.problems
+        )
+        for nid, input_name, param, value in expanded.literals:
+            _check_pipeline_input(nid, input_name, param, value, errors)
+        flat = expanded.workflow
+        values = {nid: dict(n.inputs) for nid, n in flat.nodes.items()}
+        _apply_inner_overrides(flat, registry, values, inner_overrides, errors)
+
     nodes: dict[str, GraphNode] = {}
-    for nid, node in wf.nodes.items():
-        gn = _check_node(nid, node.type, node.version, values[nid], wf, registry, errors, files)
+    for nid, node in flat.nodes.items():
+        gn = _check_node(nid, node.type, node.version, values[nid], flat, registry, errors, files)
         if gn is not None:
             gn.title = node.title
             nodes[nid] = gn
 
-    _check_cycles(wf, errors)
+    _check_cycles(flat, errors)
 
-    output_ids = _check_outputs(wf, registry, outputs, errors)
+    output_ids = _check_outputs(flat, registry, outputs, errors)
     has_errors = any(e.severity == "error" for e in errors)
     graph = None if has_errors else Graph(wf, nodes, output_ids, parameters)
     return CheckResult(errors, graph, wf)
@@ -261,15 +292,7 @@ def _apply_parameters(
                 NodeError(code="invalid_parameter", message=f"parameter name {pname!r} must not contain '.'")
             )
             continue
-        if param.type not in T.PRIMITIVES and param.type != T.COMBO:
-            errors.append(
-                NodeError(
-                    code="invalid_parameter",
-                    input=pname,
-                    message=f"parameter {pname!r} has type {param.type}; parameters are INT, FLOAT, STRING, BOOLEAN or COMBO",
-                )
-            )
-            continue
+        socket = param.type not in T.PRIMITIVES and param.type != T.COMBO
         for node_id, input_name in param.target_pairs():
             node = wf.nodes.get(node_id)
             if not node_id or node is None:
@@ -302,6 +325,17 @@ def _apply_parameters(
                         message=f"parameter {pname!r} is {param.type} but the input is {spec.type}",
                     )
                 )
+        if socket:  # a socket input of the workflow used as a pipeline: a link feeds it (engine/pipeline.py)
+            if param.default is not None or pname in overrides:
+                errors.append(
+                    NodeError(
+                        code="invalid_parameter",
+                        input=pname,
+                        message=f"parameter {pname!r} is a {param.type} input: it is connected when the "
+                        "workflow is used as a pipeline, not given a value",
+                    )
+                )
+            continue
         if pname in overrides:
             value = overrides[pname]
         elif param.default is not None:
@@ -356,6 +390,50 @@ def _apply_parameters(
             continue
         values[node_id][input_name] = value
     return resolved
+
+
+def _check_pipeline_input(
+    nid: str, input_name: str, param: Parameter, value: Any, errors: list[NodeError]
+) -> None:
+    """A literal given to a pipeline node's input, against that input's own constraints (the inner inputs it
+    reaches check theirs with their nodes)."""
+    if param.type == T.COMBO and param.choices is None:
+        return
+    pspec = InputSpec(
+        name=input_name,
+        type=param.type,
+        min=param.min,
+        max=param.max,
+        choices=tuple(param.choices) if param.choices is not None else None,
+    )
+    _, problem = coerce_literal(pspec, value)
+    if problem is not None:
+        errors.append(NodeError(code=problem[0], message=problem[1], node=nid, input=input_name))
+
+
+def _apply_inner_overrides(
+    flat: Workflow,
+    registry: Registry,
+    values: dict[str, dict[str, Any]],
+    overrides: dict[str, Any],
+    errors: list[NodeError],
+) -> None:
+    """``"outer:inner.input"`` overrides, on the expanded graph's nodes."""
+    for name, value in overrides.items():
+        node_id, _, input_name = name.rpartition(".")
+        node = flat.nodes.get(node_id)
+        cls = registry.get(node.type) if node is not None else None
+        if node is None or (cls is not None and cls.spec.input(input_name) is None):
+            errors.append(
+                NodeError(
+                    code="unknown_override",
+                    node=node_id if node is not None else None,
+                    input=input_name if node is not None else None,
+                    message=f"{name!r} names no input of a node inside a pipeline",
+                )
+            )
+            continue
+        values[node_id][input_name] = value
 
 
 def _check_node(

@@ -103,6 +103,19 @@ class Metadata(BaseModel):
     description: str = ""
     author: str = ""
     tags: list[str] = Field(default_factory=list)
+    #: the pipeline's version (semver) when the workflow is shared as a pipeline
+    version: str | None = None
+
+
+class PipelineOutput(BaseModel):
+    """An output a workflow declares when used as a pipeline: which inner node's output it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    node: str
+    output: str | int
+    description: str = ""
 
 
 class Workflow(BaseModel):
@@ -113,6 +126,10 @@ class Workflow(BaseModel):
     metadata: Metadata = Field(default_factory=Metadata)
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     nodes: dict[str, WorkflowNode] = Field(default_factory=dict)
+    #: what the workflow gives when used as a pipeline node (engine/pipeline.py)
+    outputs: dict[str, PipelineOutput] = Field(default_factory=dict)
+    #: pipelines embedded in this workflow, by name (used by nodes of type ``pipeline:NAME``)
+    definitions: dict[str, Any] = Field(default_factory=dict)
     ui: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +193,8 @@ def parse_workflow(data: Any, registry: Any = None) -> Workflow:
     format needs the node ``registry`` (its widget values are known only by position); a UI-format
     workflow with nodes that cannot be converted raises :class:`~.comfy_ui.UiFormatError`, which names
     each of them."""
+    if isinstance(data, Workflow):
+        return data
     kind = detect_format(data)
     if kind == "atelier":
         return Workflow.model_validate(migrate(dict(data)))

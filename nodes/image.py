@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,40 +240,51 @@ def save_images(
     images: torch.Tensor, folder: Path, prefix: str, metadata: dict[str, Any] | None
 ) -> list[str]:
     """Write PNGs as ``{prefix}_{NNNNN}_.png`` under ``folder`` without ever overwriting a file."""
+    info = png_info(metadata) if metadata is not None else None
+    names = []
+    for im in to_pil(images):
+
+        def write(path: Path, im: Image.Image = im) -> None:
+            with open(path, "wb") as f:
+                im.save(f, format="PNG", pnginfo=info, compress_level=4)
+                f.flush()
+                os.fsync(f.fileno())
+
+        names.append(write_output_file(folder, prefix, ".png", write))
+    return names
+
+
+def write_output_file(folder: Path, prefix: str, suffix: str, write: Callable[[Path], None]) -> str:
+    """Write a new file ``{prefix}_{NNNNN}_{suffix}`` under ``folder`` (``prefix`` may name subfolders
+    inside it) with ``write(path)``, never overwriting one; returns its name relative to ``folder``."""
     target_dir = folders.resolve_inside(folder, prefix).parent if "/" in prefix else folder.resolve()
     target_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(prefix).name or "Atelier"
     existing = [
         int(p.name[len(stem) + 1 : len(stem) + 6])
-        for p in target_dir.glob(f"{stem}_*_.png")
+        for p in target_dir.glob(f"{stem}_*_{suffix}")
         if p.name[len(stem) + 1 : len(stem) + 6].isdigit()
     ]
     counter = max(existing, default=0) + 1
-    info = png_info(metadata) if metadata is not None else None
-    names = []
-    for im in to_pil(images):
-        # the whole PNG goes to a hidden temporary file first, then takes its name in one step (a hard link,
-        # which fails rather than replaces): a full disk or a crash never leaves a truncated picture behind
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}_", suffix=".png.part", dir=target_dir)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                im.save(f, format="PNG", pnginfo=info, compress_level=4)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            while True:
-                path = target_dir / f"{stem}_{counter:05d}_.png"
-                counter += 1
-                try:
-                    _claim(tmp, path)
-                except FileExistsError:
-                    continue
-                break
-        finally:
-            tmp.unlink(missing_ok=True)
-        names.append(path.relative_to(folder.resolve()).as_posix())
-    return names
+    # the whole file goes to a hidden temporary file first, then takes its name in one step (a hard link,
+    # which fails rather than replaces): a full disk or a crash never leaves a truncated file behind
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}_", suffix=f"{suffix}.part", dir=target_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        while True:
+            path = target_dir / f"{stem}_{counter:05d}_{suffix}"
+            counter += 1
+            try:
+                _claim(tmp, path)
+            except FileExistsError:
+                continue
+            break
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.relative_to(folder.resolve()).as_posix()
 
 
 def _claim(tmp: Path, path: Path) -> None:

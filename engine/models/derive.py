@@ -13,6 +13,8 @@ from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex
 from atelier.engine.models.info import (
     INPAINT_EXTRA_CHANNELS,
+    SDXL_FAMILIES,
+    SIZE_EMBEDDINGS,
     VAE_SCALING_FACTOR,
     Family,
     TextEncoderInfo,
@@ -143,14 +145,15 @@ def derive_unet_config(index: TensorIndex, family: Family, adm_pooled_dim: int |
         raise fail(f"channels {channels} are not divisible by {groups} norm groups")
 
     label = p + "label_emb.0.0.weight"
-    if family == "sdxl":
+    if family in SDXL_FAMILIES:
         if label not in index:
             raise fail("SDXL text encoders but the UNet has no label_emb (size conditioning)")
         adm_in = index.shape(label)[1]
         pooled = adm_pooled_dim if adm_pooled_dim is not None else 1280
-        time_dim, rest = divmod(adm_in - pooled, 6)
+        sizes = SIZE_EMBEDDINGS[family]
+        time_dim, rest = divmod(adm_in - pooled, sizes)
         if rest or time_dim <= 0:
-            raise fail(f"label_emb input {adm_in} does not fit pooled {pooled} + 6 size embeddings")
+            raise fail(f"label_emb input {adm_in} does not fit pooled {pooled} + {sizes} size embeddings")
         config.update(projection_class_embeddings_input_dim=adm_in, addition_time_embed_dim=time_dim)
     elif label in index:
         raise fail("the UNet has class/label embeddings (unCLIP or similar), which are not supported")
@@ -237,7 +240,7 @@ def derive_text_encoder(
     except (KeyError, IndexError, ValueError):
         raise CheckpointError(index.path, f"text encoder under {prefix}* is incomplete") from None
     component = "text_encoder_2" if name == "text_encoder_2" else "text_encoder"
-    with_projection = family == "sdxl" and name == "text_encoder_2"
+    with_projection = family in SDXL_FAMILIES and name == "text_encoder_2"
     config = _clip_config(family_config(family, component), hidden, inter, layers, vocab, positions, proj)
     default_layer, final_ln = family_text_layer(family)
     return TextEncoderInfo(

@@ -29,6 +29,7 @@ from atelier.engine.models.files import (
     open_single_file,
 )
 from atelier.engine.models.info import (
+    SDXL_FAMILIES,
     VAE_SCALING_FACTOR,
     CheckpointInfo,
     Family,
@@ -40,6 +41,7 @@ from atelier.engine.models.names import (
     SD2_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,
     SDXL_CLIP_L_PREFIX,
+    SDXL_REFINER_CLIP_G_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
 )
@@ -95,7 +97,7 @@ def _detect_index(index: TensorIndex) -> CheckpointInfo:
         "sd2_clip": SD2_CLIP_PREFIX + "token_embedding.weight" in index,
         "xl_l": SDXL_CLIP_L_PREFIX + "text_model.embeddings.token_embedding.weight" in index,
         "xl_g": SDXL_CLIP_G_PREFIX + "token_embedding.weight" in index,
-        "xl_refiner_g": "conditioner.embedders.0.model.token_embedding.weight" in index,
+        "xl_refiner_g": SDXL_REFINER_CLIP_G_PREFIX + "token_embedding.weight" in index,
     }
     context_key = next(
         (k for k in keys if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")), None
@@ -105,11 +107,10 @@ def _detect_index(index: TensorIndex) -> CheckpointInfo:
 
     family: Family
     encoders: list[tuple[str, TextEncoderLayout, str]] = []
-    if has["xl_refiner_g"] and not has["xl_g"]:
-        raise CheckpointError(
-            path, "this looks like an SDXL refiner (OpenCLIP-G only), which is not supported"
-        )
-    if has["xl_l"] or has["xl_g"]:
+    if has["xl_refiner_g"] and not (has["xl_l"] or has["xl_g"]):
+        family = "sdxl_refiner"  # OpenCLIP-G alone, first embedder: SDXL's refiner
+        encoders = [(SDXL_REFINER_CLIP_G_PREFIX, "open_clip", "text_encoder_2")]
+    elif has["xl_l"] or has["xl_g"]:
         family = "sdxl"
         if not (has["xl_l"] and has["xl_g"]):
             raise CheckpointError(path, "SDXL checkpoint with only one of its two text encoders")
@@ -143,7 +144,7 @@ def _detect_index(index: TensorIndex) -> CheckpointInfo:
                 f"UNet cross-attention dim {context} does not match the text encoder width(s) "
                 f"{[te.hidden_size for te in text_encoders]} of a {family} checkpoint",
             )
-    pooled = text_encoders[1].projection_dim if family == "sdxl" and len(text_encoders) == 2 else None
+    pooled = text_encoders[-1].projection_dim if family in SDXL_FAMILIES and text_encoders else None
     unet_config = derive_unet_config(index, family, pooled)
 
     has_vae = (

@@ -54,6 +54,7 @@ _FAMILY_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "sd15": ("clip_l",),
     "sd2": ("clip_h",),
     "sdxl": ("clip_l", "clip_g"),
+    "sdxl_refiner": ("clip_g",),
 }
 
 #: One encoder's share of an embedding: a vector per slot, or None where the embedding does not fit it.

@@ -1,7 +1,7 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors``; more roots or per-kind folders
+vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks``; more roots or per-kind folders
 come from a TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder
 works as it is (A1111's folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised, and
 face detectors in Impact Pack's ``ultralytics/bbox`` or ADetailer's ``adetailer``)::
@@ -26,6 +26,7 @@ MODEL_KINDS = (
     "embeddings",
     "styles",
     "face_detectors",
+    "hypernetworks",
 )
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
@@ -38,6 +39,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "styles": ("styles",),
     # YOLO/YuNet face detector files; Impact Pack keeps them in ultralytics/bbox, ADetailer in adetailer
     "face_detectors": ("face_detectors", "ultralytics/bbox", "adetailer"),
+    "hypernetworks": ("hypernetworks",),
 }
 
 

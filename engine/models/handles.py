@@ -28,6 +28,7 @@ from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling import ModelSampling
+from atelier.engine.sampling.conditioning import CondEntry
 from atelier.engine.sampling.guidance import (
     ApplyModel,
     CfgFunction,
@@ -36,7 +37,9 @@ from atelier.engine.sampling.guidance import (
     ModelWrapper,
 )
 
+from .attention import AttentionPatch, attention_patched
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
+from .info import SDXL_FAMILIES
 from .inpaint import InpaintConcat
 from .interrupts import install_interrupt_points, unet_blocks, vae_blocks
 from .patches import PatchSet, WeightPatch, merge_patches, patched
@@ -72,6 +75,8 @@ class ModelHandle:
     core_wrappers: tuple[ModelWrapper, ...] = ()
     #: the noise mask of each step of a masked run (Differential Diffusion); None keeps the latent's
     denoise_mask_function: DenoiseMaskFunction | None = None
+    #: applied to the inputs of every transformer attention layer's q/k/v projections (hypernetworks)
+    attention_patches: tuple[AttentionPatch, ...] = ()
 
     def __post_init__(self) -> None:
         install_interrupt_points(unet_blocks(self.unet))  # once per module: a cancel lands mid-forward
@@ -89,7 +94,19 @@ class ModelHandle:
 
     @property
     def needs_pooled(self) -> bool:
-        return self.family == "sdxl"
+        return self.family in SDXL_FAMILIES
+
+    def size_ids(self, cond: CondEntry, latent_h: int, latent_w: int, negative: bool) -> list[float]:
+        """The size conditioning values an SDXL-family UNet embeds for ``cond``: SDXL's six sizes, or the
+        refiner's height, width, crop and aesthetic score (ComfyUI's defaults: 768 x 768, 6 for a
+        positive prompt and 2.5 for a negative one)."""
+        if self.family != "sdxl_refiner":
+            return cond.time_ids(latent_h, latent_w)
+        size = cond.size
+        if size is None:
+            return [768.0, 768.0, 0.0, 0.0, 2.5 if negative else 6.0]
+        score = size.aesthetic_score if size.aesthetic_score is not None else (2.5 if negative else 6.0)
+        return [float(size.height), float(size.width), float(size.crop_h), float(size.crop_w), float(score)]
 
     @property
     def in_channels(self) -> int:
@@ -145,11 +162,15 @@ class ModelHandle:
     @contextmanager
     def session(self) -> Iterator[ModelHandle]:
         """Use the handle: its patches are applied for the duration of the block."""
-        with patched(self.unet, self.patches):
+        with patched(self.unet, self.patches), attention_patched(self.unet, self.attention_patches):
             yield self
 
     def with_patches(self, patches: PatchSet) -> ModelHandle:
         return replace(self, patches=merge_patches(self.patches, patches))
+
+    def with_attention_patch(self, patch: AttentionPatch) -> ModelHandle:
+        """A handle whose attention layers also apply ``patch`` (after those already there)."""
+        return replace(self, attention_patches=(*self.attention_patches, patch))
 
     def with_sampling(self, sampling: ModelSampling) -> ModelHandle:
         return replace(self, sampling=sampling)
@@ -381,7 +402,7 @@ def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, C
                 tok,
                 layer=te_info.default_layer,
                 layer_norm=te_info.final_layer_norm,
-                pooled=info.family == "sdxl" and te_info.model_class == "CLIPTextModelWithProjection",
+                pooled=info.family in SDXL_FAMILIES and te_info.model_class == "CLIPTextModelWithProjection",
                 pad_token_id=pad,
             )
         )

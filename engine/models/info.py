@@ -13,14 +13,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Family = Literal["sd15", "sd2", "sdxl"]
+#: ``sdxl_refiner``: SDXL's refiner (its own UNet, OpenCLIP-G only, aesthetic-score conditioning)
+Family = Literal["sd15", "sd2", "sdxl", "sdxl_refiner"]
 Prediction = Literal["eps", "v"]
 SourceFormat = Literal["safetensors", "torch", "diffusers"]
 TextEncoderLayout = Literal["clip_l", "open_clip"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = CONFIG_DIR / "clip_tokenizer"
-VAE_SCALING_FACTOR: dict[str, float] = {"sd15": 0.18215, "sd2": 0.18215, "sdxl": 0.13025}
+VAE_SCALING_FACTOR: dict[str, float] = {
+    "sd15": 0.18215,
+    "sd2": 0.18215,
+    "sdxl": 0.13025,
+    "sdxl_refiner": 0.13025,
+}
+#: families whose UNet takes a pooled text embedding and size conditioning
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
+#: how many 256-wide size embeddings each such UNet takes: SDXL's six sizes, the refiner's four and an aesthetic score
+SIZE_EMBEDDINGS: dict[str, int] = {"sdxl": 6, "sdxl_refiner": 5}
 #: what an inpainting UNet takes besides the latent: a mask channel and the masked picture's latent
 INPAINT_EXTRA_CHANNELS = 5
 
@@ -89,7 +99,8 @@ class CheckpointInfo(BaseModel):
 
 @cache
 def _family_config_text(family: str, component: str) -> str:
-    path = CONFIG_DIR / family / component / "config.json"
+    folder = "sdxl" if family == "sdxl_refiner" else family  # the refiner's settings are SDXL's
+    path = CONFIG_DIR / folder / component / "config.json"
     return path.read_text(encoding="utf-8")
 
 

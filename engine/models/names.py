@@ -32,6 +32,8 @@ SD1_CLIP_PREFIX = "cond_stage_model.transformer."
 SD2_CLIP_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
+#: the SDXL refiner's only text encoder, OpenCLIP-G
+SDXL_REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
 
 ClipLayout = Literal["clip_l", "open_clip"]
 PairKind = Literal["same", "conv1x1", "transposed", "fused_qkv"]
@@ -376,4 +378,6 @@ def text_encoder_prefixes(family: str) -> Sequence[tuple[str, ClipLayout]]:
         return [(SD2_CLIP_PREFIX, "open_clip")]
     if family == "sdxl":
         return [(SDXL_CLIP_L_PREFIX, "clip_l"), (SDXL_CLIP_G_PREFIX, "open_clip")]
+    if family == "sdxl_refiner":
+        return [(SDXL_REFINER_CLIP_G_PREFIX, "open_clip")]
     raise ValueError(f"unknown family {family!r}")

@@ -1,9 +1,11 @@
-"""Low-rank weight patches (LoRA / LoCon) and applying them to a module for the length of a block.
+"""Weight patches (LoRA / LoCon deltas, model merges) and applying them to a module for the length of a block.
 
-A :class:`WeightPatch` describes ``delta = up @ down * alpha / rank * strength`` for one weight tensor.
-:func:`patched` adds the deltas of a patch set to a module's weights in place and puts the exact
-original tensors back afterwards, so that the same base model can serve a branch with a LoRA and one
-without it, in any order, and end every block bitwise unchanged.
+A :class:`WeightPatch` describes ``delta = up @ down * alpha / rank * strength`` for one weight tensor; a
+:class:`MergePatch` blends in another model's weight (``W * self_scale + W_other * other_scale``, ComfyUI's
+model merging), reading that weight by reference only when applied. :func:`patched` applies a patch set to
+a module's weights in place and puts the exact original tensors back afterwards, so that the same base
+model can serve a branch with a LoRA or a merge and one without it, in any order, and end every block
+bitwise unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, replace
 import torch
 
 __all__ = [
+    "MergePatch",
+    "Patch",
     "PatchSet",
     "WeightPatch",
     "apply_patches",
@@ -100,21 +104,64 @@ class WeightPatch:
         """The same patch with ``strength`` multiplied by ``factor``."""
         return replace(self, strength=self.strength * factor)
 
+    def apply_to(self, total: torch.Tensor) -> torch.Tensor:
+        """``total`` (float32, the weight so far) with this patch's delta added."""
+        return total + self.delta(total.shape, torch.float32, total.device)
 
-#: Parameter name (``"down_blocks.0.attentions.0.proj_in.weight"``) -> patches to add, in order.
-PatchSet = Mapping[str, Sequence[WeightPatch]]
+
+@dataclass(frozen=True, eq=False)
+class MergePatch:
+    """``W * self_scale + W_other * other_scale``: another model's weight blended in (model merging).
+
+    ``other`` is the other model's parameter itself (no copy: it is read when the patch is applied), and
+    ``other_patches`` are the patches that model carries for it (a LoRA on the second model of a merge),
+    applied to ``other`` first. ``strength`` scales the change this patch makes to the weight."""
+
+    other: torch.Tensor
+    self_scale: float
+    other_scale: float
+    other_patches: tuple[Patch, ...] = ()
+    strength: float = 1.0
+
+    def check(self, shape: Sequence[int]) -> str | None:
+        if tuple(self.other.shape) != tuple(shape):
+            return f"merged weight {tuple(self.other.shape)} does not fit weight {tuple(shape)}"
+        return None
+
+    def scaled(self, factor: float) -> MergePatch:
+        return replace(self, strength=self.strength * factor)
+
+    def other_weight(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The other model's weight with its own patches, in float32 on ``device``."""
+        weight = self.other.detach().to(device=device, dtype=torch.float32, copy=True)
+        for patch in self.other_patches:
+            weight = patch.apply_to(weight)
+        return weight
+
+    def apply_to(self, total: torch.Tensor) -> torch.Tensor:
+        merged = total * self.self_scale + self.other_weight(total.device) * self.other_scale
+        if self.strength == 1.0:
+            return merged
+        return total + (merged - total) * self.strength
 
 
-def merge_patches(a: PatchSet, b: PatchSet, *more: PatchSet) -> dict[str, tuple[WeightPatch, ...]]:
+#: One patch of a weight: a low-rank delta or a merge.
+Patch = WeightPatch | MergePatch
+
+#: Parameter name (``"down_blocks.0.attentions.0.proj_in.weight"``) -> patches to apply, in order.
+PatchSet = Mapping[str, Sequence[Patch]]
+
+
+def merge_patches(a: PatchSet, b: PatchSet, *more: PatchSet) -> dict[str, tuple[Patch, ...]]:
     """Combine patch sets (stacked LoRAs): per parameter, the patches of ``a`` then ``b`` then ..."""
-    out: dict[str, tuple[WeightPatch, ...]] = {}
+    out: dict[str, tuple[Patch, ...]] = {}
     for patch_set in (a, b, *more):
         for name, patches in patch_set.items():
             out[name] = (*out.get(name, ()), *patches)
     return out
 
 
-def scale_patches(patches: PatchSet, factor: float) -> dict[str, tuple[WeightPatch, ...]]:
+def scale_patches(patches: PatchSet, factor: float) -> dict[str, tuple[Patch, ...]]:
     """Every patch with its strength multiplied by ``factor``."""
     return {name: tuple(p.scaled(factor) for p in ps) for name, ps in patches.items()}
 
@@ -129,7 +176,8 @@ def _parameter(module: torch.nn.Module, name: str) -> torch.nn.Parameter:
 def apply_patches(module: torch.nn.Module, patches: PatchSet) -> dict[str, torch.Tensor]:
     """Add the patches to ``module``'s weights in place; return backups of the original tensors.
 
-    Each patched weight becomes ``(W.float() + sum of deltas).to(W.dtype)``. Every name is checked
+    Each patched weight becomes ``(W.float() + sum of deltas).to(W.dtype)`` (a merge patch blends instead,
+    in its place in the order). Every name is checked
     before anything is touched; if a patch fails halfway, the weights already changed are restored
     before the error propagates. Give the returned backups to :func:`restore_weights`.
     """
@@ -145,7 +193,7 @@ def apply_patches(module: torch.nn.Module, patches: PatchSet) -> dict[str, torch
             for name, param in params.items():
                 total = param.detach().to(torch.float32, copy=True)
                 for patch in patches[name]:
-                    total += patch.delta(param.shape, torch.float32, param.device)
+                    total = patch.apply_to(total)
                 backups[name] = param.detach().clone()
                 param.copy_(total)
     except BaseException:

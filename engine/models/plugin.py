@@ -17,7 +17,7 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
 
 
 def _tiny_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15")
+    p.add_argument("--arch", choices=["sd15", "sd2", "sdxl", "sdxl_refiner"], default="sd15")
     p.add_argument("--inpaint", action="store_true", help="an inpainting model (9-channel UNet)")
     p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument("--seed", type=int, default=0)
@@ -84,6 +84,7 @@ class StableDiffusionPlugin(Plugin):
     def configure_folders(self, config: EngineConfig, folders: Folders) -> None:
         assert config.models_dir is not None
         folders.models.update(configured_model_folders(config.models_dir, config.config_file))
+        folders.pipelines.append(WORKFLOWS_DIR)  # the shipped portrait workflows, after the user's library
 
     def commands(self) -> Sequence[Command]:
         return (

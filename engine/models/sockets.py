@@ -13,6 +13,7 @@ import torch
 
 from atelier.engine.faces.detections import Faces
 from atelier.engine.sampling.conditioning import CondEntry
+from atelier.engine.sampling.custom import Guider, Noise, Sampler
 from atelier.engine.types import SocketType
 
 from .handles import ClipHandle, ModelHandle, VaeHandle
@@ -43,4 +44,22 @@ FACES: Final = SocketType(
     f"{Faces.__name__}: image size and per face its box, score, landmarks, crop region and mask",
     "#f48fb1",
     Faces,
+)
+SIGMAS: Final = SocketType(
+    "SIGMAS",
+    "float tensor [steps + 1]: the noise levels a sampler walks, high to low",
+    "#cddc39",
+    torch.Tensor,
+)
+SAMPLER: Final = SocketType(
+    "SAMPLER", f"{Sampler.__name__}: a sampler function by name, with its options", "#4dd0e1", Sampler
+)
+NOISE: Final = SocketType(
+    "NOISE", f"{Noise.__name__}: the initial noise for a latent (seeded, or none)", "#bdbdbd", Noise
+)
+GUIDER: Final = SocketType(
+    "GUIDER",
+    f"{Guider.__name__}: a model with its conditioning and guidance (CFG, dual CFG, ...)",
+    "#80cbc4",
+    Guider,
 )

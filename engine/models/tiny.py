@@ -27,6 +27,7 @@ from atelier.engine.models.build import (
 )
 from atelier.engine.models.info import (
     INPAINT_EXTRA_CHANNELS,
+    SDXL_FAMILIES,
     VAE_SCALING_FACTOR,
     CheckpointInfo,
     Family,
@@ -41,11 +42,12 @@ from atelier.engine.models.names import (
     SD2_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,
     SDXL_CLIP_L_PREFIX,
+    SDXL_REFINER_CLIP_G_PREFIX,
     text_encoder_prefixes,
 )
 from atelier.engine.models.tokenizer import load_clip_tokenizer
 
-TinyArch = Literal["sd15", "sd2", "sdxl"]
+TinyArch = Literal["sd15", "sd2", "sdxl", "sdxl_refiner"]
 
 # Tiny sizes. UNet levels (32, 64); the VAE keeps four levels so that latents are 1/8 of the image size,
 # as with real models. Text encoders keep the real vocabulary (49408) and 77 positions.
@@ -82,6 +84,18 @@ _TINY_UNET: dict[str, dict[str, Any]] = {
         "projection_class_embeddings_input_dim": 80,  # pooled 32 + 6 * 8
         "sample_size": 8,
     },
+    "sdxl_refiner": {
+        "block_out_channels": [32, 64],
+        "layers_per_block": 2,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "cross_attention_dim": 64,  # OpenCLIP-G's width alone
+        "attention_head_dim": [1, 1],
+        "transformer_layers_per_block": [1, 2],
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 72,  # pooled 32 + 5 * 8 (sizes, crop, aesthetic score)
+        "sample_size": 8,
+    },
 }
 _TINY_VAE: dict[str, Any] = {
     "block_out_channels": [32, 32, 64, 64],
@@ -93,6 +107,7 @@ _TINY_TEXT: dict[str, list[tuple[str, int, int, int | None]]] = {
     "sd15": [("text_encoder", 32, 2, None)],
     "sd2": [("text_encoder", 64, 2, None)],
     "sdxl": [("text_encoder", 32, 2, None), ("text_encoder_2", 64, 2, 32)],
+    "sdxl_refiner": [("text_encoder_2", 64, 2, 32)],
 }
 
 
@@ -166,8 +181,9 @@ def text_encoder_info(
             num_attention_heads=1 if hidden < 64 else hidden // 64,
             projection_dim=projection_dim or hidden,
         )
-    with_projection = family == "sdxl" and name == "text_encoder_2"
-    layouts = dict(zip(["text_encoder", "text_encoder_2"], text_encoder_prefixes(family), strict=False))
+    with_projection = family in SDXL_FAMILIES and name == "text_encoder_2"
+    names = ["text_encoder_2"] if family == "sdxl_refiner" else ["text_encoder", "text_encoder_2"]
+    layouts = dict(zip(names, text_encoder_prefixes(family), strict=False))
     prefix, layout = layouts[name]
     default_layer, final_ln = family_text_layer(family)
     return TextEncoderInfo(
@@ -312,6 +328,8 @@ def _realistic_extras(models: TinyModels, seed: int, dtype: torch.dtype) -> dict
         extras[SD2_CLIP_PREFIX + "logit_scale"] = logit_scale
     if models.family == "sdxl":
         extras[SDXL_CLIP_G_PREFIX + "logit_scale"] = logit_scale
+    if models.family == "sdxl_refiner":
+        extras[SDXL_REFINER_CLIP_G_PREFIX + "logit_scale"] = logit_scale
     return extras
 
 

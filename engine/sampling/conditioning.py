@@ -20,7 +20,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class SizeCond:
-    """SDXL's size conditioning (pixels): original size, crop offset, target size."""
+    """SDXL's size conditioning (pixels): original size, crop offset, target size; the refiner's takes
+    an aesthetic score instead of the target size."""
 
     width: int
     height: int
@@ -28,6 +29,7 @@ class SizeCond:
     crop_h: int = 0
     target_width: int | None = None
     target_height: int | None = None
+    aesthetic_score: float | None = None
 
     def time_ids(self, latent_h: int, latent_w: int) -> list[float]:
         return [

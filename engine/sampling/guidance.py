@@ -8,6 +8,9 @@ them. Every entry that can share a forward pass does (same area; token counts br
 by repeating the context, which leaves cross-attention unchanged): for a plain prompt pair that is one
 batched forward of cond and uncond. At cfg 1 the negative is skipped.
 
+:class:`ConditionedPredictor` gives one prediction per conditioning ("slot") from those shared forwards;
+:class:`CFGDenoiser` combines two slots, :class:`DualCFGDenoiser` three (ComfyUI's DualCFGGuider).
+
 The model is called with a :class:`ModelCall`, which says which entry each part of the batch belongs to,
 so that wrappers on the MODEL handle (ControlNet residuals, image prompts, regional patches) can attach to
 the call without editing the UNet. The call also carries what the run started from
@@ -120,6 +123,10 @@ class DiffusionModel(Protocol):
     def needs_pooled(self) -> bool:  # SDXL: pooled text embedding and size conditioning
         ...
 
+    def size_ids(
+        self, cond: CondEntry, latent_h: int, latent_w: int, negative: bool
+    ) -> list[float]: ...  # with needs_pooled: the size conditioning values of an entry
+
     @property
     def cfg_functions(self) -> tuple[CfgFunction, ...]:  # post-combination hooks (CFG rescale, ...)
         ...
@@ -133,6 +140,7 @@ class DiffusionModel(Protocol):
 class _Entry:
     cond: CondEntry
     negative: bool
+    slot: int = 0
 
 
 def _area(entry: CondEntry, h: int, w: int) -> tuple[int, int, int, int]:
@@ -144,42 +152,35 @@ def _area(entry: CondEntry, h: int, w: int) -> tuple[int, int, int, int]:
     return (max(1, min(ah, h - y)), max(1, min(aw, w - x)), y, x)
 
 
-class CFGDenoiser:
-    """``denoiser(x, sigma) -> x0`` for the samplers, guided by positive/negative conditioning."""
+class ConditionedPredictor:
+    """The model's denoised prediction under each of several conditionings, all entries that can share a
+    forward pass batched together. ``slots`` are (conditioning, negative): the flag tells wrappers which
+    entries are negative prompts (:attr:`ModelCall.negative`). Guiders combine the predictions."""
 
     def __init__(
         self,
         model: DiffusionModel,
-        positive: Conditioning,
-        negative: Conditioning,
-        cfg: float,
+        slots: Sequence[tuple[Conditioning, bool]],
         *,
         max_batch: int | None = None,
         inputs: SamplingInputs | None = None,
     ) -> None:
-        if not positive:
-            raise ValueError("positive conditioning is empty")
         self.model = model
-        self.cfg = float(cfg)
-        self.entries = [_Entry(e, False) for e in positive]
-        if self.cfg != 1.0:
-            if not negative:
-                raise ValueError(
-                    "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
-                )
-            self.entries += [_Entry(e, True) for e in negative]
+        self.slots = len(slots)
+        self.entries = [_Entry(e, negative, n) for n, (cond, negative) in enumerate(slots) for e in cond]
         self.max_batch = max_batch
         self.inputs = inputs
         self.model_calls = 0
 
-    def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
+    def predict(self, x: Tensor, sigma: Tensor) -> list[Tensor]:
+        """One denoised prediction per slot (a slot without entries predicts 0)."""
         model = self.model
         ms = model.sampling
         b, _, h, w = x.shape
         x_in = ms.calculate_input(sigma, x)
         t = model.timestep(sigma).to(x.device)
-        sums = {False: torch.zeros_like(x), True: torch.zeros_like(x)}
-        weights = {False: torch.full_like(x[:, :1], 1e-37), True: torch.full_like(x[:, :1], 1e-37)}
+        sums = [torch.zeros_like(x) for _ in range(self.slots)]
+        weights = [torch.full_like(x[:, :1], 1e-37) for _ in range(self.slots)]
 
         groups: dict[tuple[int, int, int, int], list[_Entry]] = {}
         for e in self.entries:
@@ -188,13 +189,13 @@ class CFGDenoiser:
             ah, aw, y, x0 = area
             for chunk in _chunks(entries, self.max_batch):
                 self._run_group(chunk, x, x_in, sigma, t, (ah, aw, y, x0), sums, weights)
-        cond = sums[False] / weights[False]
-        if self.cfg == 1.0:
-            return cond
-        uncond = sums[True] / weights[True]
-        denoised = uncond + (cond - uncond) * self.cfg
-        for fn in getattr(model, "cfg_functions", ()):
-            denoised = fn(CfgArgs(cond, uncond, self.cfg, x, sigma, denoised))
+        return [s / wgt for s, wgt in zip(sums, weights, strict=True)]
+
+    def combine(self, cond: Tensor, uncond: Tensor, cfg: float, x: Tensor, sigma: Tensor) -> Tensor:
+        """``uncond + cfg * (cond - uncond)``, then the model's CFG functions (CFG rescale, ...)."""
+        denoised = uncond + (cond - uncond) * cfg
+        for fn in getattr(self.model, "cfg_functions", ()):
+            denoised = fn(CfgArgs(cond, uncond, cfg, x, sigma, denoised))
         return denoised
 
     def _run_group(
@@ -205,8 +206,8 @@ class CFGDenoiser:
         sigma: Tensor,
         t: Tensor,
         area: tuple[int, int, int, int],
-        sums: dict[bool, Tensor],
-        weights: dict[bool, Tensor],
+        sums: list[Tensor],
+        weights: list[Tensor],
     ) -> None:
         ah, aw, y, x0 = area
         b, _, h, w = x.shape
@@ -230,7 +231,7 @@ class CFGDenoiser:
                     raise ValueError("this model (SDXL) needs a pooled text embedding: encode with its CLIP")
                 p = p.to(x.device)
                 pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
-                ids = torch.tensor(e.cond.time_ids(h, w), device=x.device)
+                ids = torch.tensor(self.model.size_ids(e.cond, h, w, e.negative), device=x.device)
                 time_ids.append(ids.expand(b, -1))
             added = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
         call = ModelCall(
@@ -263,8 +264,86 @@ class CFGDenoiser:
                     :, :, y : y + ah, x0 : x0 + aw
                 ]
                 wgt = wgt * m
-            sums[e.negative][:, :, y : y + ah, x0 : x0 + aw] += d * wgt
-            weights[e.negative][:, :, y : y + ah, x0 : x0 + aw] += wgt
+            sums[e.slot][:, :, y : y + ah, x0 : x0 + aw] += d * wgt
+            weights[e.slot][:, :, y : y + ah, x0 : x0 + aw] += wgt
+
+
+class CFGDenoiser(ConditionedPredictor):
+    """``denoiser(x, sigma) -> x0`` for the samplers, guided by positive/negative conditioning."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        positive: Conditioning,
+        negative: Conditioning,
+        cfg: float,
+        *,
+        max_batch: int | None = None,
+        inputs: SamplingInputs | None = None,
+    ) -> None:
+        if not positive:
+            raise ValueError("positive conditioning is empty")
+        self.cfg = float(cfg)
+        slots: list[tuple[Conditioning, bool]] = [(positive, False)]
+        if self.cfg != 1.0:
+            if not negative:
+                raise ValueError(
+                    "negative conditioning is empty (connect a CLIPTextEncode or ConditioningZeroOut)"
+                )
+            slots.append((negative, True))
+        super().__init__(model, slots, max_batch=max_batch, inputs=inputs)
+
+    def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
+        preds = self.predict(x, sigma)
+        if self.cfg == 1.0:
+            return preds[0]
+        return self.combine(preds[0], preds[1], self.cfg, x, sigma)
+
+
+class DualCFGDenoiser(ConditionedPredictor):
+    """Guidance by two prompts and a negative (ComfyUI's DualCFGGuider). With predictions ``p1`` (cond1),
+    ``p2`` (cond2, treated as a negative prompt by wrappers) and ``n`` (negative):
+
+    - regular: ``n + cfg2 * (p2 - n) + cfg1 * (p1 - p2)`` (the model's CFG functions apply to the
+      ``p2`` / ``n`` combination); at cfg2 = 1 the negative is not computed, and at cfg1 = cfg2 = 1
+      neither is cond2 (their terms cancel);
+    - nested: ``n + cfg2 * (t - n)`` with ``t = p2 + cfg1 * (p1 - p2)`` (the CFG functions apply to ``t``).
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        cond1: Conditioning,
+        cond2: Conditioning,
+        negative: Conditioning,
+        cfg1: float,
+        cfg2: float,
+        *,
+        nested: bool = False,
+        max_batch: int | None = None,
+        inputs: SamplingInputs | None = None,
+    ) -> None:
+        if not cond1:
+            raise ValueError("cond1 conditioning is empty")
+        self.cfg1, self.cfg2, self.nested = float(cfg1), float(cfg2), nested
+        use_negative = nested or not math.isclose(self.cfg2, 1.0)
+        use_middle = use_negative or not math.isclose(self.cfg1, 1.0)
+        for name, cond, used in (("cond2", cond2, use_middle), ("negative", negative, use_negative)):
+            if used and not cond:
+                raise ValueError(f"{name} conditioning is empty")
+        slots = [
+            (cond1, False),
+            (cond2 if use_middle else [], True),
+            (negative if use_negative else [], True),
+        ]
+        super().__init__(model, slots, max_batch=max_batch, inputs=inputs)
+
+    def __call__(self, x: Tensor, sigma: Tensor, **_: Any) -> Tensor:
+        p1, p2, n = self.predict(x, sigma)
+        if self.nested:
+            text = self.combine(p1, p2, self.cfg1, x, sigma)
+            return n + (text - n) * self.cfg2
+        return self.combine(p2, n, self.cfg2, x, sigma) + (p1 - p2) * self.cfg1
 
 
 def _chunks(entries: list[_Entry], size: int | None) -> list[list[_Entry]]:

@@ -23,6 +23,9 @@ from .guidance import CFGDenoiser, Conditioning, DenoiseMaskArgs, DiffusionModel
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
 from .schedulers import calculate_sigmas
 
+#: ``callback(step, total, x, denoised)`` after every step (step counts from 1)
+StepCallback = Callable[[int, int, Tensor, Tensor], None]
+
 
 def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None = None) -> Tensor:
     """Gaussian noise in the latent's shape from ``seed``, drawn on the CPU (device independent).
@@ -98,7 +101,7 @@ def sample(
     noise_mask: Tensor | None = None,
     batch_index: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
-    callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
+    callback: StepCallback | None = None,
 ) -> Tensor:
     """Denoise ``latent_image`` (in the model's latent space). Returns a float32 latent on ``device``.
     ``callback(step, total, x, denoised)`` runs after every step."""
@@ -112,6 +115,44 @@ def sample(
         noise = prepare_noise(latent_image, seed, batch_index).to(device)
     else:
         noise = torch.zeros_like(latent)
+    return sample_sigmas(
+        model,
+        latent,
+        noise,
+        sigmas,
+        lambda inputs: CFGDenoiser(model, positive, negative, cfg, inputs=inputs),
+        get_sampler(sampler_name),
+        seed=seed,
+        noise_mask=noise_mask,
+        device=device,
+        callback=callback,
+    )
+
+
+def sample_sigmas(
+    model: DiffusionModel,
+    latent_image: Tensor,
+    noise: Tensor,
+    sigmas: Tensor,
+    make_denoiser: Callable[[SamplingInputs], Callable[..., Tensor]],
+    sampler: Callable[..., Tensor],
+    *,
+    seed: int,
+    noise_mask: Tensor | None = None,
+    device: str | torch.device = "cpu",
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """The step loop every sampling path shares (KSampler, SamplerCustom, SamplerCustomAdvanced): walk
+    ``sigmas`` from ``latent_image`` (model space) noised with ``noise`` (unit variance, the latent's
+    shape), denoising with what ``make_denoiser`` builds for the run and stepping with ``sampler``
+    (``sampler(denoiser, x, sigmas, callback=..., seed=...)``, the functions of ``samplers.py``).
+
+    As in ComfyUI: no sigmas return the latent as it is; one sigma returns the noised latent without a
+    model call. Returns a float32 latent on ``device``."""
+    latent = latent_image.to(device, torch.float32)
+    if len(sigmas) == 0:
+        return latent
+    noise = noise.to(device, torch.float32)
     ms = model.sampling
     sigma_max = float(sigmas[0])
     max_denoise = abs(sigma_max - ms.sigma_max) < 1e-5 * ms.sigma_max or sigma_max > ms.sigma_max
@@ -119,7 +160,7 @@ def sample(
 
     mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
     inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas)
-    denoiser: Callable[..., Tensor] = CFGDenoiser(model, positive, negative, cfg, inputs=inputs)
+    denoiser = make_denoiser(inputs)
     step_mask = [mask]  # the mask of the latest step: where it is 0 the result is the input latent
     if mask is not None:
         inner = denoiser
@@ -140,8 +181,7 @@ def sample(
         if callback is not None:
             callback(int(info["i"]) + 1, total, info["x"], info["denoised"])
 
-    sampler = get_sampler(sampler_name)
-    out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed)
+    out = sampler(denoiser, x, sigmas, callback=on_step, seed=seed) if total > 0 else x
     out = ms.inverse_noise_scaling(sigmas[-1], out)
     last = step_mask[0]
     if last is not None:  # each step already blended; only untouched cells are pinned to the input exactly

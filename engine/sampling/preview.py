@@ -19,6 +19,7 @@ LATENT_RGB = {
         [-0.3112, -0.2359, -0.2076],
     ],
 }
+LATENT_RGB["sdxl_refiner"] = LATENT_RGB["sdxl"]  # the same VAE
 PREVIEW_MAX_SIDE = 512
 
 

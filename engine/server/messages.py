@@ -1,4 +1,4 @@
-"""Atelier's websocket format: every event as its JSON line (``events.py``), previews as binary frames
+"""Atelier's websocket format: every event as its JSON line (``events.py``), previews and image outputs as binary frames
 with a JSON header, and ``hello``/``queue`` notices. A client hears every job, or those it subscribed to.
 """
 
@@ -12,11 +12,11 @@ from atelier.engine import events as E
 from .hub import Client, Message
 
 
-def preview_frame(ev: E.Preview) -> bytes:
-    """``>I`` header length, the JSON header (job, node, format, size), then the image bytes."""
+def preview_frame(ev: E.Preview | E.ImageOutput) -> bytes:
+    """``>I`` header length, the JSON header (type, job, node, format, size), then the image bytes."""
     header = json.dumps(
         {
-            "type": "preview",
+            "type": ev.type,
             "job": ev.job,
             "node": ev.node,
             "format": ev.format,
@@ -29,7 +29,7 @@ def preview_frame(ev: E.Preview) -> bytes:
 
 class AtelierFormat:
     def render(self, ev: E.Event) -> list[Message]:
-        return [preview_frame(ev) if isinstance(ev, E.Preview) else ev.to_json()]
+        return [preview_frame(ev) if isinstance(ev, (E.Preview, E.ImageOutput)) else ev.to_json()]
 
     def wants(self, client: Client, job: str, owner: str | None) -> bool:
         return client.jobs is None or job in client.jobs

@@ -54,7 +54,8 @@ class FileService:
         self.limits = limits
 
     def find(self, kind: str, name: str, subfolder: str = "") -> Path | FileRefused:
-        """The path of an output, input or temp file (symlinks out of the folder are refused)."""
+        """The path of an output, input or temp file. Stricter than models: a file served over HTTP must
+        really be inside its folder, so a link that leads out of it is refused too."""
         fol = self.folders
         base = {"output": fol.output, "input": fol.input, "temp": fol.temp}.get(kind)
         if base is None:
@@ -62,7 +63,7 @@ class FileService:
         try:
             folder = F.resolve_inside(base, subfolder) if subfolder else base.resolve()
             path = F.resolve_inside(folder, name)
-            if base.resolve() not in path.parents:
+            if base.resolve() not in path.resolve().parents:
                 raise F.UnsafePathError(f"{name!r} reaches outside the {kind} folder")
         except F.UnsafePathError as exc:
             return FileRefused("bad", str(exc))
@@ -92,6 +93,8 @@ class FileService:
         try:
             folder = F.resolve_inside(input_dir, subfolder) if subfolder else input_dir.resolve()
             target = F.resolve_inside(folder, name)
+            if input_dir.resolve() not in target.resolve().parents:  # never written through a link out
+                raise F.UnsafePathError(f"{name!r} reaches outside the input folder")
         except F.UnsafePathError as exc:
             return UploadRefused("bad", str(exc))
         folder.mkdir(parents=True, exist_ok=True)

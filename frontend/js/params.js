@@ -182,6 +182,8 @@ export function initParams(el) {
   refreshParams(true)
 }
 
+const VALUE_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"])
+
 /**
  * Rebuild the form when the set of parameters changed, else only update values not being edited.
  * @param {boolean} [force] rebuild it anyway
@@ -193,7 +195,8 @@ export function refreshParams(force = false) {
   if (force || newShape !== shape) {
     shape = newShape
     controls.clear()
-    const names = Object.keys(params)
+    // socket-typed parameters (IMAGE, MODEL, ...) are a pipeline's inputs, fed by links: no form field
+    const names = Object.keys(params).filter((n) => VALUE_TYPES.has(params[n].type ?? ""))
     const meta = app.doc.metadata || {}
     root.replaceChildren(
       ...[meta.description ? h("p", { class: "wf-desc" }, meta.description) : null,

@@ -420,7 +420,12 @@ def test_every_shipped_pipeline_opens_in_the_canvas(page: Any) -> None:
             "Object.values(window.atelier.toWorkflow().nodes).filter(n => !window.atelier.app.catalogue[n.type]).map(n => n.type)"
         )
         assert unknown == [], key
-        for param in wf.get("parameters", {}):
-            assert page.locator(f'.param[data-param="{param}"]').count() == 1, (key, param)
+        for param, decl in wf.get("parameters", {}).items():
+            shown = decl["type"] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")  # not a pipeline's sockets
+            assert page.locator(f'.param[data-param="{param}"]').count() == int(shown), (key, param)
+        # the pipeline interface survives the canvas: declared outputs and socket inputs come back out
+        assert got.get("outputs", {}) == wf.get("outputs", {}), key
+        sockets = {k: p for k, p in wf.get("parameters", {}).items() if p["type"] in ("IMAGE", "MASK")}
+        assert {k: got["parameters"][k] for k in sockets} == sockets, key
         if key == "portrait_full":
             page.shot("portrait-full-pipeline")

@@ -173,10 +173,10 @@ def test_invalid_parameter_declarations() -> None:
         "a": {"type": "FLOAT", "targets": ["ghost.value"]},
         "b": {"type": "FLOAT", "targets": ["s.nothing"]},
         "c": {"type": "STRING", "targets": ["s.factor"]},
-        "d": {"type": "MODEL", "targets": ["s.x"], "default": 1},
+        "d": {"type": "MODEL", "targets": ["s.x"], "default": 1},  # wrong socket type, and a default
     }
     got = codes(w)
-    assert [c for c, _, _ in got] == ["invalid_parameter"] * 4
+    assert [c for c, _, _ in got] == ["invalid_parameter"] * 5
 
 
 def test_requested_outputs_must_exist_and_workflow_needs_an_output() -> None:

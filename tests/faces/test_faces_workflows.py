@@ -102,3 +102,39 @@ def test_fix_faces_runs_from_the_command_line(face_engine: Any, capsys: pytest.C
     # only around the face: inside its crop region (3x the box about its centre, under the top edge)
     assert 0 <= ys.min() and ys.max() < 362 and xs.min() >= 83 and xs.max() < 369
     assert changed[80:150, 200:250].mean() > 0.95
+
+
+def test_shipped_pipelines_compose_portrait_then_fix_faces(face_engine: Any) -> None:
+    """The library's portrait feeds the library's fix_faces: one graph, the shared checkpoint loaded by one
+    node, fix_faces' own LoadImage dropped (its input is connected), both pictures saved."""
+    top = {
+        "format": "atelier/workflow",
+        "version": 1,
+        "nodes": {
+            "base": {
+                "type": "pipeline:portrait",
+                "version": "1.0.0",
+                "inputs": {"checkpoint": "tiny15.safetensors", "steps": 2, "width": 64, "height": 64},
+            },
+            "fix": {
+                "type": "pipeline:fix_faces",
+                "version": "1.0",
+                "inputs": {
+                    "picture": {"node": "base", "output": "image"},
+                    "checkpoint": "tiny15.safetensors",
+                    "steps": 2,
+                },
+            },
+        },
+    }
+    checked = face_engine.check(top)
+    assert checked.ok, [str(e) for e in checked.errors]
+    assert "fix:image" not in checked.graph.nodes and "fix:detailer" in checked.graph.nodes
+    assert checked.graph.nodes["fix:detailer"].links["image"] == ("base:decode", 0)
+    events: list[E.Event] = []
+    res = face_engine.executor.run(top, on_event=events.append)
+    assert res.ok, res.failure
+    started = {e.node for e in events if isinstance(e, E.NodeStarted)}
+    assert len(started & {"base:loader", "fix:loader"}) == 1  # one checkpoint load serves both
+    assert {"base:save", "fix:save", "fix:detailer"} <= started
+    assert set(res.outputs) >= {"base:save", "fix:save"}

@@ -21,6 +21,12 @@ def preview_frame(ev: E.Preview) -> bytes:
     return struct.pack(">II", COMFY_PREVIEW, COMFY_IMAGE_TYPES.get(ev.format.upper(), 1)) + ev.image
 
 
+def image_frame(ev: E.ImageOutput) -> bytes:
+    """An image output as ComfyUI sends SaveImageWebsocket's (UNENCODED_PREVIEW_IMAGE, encoded): the
+    preview frame with the image's format."""
+    return struct.pack(">II", COMFY_PREVIEW, COMFY_IMAGE_TYPES.get(ev.format.upper(), 2)) + ev.image
+
+
 def status_message(queue_remaining: int, sid: str | None) -> str:
     return message("status", {"status": {"exec_info": {"queue_remaining": queue_remaining}}, "sid": sid})
 
@@ -72,6 +78,8 @@ class ComfyFormat:
             )
         elif isinstance(ev, E.Preview):
             out.append(preview_frame(ev))
+        elif isinstance(ev, E.ImageOutput):
+            out.append(image_frame(ev))
         elif isinstance(ev, E.NodeFinished):
             self._executed.setdefault(job, []).append(ev.node or "")
             if ev.ui:
