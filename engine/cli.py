@@ -249,7 +249,7 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
-            workflows.append((path, parse_workflow(data)))
+            workflows.append((path, parse_workflow(data, registry)))
         except Exception:
             for e in engine.check(data).errors:  # the same messages validation gives
                 print(f"{path}: {e}", file=sys.stderr)
@@ -336,7 +336,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         overrides: dict[str, Any] = {}
         try:
-            overrides = job_points(parse_workflow(data), registry, args.set, [])[0]
+            overrides = job_points(parse_workflow(data, registry), registry, args.set, [])[0]
         except UsageError as exc:
             report.append(
                 {"workflow": path, "ok": False, "errors": [{"code": "invalid_override", "message": str(exc)}]}
@@ -420,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "workflows",
         nargs="+",
-        help="workflow JSON files (Atelier or ComfyUI API format), PNGs, or library pipelines (NAME[@VERSION])",
+        help="workflow JSON files (Atelier, ComfyUI API or UI format), PNG/WEBP images, or library pipelines "
+        "(NAME[@VERSION])",
     )
     add_run_arguments(p)
     add_engine_arguments(p)

@@ -26,9 +26,9 @@ from .manifest import (
 )
 from .pipeline import interface
 from .pipeline_library import PipelineError
-from .pnginfo import read_metadata, workflow_from_png
+from .pnginfo import read_metadata, workflow_from_metadata
 from .runtime import Engine, add_engine_arguments
-from .workflow import WorkflowFormatError, read_workflow_data
+from .workflow import IMAGE_SUFFIXES, WorkflowFormatError, read_workflow_data
 
 
 def add_pipeline_commands(sub: Any) -> None:
@@ -80,13 +80,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     path = Path(args.workflow)
     try:
-        if path.suffix.lower() == ".png":
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             meta = read_metadata(path)
             if "comfyui_prompt" in meta:
                 data: Any = meta["comfyui_prompt"]
                 manifest = manifest_from_workflow(data, engine.registry)
+            elif "comfyui_workflow" in meta:  # ComfyUI's UI format only: converted by the check
+                data = meta["comfyui_workflow"]
+                manifest = manifest_of(engine, data)
             else:
-                data = workflow_from_png(path)
+                data = workflow_from_metadata(meta, str(path))
                 manifest = manifest_from_png_metadata(meta, engine.registry)
         else:
             data = read_workflow_data(path)

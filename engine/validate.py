@@ -15,6 +15,7 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from . import types as T
+from .comfy_ui import UiFormatError, UiProblem
 from .folders import Folders
 from .node import InputSpec, Node
 from .pipeline import SEP, Resolver, expand, no_library, uses_pipelines
@@ -200,7 +201,9 @@ def _check(
         wf = data
     else:
         try:
-            wf = parse_workflow(data)
+            wf = parse_workflow(data, registry)
+        except UiFormatError as exc:  # a ComfyUI UI-format workflow: one error per node it cannot take
+            return CheckResult([_ui_error(p) for p in exc.problems], None, None)
         except WorkflowFormatError as exc:
             return CheckResult([NodeError(code="malformed", message=str(exc))], None, None)
         except ValidationError as exc:
@@ -254,6 +257,13 @@ def _check(
     has_errors = any(e.severity == "error" for e in errors)
     graph = None if has_errors else Graph(wf, nodes, output_ids, parameters)
     return CheckResult(errors, graph, wf)
+
+
+def _ui_error(problem: UiProblem) -> NodeError:
+    message = problem.message
+    if problem.code == "unknown_node_type":
+        message = f"unknown node type {problem.node_type!r} (is the plugin that provides it installed?)"
+    return NodeError(code=problem.code, node=problem.node, node_type=problem.node_type, message=message)
 
 
 def _pydantic_errors(exc: ValidationError) -> list[NodeError]:

@@ -29,6 +29,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 FORMAT = "atelier/workflow"
+#: Image files whose embedded workflow :func:`read_workflow_data` reads.
+IMAGE_SUFFIXES = (".png", ".webp")
 CURRENT_VERSION = 1
 
 
@@ -186,9 +188,12 @@ def _looks_comfy_api(data: dict[str, Any]) -> bool:
     return bool(data) and all(isinstance(v, dict) and "class_type" in v for v in data.values())
 
 
-def parse_workflow(data: Any) -> Workflow:
+def parse_workflow(data: Any, registry: Any = None) -> Workflow:
     """Read a workflow in any supported format. Raises :class:`WorkflowFormatError` or pydantic's
-    ``ValidationError`` for data that is not one (validation turns both into error lists)."""
+    ``ValidationError`` for data that is not one (validation turns both into error lists). ComfyUI's UI
+    format needs the node ``registry`` (its widget values are known only by position); a UI-format
+    workflow with nodes that cannot be converted raises :class:`~.comfy_ui.UiFormatError`, which names
+    each of them."""
     if isinstance(data, Workflow):
         return data
     kind = detect_format(data)
@@ -199,10 +204,14 @@ def parse_workflow(data: Any) -> Workflow:
     if kind == "comfyui-prompt":
         return from_comfy_api(data["prompt"])
     if kind == "comfyui-ui":
-        raise WorkflowFormatError(
-            "this is a ComfyUI UI-format workflow (nodes and links lists); export it from ComfyUI with "
-            "'Save (API Format)' and load that file"
-        )
+        if registry is None:
+            raise WorkflowFormatError(
+                "this is a ComfyUI UI-format workflow (nodes and links lists): reading it needs the node "
+                "registry (the engine's check, `atelier run` and the server read it)"
+            )
+        from .comfy_ui import from_comfy_ui
+
+        return from_comfy_ui(data, registry)
     if isinstance(data, dict) and "format" in data:
         raise WorkflowFormatError(f"unknown workflow format {data['format']!r}; expected {FORMAT!r}")
     raise WorkflowFormatError(
@@ -212,12 +221,12 @@ def parse_workflow(data: Any) -> Workflow:
 
 
 def read_workflow_data(path: str | Path) -> Any:
-    """The raw workflow data of a file: JSON in either format, or the workflow a PNG carries."""
+    """The raw workflow data of a file: JSON in any format, or the workflow a PNG or WEBP carries."""
     path = Path(path)
-    if path.suffix.lower() == ".png":
-        from .pnginfo import workflow_from_png
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        from .pnginfo import workflow_from_image
 
-        return workflow_from_png(path)
+        return workflow_from_image(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

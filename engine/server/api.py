@@ -18,6 +18,7 @@ from .deps import services_of
 from .responses import BODY, documented, error, file_response, upload_response
 from .service import Services
 from .service_catalog import UnknownModelKind
+from .service_convert import NotConverted, NoWorkflow
 from .service_jobs import (
     Cancelled,
     Deleted,
@@ -39,7 +40,9 @@ Svc = Depends(services_of)
 
 
 class JobRequest(BaseModel):
-    workflow: dict[str, Any] = Field(description="a workflow in Atelier's format or ComfyUI's API format")
+    workflow: dict[str, Any] = Field(
+        description="a workflow in Atelier's format or ComfyUI's API or UI format"
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="parameter or NODE_ID.INPUT -> value")
     outputs: list[str] | None = Field(default=None, description="run only up to these output nodes")
     priority: int = Field(default=0, ge=-1000, le=1000, strict=True, description="higher runs first")
@@ -55,6 +58,16 @@ class JobCreated(BaseModel):
 
 class WorkflowBody(BaseModel):
     workflow: dict[str, Any]
+
+
+ConvertTarget = Literal["atelier", "comfyui-api"]
+
+
+class ConvertRequest(BaseModel):
+    workflow: dict[str, Any] = Field(
+        description="a workflow in Atelier's format or ComfyUI's API or UI format"
+    )
+    to: ConvertTarget = Field(default="atelier", description="the format to answer in")
 
 
 # -- jobs --------------------------------------------------------------------------------------------
@@ -308,6 +321,44 @@ def delete_workflow(name: str, services: Services = Svc) -> Any:
     if services.library.delete(name):
         return {"deleted": name}
     return error(404, f"no workflow named {name!r}")
+
+
+# -- conversion --------------------------------------------------------------------------------------
+
+
+def _converted(out: Any) -> Any:
+    if isinstance(out, NoWorkflow):
+        return error(404, out.message)
+    if isinstance(out, NotConverted):
+        return error(400, out.message, node_errors=[e.model_dump() for e in out.errors])
+    return {"workflow": out.workflow, "source": out.source}
+
+
+@router.post("/convert", responses={400: {"description": "not a workflow, or nodes Atelier lacks"}})
+def convert(body: ConvertRequest, services: Services = Svc) -> Any:
+    """A workflow in any format Atelier reads (ComfyUI's UI format included) in Atelier's format or
+    ComfyUI's API format: ``{"workflow", "source"}`` (the format read). A 400 lists every node that cannot
+    be converted, as validation does."""
+    return _converted(services.convert.convert(body.workflow, body.to))
+
+
+@router.post(
+    "/convert/image",
+    responses={
+        404: {"description": "the image carries no workflow"},
+        400: {"description": "not convertible"},
+    },
+)
+def convert_image(
+    image: UploadFile = File(...),
+    to: ConvertTarget = Form("atelier"),
+    services: Services = Svc,
+) -> Any:
+    """The workflow a PNG or WEBP carries (Atelier's, or ComfyUI's UI workflow or prompt), converted."""
+    data = image.file.read(services.settings.max_upload_bytes + 1)
+    if len(data) > services.settings.max_upload_bytes:
+        return error(413, f"the image is larger than {services.settings.max_upload_bytes} bytes")
+    return _converted(services.convert.convert_image(data, image.filename or "image", to))
 
 
 # -- the machine -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from atelier.engine.runtime import Engine
 
 from .service_catalog import CatalogService
+from .service_convert import ConvertService
 from .service_files import FileService, Limits
 from .service_jobs import JobService
 from .service_library import LibraryService
@@ -35,6 +36,7 @@ class Services:
     files: FileService
     system: SystemService
     userdata: UserDataService
+    convert: ConvertService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -62,4 +64,5 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         ),
         system=SystemService(engine, jobs),
         userdata=UserDataService(settings.users_root, settings.multi_user),
+        convert=ConvertService(engine),
     )

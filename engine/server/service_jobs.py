@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atelier.engine.comfy_ui import is_ui_format
 from atelier.engine.limits import Limits
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import NodeError
@@ -180,6 +181,8 @@ class JobService:
         if not result.ok:
             return Invalid(list(result.errors))
         assert result.graph is not None
+        if is_ui_format(workflow) and result.workflow is not None:
+            workflow = result.workflow.to_dict()  # the job keeps what runs: Atelier's format, converted once
         admission = self.engine.admit(result.graph, self.limits)
         if not admission.ok:
             return Refused(admission.problems + list(result.warnings))

@@ -155,6 +155,24 @@ export const api = {
   /** @returns {Promise<Record<string, import("./graphio.js").Workflow>>} the workflows in workflows/ by file stem */
   shippedWorkflows: () => request("GET", "/atelier/v1/workflows/_shipped"),
   /**
+   * Any workflow Atelier reads (ComfyUI's UI and API formats too) in Atelier's format, converted by the
+   * server: the canvas has no converter of its own. A 400 lists the nodes it cannot take (node_errors).
+   * @param {unknown} workflow
+   * @param {"atelier" | "comfyui-api"} [to]
+   * @returns {Promise<{workflow: import("./graphio.js").Workflow, source: string}>}
+   */
+  convert: (workflow, to = "atelier") => request("POST", "/atelier/v1/convert", { workflow, to }),
+  /**
+   * The workflow a PNG or WEBP carries (Atelier's, or ComfyUI's), converted; a 404 when it carries none.
+   * @param {File} file
+   * @returns {Promise<{workflow: import("./graphio.js").Workflow, source: string}>}
+   */
+  convertImage: (file) => {
+    const form = new FormData()
+    form.append("image", file, file.name)
+    return request("POST", "/atelier/v1/convert/image", form)
+  },
+  /**
    * @param {File} file
    * @param {string} [name]
    * @returns {Promise<{name: string, subfolder: string, type: string, width: number, height: number}>}

@@ -1,5 +1,6 @@
 // @ts-check
-// Canvas <-> Atelier workflow JSON; ComfyUI API-format and UI-format import.
+// Canvas <-> Atelier workflow JSON (ComfyUI's formats are converted by the server: api.convert), and the
+// ComfyUI API-format export.
 
 import { LGraphGroup, LiteGraph } from "litegraph"
 import { UNKNOWN_TYPE, inputWidget, nodeId, widgetsOf } from "./nodes.js"
@@ -54,27 +55,6 @@ import { app } from "./state.js"
 /**
  * ComfyUI's API format: {id: {class_type, inputs}}; a link is [node id, output index].
  * @typedef {Record<string, {class_type: string, inputs?: Record<string, unknown>, _meta?: {title?: string}}>} ComfyApiPrompt
- */
-
-/**
- * A node of ComfyUI's UI format.
- * @typedef {object} ComfyUiNode
- * @property {number | string} id
- * @property {string} type
- * @property {number} [mode] 2 muted, 4 bypassed
- * @property {string} [title]
- * @property {number[] | Record<string, number>} [pos] older files have {"0": x, "1": y}
- * @property {number[] | Record<string, number>} [size]
- * @property {{name: string, link?: number | null}[]} [inputs]
- * @property {unknown[] | Record<string, unknown>} [widgets_values] by position, or by name
- */
-
-/**
- * ComfyUI's UI format: nodes, and links as [id, origin, origin slot, target, target slot, type] or objects.
- * @typedef {object} ComfyUiWorkflow
- * @property {ComfyUiNode[]} nodes
- * @property {Array<unknown[] | {id: unknown, origin_id: unknown, origin_slot: unknown}>} [links]
- * @property {WorkflowGroup[]} [groups]
  */
 
 /**
@@ -253,8 +233,8 @@ export function toComfyApi(wf = toWorkflow()) {
 export class FormatError extends Error {}
 
 /**
- * Recognise the data of a dropped/opened file and turn it into an Atelier workflow. Only the format is
- * recognised here: the server checks the rest when the workflow runs or is saved.
+ * The Atelier workflow in data the canvas was given: Atelier's format, or {workflow, parameters} (the
+ * metadata of an Atelier PNG). ComfyUI's formats are converted by the server first (api.convert).
  * @param {unknown} data
  * @returns {Workflow}
  */
@@ -264,14 +244,25 @@ export function normalizeWorkflow(data) {
   if (d.format === "atelier/workflow" || (d.nodes && typeof d.nodes === "object" && !Array.isArray(d.nodes))) {
     return /** @type {Workflow} */ (d)
   }
-  if (Array.isArray(d.nodes) && Array.isArray(d.links)) return fromComfyUi(/** @type {ComfyUiWorkflow} */ (d))
   if (d.workflow && typeof d.workflow === "object") {
     const wf = normalizeWorkflow(d.workflow)
     return withParameterValues(wf, /** @type {Record<string, unknown> | undefined} */ (d.parameters))
   }
+  throw new FormatError("not an Atelier workflow (ComfyUI's formats are converted by the server when imported)")
+}
+
+/**
+ * Whether data is one of ComfyUI's workflow formats (UI: nodes and links lists; API: {id: {class_type}}),
+ * which the server converts.
+ * @param {unknown} data
+ */
+export function isComfyWorkflow(data) {
+  if (!data || typeof data !== "object" || Array.isArray(data)) return false
+  const d = /** @type {Record<string, unknown>} */ (data)
+  if (Array.isArray(d.nodes) && "links" in d) return true
+  if (d.prompt && typeof d.prompt === "object") return isComfyWorkflow(d.prompt)
   const values = Object.values(d)
-  if (values.length && values.every((v) => v && typeof v === "object" && "class_type" in v)) return fromComfyApi(/** @type {ComfyApiPrompt} */ (d))
-  throw new FormatError("not an Atelier workflow, nor a ComfyUI workflow (API or UI format)")
+  return values.length > 0 && values.every((v) => v && typeof v === "object" && "class_type" in v)
 }
 
 /**
@@ -287,95 +278,6 @@ export function withParameterValues(wf, values) {
     if (out.parameters?.[k]) out.parameters[k].default = v
   }
   return out
-}
-
-/**
- * An Atelier workflow from ComfyUI's API format (with the layout of its UI format when there is one).
- * @param {ComfyApiPrompt} prompt
- * @param {ComfyUiWorkflow | null} [uiWorkflow]
- * @returns {Workflow}
- */
-export function fromComfyApi(prompt, uiWorkflow = null) {
-  /** @type {Record<string, WorkflowNode>} */
-  const nodes = {}
-  for (const [id, n] of Object.entries(prompt)) {
-    /** @type {Record<string, unknown>} */
-    const inputs = {}
-    for (const [k, v] of Object.entries(n.inputs || {})) {
-      const link = Array.isArray(v) && v.length === 2 && (typeof v[0] === "string" || typeof v[0] === "number") && Number.isInteger(v[1])
-      inputs[k] = link ? { node: String(v[0]), output: v[1] } : v
-    }
-    nodes[String(id)] = { type: n.class_type, inputs, ...(n._meta?.title ? { title: n._meta.title } : {}) }
-  }
-  /** @type {WorkflowUi} */
-  const ui = {}
-  if (uiWorkflow && Array.isArray(uiWorkflow.nodes)) {
-    /** @type {Record<string, number[]>} */
-    const positions = {}
-    /** @type {Record<string, number[]>} */
-    const sizes = {}
-    ui.positions = positions
-    ui.sizes = sizes
-    for (const n of uiWorkflow.nodes) {
-      if (!nodes[String(n.id)]) continue
-      if (n.pos) positions[String(n.id)] = Array.isArray(n.pos) ? n.pos.slice(0, 2) : [n.pos[0], n.pos[1]]
-      if (n.size) sizes[String(n.id)] = Array.isArray(n.size) ? n.size.slice(0, 2) : [n.size[0], n.size[1]]
-    }
-    if (uiWorkflow.groups?.length) ui.groups = uiWorkflow.groups.map((g) => ({ title: g.title, bounding: g.bounding, color: g.color }))
-  }
-  // titles equal to the display name are noise
-  for (const n of Object.values(nodes)) {
-    if (n.title && n.title === app.catalogue[n.type]?.display_name) delete n.title
-  }
-  return { format: "atelier/workflow", version: 1, metadata: { name: "" }, parameters: {}, nodes, ui }
-}
-
-/**
- * ComfyUI's UI-format workflow (nodes array + links array, widget values by position).
- * @param {ComfyUiWorkflow} wf
- * @returns {Workflow}
- */
-export function fromComfyUi(wf) {
-  /** @type {Map<unknown, {origin: unknown, slot: unknown}>} */
-  const links = new Map()
-  for (const l of wf.links || []) {
-    if (Array.isArray(l)) links.set(l[0], { origin: l[1], slot: l[2] })
-    else if (l && typeof l === "object") links.set(l.id, { origin: l.origin_id, slot: l.origin_slot })
-  }
-  /** @type {ComfyApiPrompt} */
-  const prompt = {}
-  for (const n of wf.nodes) {
-    if (n.mode === 2 || n.mode === 4) continue // muted or bypassed
-    if (n.type === "Note" || n.type === "MarkdownNote" || n.type === "Reroute" || n.type === "PrimitiveNode") continue
-    /** @type {Record<string, unknown>} */
-    const inputs = {}
-    const linked = new Set()
-    for (const inp of n.inputs || []) {
-      const l = inp.link != null ? links.get(inp.link) : null
-      if (l) {
-        inputs[inp.name] = [String(l.origin), l.slot]
-        linked.add(inp.name)
-      }
-    }
-    const def = app.catalogue[n.type]
-    const values = n.widgets_values
-    if (def && values) {
-      if (Array.isArray(values)) {
-        let i = 0
-        for (const inp of def.inputs) {
-          if (!inp.widget) continue
-          const v = values[i++]
-          const next = values[i] // a seed's control mode follows it
-          if (inp.control_after_generate && typeof next === "string" && /^(fixed|increment|decrement|randomize)$/.test(next)) i++
-          if (!linked.has(inp.name) && v !== undefined) inputs[inp.name] = v
-        }
-      } else {
-        for (const [k, v] of Object.entries(values)) if (!linked.has(k)) inputs[k] = v
-      }
-    }
-    prompt[String(n.id)] = { class_type: n.type, inputs, _meta: n.title ? { title: n.title } : undefined }
-  }
-  return fromComfyApi(prompt, wf)
 }
 
 /**

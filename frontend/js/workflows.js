@@ -1,9 +1,8 @@
 // @ts-check
-// Workflows: the server library, files (JSON, PNG), ComfyUI imports, drag and drop.
+// Workflows: the server library, files (JSON, PNG, WEBP), ComfyUI imports (converted by the server), drag and drop.
 
-import { api } from "./api.js"
-import { FormatError, fromComfyApi, fromComfyUi, graphPosAt, loadIntoGraph, toComfyApi, toWorkflow, withParameterValues } from "./graphio.js"
-import { workflowFromPng } from "./png.js"
+import { ApiError, api } from "./api.js"
+import { FormatError, graphPosAt, isComfyWorkflow, loadIntoGraph, toComfyApi, toWorkflow } from "./graphio.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
 import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
@@ -144,49 +143,55 @@ export function exportApi() {
 }
 
 /**
- * Load whatever a file holds: Atelier/ComfyUI JSON, or a PNG carrying a workflow. An image without a
- * workflow goes into a new Load Image node (at `dropPos` when it was dropped).
+ * Why the server would not convert a workflow: its message, and the first nodes it names.
+ * @param {unknown} err
+ */
+function conversionError(err) {
+  if (!(err instanceof ApiError)) return errorMessage(err)
+  const nodes = /** @type {{node?: string | null, node_type?: string | null, message: string}[]} */ (err.body.node_errors || [])
+  const listed = nodes.slice(0, 3).map((e) => (e.node ? `node ${e.node}${e.node_type ? ` (${e.node_type})` : ""}: ${e.message}` : e.message))
+  const more = nodes.length > 3 ? ` … and ${nodes.length - 3} more` : ""
+  return listed.length ? `${err.message}: ${listed.join("; ")}${more}` : err.message
+}
+
+/**
+ * Load whatever a file holds: Atelier or ComfyUI JSON (ComfyUI's formats converted by the server), or a
+ * PNG/WEBP carrying a workflow. An image without a workflow goes into a new Load Image node (at `dropPos`
+ * when it was dropped).
  * @param {File} file
  * @param {Point | null} [dropPos]
  * @returns {Promise<boolean>}
  */
 export async function importFile(file, dropPos = null) {
-  const isPng = file.type === "image/png" || /\.png$/i.test(file.name)
+  const isImage = file.type.startsWith("image/") || /\.(png|webp)$/i.test(file.name)
+  const stem = file.name.replace(/\.(json|png|webp)$/i, "")
   try {
-    if (isPng) {
-      const found = await workflowFromPng(await file.arrayBuffer())
-      if (found) return openPngWorkflow(found, file.name)
-      return placeImage(file, dropPos)
+    if (isImage) {
+      if (!/png|webp/i.test(file.type) && !/\.(png|webp)$/i.test(file.name)) return placeImage(file, dropPos)
+      let found
+      try {
+        found = await api.convertImage(file)
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404) return placeImage(file, dropPos)
+        throw err
+      }
+      const isAtelier = found.source === "atelier"
+      const ok = openWorkflow(found.workflow, { name: isAtelier ? null : stem, source: file.name })
+      if (ok) toast(isAtelier ? `Loaded the workflow of ${file.name}` : `Imported the ComfyUI workflow of ${file.name}`, "success", 2500)
+      return ok
     }
-    if (file.type.startsWith("image/")) return placeImage(file, dropPos)
     const data = JSON.parse(await file.text())
-    const stem = file.name.replace(/\.json$/i, "")
+    if (isComfyWorkflow(data)) {
+      const { workflow } = await api.convert(data)
+      return openWorkflow(workflow, { name: stem, source: file.name })
+    }
     const isAtelier = data.format === "atelier/workflow"
     return openWorkflow(data, { name: isAtelier ? data.metadata?.name || stem : stem, source: file.name })
   } catch (err) {
-    const msg = err instanceof SyntaxError ? "not valid JSON" : errorMessage(err)
-    toast(`Cannot load ${file.name}: ${msg}`, "error", 6000)
+    const msg = err instanceof SyntaxError ? "not valid JSON" : conversionError(err)
+    toast(`Cannot load ${file.name}: ${msg}`, "error", 8000)
     return false
   }
-}
-
-/**
- * @param {import("./png.js").PngWorkflow} found
- * @param {string} filename
- */
-function openPngWorkflow(found, filename) {
-  if (found.kind === "atelier") {
-    const wf = withParameterValues(found.workflow, found.parameters)
-    const ok = openWorkflow(wf, { source: filename })
-    if (ok) toast(`Loaded the workflow of ${filename}`, "success", 2500)
-    return ok
-  }
-  if (found.kind === "comfy") {
-    const ok = openWorkflow(fromComfyApi(found.prompt, found.workflow), { name: filename.replace(/\.png$/i, ""), source: filename })
-    if (ok) toast(`Imported the ComfyUI workflow of ${filename}`, "success", 2500)
-    return ok
-  }
-  return openWorkflow(fromComfyUi(found.workflow), { name: filename.replace(/\.png$/i, ""), source: filename })
 }
 
 /**

@@ -320,10 +320,19 @@ COMFY_UI = {
 }
 
 
+def converts(page: Any, route: str) -> Any:
+    """Expect the canvas to ask the server's converter (POST .../convert or .../convert/image)."""
+    return page.expect_response(lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith(route))
+
+
 def test_import_comfyui_ui_workflow_and_comfyui_png(page: Any, tmp_path: Path) -> None:
     path = tmp_path / "comfy_ui.json"
     path.write_text(json.dumps(COMFY_UI))
-    page.set_input_files("#file-input", str(path))
+    # the canvas has no converter of its own: the server's does the work
+    assert page.evaluate("import('/static/js/graphio.js').then(m => typeof m.fromComfyUi)") == "undefined"
+    with converts(page, "/convert") as answer:
+        page.set_input_files("#file-input", str(path))
+    assert answer.value.json()["source"] == "comfyui-ui"
     page.wait_for_function("!!window.atelier.findNode('3') && window.atelier.app.graph._nodes.length === 7")
     wf = workflow(page)
     ks = wf["nodes"]["3"]["inputs"]
@@ -336,6 +345,8 @@ def test_import_comfyui_ui_workflow_and_comfyui_png(page: Any, tmp_path: Path) -
     assert ks["latent_image"] == {"node": "5", "output": "LATENT"}
     assert wf["nodes"]["8"]["inputs"]["vae"] == {"node": "4", "output": "VAE"}
     assert wf["ui"]["positions"]["9"] == [1451, 189]
+    assert wf["ui"]["controls"] == {"3": {"seed": "randomize"}}  # the seed's control mode survives
+    assert page.input_value("#wf-name") == "comfy_ui"
     page.shot("imported ComfyUI UI workflow")
     # a PNG written by ComfyUI carries the API-format prompt and the UI workflow in tEXt chunks
     from io import BytesIO
@@ -348,12 +359,41 @@ def test_import_comfyui_ui_workflow_and_comfyui_png(page: Any, tmp_path: Path) -
     buf = BytesIO()
     Image.new("RGB", (8, 8), (200, 80, 40)).save(buf, "PNG", pnginfo=info)
     page.click("#btn-new")
-    drop_file(page, buf.getvalue(), "ComfyUI_00001_.png", "image/png")
+    with converts(page, "/convert/image"):
+        drop_file(page, buf.getvalue(), "ComfyUI_00001_.png", "image/png")
     page.wait_for_function("!!window.atelier.findNode('6') && window.atelier.app.graph._nodes.length === 7")
     wf = workflow(page)
     assert wf["nodes"]["6"]["inputs"]["text"] == "a lighthouse at dusk"  # the prompt wins: it is what ran
     assert wf["ui"]["positions"]["6"] == [415, 186]  # the layout comes from the UI workflow
     page.shot("imported ComfyUI PNG")
+    # a WEBP written by ComfyUI: the UI workflow in an EXIF string
+    exif = Image.Exif()
+    exif[0x010F] = "workflow:" + json.dumps(COMFY_UI)
+    buf = BytesIO()
+    Image.new("RGB", (8, 8), (40, 80, 200)).save(buf, "WEBP", exif=exif.tobytes())
+    page.click("#btn-new")
+    with converts(page, "/convert/image"):
+        drop_file(page, buf.getvalue(), "ComfyUI_00002_.webp", "image/webp")
+    page.wait_for_function("!!window.atelier.findNode('6') && window.atelier.app.graph._nodes.length === 7")
+    assert workflow(page)["nodes"]["6"]["inputs"]["text"] == "beautiful scenery nature glass bottle landscape"
+
+
+def test_import_of_a_comfyui_workflow_with_unknown_nodes_names_them(page: Any, tmp_path: Path) -> None:
+    data = json.loads(json.dumps(COMFY_UI))
+    for n in data["nodes"]:
+        if n["id"] in (5, 8):
+            n["type"] = "Mystery" + n["type"]
+    path = tmp_path / "mystery.json"
+    path.write_text(json.dumps(data))
+    before = page.evaluate("window.atelier.app.graph._nodes.length")
+    with converts(page, "/convert") as answer:
+        page.set_input_files("#file-input", str(path))
+    assert answer.value.status == 400
+    toast = page.wait_for_selector(".toast-error")
+    text = toast.inner_text()
+    assert "node 5 (MysteryEmptyLatentImage)" in text and "node 8 (MysteryVAEDecode)" in text
+    assert page.evaluate("window.atelier.app.graph._nodes.length") == before  # the canvas is unchanged
+    page.shot("unknown ComfyUI nodes named")
 
 
 def test_every_shipped_pipeline_opens_in_the_canvas(page: Any) -> None:
