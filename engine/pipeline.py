@@ -136,19 +136,12 @@ def _expand_nodes(
     out: dict[str, WorkflowNode] = {}
     produced: dict[str, dict[str | int, Link]] = {}
     for nid, node in wf.nodes.items():
-        if SEP in nid:
-            problems.append(
-                ExpansionProblem(
-                    "invalid_node_id",
-                    f"node id {prefix + nid!r} contains {SEP!r}, which names nodes inside pipelines",
-                    node=prefix + nid,
-                    node_type=node.type,
-                )
-            )
-            continue
         if not is_pipeline_type(node.type):
-            out[prefix + nid] = node.model_copy(
-                update={"inputs": {k: _flat(v, prefix) for k, v in node.inputs.items()}}
+            _add(
+                out,
+                prefix + nid,
+                node.model_copy(update={"inputs": {k: _flat(v, prefix) for k, v in node.inputs.items()}}),
+                problems,
             )
             continue
         name = node.type[len(PREFIX) :]
@@ -183,7 +176,8 @@ def _expand_nodes(
         inner_nodes, inner_produced = _expand_nodes(
             bound, resolve, (*chain, name), result, inner_defs, here + SEP
         )
-        out.update(inner_nodes)
+        for inner_id, inner_node in inner_nodes.items():
+            _add(out, inner_id, inner_node, problems)
         produced[nid] = _declared_outputs(bound, here, inner_produced)
     if produced:  # links that name a pipeline node of this level's output go to the inner producer
         for node in out.values():
@@ -192,6 +186,25 @@ def _expand_nodes(
                 if isinstance(v, Link) and v.node.startswith(prefix):
                     inputs[k] = _redirect(v, prefix, produced)
     return out, produced
+
+
+def _add(
+    out: dict[str, WorkflowNode], nid: str, node: WorkflowNode, problems: list[ExpansionProblem]
+) -> None:
+    """Put a node in the flat graph; an id that is already there (a node whose id spells a path inside a
+    pipeline, ``"fix:detailer"`` next to a pipeline node ``fix``) is refused, naming both."""
+    if nid in out:
+        problems.append(
+            ExpansionProblem(
+                "invalid_node_id",
+                f"node id {nid!r} is used twice once pipelines are expanded (ids inside pipelines are "
+                f"outer{SEP}inner paths): rename the node",
+                node=nid,
+                node_type=node.type,
+            )
+        )
+        return
+    out[nid] = node
 
 
 def _flat(value: Any, prefix: str) -> Any:

@@ -214,7 +214,11 @@ def _check(
 
     # Literal inputs per node after parameters and overrides.
     values: dict[str, dict[str, Any]] = {nid: dict(n.inputs) for nid, n in wf.nodes.items()}
-    inner_overrides = {k: v for k, v in overrides.items() if SEP in k.rpartition(".")[0]}
+    # "outer:inner.input" reaches a node inside a pipeline, unless a node has that id already (the flat
+    # ids ComfyUI gives the nodes of its subgraphs look the same)
+    inner_overrides = {
+        k: v for k, v in overrides.items() if SEP in (nid := k.rpartition(".")[0]) and nid not in wf.nodes
+    }
     overrides = {k: v for k, v in overrides.items() if k not in inner_overrides}
     parameters = _apply_parameters(wf, registry, values, overrides, errors)
 

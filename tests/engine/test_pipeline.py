@@ -164,10 +164,23 @@ def test_a_library_resolver_supplies_definitions_and_sees_the_pinned_version() -
     assert res.ok and asked == [("scaler", "1.0.0")]
 
 
-def test_node_ids_with_the_path_separator_are_refused() -> None:
+def test_node_ids_that_collide_with_paths_inside_pipelines_are_refused() -> None:
     w = copy.deepcopy(outer())
     w["nodes"]["p:scale"] = {"type": "Number", "inputs": {"value": 1.0}}
-    assert any(e.code == "invalid_node_id" for e in check(w, REG).errors)
+    assert any(e.code == "invalid_node_id" and e.node == "p:scale" for e in check(w, REG).errors)
+
+
+def test_flat_ids_with_the_separator_still_take_overrides() -> None:
+    """ComfyUI names the nodes of its expanded subgraphs "5:0": such a flat graph is no pipeline, and
+    "5:0.value" overrides that node."""
+    w = wf(
+        {
+            "5:0": {"type": "Number", "inputs": {"value": 1.0}},
+            "o": {"type": "Sink", "inputs": {"value": link("5:0")}},
+        }
+    )
+    res = check(w, REG, overrides={"5:0.value": 4.0})
+    assert res.ok and res.graph.nodes["5:0"].literals["value"] == 4.0
 
 
 def test_socket_parameters_cannot_be_given_values() -> None:
