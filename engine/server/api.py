@@ -334,7 +334,7 @@ def _converted(out: Any) -> Any:
     return {"workflow": out.workflow, "source": out.source}
 
 
-@router.post("/convert", responses={400: {"description": "not a workflow, or nodes Atelier lacks"}})
+@router.post("/convert", responses=documented(*BODY, e400="not a workflow, or nodes Atelier lacks"))
 def convert(body: ConvertRequest, services: Services = Svc) -> Any:
     """A workflow in any format Atelier reads (ComfyUI's UI format included) in Atelier's format or
     ComfyUI's API format: ``{"workflow", "source"}`` (the format read). A 400 lists every node that cannot
@@ -344,10 +344,12 @@ def convert(body: ConvertRequest, services: Services = Svc) -> Any:
 
 @router.post(
     "/convert/image",
-    responses={
-        404: {"description": "the image carries no workflow"},
-        400: {"description": "not convertible"},
-    },
+    responses=documented(
+        *BODY,
+        404,
+        e400="not an image Atelier reads, or not convertible",
+        e404="the image carries no workflow",
+    ),
 )
 def convert_image(
     image: UploadFile = File(...),
