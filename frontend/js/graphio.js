@@ -202,32 +202,6 @@ function linkValue(linkId) {
   return { node: nodeId(origin), output: name ?? link.origin_slot }
 }
 
-/**
- * ComfyUI API format ({id: {class_type, inputs}}) for the current canvas.
- * @param {Workflow} [wf]
- * @returns {ComfyApiPrompt}
- */
-export function toComfyApi(wf = toWorkflow()) {
-  /** @type {ComfyApiPrompt} */
-  const out = {}
-  for (const [id, n] of Object.entries(wf.nodes)) {
-    /** @type {Record<string, unknown>} */
-    const inputs = {}
-    for (const [k, v] of Object.entries(n.inputs || {})) {
-      if (isLink(v)) {
-        const src = wf.nodes[v.node]
-        const outs = (src && app.catalogue[src.type]?.outputs) || []
-        const idx = typeof v.output === "number" ? v.output : outs.findIndex((o) => o.name === v.output)
-        inputs[k] = [v.node, Math.max(idx, 0)]
-      } else {
-        inputs[k] = v
-      }
-    }
-    out[id] = { class_type: n.type, inputs, _meta: { title: n.title || app.catalogue[n.type]?.display_name || n.type } }
-  }
-  return out
-}
-
 // -- workflow -> canvas ------------------------------------------------------------------------------
 
 export class FormatError extends Error {}

@@ -2,7 +2,7 @@
 // Workflows: the server library, files (JSON, PNG, WEBP), ComfyUI imports (converted by the server), drag and drop.
 
 import { ApiError, api } from "./api.js"
-import { FormatError, graphPosAt, isComfyWorkflow, loadIntoGraph, toComfyApi, toWorkflow } from "./graphio.js"
+import { FormatError, graphPosAt, isComfyWorkflow, loadIntoGraph, toWorkflow } from "./graphio.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
 import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
@@ -137,9 +137,15 @@ export function exportJson() {
   download(`${name.replace(/[^\w.-]+/g, "_")}.json`, new Blob([JSON.stringify(wf, null, 2)], { type: "application/json" }))
 }
 
-export function exportApi() {
+/** ComfyUI's API format of the canvas, made by the server's converter (the canvas has none of its own). */
+export async function exportApi() {
   const name = currentName() || "workflow"
-  download(`${name.replace(/[^\w.-]+/g, "_")}_api.json`, new Blob([JSON.stringify(toComfyApi(), null, 2)], { type: "application/json" }))
+  try {
+    const { workflow } = await api.convert(toWorkflow(), "comfyui-api")
+    download(`${name.replace(/[^\w.-]+/g, "_")}_api.json`, new Blob([JSON.stringify(workflow, null, 2)], { type: "application/json" }))
+  } catch (err) {
+    toast(`Export failed: ${conversionError(err)}`, "error")
+  }
 }
 
 /**
