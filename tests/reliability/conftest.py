@@ -3,21 +3,17 @@ tiny checkpoint) for the fuzzers, and the budget of cases (``--runslow`` for tho
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from atelier.engine.runtime import EngineConfig, build_engine
 from atelier.engine.server.app import Settings, create_app
 from tests.reliability import budget
-from tests.server.harness import free_port, write_models
+from tests.server.harness import engine_in, free_port, served_in_thread, write_models
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,26 +39,8 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("reliability-server")
-    engine = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_dir,
-            output_dir=root / "output",
-            input_dir=root / "input",
-            temp_dir=root / "temp",
-        )
-    )
+    engine = engine_in(root, models_dir)
     port = free_port()
     app = create_app(engine, Settings(port=port, database=root / "atelier.db", max_image_pixels=1_000_000))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, name="uvicorn-reliability", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
-        time.sleep(0.02)
-    try:
+    with served_in_thread(app, port, "uvicorn-reliability", log_level="critical"):
         yield LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app, root)
-    finally:
-        server.should_exit = True
-        thread.join(30)

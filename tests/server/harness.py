@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from websockets.sync.client import ClientConnection, connect
+
+from atelier.engine.runtime import Engine, EngineConfig, build_engine
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
@@ -287,3 +291,35 @@ def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tu
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+def engine_in(root: Path, models_dir: Path, **config: Any) -> Engine:
+    """An engine on CPU over ``models_dir`` whose output, input and temp folders are under ``root``."""
+    return build_engine(
+        EngineConfig(
+            device="cpu",
+            models_dir=models_dir,
+            output_dir=root / "output",
+            input_dir=root / "input",
+            temp_dir=root / "temp",
+            **config,
+        )
+    )
+
+
+@contextlib.contextmanager
+def served_in_thread(app: Any, port: int, name: str, log_level: str = "warning") -> Iterator[uvicorn.Server]:
+    """``app`` served by uvicorn on loopback ``port`` in a thread of this process (its lifespan runs), until
+    the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+        time.sleep(0.02)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(30)

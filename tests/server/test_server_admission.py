@@ -15,10 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from atelier.engine.limits import Limits
-from atelier.engine.runtime import EngineConfig, build_engine
 from atelier.engine.server.app import Settings, create_app
 from tests.admission.images import canvas_gif, coloured_gif
-from tests.server.harness import Server, comfy_prompt, portrait, wait_job
+from tests.server.harness import Server, comfy_prompt, engine_in, portrait, wait_job
 
 GiB = 1 << 30
 
@@ -166,15 +165,7 @@ def test_load_image_of_a_gif_too_large_to_decode_is_refused_and_nothing_queued(
 def small_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[TestClient]:
     """An in-process server whose settings give small limits and a small memory figure."""
     root = tmp_path_factory.mktemp("admission-server")
-    engine = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_dir,
-            output_dir=root / "output",
-            input_dir=root / "input",
-            temp_dir=root / "temp",
-        )
-    )
+    engine = engine_in(root, models_dir)
     limits = Limits(max_steps=10, max_frames=2, memory_bytes=300 * (1 << 20))
     settings = Settings(database=root / "atelier.db", limits=limits)
     with TestClient(create_app(engine, settings), base_url="http://127.0.0.1:8188") as client:
@@ -229,15 +220,7 @@ def test_serve_flags_set_the_limits(tmp_path: Path, models_dir: Path) -> None:
 
 def test_a_full_queue_refuses_with_503_and_loses_nothing(tmp_path: Path, models_dir: Path) -> None:
     """Without its worker started (no lifespan) the app queues and never runs: the queue fills up."""
-    engine = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_dir,
-            output_dir=tmp_path / "output",
-            input_dir=tmp_path / "input",
-            temp_dir=tmp_path / "temp",
-        )
-    )
+    engine = engine_in(tmp_path, models_dir)
     client = TestClient(
         create_app(engine, Settings(database=tmp_path / "atelier.db", max_queued=2)),
         base_url="http://127.0.0.1:8188",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,16 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.routing import Match
 from websockets.sync.client import ClientConnection, connect
 
-from atelier.engine.runtime import EngineConfig, build_engine
 from atelier.engine.server.app import Settings, create_app
 from atelier.engine.server.plugin import _args as serve_args
 from atelier.engine.server.service import Services
-from tests.server.harness import Server, comfy_prompt, follow_comfy, free_port
+from tests.server.harness import Server, comfy_prompt, engine_in, follow_comfy, free_port, served_in_thread
 
 PROMPT_NODES = {"3", "4", "5", "6", "7", "8", "9"}
 
@@ -49,29 +46,11 @@ class InProcess:
 def inproc(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[InProcess]:
     """A server in this process with the default settings (no ``--preview-method``)."""
     root = tmp_path_factory.mktemp("comfy-protocol")
-    engine = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_dir,
-            output_dir=root / "output",
-            input_dir=root / "input",
-            temp_dir=root / "temp",
-        )
-    )
+    engine = engine_in(root, models_dir)
     port = free_port()
     app = create_app(engine, Settings(port=port, database=root / "atelier.db"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-comfy-protocol", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
-        time.sleep(0.02)
-    try:
+    with served_in_thread(app, port, "uvicorn-comfy-protocol"):
         yield InProcess(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app, app.state.services)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def greeting(ws: ClientConnection) -> dict[str, Any]:

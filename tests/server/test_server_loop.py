@@ -30,10 +30,9 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from atelier.engine import workflow as W
-from atelier.engine.runtime import EngineConfig, build_engine
 from atelier.engine.server.app import Settings, create_app
 from atelier.engine.server.service import Services
-from tests.server.harness import comfy_prompt, free_port, portrait
+from tests.server.harness import comfy_prompt, engine_in, free_port, portrait
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,15 +107,7 @@ def _route_keys(route: Any, method: str | None = None) -> set[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def inproc(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[InProcessServer]:
     root = tmp_path_factory.mktemp("loop-server")
-    engine = build_engine(
-        EngineConfig(
-            device="cpu",
-            models_dir=models_dir,
-            output_dir=root / "output",
-            input_dir=root / "input",
-            temp_dir=root / "temp",
-        )
-    )
+    engine = engine_in(root, models_dir)
     port = free_port()
     settings = Settings(port=port, database=root / "atelier.db", max_image_pixels=1_000_000)
     app = create_app(engine, settings)
