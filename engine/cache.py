@@ -127,7 +127,7 @@ def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(obj, dict):
         return {k: _map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_map_tensors(v, fn) for v in obj]
+        return type(obj)(_map_tensors(v, fn) for v in obj)  # a list output keeps its kind (node_lists.py)
     if isinstance(obj, tuple):
         return tuple(_map_tensors(v, fn) for v in obj)
     if _is_data(obj):

@@ -26,6 +26,7 @@ from .folders import Folders
 from .limits import Limits
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
+from .node_lists import run_node
 from .pipeline import Resolver, no_library
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
@@ -351,8 +352,14 @@ class Executor:
                     kwargs[name] = values[src][idx]
                 ctx = make_ctx(nid)
                 started = time.perf_counter()
-                raw = registry.instance(spec.type).run(ctx, **kwargs)
-                outputs, ui = _normalise(raw, spec, nid)
+                instance = registry.instance(spec.type)
+                outputs, ui = run_node(
+                    lambda **args: instance.run(ctx, **args),  # noqa: B023 - called before the loop moves on
+                    kwargs,
+                    spec.input_is_list,
+                    lambda raw: _normalise(raw, spec, nid),  # noqa: B023
+                    tuple(spec.lists(n) for n in range(len(spec.outputs))),
+                )
                 elapsed = (time.perf_counter() - started) * 1000.0
                 for observe in observers:
                     observe(nid, spec.type, outputs)
@@ -505,13 +512,18 @@ def _normalise(raw: Any, spec: Any, nid: str) -> tuple[tuple[Any, ...], dict[str
     if not isinstance(raw, tuple) or len(raw) != n_outputs:
         got = f"a tuple of {len(raw)}" if isinstance(raw, tuple) else type(raw).__name__
         raise NodeOutputError(f"{spec.type} returned {got}, but declares {n_outputs} outputs")
-    for out, value in zip(spec.outputs, raw, strict=True):
-        socket = out.socket
-        if socket is not None and socket.carrier is not None and not isinstance(value, socket.carrier):
+    for n, (out, value) in enumerate(zip(spec.outputs, raw, strict=True)):
+        if spec.lists(n) and not isinstance(value, (list, tuple)):
             raise NodeOutputError(
-                f"{spec.type} node {nid} returned {type(value).__name__} for its output {out.name!r}, "
-                f"but {out.type} carries {_carrier_name(socket.carrier)}"
+                f"{spec.type} node {nid} returned {type(value).__name__} for its list output {out.name!r}"
             )
+        socket = out.socket
+        for item in value if spec.lists(n) else (value,):
+            if socket is not None and socket.carrier is not None and not isinstance(item, socket.carrier):
+                raise NodeOutputError(
+                    f"{spec.type} node {nid} returned {type(item).__name__} for its output {out.name!r}, "
+                    f"but {out.type} carries {_carrier_name(socket.carrier)}"
+                )
     return raw, ui
 
 

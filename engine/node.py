@@ -140,6 +140,10 @@ class NodeSpec(BaseModel):
     inputs: tuple[InputSpec, ...] = ()
     outputs: tuple[OutputSpec, ...] = ()
     deprecated: bool = False
+    #: the node takes every input as a list (all elements of list outputs upstream) and runs once
+    input_is_list: bool = False
+    #: per output: the node returns a list, whose elements downstream nodes take one at a time
+    output_is_list: tuple[bool, ...] = ()
 
     @field_validator("version")
     @classmethod
@@ -189,7 +193,13 @@ class NodeSpec(BaseModel):
             "deprecated": self.deprecated,
             "inputs": [i.describe(files) for i in self.inputs],
             "outputs": [o.model_dump() for o in self.outputs],
+            "input_is_list": self.input_is_list,
+            "output_is_list": [self.lists(n) for n in range(len(self.outputs))],
         }
+
+    def lists(self, output: int) -> bool:
+        """Whether output number ``output`` is a list (see :mod:`engine.node_lists`)."""
+        return output < len(self.output_is_list) and self.output_is_list[output]
 
 
 # -- input and output constructors -------------------------------------------------------------------
@@ -485,6 +495,9 @@ class Node:
     description: ClassVar[str | None] = None
     output_node: ClassVar[bool] = False
     deprecated: ClassVar[bool] = False
+    #: ComfyUI's INPUT_IS_LIST / OUTPUT_IS_LIST (engine/node_lists.py): list in, list out
+    input_is_list: ClassVar[bool] = False
+    output_is_list: ClassVar[tuple[bool, ...]] = ()
     #: False for nodes whose result must not be reused: non-deterministic or side-effect nodes. They run on
     #: every job, and what depends on them is not cached either.
     cacheable: ClassVar[bool] = True
@@ -515,6 +528,8 @@ class Node:
                 inputs=tuple(cls.inputs),
                 outputs=tuple(cls.outputs),
                 deprecated=cls.deprecated,
+                input_is_list=cls.input_is_list,
+                output_is_list=tuple(cls.output_is_list),
             )
         except ValueError as exc:
             raise NodeDeclarationError(f"node type {type_name}: {exc}") from exc

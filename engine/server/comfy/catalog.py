@@ -27,7 +27,7 @@ def object_info_entry(desc: dict[str, Any]) -> dict[str, Any]:
             "optional": [i["name"] for i in desc["inputs"] if i["optional"]],
         },
         "output": [o["type"] for o in desc["outputs"]],
-        "output_is_list": [False for _ in desc["outputs"]],
+        "output_is_list": desc.get("output_is_list") or [False for _ in desc["outputs"]],
         "output_name": [o["name"] for o in desc["outputs"]],
         "name": desc["type"],
         "display_name": desc["display_name"],
