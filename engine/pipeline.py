@@ -128,21 +128,26 @@ def _expand_nodes(
     result: Expanded,
     definitions: dict[str, Workflow],
     prefix: str = "",
+    given: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, WorkflowNode], dict[str, dict[str | int, Link]]]:
     """``wf``'s nodes with ids prefixed, pipeline nodes replaced by their expansion, and for each pipeline
-    node of ``wf`` the flat link producing each of its declared outputs. Links to pipeline nodes' outputs are
-    redirected to the inner nodes producing them."""
+    node of ``wf`` the flat link producing each of its declared outputs. ``given``: the values the enclosing
+    pipeline node sets on inner inputs (node id -> input -> value); nodes they leave without a consumer are
+    dropped. Links to pipeline nodes' outputs are redirected to the inner nodes producing them."""
     problems = result.problems
     out: dict[str, WorkflowNode] = {}
     produced: dict[str, dict[str | int, Link]] = {}
+    inputs_of = {
+        nid: {**n.inputs, **given[nid]} if given and nid in given else n.inputs for nid, n in wf.nodes.items()
+    }
+    dropped = _replaced(wf, inputs_of) if given else set()
     for nid, node in wf.nodes.items():
+        if nid in dropped:
+            continue
+        inputs = inputs_of[nid]
         if not is_pipeline_type(node.type):
-            _add(
-                out,
-                prefix + nid,
-                node.model_copy(update={"inputs": {k: _flat(v, prefix) for k, v in node.inputs.items()}}),
-                problems,
-            )
+            flat = {k: _flat(v, prefix) if isinstance(v, (Link, _Bound)) else v for k, v in inputs.items()}
+            _add(out, prefix + nid, node.model_copy(update={"inputs": flat}), problems)
             continue
         name = node.type[len(PREFIX) :]
         here = prefix + nid
@@ -157,7 +162,7 @@ def _expand_nodes(
         inner = definitions.get(name)
         if inner is None:
             try:
-                found = resolve(name, node.version, node.inputs)
+                found = resolve(name, node.version, inputs)
             except LookupError as exc:
                 message = exc.args[0] if exc.args else str(exc)
                 problems.append(ExpansionProblem("unknown_pipeline", message, node=here, node_type=node.type))
@@ -172,18 +177,19 @@ def _expand_nodes(
                 found = found.workflow
             inner = found
         inner_defs = {**definitions, **_definitions(inner, problems, f" inside {name!r}")}
-        bound = _bind_inputs(node, inner, here, prefix, result)
+        bound = _bind_inputs(node.type, inputs, inner, here, prefix, result)
         inner_nodes, inner_produced = _expand_nodes(
-            bound, resolve, (*chain, name), result, inner_defs, here + SEP
+            inner, resolve, (*chain, name), result, inner_defs, here + SEP, bound
         )
         for inner_id, inner_node in inner_nodes.items():
             _add(out, inner_id, inner_node, problems)
-        produced[nid] = _declared_outputs(bound, here, inner_produced)
+        produced[nid] = _declared_outputs(inner, here, inner_produced)
     if produced:  # links that name a pipeline node of this level's output go to the inner producer
+        targets = {prefix + pid for pid in produced}
         for node in out.values():
             inputs = node.inputs
             for k, v in inputs.items():
-                if isinstance(v, Link) and v.node.startswith(prefix):
+                if isinstance(v, Link) and v.node in targets:
                     inputs[k] = _redirect(v, prefix, produced)
     return out, produced
 
@@ -232,31 +238,30 @@ def _redirect(value: Any, prefix: str, produced: dict[str, dict[str | int, Link]
     return target
 
 
-def _bind_inputs(node: WorkflowNode, inner: Workflow, here: str, prefix: str, result: Expanded) -> Workflow:
-    """A copy of the definition ``inner`` with the pipeline node's inputs (and the defaults of those not
-    given) set on the inner inputs its parameters target; links from the enclosing graph (at ``prefix``)
-    are carried as :class:`_Bound`, so the inner expansion does not prefix them again."""
+def _bind_inputs(
+    type_name: str, given: dict[str, Any], inner: Workflow, here: str, prefix: str, result: Expanded
+) -> dict[str, dict[str, Any]]:
+    """What a pipeline node (of ``type_name``, with inputs ``given``) sets on its definition's inner inputs:
+    inner node id -> input -> its value or, for a parameter not given, its default. Links from the enclosing
+    graph (at ``prefix``) are carried as :class:`_Bound`, so the inner expansion does not prefix them again."""
     problems = result.problems
-    # a copy of each node with its own inputs (the rest is shared and never written to): cheaper than a deep
-    # copy of the whole definition per instance, which dominated planning time in bench/pipelines.py
-    nodes = {nid: n.model_copy(update={"inputs": dict(n.inputs)}) for nid, n in inner.nodes.items()}
-    bound = inner.model_copy(update={"nodes": nodes})
     params = inner.parameters
+    bound: dict[str, dict[str, Any]] = {}
 
     def put(pname: str, value: Any) -> None:
         for target_node, target_input in params[pname].target_pairs():
-            if target_node in bound.nodes:
-                bound.nodes[target_node].inputs[target_input] = value
+            if target_node in inner.nodes:
+                bound.setdefault(target_node, {})[target_input] = value
 
-    for input_name, value in node.inputs.items():
+    for input_name, value in given.items():
         if input_name not in params:
             known = ", ".join(params) or "none"
             problems.append(
                 ExpansionProblem(
                     "unknown_input",
-                    f"pipeline {node.type[len(PREFIX) :]!r} has no input {input_name!r} (inputs: {known})",
+                    f"pipeline {type_name[len(PREFIX) :]!r} has no input {input_name!r} (inputs: {known})",
                     node=here,
-                    node_type=node.type,
+                    node_type=type_name,
                     input=input_name,
                 )
             )
@@ -267,7 +272,7 @@ def _bind_inputs(node: WorkflowNode, inner: Workflow, here: str, prefix: str, re
             result.literals.append((here, input_name, params[input_name], value))
             put(input_name, value)
     for pname, param in params.items():
-        if pname in node.inputs:
+        if pname in given:
             continue
         if is_socket(param) and not wired_inside(inner, param):
             problems.append(
@@ -275,37 +280,38 @@ def _bind_inputs(node: WorkflowNode, inner: Workflow, here: str, prefix: str, re
                     "missing_input",
                     f"pipeline input {pname!r} ({param.type}) is not connected",
                     node=here,
-                    node_type=node.type,
+                    node_type=type_name,
                     input=pname,
                 )
             )
         elif param.default is not None:
             put(pname, param.default)
-    _prune_replaced(inner, bound)
     return bound
 
 
-def _consumers(wf: Workflow) -> dict[str, set[str]]:
-    used: dict[str, set[str]] = {nid: set() for nid in wf.nodes}
-    for nid, node in wf.nodes.items():
-        for value in node.inputs.values():
+def _consumers(inputs_of: dict[str, dict[str, Any]], skip: set[str]) -> dict[str, int]:
+    used = {nid: 0 for nid in inputs_of if nid not in skip}
+    for nid, inputs in inputs_of.items():
+        if nid in skip:
+            continue
+        for value in inputs.values():
             if isinstance(value, Link) and value.node in used:
-                used[value.node].add(nid)
+                used[value.node] += 1
     return used
 
 
-def _prune_replaced(inner: Workflow, bound: Workflow) -> None:
-    """Drop the inner nodes whose every consumer now takes a pipeline input instead (the LoadImage that fed
-    the definition when it ran alone), and what fed only them: they would compute nothing anybody reads."""
-    before = _consumers(inner)
-    declared = {decl.node for decl in (bound.outputs or {}).values()}
+def _replaced(inner: Workflow, inputs_of: dict[str, dict[str, Any]]) -> set[str]:
+    """The inner nodes whose every consumer now takes a pipeline input instead (the LoadImage that fed the
+    definition when it ran alone), and what fed only them: they would compute nothing anybody reads."""
+    before = _consumers({nid: n.inputs for nid, n in inner.nodes.items()}, set())
+    declared = {decl.node for decl in (inner.outputs or {}).values()}
+    dropped: set[str] = set()
     while True:
-        after = _consumers(bound)
-        gone = [nid for nid, users in after.items() if not users and before.get(nid) and nid not in declared]
+        after = _consumers(inputs_of, dropped)
+        gone = {nid for nid, users in after.items() if not users and before.get(nid) and nid not in declared}
         if not gone:
-            return
-        for nid in gone:
-            del bound.nodes[nid]
+            return dropped
+        dropped |= gone
 
 
 def _declared_outputs(
