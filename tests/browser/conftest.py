@@ -10,6 +10,7 @@ under CI (``CI`` set) they fail instead: ``./dev setup`` installs all three.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -61,21 +62,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `atelier serve` on a free loopback port, with a tiny SD1.5 checkpoint."""
-    if not (
-        ROOT / "frontend" / "node_modules" / "@comfyorg" / "litegraph" / "dist" / "litegraph.es.js"
-    ).is_file():
-        _missing("the frontend's npm packages (npm ci in frontend/)")
-    base = tmp_path_factory.mktemp("atelier-serve")
+@contextlib.contextmanager
+def atelier_serve(
+    base: Path, args: list[str], ready: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real ``atelier serve`` under ``base`` (database, output/input/temp folders, log) on a free loopback
+    port, over a models root holding a tiny SD1.5 checkpoint; ``args``: more serve flags; ``ready``: the
+    path that answers 200 once it serves. Yields its URL and stops it at the end."""
     models = base / "models"
     (models / "checkpoints").mkdir(parents=True)
-    atelier = [sys.executable, "-m", "atelier.engine"]
     exe = Path(sys.executable).with_name("atelier")
-    if exe.is_file():
-        atelier = [str(exe)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONUNBUFFERED": "1"}
+    atelier = [str(exe)] if exe.is_file() else [sys.executable, "-m", "atelier.engine"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     subprocess.run(
         [
             *atelier,
@@ -91,54 +95,47 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         capture_output=True,
     )
     port = _free_port()
-    log = open(base / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            *atelier,
-            "serve",
-            "--port",
-            str(port),
-            "--database",
-            str(base / "atelier.db"),
-            "--models-dir",
-            str(models),
-            "--output-dir",
-            str(base / "output"),
-            "--input-dir",
-            str(base / "input"),
-            "--temp-dir",
-            str(base / "temp"),
-            "--preview-method",  # the run test watches the sampler's previews
-            "latent2rgb",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
+    folders = [a for kind in ("output", "input", "temp") for a in (f"--{kind}-dir", str(base / kind))]
+    command = [*atelier, "serve", "--port", str(port), "--database", str(base / "atelier.db")]
+    command += ["--models-dir", str(models), *folders, *args]
+    log_path = base / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + ready, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"atelier serve did not start:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.2)
         try:
-            with urllib.request.urlopen(f"{url}/atelier/v1/system", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"atelier serve did not start:\n{(base / 'serve.log').read_text()[-4000:]}")
-        time.sleep(0.2)
-    try:
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `atelier serve` on a free loopback port, with a tiny SD1.5 checkpoint."""
+    if not (
+        ROOT / "frontend" / "node_modules" / "@comfyorg" / "litegraph" / "dist" / "litegraph.es.js"
+    ).is_file():
+        _missing("the frontend's npm packages (npm ci in frontend/)")
+    # the run test watches the sampler's previews
+    with atelier_serve(
+        tmp_path_factory.mktemp("atelier-serve"), ["--preview-method", "latent2rgb"], "/atelier/v1/system"
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="session")

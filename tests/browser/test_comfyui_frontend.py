@@ -9,12 +9,8 @@ Skipped with a reason when the package is absent locally (``pip install 'atelier
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import VIEWPORT, Shots, _free_port, _missing
+from tests.browser.conftest import VIEWPORT, Shots, _missing, atelier_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT_NODES = {"3", "4", "5", "6", "7", "8", "9"}
@@ -63,62 +59,13 @@ def _package_static() -> Path:
 def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``atelier serve --frontend comfyui`` on a free loopback port, with a tiny SD1.5 checkpoint."""
     _package_static()
-    base = tmp_path_factory.mktemp("comfyui-serve")
-    models = base / "models"
-    (models / "checkpoints").mkdir(parents=True)
-    exe = Path(sys.executable).with_name("atelier")
-    atelier = [str(exe)] if exe.is_file() else [sys.executable, "-m", "atelier.engine"]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    ckpt = models / "checkpoints" / "tiny15.safetensors"
-    subprocess.run(
-        [*atelier, "tiny-checkpoint", "--arch", "sd15", "--out", str(ckpt)],
-        check=True,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-    )
-    port = _free_port()
-    args = ["--port", str(port), "--database", str(base / "atelier.db"), "--models-dir", str(models)]
-    for kind in ("output", "input", "temp"):
-        args += [f"--{kind}-dir", str(base / kind)]
-    log_path = base / "serve.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*atelier, "serve", "--frontend", "comfyui", "--preview-method", "auto", *args],
-            cwd=base,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/features", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"atelier serve did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
+    args = ["--frontend", "comfyui", "--preview-method", "auto"]
+    with atelier_serve(
+        tmp_path_factory.mktemp("comfyui-serve"), args, "/features", {"OMP_NUM_THREADS": "1"}
+    ) as url:
         # a returning user: no first-run template browser over the canvas (stored through /settings)
         _post_json(f"{url}/api/settings", {"Comfy.TutorialCompleted": True})
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        yield url
 
 
 def _post_json(url: str, body: Any) -> None:
