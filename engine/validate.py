@@ -350,21 +350,12 @@ def _apply_parameters(
         else:
             continue
         # the parameter's own constraints (the targets' are checked with each node)
-        if param.type != T.COMBO or param.choices is not None:
-            pspec = InputSpec(
-                name="value",
-                type=param.type,
-                min=param.min,
-                max=param.max,
-                choices=tuple(param.choices) if param.choices is not None else None,
+        value, problem = coerce_parameter(param, value)
+        if problem is not None:
+            errors.append(
+                NodeError(code=problem[0], message=f"parameter {pname!r}: {problem[1]}", input=pname)
             )
-            coerced, problem = coerce_literal(pspec, value)
-            if problem is not None:
-                errors.append(
-                    NodeError(code=problem[0], message=f"parameter {pname!r}: {problem[1]}", input=pname)
-                )
-                continue
-            value = coerced
+            continue
         resolved[pname] = value
         for node_id, input_name in param.target_pairs():
             if node_id in values:
@@ -399,21 +390,29 @@ def _apply_parameters(
     return resolved
 
 
-def _check_pipeline_input(
-    nid: str, input_name: str, param: Parameter, value: Any, errors: list[NodeError]
-) -> None:
-    """A literal given to a pipeline node's input, against that input's own constraints (the inner inputs it
-    reaches check theirs with their nodes)."""
+def coerce_parameter(param: Parameter, value: Any) -> tuple[Any, tuple[str, str] | None]:
+    """``value`` checked against a parameter's own type, range and choices (a workflow's exposed input, or
+    a pipeline's): the coerced value and None, or the value and (code, message). A COMBO without its own
+    choices is left to the inputs it targets."""
     if param.type == T.COMBO and param.choices is None:
-        return
+        return value, None
     pspec = InputSpec(
-        name=input_name,
+        name="value",
         type=param.type,
         min=param.min,
         max=param.max,
         choices=tuple(param.choices) if param.choices is not None else None,
     )
-    _, problem = coerce_literal(pspec, value)
+    coerced, problem = coerce_literal(pspec, value)
+    return (value, problem) if problem is not None else (coerced, None)
+
+
+def _check_pipeline_input(
+    nid: str, input_name: str, param: Parameter, value: Any, errors: list[NodeError]
+) -> None:
+    """A literal given to a pipeline node's input, against that input's own constraints (the inner inputs it
+    reaches check theirs with their nodes)."""
+    _, problem = coerce_parameter(param, value)
     if problem is not None:
         errors.append(NodeError(code=problem[0], message=problem[1], node=nid, input=input_name))
 
