@@ -126,7 +126,8 @@ def build_manifest(graph: Graph, folders: Folders, hashes: HashIndex | None = No
                     path = folders.find_model(kind, name)
                     if path.is_file():
                         ref.size = path.stat().st_size
-                        ref.sha256 = (hashes or HashIndex(None)).sha256(path)
+                        # the persistent index when given, else the engine's own per-version hash cache
+                        ref.sha256 = hashes.sha256(path) if hashes is not None else folders.sha256(path)
                 except (OSError, ValueError):
                     pass  # recorded by name only: the author does not have it either
             ref.used_by.append(f"{nid}.{ispec.name}")
