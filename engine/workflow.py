@@ -277,7 +277,18 @@ def from_comfy_api(prompt: dict[str, Any]) -> Workflow:
     return Workflow(nodes=nodes)
 
 
-def to_comfy_api(wf: Workflow, registry: Any = None) -> dict[str, Any]:
+def to_comfy_api(wf: Workflow, registry: Any = None, pipelines: Any = None) -> dict[str, Any]:
+    """ComfyUI's API format of ``wf``. Pipeline nodes are expanded first (embedded definitions, else the
+    ``pipelines`` resolver), as ComfyUI's frontend flattens its subgraphs: their nodes get ``"outer:inner"``
+    ids. Raises :class:`WorkflowFormatError` naming a pipeline that cannot be expanded."""
+    from .pipeline import expand, no_library, uses_pipelines  # the pipeline module builds on this one
+
+    if uses_pipelines(wf):
+        expanded = expand(wf, pipelines or no_library)
+        failed = [p for p in expanded.problems if p.severity == "error"]
+        if failed:
+            raise WorkflowFormatError(f"node {failed[0].node}: {failed[0].message}")
+        wf = expanded.workflow
     out: dict[str, Any] = {}
     for node_id, node in wf.nodes.items():
         inputs: dict[str, Any] = {}
