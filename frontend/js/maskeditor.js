@@ -36,6 +36,8 @@ const settings = {
 }
 
 const MAX_UNDO = 30
+/** bytes the undo steps of a big image may hold together (each step is a copy of the mask) */
+const UNDO_BYTES = 256 * 1024 * 1024
 const OVERLAY_RGB = [255, 64, 96]
 
 /** A mask of `width` x `height` pixels and the overlay canvas that shows it. */
@@ -163,7 +165,8 @@ export class MaskLayer {
   /** Remember the mask as it is, before a change (a stroke, invert, clear). */
   checkpoint() {
     this.undoStack.push(this.mask.slice())
-    if (this.undoStack.length > MAX_UNDO) this.undoStack.shift()
+    const most = Math.max(2, Math.min(MAX_UNDO, Math.floor(UNDO_BYTES / this.mask.length)))
+    while (this.undoStack.length > most) this.undoStack.shift()
     this.redoStack = []
   }
 
@@ -365,6 +368,7 @@ class MaskEditor {
     s.addEventListener("mousedown", (e) => {
       if (e.button === 1) e.preventDefault()
     })
+    this.root.addEventListener("keydown", (e) => e.stopPropagation())
     this.root.addEventListener("click", (e) => {
       if (e.target instanceof HTMLButtonElement) this.stage.focus()
     })
@@ -645,9 +649,12 @@ class MaskEditor {
   /** @param {KeyboardEvent} e */
   key(e) {
     if (!this.root.isConnected) return
-    // the editor owns the keyboard while it is open: no canvas shortcut runs under it
-    e.stopPropagation()
-    if (isTyping(e) && e.target instanceof HTMLInputElement && e.target.type !== "range") return
+    const inside = e.target instanceof Node && this.root.contains(e.target)
+    // the editor owns the keyboard while it is open: no canvas shortcut runs under it. Keys its own
+    // shortcuts leave alone reach the focused control of the bar (a slider's arrows), whose keydown the
+    // editor's root stops on the way back up.
+    if (!inside) e.stopPropagation()
+    if (isTyping(e) && !(e.target instanceof HTMLInputElement && e.target.type === "range")) return
     const ctrl = e.ctrlKey || e.metaKey
     const k = e.key.toLowerCase()
     let handled = true
@@ -677,7 +684,10 @@ class MaskEditor {
       const r = this.stage.getBoundingClientRect()
       this.zoomAt(1 / this.scale, r.width / 2, r.height / 2)
     } else handled = false
-    if (handled) e.preventDefault()
+    if (handled) {
+      e.preventDefault()
+      e.stopPropagation()
+    }
   }
 
   async save() {

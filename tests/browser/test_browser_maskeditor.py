@@ -151,7 +151,7 @@ def click_widget(page: Any, node: str, name: str) -> None:
 
 
 def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) -> None:
-    size = 256
+    size = 128
     original = picture(size, seed=1)
     (tmp_path / "face.png").write_bytes(png(original))
     open_inpaint_workflow(page)
@@ -168,10 +168,10 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
     click_widget(page, "load", "open in mask editor")
     page.wait_for_selector(".mask-editor.ready")
     assert page.evaluate(f"{STATE}.width") == size and mask_sum(page) == 0
-    # a hard round brush 40 px wide, dragged with the mouse across the middle of the face
-    set_range(page, ".me-size", 40)
+    # a hard round brush 20 px wide, dragged with the mouse across the middle of the face
+    set_range(page, ".me-size", 20)
     set_range(page, ".me-hardness", 100)
-    a, b = (64.0, 120.0), (192.0, 140.0)
+    a, b = (32.0, 60.0), (96.0, 70.0)
     page.mouse.move(*screen(page, *a))
     page.mouse.down()
     page.mouse.move(*screen(page, *b), steps=25)
@@ -197,8 +197,8 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
     t = np.clip(((xx - ax) * (bx - ax) + (yy - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2), 0, 1)
     dist = np.hypot(xx - (ax + t * (bx - ax)), yy - (ay + t * (by - ay)))
     alpha = rgba[..., 3]
-    inside, outside = dist <= 20 - 2, dist >= 20 + 1
-    assert inside.sum() > 5000 and (alpha[inside] == 0).all()
+    inside, outside = dist <= 10 - 2, dist >= 10 + 1
+    assert inside.sum() > 1000 and (alpha[inside] == 0).all()
     assert (alpha[outside] == 255).all()
 
     # queue the inpaint pipeline on it: only the painted part (grown by 8 px) changes
@@ -209,7 +209,7 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
     result_ref = page.evaluate("window.atelier.runtimeOf('save').images[0]")
     result = np.asarray(fetch_image(page, result_ref).convert("RGB"), dtype=np.int32)
     before = np.asarray(original, dtype=np.int32)
-    far = dist >= 20 + 8 + 4
+    far = dist >= 10 + 8 + 4
     assert np.abs(result[far] - before[far]).max() <= 1
     assert np.abs(result[inside] - before[inside]).mean() > 10
     page.wait_for_selector("#gallery .tile img")
@@ -222,11 +222,12 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
     page.click("#viewer >> text=Mask editor")
     page.wait_for_selector(".mask-editor.ready")
     assert page.evaluate(f"{STATE}.width") == size
-    set_range(page, ".me-size", 30)
-    page.mouse.move(*screen(page, 40, 200))
+    set_range(page, ".me-size", 16)
+    page.mouse.move(*screen(page, 20, 100))
     page.mouse.down()
-    page.mouse.move(*screen(page, 60, 210), steps=5)
+    page.mouse.move(*screen(page, 30, 105), steps=5)
     page.mouse.up()
+    page.shot("an output of the gallery in the mask editor")
     page.keyboard.press("Control+s")
     page.wait_for_selector(".mask-editor", state="detached")
     stem = result_ref["filename"].rsplit(".", 1)[0]
@@ -235,7 +236,7 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
         arg=f"{stem}_masked.png",
     )
     copy = np.asarray(fetch_image(page, {"filename": f"{stem}_masked.png", "type": "input"}))
-    assert copy[200, 40, 3] == 0 and copy[30, 200, 3] == 255
+    assert copy[100, 20, 3] == 0 and copy[15, 100, 3] == 255
     assert np.abs(copy[..., :3].astype(np.int32) - result).max() == 0
 
     # the node that shows an image offers the editor in its menu too
@@ -250,6 +251,7 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
 def test_pen_pressure_and_the_tools(page: Any) -> None:
     size = 640
     upload(page, "pressure.png", picture(size, seed=2))
+    canvas_before = page.evaluate("JSON.stringify(window.atelier.toWorkflow().nodes)")
     open_editor(page, {"filename": "pressure.png", "type": "input"})
     set_range(page, ".me-size", 80)
     set_range(page, ".me-hardness", 100)
@@ -325,12 +327,17 @@ def test_pen_pressure_and_the_tools(page: Any) -> None:
     page.keyboard.press("0")
     assert abs(page.evaluate(STATE)["scale"] - s0["scale"]) < 1e-6
 
+    # the canvas's shortcuts do not run under the editor: select all + Delete leave the workflow alone
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Delete")
+    page.keyboard.press("Control+z")  # the editor's undo, not the canvas's
     # Esc with an unsaved mask asks for a second Esc; the editor then closes without saving
     page.keyboard.press("Escape")
     assert page.locator(".mask-editor").count() == 1
     page.keyboard.press("Escape")
     page.wait_for_selector(".mask-editor", state="detached")
     assert page.evaluate("window.__maskSaved") is None
+    assert page.evaluate("JSON.stringify(window.atelier.toWorkflow().nodes)") == canvas_before
 
 
 def test_a_mask_that_does_not_fit_is_refused_with_the_reason(page: Any) -> None:
@@ -364,6 +371,8 @@ def test_painting_speed_on_a_1024_image(page: Any, browser: Any, artifacts: Path
     set_range(page, ".me-size", 96)
     set_range(page, ".me-hardness", 50)
     page.evaluate("new Promise(requestAnimationFrame)")
+    # the first full draw of the overlay is not painting: count from here
+    page.evaluate(f"Object.assign({STATE}.draws, {{count: 0, ms: 0, maxMs: 0}})")
     # 600 synthetic moves, 4 a frame (a 240 Hz pen), timed in the page
     timings = page.evaluate(
         """async () => {
@@ -383,10 +392,11 @@ def test_painting_speed_on_a_1024_image(page: Any, browser: Any, artifacts: Path
             }
             st.dispatchEvent(ev('pointerup', 600))
             await new Promise(requestAnimationFrame)
+            const slowest = per.map((ms, i) => [i, ms]).sort((a, b) => b[1] - a[1]).slice(0, 3)
             per.sort((a, b) => a - b)
             const s = window.atelierMaskEditor.state()
             return {events: per.length, mean: per.reduce((a, b) => a + b, 0) / per.length,
-                    p95: per[Math.floor(per.length * 0.95)], max: per[per.length - 1],
+                    p95: per[Math.floor(per.length * 0.95)], max: per[per.length - 1], slowest,
                     draws: s.draws.count, drawMean: s.draws.ms / s.draws.count, drawMax: s.draws.maxMs}
         }"""
     )
@@ -413,7 +423,8 @@ def test_painting_speed_on_a_1024_image(page: Any, browser: Any, artifacts: Path
     moves.sort()
     print(
         f"\nmask editor on 1024x1024, brush 96 px: {timings['events']} synthetic pen moves: "
-        f"{timings['mean']:.3f} ms mean, {timings['p95']:.3f} ms p95, {timings['max']:.3f} ms max per event; "
+        f"{timings['mean']:.3f} ms mean, {timings['p95']:.3f} ms p95, {timings['max']:.3f} ms max per event "
+        f"(slowest [event, ms]: {timings['slowest']}); "
         f"{timings['draws']} overlay redraws: {timings['drawMean']:.3f} ms mean, {timings['drawMax']:.3f} ms max"
     )
     if moves:
