@@ -307,6 +307,9 @@ class MaskEditor {
     this.stroke = null
     this.saving = false
     this.escArmed = 0
+    /** where the stage is on the page: read when the view is fitted (on opening and resizing), so that
+     * pointer moves never force a layout */
+    this.stageRect = new DOMRect()
     /** timings of pointer handling, for the performance check */
     this.stats = { events: 0, ms: 0, maxMs: 0 }
     // the window: a bar of tools over the stage, the picture and its mask on a zoomable layer
@@ -419,7 +422,7 @@ class MaskEditor {
   fit() {
     const layer = this.layer
     if (!layer) return
-    const r = this.stage.getBoundingClientRect()
+    const r = (this.stageRect = this.stage.getBoundingClientRect())
     const s = Math.min((r.width - 40) / layer.width, (r.height - 40) / layer.height)
     this.scale = Math.max(0.02, Math.min(s, 8))
     this.tx = (r.width - layer.width * this.scale) / 2
@@ -452,7 +455,7 @@ class MaskEditor {
   /** @param {WheelEvent} e */
   onWheel(e) {
     e.preventDefault()
-    const r = this.stage.getBoundingClientRect()
+    const r = this.stageRect
     const dy = e.deltaMode === 1 ? e.deltaY * 16 : e.deltaY
     this.zoomAt(Math.exp(-dy * 0.0015), e.clientX - r.left, e.clientY - r.top)
   }
@@ -462,13 +465,13 @@ class MaskEditor {
    * @param {PointerEvent} e
    */
   toImage(e) {
-    const r = this.stage.getBoundingClientRect()
+    const r = this.stageRect
     return { x: (e.clientX - r.left - this.tx) / this.scale, y: (e.clientY - r.top - this.ty) / this.scale }
   }
 
   /** @param {PointerEvent} e */
   moveCursor(e) {
-    const r = this.stage.getBoundingClientRect()
+    const r = this.stageRect
     const d = settings.size * this.scale
     this.cursor.style.transform = `translate(${e.clientX - r.left - d / 2}px, ${e.clientY - r.top - d / 2}px)`
     this.cursor.classList.toggle("on", !this.pan && e.pointerType !== "touch")
