@@ -6,6 +6,7 @@ import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
+import { initMaskEditor } from "./maskeditor.js"
 import { installNodeMenu } from "./nodemenu.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
@@ -36,6 +37,7 @@ app.pickImageFor = pickImageFor
 app.loadJob = loadJob
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
+initMaskEditor()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))

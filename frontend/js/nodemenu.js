@@ -4,6 +4,7 @@
 import { LGraphCanvas } from "litegraph"
 import { menu } from "./canvas.js"
 import { openViewer } from "./gallery.js"
+import { maskMenuOptions } from "./maskeditor.js"
 import { AtelierNode, nodeId, widgetsOf } from "./nodes.js"
 import { exposeWidget, unexposeWidget } from "./params.js"
 import { queue } from "./run.js"
@@ -69,6 +70,7 @@ function menuOptions(node) {
       opts.push({ content: "Next image", callback: () => { r.imageIndex = ((r.imageIndex || 0) + 1) % r.images.length; app.setDirty() } })
     }
   }
+  opts.push(...maskMenuOptions(node, r?.images || [], r?.imageIndex || 0))
   opts.push(
     null,
     { content: "Rename…", callback: () => { renameNode(node) } },

@@ -161,6 +161,8 @@
  * @property {(node: import("litegraph").LGraphNode, widget: import("./widgets.js").AtelierWidget) => void} [pickImageFor]
  * @property {(jobId: string) => Promise<boolean>} [loadJob]
  * @property {(images: ImageRef[], index: number) => void} [openViewer]
+ * @property {(image: ImageRef, options?: {onSaved?: (saved: ImageRef) => void}) => Promise<ImageRef | null>} [openMaskEditor] paint a mask on an image; the masked copy goes to the input folder
+ * @property {(node: import("litegraph").LGraphNode) => Promise<ImageRef | null>} [openMaskEditorFor] paint a mask on a Load Image node's image
  */
 
 const noop = () => {}
