@@ -9,6 +9,7 @@ worker thread.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +88,14 @@ class ModelBrowserService:
             return UnknownKind(kind, self.kinds())
         entries = []
         seen: set[str] = set()
+        listed = _DirectoryNames()
         for name in self.folders.list_models(kind):
             found = self._locate(kind, name)
             if found is None:
                 continue
             folder, path = found
             seen.add(str(path))
-            entries.append(self._entry(kind, name, folder, path, full=False))
+            entries.append(self._entry(kind, name, folder, path, full=False, listed=listed))
         self._forget_except(kind, seen)
         return {
             "kind": kind,
@@ -141,8 +143,10 @@ class ModelBrowserService:
                 return folder, path
         return None
 
-    def _preview_path(self, folder: Path, name: str) -> Path | None:
+    def _preview_path(self, folder: Path, name: str, listed: _DirectoryNames | None = None) -> Path | None:
         for candidate in preview_candidates(name):
+            if listed is not None and not listed.has(folder, candidate):
+                continue  # one directory listing instead of a lookup per candidate
             try:
                 path = F.resolve_contained(folder, candidate)
             except F.UnsafePathError:
@@ -151,14 +155,23 @@ class ModelBrowserService:
                 return path
         return None
 
-    def _entry(self, kind: str, name: str, folder: Path, path: Path, *, full: bool) -> dict[str, Any]:
+    def _entry(
+        self,
+        kind: str,
+        name: str,
+        folder: Path,
+        path: Path,
+        *,
+        full: bool,
+        listed: _DirectoryNames | None = None,
+    ) -> dict[str, Any]:
         try:
             stat = path.stat()
         except OSError as exc:
             return {"name": name, "error": f"cannot read the file: {exc}"}
         size = _folder_size(path) if path.is_dir() else stat.st_size
         info = self._info(kind, path, _Version(size, stat.st_mtime_ns))
-        preview = self._preview_path(folder, name)
+        preview = self._preview_path(folder, name, listed)
         entry: dict[str, Any] = {
             "name": name,
             "size": size,
@@ -199,6 +212,25 @@ class ModelBrowserService:
         with self._lock:
             for key in [k for k in self._cache if k.startswith(prefix) and k[len(prefix) :] not in paths]:
                 del self._cache[key]
+
+
+class _DirectoryNames:
+    """The file names in each directory, read once per listing."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def has(self, folder: Path, relative: str) -> bool:
+        parent, _, base = relative.rpartition("/")
+        directory = folder / parent if parent else folder
+        names = self._names.get(directory)
+        if names is None:
+            try:
+                names = {entry.name for entry in os.scandir(directory)}
+            except OSError:
+                names = set()
+            self._names[directory] = names
+        return base in names
 
 
 def _exists(path: Path) -> bool:
