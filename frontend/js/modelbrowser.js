@@ -218,6 +218,25 @@ function tooltip(m) {
 }
 
 /**
+ * What a card shows when it is opened: the training details and the tags with their counts.
+ * @param {ModelEntry} m
+ */
+function detailsBlock(m) {
+  const rows = Object.entries(DETAIL_LABELS)
+    .filter(([key]) => m.details[key])
+    .map(([key, label]) => [h("dt", {}, label), h("dd", {}, m.details[key])])
+  rows.push([h("dt", {}, "File"), h("dd", {}, `${m.name} · ${m.format}${m.family_source ? ` · family from its ${m.family_source}` : ""}`)])
+  if (m.note) rows.push([h("dt", {}, "Note"), h("dd", {}, m.note)])
+  const tags = m.tags.slice(0, 24)
+  return h(
+    "div",
+    { class: "mb-details" },
+    h("dl", {}, rows.flat()),
+    tags.length ? h("div", { class: "mb-tags", title: "training tags: how many captions carried each" }, tags.map(([t, n]) => h("span", { class: "mb-tag" }, t, h("b", {}, `×${n}`)))) : null,
+  )
+}
+
+/**
  * @param {string} kind
  * @param {ModelEntry} m
  */
@@ -233,6 +252,13 @@ function card(kind, m) {
       title: tooltip(m),
       dataset: { name: m.name, kind },
       ondblclick: () => addLoader(kind, m.name, canvasMiddle()),
+      onclick: () => {
+        // a click opens the card's details (a double-click's two clicks leave it as it was)
+        const open = el.querySelector(".mb-details")
+        if (open) open.remove()
+        else el.querySelector(".mb-body")?.appendChild(detailsBlock(m))
+        el.classList.toggle("open", !open)
+      },
       onkeydown: (/** @type {KeyboardEvent} */ e) => {
         if (e.key === "Enter") {
           e.preventDefault()

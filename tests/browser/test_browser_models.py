@@ -100,7 +100,15 @@ def test_browse_search_and_add_loaders(page: Any) -> None:
     assert (
         "not a valid safetensors file" in card(page, "broken.safetensors").locator(".mb-error").inner_text()
     )
+    # a click opens the training details and the tags with their counts
+    ohwx.locator(".mb-name").click()
+    details = ohwx.locator(".mb-details")
+    assert details.locator("dt").all_inner_texts()[:2] == ["Title", "Rank"]
+    assert details.locator("dd").all_inner_texts()[:2] == ["ohwx", "4"]
+    assert details.locator(".mb-tag").all_inner_texts() == ["ohwx×12", "red hair×7", "smiling×3"]
     page.shot("loras")
+    ohwx.locator(".mb-name").click()
+    assert details.count() == 0
 
     # search: by trigger word, by family, by name; every word must match
     for query, expected in (
