@@ -73,7 +73,8 @@ class ModelFileInfo(BaseModel):
 
     #: None for kinds without a base model (upscalers, face detectors, styles)
     family: FamilyId | None = None
-    #: what decided the family: ``tensors`` (names and shapes), ``metadata``, or ``""`` when unknown
+    #: what decided the family: ``tensors`` (names and shapes), ``configs`` (a diffusers folder), ``metadata``,
+    #: or ``""`` when unknown
     family_source: str = ""
     format: FileFormat = "other"
     #: the trigger phrase and the most frequent training tags, best first
@@ -152,7 +153,7 @@ def _describe_folder(kind: str, path: Path, has_family: bool) -> ModelFileInfo:
         detected = detect_checkpoint(path)
     except CheckpointError as exc:
         return ModelFileInfo(format="diffusers", family="unknown", error=exc.problem)
-    return ModelFileInfo(format="diffusers", family=detected.family, family_source="tensors")
+    return ModelFileInfo(format="diffusers", family=detected.family, family_source="configs")
 
 
 def _checkpoint_family(path: Path) -> tuple[FamilyId | None, str | None]:

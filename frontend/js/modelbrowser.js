@@ -20,7 +20,7 @@ import { errorMessage, h, toast } from "./ui.js"
  * @property {string} format safetensors, torch, diffusers, other
  * @property {string | null} family sd15, sd2, sdxl, sdxl_refiner, unknown; null for kinds without one
  * @property {string | null} family_label SD1.x, SD2.x, SDXL, SDXL refiner, unknown
- * @property {string} family_source tensors, metadata, or "" when unknown
+ * @property {string} family_source tensors, configs (a diffusers folder), metadata, or "" when unknown
  * @property {string[]} trigger_words the trigger phrase and the most frequent training tags
  * @property {[string, number][]} tags training tags with their counts
  * @property {Record<string, string>} details title, description, network_dim, resolution, …
@@ -279,7 +279,7 @@ function card(kind, m) {
       h(
         "div",
         { class: "mb-meta" },
-        m.family ? h("span", { class: `mb-badge fam-${m.family}`, title: m.family_source === "metadata" ? "from its metadata" : "from its tensors" }, m.family_label || m.family) : null,
+        m.family ? h("span", { class: `mb-badge fam-${m.family}`, title: m.family_source ? `read from its ${m.family_source}` : "neither its tensors nor its metadata say" }, m.family_label || m.family) : null,
         h("span", { class: "mb-size" }, formatSize(m.size)),
         m.details.network_dim ? h("span", { class: "mb-size" }, `r${m.details.network_dim}`) : null,
       ),

@@ -16,6 +16,8 @@ from atelier.engine.models.browse import (
     preview_candidates,
     tag_frequency,
 )
+from atelier.engine.models.tiny import build_tiny_models
+from tests.models.test_models_formats import _save_diffusers_folder
 
 
 @pytest.mark.parametrize(
@@ -81,3 +83,18 @@ def test_text_encoder_only_lora_and_upscaler(tmp_path: Path) -> None:
     torch.save({"w": torch.zeros(1)}, up)
     info = describe_file("upscale_models", up)
     assert (info.family, info.format, info.error) == (None, "torch", None)
+
+
+def test_diffusers_folder_family_from_its_configs(tmp_path: Path) -> None:
+    folder = tmp_path / "xl-diffusers"
+    _save_diffusers_folder(build_tiny_models("sdxl", seed=1), folder)
+    info = describe_file("checkpoints", folder)
+    assert (info.family, info.format, info.family_source, info.error) == (
+        "sdxl",
+        "diffusers",
+        "configs",
+        None,
+    )
+    (folder / "unet" / "config.json").write_text("{not json")
+    info = describe_file("checkpoints", folder)
+    assert info.family == "unknown" and info.error and "config.json" in info.error
