@@ -111,11 +111,13 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
+    from .api_models import router as models_router
     from .comfy import app_routes
     from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
+    app.include_router(models_router)  # the canvas's model browser
     include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
     app_routes.register(app)  # the ComfyUI app routes its web frontend calls (users, settings, userdata, ...)
     documented_errors_only(app)

@@ -7,6 +7,7 @@ import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
 import { initMaskEditor } from "./maskeditor.js"
+import { initModelBrowser } from "./modelbrowser.js"
 import { installNodeMenu } from "./nodemenu.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
@@ -43,6 +44,7 @@ function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
   initParams(byId("params"))
   initGallery(byId("queue-list"), byId("gallery"))
+  initModelBrowser(byId("model-browser"))
   for (const btn of document.querySelectorAll("[data-collapse]")) {
     if (!(btn instanceof HTMLElement)) continue
     btn.addEventListener("click", () => {
