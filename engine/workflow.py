@@ -60,6 +60,8 @@ class WorkflowNode(BaseModel):
     version: str | None = None
     title: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
+    #: ``"bypass"``: passes its inputs through; ``"mute"``: does not run (engine/modes.py)
+    mode: str = "active"
 
     @field_validator("inputs", mode="before")
     @classmethod
