@@ -3,6 +3,7 @@
 // ComfyUI API-format export.
 
 import { LGraphGroup, LiteGraph } from "litegraph"
+import { applyWorkflowMode, workflowMode } from "./modes.js"
 import { UNKNOWN_TYPE, inputWidget, nodeId, widgetsOf } from "./nodes.js"
 import { app } from "./state.js"
 
@@ -140,6 +141,9 @@ export function toWorkflow() {
       if (node.title && node.title !== (def?.display_name || node.type)) entry.title = node.title
       else delete entry.title
     }
+    const mode = workflowMode(node)
+    if (mode) entry.mode = mode
+    else delete entry.mode
     nodes[id] = entry
     positions[id] = [round(node.pos[0]), round(node.pos[1])]
     sizes[id] = [round(node.size[0]), round(node.size[1])]
@@ -352,7 +356,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
     let node
     if (def) {
       node = createNode(n.type)
-      const { type, inputs, title, ...rest } = n
+      const { type, inputs, title, mode, ...rest } = n
       if (Object.keys(rest).length) node.properties.extra = clone(rest)
       if (title) node.title = title
     } else {
@@ -363,6 +367,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
       warnings.push(`unknown node type ${n.type} (node ${id}) kept as it is`)
     }
     node.properties.aid = id
+    applyWorkflowMode(node, n.mode)
     const p = positions?.[id] || [80, 80]
     node.pos = [Number(p[0]) || 0, Number(p[1]) || 0]
     graph.add(node)

@@ -6,6 +6,9 @@ import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
+import { initLinkStyle } from "./linkstyle.js"
+import { initMinimap } from "./minimap.js"
+import { installModeDrawing } from "./modes.js"
 import { installNodeMenu } from "./nodemenu.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
@@ -36,6 +39,7 @@ app.pickImageFor = pickImageFor
 app.loadJob = loadJob
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
+installModeDrawing()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
@@ -54,6 +58,8 @@ async function start() {
   theme()
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
+  initLinkStyle()
+  initMinimap(byId("canvas-wrap"))
   initToolbar()
   initRunUi()
   initKeyboard()

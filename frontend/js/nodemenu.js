@@ -4,6 +4,7 @@
 import { LGraphCanvas } from "litegraph"
 import { menu } from "./canvas.js"
 import { openViewer } from "./gallery.js"
+import { modeMenuEntries } from "./modes.js"
 import { AtelierNode, nodeId, widgetsOf } from "./nodes.js"
 import { exposeWidget, unexposeWidget } from "./params.js"
 import { queue } from "./run.js"
@@ -71,6 +72,7 @@ function menuOptions(node) {
   }
   opts.push(
     null,
+    ...modeMenuEntries(node),
     { content: "Rename…", callback: () => { renameNode(node) } },
     { content: node.collapsed ? "Expand" : "Collapse", callback: () => { node.collapse(); app.changed() } },
     { content: node.pinned ? "Unpin" : "Pin", callback: () => { node.pin(); app.setDirty() } },
