@@ -10,6 +10,7 @@ import { initLinkStyle } from "./linkstyle.js"
 import { initMinimap } from "./minimap.js"
 import { installModeDrawing } from "./modes.js"
 import { installNodeMenu } from "./nodemenu.js"
+import { initVirtualMenu, installVirtualNodes } from "./virtual.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
@@ -40,6 +41,7 @@ app.loadJob = loadJob
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
 installModeDrawing()
+installVirtualNodes()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
@@ -60,6 +62,7 @@ async function start() {
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
   initLinkStyle()
   initMinimap(byId("canvas-wrap"))
+  initVirtualMenu()
   initToolbar()
   initRunUi()
   initKeyboard()

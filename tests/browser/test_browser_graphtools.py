@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.browser.test_browser_canvas import PIXELS_AROUND, workflow
+from tests.browser.test_browser_canvas import PIXELS_AROUND, drag, empty_spot, workflow
 
 
 def title_point(page: Any, node: str) -> dict:
@@ -81,3 +81,211 @@ def test_bypass_and_mute_with_keys_and_menu_saved_and_undone(page: Any) -> None:
     )
     assert any(e.get("code") == "not_run" and e.get("node") == "save" for e in check.get("errors", [])), check
     page.shot("muted after reload")
+
+
+def background_menu(page: Any, *entries: str, at: tuple[float, float] | None = None) -> None:
+    """Right-click the canvas background and pick the entries in turn."""
+    x, y = at or empty_spot(page)
+    page.mouse.click(x, y, button="right")
+    for entry in entries:
+        page.click(f".litecontextmenu .litemenu-entry:text-is('{entry}')")
+
+
+def virtual_ids(page: Any, type_name: str) -> list[str]:
+    return page.evaluate(
+        f"window.atelier.app.graph._nodes.filter(n => n.type === '{type_name}').map(n => n.properties.aid)"
+    )
+
+
+def slot_of(page: Any, node: str, kind: str, index: int) -> dict:
+    """Screen position of a canvas-only node's socket (they have no names to look up)."""
+    return page.evaluate(
+        """([id, kind, i]) => {
+          const n = window.atelier.app.graph._nodes.find(n => n.properties.aid === id)
+          const p = kind === 'input' ? n.getInputPos(i) : n.getOutputPos(i)
+          const c = window.atelier.app.canvas
+          const [x, y] = c.ds.convertOffsetToCanvas(p)
+          const r = c.canvas.getBoundingClientRect()
+          return {x: r.left + x, y: r.top + y}
+        }""",
+        [node, kind, index],
+    )
+
+
+def move_node(page: Any, node: str, x: float, y: float) -> None:
+    """Put a node at (x, y) relative to the bottom left corner of the workflow, and fit the view."""
+    wf = workflow(page)
+    bottom = max(p[1] + wf["ui"]["sizes"][i][1] for i, p in wf["ui"]["positions"].items())
+    left = min(p[0] for p in wf["ui"]["positions"].values())
+    x, y = left + x, bottom + 60 + y
+    page.evaluate(
+        "([id, x, y]) => { const n = window.atelier.app.graph._nodes.find(n => n.properties.aid === id);"
+        " n.pos = [x, y]; window.atelier.app.canvas.setDirty(true, true) }",
+        [node, x, y],
+    )
+    page.evaluate(
+        "import('/static/js/graphio.js').then(m => { m.fitView(); window.atelier.app.canvas.draw(true, true) })"
+    )
+
+
+def validate(page: Any) -> dict:
+    return page.evaluate(
+        "fetch('/atelier/v1/validate', {method: 'POST', headers: {'content-type': 'application/json'},"
+        " body: JSON.stringify({workflow: window.atelier.toWorkflow()})}).then(r => r.json())"
+    )
+
+
+def test_reroute_note_and_primitive_are_canvas_only_and_survive_a_reload(page: Any) -> None:
+    # a Reroute between the decoder and the save node, added from the canvas menu and wired by dragging
+    background_menu(page, "Add Reroute")
+    [reroute] = virtual_ids(page, "Reroute")
+    move_node(page, reroute, 900, 0)
+    drag(
+        page,
+        page.evaluate("window.atelier.slotPos('decode', 'output', 'IMAGE')"),
+        slot_of(page, reroute, "input", 0),
+    )
+    drag(
+        page,
+        slot_of(page, reroute, "output", 0),
+        page.evaluate("window.atelier.slotPos('save', 'input', 'images')"),
+    )
+    wf = workflow(page)
+    assert reroute not in wf["nodes"]
+    assert wf["nodes"]["save"]["inputs"]["images"] == {"node": "decode", "output": "IMAGE"}
+    assert wf["ui"]["virtual"][reroute]["input"] == {"node": "decode", "output": "IMAGE"}
+    assert wf["ui"]["virtual"][reroute]["targets"] == [["save", "images"]]
+    assert (
+        page.evaluate(
+            f"window.atelier.app.graph._nodes.find(n => n.properties.aid === '{reroute}').outputs[0].type"
+        )
+        == "IMAGE"
+    )
+    # a Note with text typed into it
+    background_menu(page, "Add Note")
+    [note] = virtual_ids(page, "Note")
+    move_node(page, note, 0, 0)
+    page.wait_for_timeout(100)
+    box = page.locator(".node-textarea").last
+    box.click()
+    page.keyboard.type("keep the light soft", delay=10)
+    page.mouse.click(*empty_spot(page))
+    page.wait_for_function(f"window.atelier.toWorkflow().ui.virtual['{note}'].text === 'keep the light soft'")
+    # a Primitive feeding one value to two INT widgets; it takes the first one's type and refuses a FLOAT
+    background_menu(page, "Add Primitive")
+    [prim] = virtual_ids(page, "PrimitiveNode")
+    move_node(page, prim, 380, 0)
+    drag(
+        page,
+        slot_of(page, prim, "output", 0),
+        page.evaluate("window.atelier.slotPos('sampler', 'input', 'steps')"),
+    )
+    drag(
+        page,
+        slot_of(page, prim, "output", 0),
+        page.evaluate("window.atelier.slotPos('latent', 'input', 'batch_size')"),
+    )
+    drag(
+        page,
+        slot_of(page, prim, "output", 0),
+        page.evaluate("window.atelier.slotPos('sampler', 'input', 'cfg')"),
+    )
+    page.evaluate(
+        f"(() => {{ const n = window.atelier.app.graph._nodes.find(n => n.properties.aid === '{prim}');"
+        " n.widgets.find(w => w.name === 'value').value = 3; window.atelier.app.changed() })()"
+    )
+    wf = workflow(page)
+    assert prim not in wf["nodes"] and note not in wf["nodes"]
+    assert wf["nodes"]["sampler"]["inputs"]["steps"] == 3
+    assert wf["nodes"]["latent"]["inputs"]["batch_size"] == 3
+    assert isinstance(wf["nodes"]["sampler"]["inputs"]["cfg"], float)  # not linked: a FLOAT is not an INT
+    assert sorted(wf["ui"]["virtual"][prim]["targets"]) == [["latent", "batch_size"], ["sampler", "steps"]]
+    assert wf["ui"]["virtual"][prim]["value"] == 3
+    # the primitive carries the first widget's limits
+    assert page.evaluate(
+        f"window.atelier.app.graph._nodes.find(n => n.properties.aid === '{prim}').widgets[0].options.min"
+    ) == page.evaluate("window.atelier.findNode('sampler').widgets.find(w => w.name === 'steps').options.min")
+    # a primitive on a seed gets the seed's control after generate
+    background_menu(page, "Add Primitive")
+    seed = next(i for i in virtual_ids(page, "PrimitiveNode") if i != prim)
+    move_node(page, seed, 680, 0)
+    drag(
+        page,
+        slot_of(page, seed, "output", 0),
+        page.evaluate("window.atelier.slotPos('sampler', 'input', 'seed')"),
+    )
+    names = page.evaluate(
+        f"window.atelier.app.graph._nodes.find(n => n.properties.aid === '{seed}').widgets.map(w => w.name)"
+    )
+    assert names == ["value", "control_after_generate"]
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    page.shot("reroute note and primitives")
+    assert validate(page)["ok"]
+    # all of it comes back after a reload (the session keeps the workflow), and through undo
+    before = workflow(page)
+    page.reload()
+    page.wait_for_selector("body.ready")
+    after = workflow(page)
+    assert after["nodes"] == before["nodes"]
+    assert after["ui"]["virtual"] == before["ui"]["virtual"]
+    assert (
+        page.evaluate(
+            f"window.atelier.app.graph._nodes.find(n => n.properties.aid === '{reroute}').outputs[0].links.length"
+        )
+        == 1
+    )
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    page.shot("after reload")
+
+
+def test_link_styles_minimap_and_node_colours(page: Any) -> None:
+    # link style from the canvas menu, remembered
+    background_menu(page, "Canvas", "Straight links")
+    assert page.evaluate("window.atelier.app.canvas.links_render_mode") == 0
+    page.shot("straight links")
+    background_menu(page, "Canvas", "Linear links")
+    assert page.evaluate("window.atelier.app.canvas.links_render_mode") == 1
+    page.reload()
+    page.wait_for_selector("body.ready")
+    assert page.evaluate("window.atelier.app.canvas.links_render_mode") == 1
+    background_menu(page, "Canvas", "Hidden links")
+    assert page.evaluate("window.atelier.app.canvas.links_render_mode") == -1
+    page.shot("hidden links")
+    background_menu(page, "Canvas", "Spline links")
+    # node colours from the node menu, saved in the layout
+    context_menu(page, "sampler", "Colors")
+    page.click(".litecontextmenu .litemenu-entry span:text-is('red')")
+    wf = workflow(page)
+    assert wf["ui"]["colors"]["sampler"]["bgcolor"]
+    red = wf["ui"]["colors"]["sampler"]
+    # the minimap: a click moves the view so that the graph point under it is in the middle
+    mini = page.locator("#minimap")
+    assert mini.is_visible()
+    box = mini.bounding_box()
+    centre_js = (
+        "(() => { const c = window.atelier.app.canvas;"
+        " return c.ds.convertCanvasToOffset([c.canvas.clientWidth / 2, c.canvas.clientHeight / 2]) })()"
+    )
+    c0 = page.evaluate(centre_js)
+    # the map shows the whole view, its middle in the map's middle: a click right and below it moves there
+    page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8)
+    c1 = page.evaluate(centre_js)
+    assert c1[0] > c0[0] + 100 and c1[1] > c0[1] + 50, (c0, c1)
+    o0 = page.evaluate("[...window.atelier.app.canvas.ds.offset]")
+    drag(
+        page,
+        {"x": box["x"] + box["width"] * 0.8, "y": box["y"] + box["height"] * 0.5},
+        {"x": box["x"] + box["width"] * 0.3, "y": box["y"] + box["height"] * 0.5},
+    )
+    o1 = page.evaluate("[...window.atelier.app.canvas.ds.offset]")
+    assert o1[0] > o0[0] + 50  # dragged left on the map: the view went left, the offset grew
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    page.wait_for_timeout(50)
+    page.shot("minimap moved the view, sampler red")
+    # switched off from the canvas menu, remembered
+    background_menu(page, "Canvas", "● Minimap")
+    assert not mini.is_visible()
+    page.reload()
+    page.wait_for_selector("body.ready")
+    assert not page.locator("#minimap").is_visible()
+    assert workflow(page)["ui"]["colors"]["sampler"] == red
