@@ -289,3 +289,127 @@ def test_link_styles_minimap_and_node_colours(page: Any) -> None:
     page.wait_for_selector("body.ready")
     assert not page.locator("#minimap").is_visible()
     assert workflow(page)["ui"]["colors"]["sampler"] == red
+
+
+BIG_WORKFLOW = """async (copies) => {
+  const m = await import('/static/js/graphio.js')
+  const base = window.atelier.toWorkflow()
+  const nodes = {}
+  const positions = {}
+  for (let k = 0; k < copies; k++) {
+    for (const [id, n] of Object.entries(base.nodes)) {
+      const inputs = {}
+      for (const [name, v] of Object.entries(n.inputs || {})) {
+        inputs[name] = v && typeof v === 'object' && 'node' in v ? {node: `${v.node}_${k}`, output: v.output} : v
+      }
+      nodes[`${id}_${k}`] = {...n, inputs}
+      const p = base.ui.positions[id]
+      positions[`${id}_${k}`] = [p[0] + (k % 6) * 1100, p[1] + Math.floor(k / 6) * 700]
+    }
+  }
+  m.loadIntoGraph({...base, parameters: {}, nodes, ui: {positions}})
+  window.atelier.app.canvas.draw(true, true)
+  return Object.keys(nodes).length
+}"""
+
+
+DRAW_TIMES = """async () => {
+  const { app } = window.atelier
+  const modes = await import('/static/js/modes.js')
+  const minimap = await import('/static/js/minimap.js')
+  const median = (f) => {
+    const t = []
+    for (let i = 0; i < 9; i++) { const a = performance.now(); f(); t.push(performance.now() - a) }
+    return t.sort((x, y) => x - y)[4]
+  }
+  const setAll = (m) => { for (const n of app.graph._nodes) n.mode = m }
+  const out = {}
+  setAll(0)
+  out["draw active"] = median(() => app.canvas.draw(true, true))
+  setAll(modes.BYPASS)
+  out["draw bypassed"] = median(() => app.canvas.draw(true, true))
+  setAll(modes.NEVER)
+  out["draw muted"] = median(() => app.canvas.draw(true, true))
+  setAll(0)
+  out["minimap"] = median(() => minimap.drawMinimap())
+  const nodes = app.graph._nodes
+  out["toggle bypass (301 nodes)"] = median(() => modes.toggleMode(nodes, modes.BYPASS))
+  setAll(0)
+  return out
+}"""
+
+
+def _trace_durations(path: Any) -> dict[str, float]:
+    """The longest main-thread task, input event handling and animation frame in a Chromium trace (ms)."""
+    import json
+
+    events = json.loads(path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    worst: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        name = e["name"]
+        if name == "EventDispatch":
+            name = f"event {e.get('args', {}).get('data', {}).get('type', '?')}"
+        elif name not in ("RunTask", "FireAnimationFrame", "TimerFire"):
+            continue
+        worst[name] = max(worst.get(name, 0.0), e["dur"] / 1000)
+    return worst
+
+
+def test_graph_tools_on_a_300_node_workflow_performance_trace(page: Any, artifacts: Any) -> None:
+    """Bypass, mute, the minimap and link styles on 301 nodes, under a performance trace; prints the longest
+    main-thread task, input event and frame (the figures to keep under 50 ms), and keeps the trace."""
+    count = page.evaluate(BIG_WORKFLOW, 43)
+    assert count == 301
+    page.wait_for_timeout(300)
+    trace = artifacts / "graphtools-300-nodes-trace.json"
+    browser = page.context.browser
+    browser.start_tracing(
+        page=page, path=str(trace), categories=["devtools.timeline", "disabled-by-default-devtools.timeline"]
+    )
+    at = empty_spot(page)
+    page.mouse.click(*at)
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Control+b")  # bypass all 301
+    page.wait_for_timeout(200)
+    bypassed = page.evaluate("window.atelier.app.graph._nodes.filter(n => n.mode === 4).length")
+    page.shot("301 nodes bypassed")
+    page.keyboard.press("Control+m")  # mute all 301
+    page.wait_for_timeout(200)
+    page.keyboard.press("Control+m")
+    page.wait_for_timeout(200)
+    box = page.locator("#minimap").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3)
+    page.wait_for_timeout(100)
+    drag(
+        page,
+        {"x": box["x"] + 40, "y": box["y"] + 40},
+        {"x": box["x"] + box["width"] - 40, "y": box["y"] + box["height"] - 40},
+        steps=20,
+    )
+    page.wait_for_timeout(200)
+    background_menu(page, "Canvas", "Straight links", at=at)
+    page.wait_for_timeout(300)
+    browser.stop_tracing()
+    assert bypassed == 301
+    assert not any("mode" in n for n in workflow(page)["nodes"].values())  # muted, then active again
+    page.shot("after the minimap and straight links")
+    worst = _trace_durations(trace)
+    assert "event keydown" in worst and "event pointerdown" in worst and "FireAnimationFrame" in worst
+    # the tools' own share, timed in the page: a full redraw with every node active, bypassed, muted; the minimap
+    timing = page.evaluate(DRAW_TIMES)
+    assert set(timing) == {
+        "draw active",
+        "draw bypassed",
+        "draw muted",
+        "minimap",
+        "toggle bypass (301 nodes)",
+    }
+    print("\n300-node graph tools, median in the page (ms):")
+    for name, ms in timing.items():
+        print(f"  {name:28s} {ms:7.2f}")
+    print("300-node graph tools, longest in the trace (ms):")
+    for name, ms in sorted(worst.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {name:28s} {ms:7.1f}")
