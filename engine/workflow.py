@@ -280,10 +280,23 @@ def from_comfy_api(prompt: dict[str, Any]) -> Workflow:
 
 
 def to_comfy_api(wf: Workflow, registry: Any = None) -> dict[str, Any]:
+    """ComfyUI's API format has no node modes: muted and bypassed nodes are resolved away first (with the
+    ``registry``'s specs, which say what a bypassed node passes through; engine/modes.py)."""
+    given = {nid: n.inputs for nid, n in wf.nodes.items()}
+    if any(n.mode != "active" for n in wf.nodes.values()):
+        from .modes import resolve_modes
+
+        def spec_of(nid: str) -> Any:
+            cls = registry.get(wf.nodes[nid].type) if registry is not None else None
+            return cls.spec if cls is not None else None
+
+        given = resolve_modes({nid: n.mode for nid, n in wf.nodes.items()}, given, spec_of).inputs
     out: dict[str, Any] = {}
     for node_id, node in wf.nodes.items():
+        if node_id not in given:
+            continue
         inputs: dict[str, Any] = {}
-        for name, value in node.inputs.items():
+        for name, value in given[node_id].items():
             if isinstance(value, Link):
                 index = value.output
                 if isinstance(index, str) and registry is not None:

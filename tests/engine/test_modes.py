@@ -180,3 +180,17 @@ def test_bypass_rule() -> None:
     assert bypass_input(["A", "X"], "X", 0, "*") == 1
     assert bypass_input(["A", "B"], "*", 1, "*") == 1
     assert types_meet("IMAGE, MASK", "mask") and not types_meet("IMAGE", "LATENT")
+
+
+def test_comfyui_api_export_resolves_modes() -> None:
+    from atelier.engine.workflow import parse_workflow, to_comfy_api
+
+    data = chain(
+        "bypass",
+        b={"type": "Number", "inputs": {"value": 7.0}},
+        other={"type": "Sink", "mode": "mute", "inputs": {"value": link("b"), "label": "other"}},
+    )
+    api = to_comfy_api(parse_workflow(data), registry())
+    assert set(api) == {"a", "b", "out"}
+    assert api["out"]["inputs"]["value"] == ["a", 0]
+    assert all("mode" not in entry for entry in api.values())
