@@ -413,3 +413,45 @@ def test_graph_tools_on_a_300_node_workflow_performance_trace(page: Any, artifac
     print("300-node graph tools, longest in the trace (ms):")
     for name, ms in sorted(worst.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {name:28s} {ms:7.1f}")
+
+
+def test_a_link_dropped_on_a_widget_feeds_it_and_the_widget_comes_back(page: Any) -> None:
+    # every widget is an input too: a link dropped on the widget itself (not its socket) feeds it
+    background_menu(page, "Add Primitive")
+    [prim] = virtual_ids(page, "PrimitiveNode")
+    move_node(page, prim, 380, 0)
+    cfg = page.evaluate("window.atelier.widgetRect('sampler', 'cfg')")
+    drag(
+        page,
+        slot_of(page, prim, "output", 0),
+        {"x": cfg["x"] + cfg["width"] / 2, "y": cfg["y"] + cfg["height"] / 2},
+    )
+    assert (
+        page.evaluate(
+            f"window.atelier.app.graph._nodes.find(n => n.properties.aid === '{prim}').outputs[0].type"
+        )
+        == "FLOAT"
+    )
+    page.evaluate(
+        f"(() => {{ const n = window.atelier.app.graph._nodes.find(n => n.properties.aid === '{prim}');"
+        " n.widgets.find(w => w.name === 'value').value = 4.5; window.atelier.app.changed() })()"
+    )
+    page.wait_for_function("window.atelier.toWorkflow().nodes.sampler.inputs.cfg === 4.5")
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    page.shot("cfg fed by a primitive")
+    # remove the primitive: the widget gives its own value again; undo brings the primitive back, linked
+    sel = page.evaluate(
+        """(id) => { const n = window.atelier.app.graph._nodes.find(n => n.properties.aid === id)
+        const c = window.atelier.app.canvas; const r = c.canvas.getBoundingClientRect()
+        const [x, y] = c.ds.convertOffsetToCanvas([n.pos[0] + 40, n.pos[1] - 12]); return [r.left + x, r.top + y] }""",
+        prim,
+    )
+    page.mouse.click(*sel)
+    page.keyboard.press("Delete")
+    page.wait_for_function("window.atelier.toWorkflow().nodes.sampler.inputs.cfg === 6.5")
+    assert "virtual" not in workflow(page)["ui"]
+    page.keyboard.press("Control+z")
+    page.wait_for_function("window.atelier.toWorkflow().nodes.sampler.inputs.cfg === 4.5")
+    assert workflow(page)["ui"]["virtual"][prim]["targets"] == [["sampler", "cfg"]]
+    page.evaluate("window.atelier.app.canvas.draw(true, true)")
+    page.shot("undone")
