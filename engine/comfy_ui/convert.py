@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import types as T
+from ..modes import bypass_input, cut_unfed, required_links
 from ..node import InputSpec, NodeSpec
 from ..pipeline import PREFIX as PIPELINE_PREFIX
 from ..registry import Registry
@@ -409,36 +410,11 @@ class _Literal:
     wins: bool = False
 
 
-def _compatible(a: str, b: str) -> bool:
-    """ComfyUI's socket type match: equal, either is any ("*" or ""), or comma-separated lists that meet."""
-    if a in ("*", "") or b in ("*", ""):
-        return True
-    return bool({t.strip().upper() for t in a.split(",")} & {t.strip().upper() for t in b.split(",")})
-
-
 def _bypass_input(node: FlatNode, slot: int, want: str) -> int | None:
-    """Which input of a bypassed node stands in for its output ``slot`` feeding an input of type ``want``:
-    the input at the same index when its type fits, else the first of exactly that type, else the first
-    that fits (ComfyUI frontend's rule)."""
-    inputs = node.inputs
-    if not inputs:
-        return None
-    if want in ("*", ""):
-        return slot if slot < len(inputs) else 0
+    """Which input of a bypassed node stands in for its output ``slot`` feeding an input of type ``want``
+    (the engine's rule for bypassed nodes, engine/modes.py)."""
     out_type = node.output_types[slot] if slot < len(node.output_types) else "*"
-    if (
-        slot < len(inputs)
-        and _compatible(inputs[slot].type, out_type)
-        and _compatible(inputs[slot].type, want)
-    ):
-        return slot
-    for n, i in enumerate(inputs):
-        if i.type == want:
-            return n
-    for n, i in enumerate(inputs):
-        if _compatible(i.type, out_type) and _compatible(i.type, want):
-            return n
-    return None
+    return bypass_input([i.type for i in node.inputs], out_type, slot, want)
 
 
 def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Literal | _Param | None:
@@ -563,26 +539,16 @@ def _group_widget_values(graph: FlatGraph, registry: Registry, problems: list[Ui
     return out
 
 
-def _required_links(spec: NodeSpec) -> set[str]:
-    return {i.name for i in spec.inputs if not i.optional and i.default is None}
-
-
 def _drop_unfed(nodes: dict[str, WorkflowNode], registry: Registry) -> None:
     """Cut links to nodes not in the result (muted ones); drop nodes that thereby lose a required input."""
-    changed = True
-    while changed:
-        changed = False
-        for nid in list(nodes):
-            node = nodes[nid]
-            cls = registry.get(node.type)
-            required = _required_links(cls.spec) if cls else set()
-            for name, value in list(node.inputs.items()):
-                if isinstance(value, Source) and value.node not in nodes:
-                    del node.inputs[name]
-                    if name in required:
-                        del nodes[nid]
-                        changed = True
-                        break
+
+    def required(nid: str) -> set[str]:
+        cls = registry.get(nodes[nid].type)
+        return required_links(cls.spec) if cls else set()
+
+    inputs = {nid: n.inputs for nid, n in nodes.items()}
+    for nid in cut_unfed(inputs, required, lambda v: v.node if isinstance(v, Source) else None):
+        del nodes[nid]
 
 
 def _as_link(value: Any, nodes: dict[str, WorkflowNode], registry: Registry, sgs: _Subgraphs) -> Any:

@@ -8,7 +8,11 @@ import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
 import { initMaskEditor } from "./maskeditor.js"
 import { initModelBrowser } from "./modelbrowser.js"
+import { initLinkStyle } from "./linkstyle.js"
+import { initMinimap } from "./minimap.js"
+import { installModeDrawing } from "./modes.js"
 import { installNodeMenu } from "./nodemenu.js"
+import { initVirtualMenu, installVirtualNodes } from "./virtual.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
@@ -39,6 +43,8 @@ app.loadJob = loadJob
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
 initMaskEditor()
+installModeDrawing()
+installVirtualNodes()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
@@ -58,6 +64,9 @@ async function start() {
   theme()
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
+  initLinkStyle()
+  initMinimap(byId("canvas-wrap"))
+  initVirtualMenu()
   initToolbar()
   initRunUi()
   initKeyboard()

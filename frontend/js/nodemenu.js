@@ -5,6 +5,7 @@ import { LGraphCanvas } from "litegraph"
 import { menu } from "./canvas.js"
 import { openViewer } from "./gallery.js"
 import { maskMenuOptions } from "./maskeditor.js"
+import { modeMenuEntries } from "./modes.js"
 import { AtelierNode, nodeId, widgetsOf } from "./nodes.js"
 import { exposeWidget, unexposeWidget } from "./params.js"
 import { queue } from "./run.js"
@@ -73,6 +74,7 @@ function menuOptions(node) {
   opts.push(...maskMenuOptions(node, r?.images || [], r?.imageIndex || 0))
   opts.push(
     null,
+    ...modeMenuEntries(node),
     { content: "Rename…", callback: () => { renameNode(node) } },
     { content: node.collapsed ? "Expand" : "Collapse", callback: () => { node.collapse(); app.changed() } },
     { content: node.pinned ? "Unpin" : "Pin", callback: () => { node.pin(); app.setDirty() } },
