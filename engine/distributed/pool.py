@@ -32,7 +32,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from atelier.engine import events as E
-from atelier.engine.manifest import manifest_from_workflow
 from atelier.engine.runtime import Engine
 from atelier.engine.server.jobs import Job
 from atelier.engine.server.store import Store
@@ -168,6 +167,8 @@ class RayWorkers:
         self._config = engine.config.model_dump(mode="json")
         #: what happened, for tests and the log: ("routed", job, worker), ("died", job, worker), ...
         self.history: list[tuple[str, str, str]] = []
+        #: every worker name seen (ours from before they exist, adopted ones once found)
+        self._names: set[str] = set()
         #: jobs interrupted while waiting on a worker: they end there without running
         self._cancelled: set[str] = set()
 
@@ -227,6 +228,8 @@ class RayWorkers:
 
     def _spawn(self) -> Slot:
         name = f"{ACTOR_PREFIX}{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            self._names.add(name)  # before it exists: discovery must not adopt it as somebody else's
         actor = start_worker_actor(self._ray, name, self._config, self.settings, detached=False)
         return self._add(Slot(name=name, actor=actor, owned=True))
 
@@ -237,6 +240,19 @@ class RayWorkers:
         slot.thread.start()
         return slot
 
+    def _check_idle(self) -> None:
+        """Forget idle workers that died (a machine that left the cluster, an actor killed between jobs)."""
+        with self._lock:
+            idle = [s for s in self.slots.values() if s.alive and s.load == 0]
+        for slot in idle:
+            try:
+                self._ray.get(slot.actor.ping.remote(), timeout=10)
+            except actor_died_errors(self._ray):
+                log.warning("Ray worker %s is gone", slot.name)
+                self._remove(slot)
+            except Exception:  # slow to answer (busy machine): keep it
+                continue
+
     def _discover(self) -> None:
         """Adopt workers started elsewhere (``atelier worker``) that are not known yet."""
         try:
@@ -246,8 +262,10 @@ class RayWorkers:
         for entry in named:
             name = entry["name"] if isinstance(entry, dict) else entry
             namespace = entry.get("namespace") if isinstance(entry, dict) else NAMESPACE
-            if namespace != NAMESPACE or not name.startswith(ACTOR_PREFIX) or name in self.slots:
-                continue
+            with self._lock:
+                if namespace != NAMESPACE or not name.startswith(ACTOR_PREFIX) or name in self._names:
+                    continue
+                self._names.add(name)
             try:
                 actor = self._ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:
@@ -276,18 +294,21 @@ class RayWorkers:
     # -- scheduling ------------------------------------------------------------------------------------
 
     def needs(self, job: Job) -> JobNeeds:
-        """The model files and node signatures of ``job``'s plan (empty when it does not plan here)."""
-        models: frozenset[str] = frozenset()
+        """The model files (by file name) and node signatures of ``job``'s plan, its overrides applied
+        (empty when it does not plan here: the worker will say why)."""
+        models: set[str] = set()
         signatures: frozenset[str] = frozenset()
-        with contextlib.suppress(Exception):
-            manifest = manifest_from_workflow(job.workflow, self.engine.registry)
-            models = frozenset(ref.name.replace("\\", "/").rsplit("/", 1)[-1] for ref in manifest.models)
         with contextlib.suppress(Exception):
             checked = self.engine.check(job.workflow, job.overrides or {}, job.outputs_requested)
             if checked.graph is not None:
+                for node in checked.graph.nodes.values():
+                    for ispec in node.type.spec.inputs:
+                        name = node.literals.get(ispec.name)
+                        if ispec.model_kind is not None and isinstance(name, str):
+                            models.add(name.replace("\\", "/").rsplit("/", 1)[-1])
                 plan = self.engine.executor.plan(checked.graph, nonce=job.id)
                 signatures = frozenset(plan.signatures.values())
-        return JobNeeds(models, signatures)
+        return JobNeeds(frozenset(models), signatures)
 
     def _views(self) -> list[WorkerView]:
         with self._lock:
@@ -300,6 +321,7 @@ class RayWorkers:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now - last_discovery >= self.settings.discover_seconds:
+                self._check_idle()
                 self._discover()
                 last_discovery = now
             views = self._views()
@@ -358,10 +380,12 @@ class RayWorkers:
             "client_id": job.client_id,
             "previews": self.previews,
         }
+        started = False
         try:
             result = None
             for ref in slot.actor.run_job.remote(payload):
                 kind, value = ray.get(ref)
+                started = True
                 if kind == "result":
                     result = value
                 elif isinstance(value, TERMINAL_EVENTS):
@@ -382,7 +406,7 @@ class RayWorkers:
             self.history.append(("finished", job.id, slot.name))
             self._refresh(slot)
         except actor_died_errors(ray) as exc:
-            terminal = self._worker_died(slot, job, exc)
+            terminal = self._worker_died(slot, job, exc, started)
         except Exception as exc:  # the job's own failure reaches us as a task error: fail it alone
             log.exception("job %s failed on worker %s", job.id, slot.name)
             message = f"{type(exc).__name__}: {exc}"
@@ -394,14 +418,13 @@ class RayWorkers:
                 self.publish(ev)
             self.on_queue_change()
 
-    def _worker_died(self, slot: Slot, job: Job, exc: BaseException) -> list[E.Event]:
-        """The worker under ``job`` is gone: re-queue the job (or fail it, the second time), re-queue what
-        waited there, replace the worker if the server started it."""
+    def _remove(self, slot: Slot) -> None:
+        """Forget a dead worker: what waited on it goes back to the queue; the server replaces its own."""
         with self._lock:
+            if not slot.alive:
+                return
             slot.alive = False
             self.slots.pop(slot.name, None)
-        self.history.append(("died", job.id, slot.name))
-        log.warning("Ray worker %s died running job %s: %s", slot.name, job.id, exc)
         waiting = []
         while True:
             try:
@@ -410,9 +433,22 @@ class RayWorkers:
                 break
         for other in waiting:
             self.store.requeue(other.id, died=False)
+        self.history.append(("left", "", slot.name))
         if slot.owned and not self.stopping.is_set():
             with contextlib.suppress(Exception):
                 self._spawn()
+        self.wakeup.set()
+
+    def _worker_died(self, slot: Slot, job: Job, exc: BaseException, started: bool) -> list[E.Event]:
+        """The worker under ``job`` is gone: re-queue the job (or fail it, the second time; a job the
+        worker had not started does not count), re-queue what waited there, replace the worker if the
+        server started it."""
+        self.history.append(("died", job.id, slot.name))
+        log.warning("Ray worker %s died running job %s: %s", slot.name, job.id, exc)
+        self._remove(slot)
+        if not started:
+            self.store.requeue(job.id, died=False)
+            return []
         attempts = job.attempts + 1
         if attempts < MAX_ATTEMPTS:
             self.store.requeue(job.id)

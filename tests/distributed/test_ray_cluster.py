@@ -156,3 +156,24 @@ def test_a_hundred_jobs_from_ten_clients_complete_exactly_once(cluster) -> None:
     assert sorted(finished) == sorted(ids)  # each exactly once
     used = {w for kind, j, w in pool.history if kind == "finished" and j in set(ids)}
     assert len(used) == 2  # both workers took jobs
+
+
+def test_workers_started_elsewhere_join_and_leave_while_jobs_run(cluster) -> None:
+    from atelier.engine.distributed.pool import start_worker_actor
+
+    client, pool, _ = cluster
+    config = pool.engine.config.model_dump(mode="json")
+    joined = start_worker_actor(ray, "atelier-worker-visitor", config, pool.settings, detached=True)
+    deadline = time.monotonic() + 120
+    while "atelier-worker-visitor" not in pool.slots and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pool.slots["atelier-worker-visitor"].owned
+    jobs = [submit(client, seed=300 + n) for n in range(3)]
+    assert all(wait_job(client, j, timeout=240)["status"] == "success" for j in jobs)
+    ray.kill(joined)
+    deadline = time.monotonic() + 60
+    while "atelier-worker-visitor" in pool.slots and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "atelier-worker-visitor" not in pool.slots and len(pool.slots) == 2  # not replaced: not ours
+    job = submit(client, seed=400)
+    assert wait_job(client, job, timeout=240)["status"] == "success"

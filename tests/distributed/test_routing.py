@@ -40,3 +40,23 @@ def test_full_workers_take_nothing() -> None:
     assert route(needs, [worker("w1", load=2), worker("w2", load=2)], max_load=2) is None
     assert route(needs, [worker("w1", load=2), worker("w2", load=1)], max_load=2) == "w2"
     assert route(needs, []) is None
+
+
+def test_the_store_requeues_a_job_in_its_place_and_counts_the_workers_that_died(tmp_path) -> None:
+    from atelier.engine.server.store import Store
+
+    store = Store(tmp_path / "a.db")
+    for n in range(3):
+        store.add_job(f"j{n}", {"nodes": {}}, {})
+    first = store.next_queued()
+    assert first is not None and first.id == "j0" and first.attempts == 0
+    assert store.requeue("j0") == 1
+    again = store.next_queued()
+    assert again is not None and again.id == "j0" and again.attempts == 1  # first in line again
+    assert store.requeue("j0", died=False) == 1
+    store.next_queued()
+    # a restart on a cluster re-queues what was running instead of failing it
+    assert store.recover_after_restart(requeue=True) == ["j0"]
+    assert store.get_job("j0").status == "queued"
+    store.next_queued()
+    assert store.recover_after_restart() == ["j0"] and store.get_job("j0").status == "interrupted"
