@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'atelier[ray]'")
 
-from atelier.engine.distributed.pool import RaySettings, RayWorkers  # noqa: E402
+from atelier.engine.distributed.pool import RaySettings, RayWorkers, connect  # noqa: E402
 from atelier.engine.models.tiny import write_tiny_checkpoint  # noqa: E402
 from atelier.engine.server.app import Settings, create_app  # noqa: E402
 from tests.server.harness import engine_in, free_port, portrait, served_in_thread, wait_job, write_models  # noqa: E402
@@ -31,6 +31,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cl
     ray_settings = RaySettings(
         workers=2, gpus_per_worker=1, cpus_per_worker=1, local_cpus=4, local_gpus=3, discover_seconds=0.5
     )
+    connect(ray_settings)  # before a port is picked: Ray's processes take ports of their own
     settings = Settings(database=root / "atelier.db", ray=ray_settings)
     app = create_app(engine, settings)
     port = free_port()
