@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, WebSocket
@@ -38,6 +39,9 @@ from .session import websocket_session
 from .settings import Settings
 from .worker import Worker
 
+if TYPE_CHECKING:
+    from atelier.engine.distributed.pool import RayWorkers
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Settings", "create_app"]
@@ -49,26 +53,43 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine.folders.ensure()
     services = open_services(engine, settings)
-    recovered = services.store.recover_after_restart()
+    # on a cluster, workers may outlive the server: what ran goes back to the queue instead
+    recovered = services.store.recover_after_restart(requeue=settings.ray is not None)
     if recovered:
         log.warning(
-            "marked %d job(s) interrupted by the last shutdown: %s", len(recovered), ", ".join(recovered)
+            "%s %d job(s) cut short by the last shutdown: %s",
+            "re-queued" if settings.ray is not None else "marked interrupted",
+            len(recovered),
+            ", ".join(recovered),
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(asyncio.get_running_loop(), {"atelier": AtelierFormat(), "comfy": ComfyFormat()})
         app.state.hub = hub
-        worker = Worker(
-            services.store,
-            engine.executor,
-            hub.publish,
-            services.jobs.queue_changed,
-            engine.free,
-            previews=settings.previews,
-        )
+        worker: Worker | RayWorkers
+        if settings.ray is not None:
+            from atelier.engine.distributed.pool import RayWorkers
+
+            worker = RayWorkers(
+                services.store,
+                engine,
+                hub.publish,
+                services.jobs.queue_changed,
+                settings.ray,
+                previews=settings.previews,
+            )
+        else:
+            worker = Worker(
+                services.store,
+                engine.executor,
+                hub.publish,
+                services.jobs.queue_changed,
+                engine.free,
+                previews=settings.previews,
+            )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
-        worker.start()
+        await to_thread.run_sync(worker.start)
         try:
             yield
         finally:
