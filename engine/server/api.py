@@ -35,7 +35,7 @@ from .service_jobs import (
 from .service_library import NotSaved
 from .service_masks import parse_original_ref
 from .service_masks import upload_mask as upload_mask_into
-from .service_pipelines import NoSuchPipeline
+from .service_pipelines import NoSuchPipeline, NotInstalled
 
 router = APIRouter(prefix="/atelier/v1", tags=["atelier"])
 
@@ -192,6 +192,27 @@ class PipelineRun(BaseModel):
 def list_pipelines(services: Services = Svc) -> Any:
     """The pipeline library: each pipeline's versions and its newest version's interface."""
     return services.pipelines.list()
+
+
+class PipelineInstall(BaseModel):
+    name: str = Field(description="the library name (letters, digits, '_', '-', '.')", max_length=100)
+    workflow: dict[str, Any] = Field(description="the pipeline: an Atelier workflow with metadata.version")
+
+
+@router.post(
+    "/pipelines",
+    status_code=201,
+    responses=documented(
+        *BODY, 409, e400="not a pipeline (bad name, no version)", e409="that version is installed already"
+    ),
+)
+def install_pipeline(body: PipelineInstall, services: Services = Svc) -> Any:
+    """Save a pipeline into the user's library (``--pipelines-dir``); the catalogue offers it at once as
+    ``pipeline:NAME``. An installed version is never replaced: raise the version instead (409)."""
+    out = services.pipelines.install(body.name, body.workflow)
+    if isinstance(out, NotInstalled):
+        return error(409 if out.conflict else 400, out.message)
+    return out
 
 
 @router.get("/pipelines/{name}", responses=documented(404, e404="no such pipeline"))
