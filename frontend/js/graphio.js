@@ -87,10 +87,20 @@ const comboChoices = (w) => (w.type === "combo" && Array.isArray(w.options.value
 // -- canvas -> workflow ------------------------------------------------------------------------------
 
 /**
- * The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included).
+ * The Atelier workflow being edited: what the canvas shows, inside the workflow around it while a pipeline is
+ * open inside (pipelines.js sets app.outerWorkflow).
  * @returns {Workflow}
  */
 export function toWorkflow() {
+  const wf = canvasWorkflow()
+  return app.outerWorkflow ? app.outerWorkflow(wf) : wf
+}
+
+/**
+ * The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included).
+ * @returns {Workflow}
+ */
+export function canvasWorkflow() {
   const { graph, doc, catalogue } = app
   /** @type {Record<string, WorkflowNode>} */
   const nodes = {}
@@ -335,12 +345,15 @@ function createNode(type) {
  * Put a workflow on the canvas (replacing what is there). Returns the warnings worth telling the user.
  * Parameter defaults are written into their target widgets: they are what a run uses.
  * @param {unknown} data a workflow in any format normalizeWorkflow() reads
- * @param {{keepView?: boolean, fixChoices?: boolean}} [options] fixChoices: values not among a combo's choices
- *   become its first choice (shipped workflows name model files this server may not have)
+ * @param {{keepView?: boolean, fixChoices?: boolean, inner?: boolean}} [options] fixChoices: values not among a combo's choices
+ *   become its first choice (shipped workflows name model files this server may not have); inner: put this
+ *   workflow on the canvas as it is (pipelines.js loads the levels of a workflow open inside a pipeline so)
  * @returns {string[]}
  */
-export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {}) {
+export function loadIntoGraph(data, { keepView = false, fixChoices = false, inner = false } = {}) {
   const wf = normalizeWorkflow(data)
+  // a workflow opened inside one of its pipelines goes back there (pipelines.js); `inner`: one level of it
+  if (app.loadWorkflow && !inner) return app.loadWorkflow(wf, { keepView, fixChoices })
   const { graph, catalogue } = app
   /** @type {string[]} */
   const warnings = []

@@ -15,6 +15,7 @@ import { installNodeMenu } from "./nodemenu.js"
 import { initVirtualMenu, installVirtualNodes } from "./virtual.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
+import { initPipelines } from "./pipelines.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
 import { renderPalette } from "./search.js"
 import { restoreSession, saveSession } from "./session.js"
@@ -67,6 +68,7 @@ async function start() {
   initLinkStyle()
   initMinimap(byId("canvas-wrap"))
   initVirtualMenu()
+  initPipelines()
   initToolbar()
   initRunUi()
   initKeyboard()
