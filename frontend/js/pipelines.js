@@ -11,11 +11,12 @@
 // server names the expanded nodes in its events and errors; `ui.editing` of the whole workflow says where the
 // canvas is, so that undo, redo and the session come back to it.
 
+import { LiteGraph } from "litegraph"
 import { ApiError } from "./api.js"
 import { renderBreadcrumb } from "./breadcrumb.js"
 import { canvasWorkflow, fitView, loadIntoGraph } from "./graphio.js"
 import { AtelierNode, findNode, loadCatalogue, nodeId, registerCatalogue } from "./nodes.js"
-import { app } from "./state.js"
+import { app, runtimeOf } from "./state.js"
 import { errorMessage, h, modal, toast } from "./ui.js"
 
 /** @typedef {import("litegraph").LGraphNode} LGraphNode */
@@ -980,8 +981,9 @@ function drawBadge(node, ctx) {
   ctx.save()
   ctx.font = "600 10px Inter, system-ui, sans-serif"
   const w = ctx.measureText(text).width + 12
-  const x = node.size[0] - w - 6
-  const y = node.size[1] - 20
+  // a tab above the title bar, where nothing of the node is drawn
+  const x = 8
+  const y = -LiteGraph.NODE_TITLE_HEIGHT - 16
   ctx.beginPath()
   ctx.roundRect(x, y, w, 15, 7)
   ctx.fillStyle = up ? "#f0b42933" : "#8b7cf633"
@@ -990,6 +992,33 @@ function drawBadge(node, ctx) {
   ctx.textBaseline = "middle"
   ctx.fillText(text, x + 6, y + 8)
   ctx.restore()
+}
+
+/**
+ * What a pipeline node shows of its last run: the state of its inner nodes (events name them by path,
+ * `face:sampler`), their progress and preview while one runs, and the pictures the last of them showed.
+ * @param {AtelierNode} node
+ */
+function mirrorInner(node) {
+  const id = nodeId(node)
+  const pre = id + SEP
+  const inner = [...app.runtime.entries()].filter(([k]) => k.startsWith(pre)).map(([, r]) => r)
+  if (!inner.length) return
+  const r = runtimeOf(id)
+  const has = (/** @type {string} */ s) => inner.some((x) => x.status === s)
+  const running = inner.find((x) => x.status === "running")
+  r.status = running ? "running" : has("error") ? "error" : has("queued") ? "queued" : has("interrupted") ? "interrupted"
+    : inner.every((x) => x.status === "cached") ? "cached" : has("done") ? "done" : null
+  r.progress = running?.progress || null
+  r.preview = running?.preview || null
+  const shown = inner.filter((x) => x.images.length)
+  const images = shown.length ? shown[shown.length - 1].images : []
+  if (images.length && images !== r.images) {
+    r.images = images
+    r.imageIndex = 0
+    node.ensureImageRoom(1)
+  }
+  r.elapsed = inner.reduce((sum, x) => sum + (x.status === "done" ? x.elapsed || 0 : 0), 0)
 }
 
 /** Start: hooks for loading and saving the whole workflow, the menus, double-click to open, the toolbar. */
@@ -1013,6 +1042,7 @@ export function initPipelines() {
   }
   const baseDraw = proto.onDrawForeground
   proto.onDrawForeground = function (ctx, ...rest) {
+    if (isPipelineType(this.type)) mirrorInner(this)
     baseDraw?.call(this, ctx, ...rest)
     drawBadge(this, ctx)
   }
@@ -1043,6 +1073,9 @@ export function initPipelines() {
     menu.appendChild(h("button", { id: "btn-make-pipeline", class: "btn btn-ghost", title: "Make a pipeline of the selected nodes", onclick: () => makePipelineDialog() }, "Make pipeline"))
   }
   refreshLibrary()
+  // for the console and the browser tests (window.atelier is testhooks.js's)
+  const hooks = /** @type {{atelier?: Record<string, unknown>}} */ (/** @type {unknown} */ (window)).atelier
+  if (hooks) hooks.pipelines = { nav, refreshLibrary, openPipeline, leaveTo, makePipeline, updateFor }
   // Alt+Up: one level back out (as the breadcrumb's last link)
   document.addEventListener("keydown", (e) => {
     if (e.altKey && e.key === "ArrowUp" && nav.stack.length) {
