@@ -52,8 +52,11 @@ export const PREFIX = "pipeline:"
 const SEP = ":"
 const VALUE_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"])
 
-/** @type {{stack: Frame[], loading: boolean, library: Record<string, NodeDef>, newest: Record<string, LibraryRow>}} */
-const nav = { stack: [], loading: false, library: {}, newest: {} }
+/**
+ * Where the canvas is, and what this module knows of the library.
+ * @type {{stack: Frame[], loading: boolean, library: Record<string, NodeDef>, newest: Record<string, LibraryRow>, registered: string}}
+ */
+const nav = { stack: [], loading: false, library: {}, newest: {}, registered: "" }
 
 /**
  * @template T
@@ -280,8 +283,12 @@ function syncCatalogue(level) {
     // twice: a pipeline's input may take its widget from a pipeline node inside it
     for (const [name, def] of Object.entries(defs)) made[PREFIX + name] = cat[PREFIX + name] = describePipeline(name, def)
   }
+  // register again only what changed (loads come with every undo): library types an inline one hid, and these
+  const key = JSON.stringify(made)
+  if (key === nav.registered) return
   const restored = Object.fromEntries(Object.keys(nav.library).filter((t) => !made[t]).map((t) => [t, nav.library[t]]))
   registerCatalogue({ ...restored, ...made })
+  nav.registered = key
   if (app.ready) app.rebuildPalette?.()
 }
 
@@ -802,6 +809,7 @@ export function savePipelineDialog(node) {
   const error = h("p", { class: "pl-error", role: "alert" })
   modal({
     title: "Save pipeline to library",
+    wide: true,
     body: h("div", { class: "pl-dialog" },
       h("label", { class: "field" }, h("span", {}, "Name"), nameIn),
       h("label", { class: "field" }, h("span", {}, "Version"), versionIn),
@@ -842,6 +850,7 @@ export function savePipelineDialog(node) {
 async function useLibrary(name, libName, version) {
   await loadCatalogue()
   nav.library = {}
+  nav.registered = ""
   await refreshLibrary()
   const whole = wholeWorkflow(canvasWorkflow())
   /** @param {PWorkflow} wf */

@@ -92,8 +92,27 @@ def body_point(page: Any, node: str) -> tuple[float, float]:
 
 
 def menu(page: Any, node: str, entry: str) -> None:
-    page.mouse.click(*title_point(page, node), button="right")
-    page.click(f".litecontextmenu .litemenu-entry:text-is({json.dumps(entry, ensure_ascii=False)})")
+    """Select a node by its title, right-click it, pick `entry` of its menu."""
+    item = page.locator(f".litecontextmenu .litemenu-entry:text-is({json.dumps(entry, ensure_ascii=False)})")
+    for attempt in range(2):
+        at = title_point(page, node)
+        page.mouse.move(*at)
+        page.mouse.click(*at)
+        page.wait_for_function(
+            "(id) => Object.values(window.atelier.app.canvas.selected_nodes).some(n => n.properties.aid === id)",
+            arg=node,
+        )
+        page.wait_for_timeout(150)
+        page.mouse.click(*at, button="right")
+        try:
+            item.wait_for(timeout=4000)
+            break
+        except Exception:
+            if attempt:
+                raise
+            page.keyboard.press("Escape")
+            page.mouse.click(*at)
+    item.click()
 
 
 def test_make_run_edit_inside_save_and_update_a_pipeline(page: Any, library: Path) -> None:
