@@ -1027,6 +1027,8 @@ function mirrorInner(node) {
     r.imageIndex = 0
     node.ensureImageRoom(1)
   }
+  // what failed inside shows on the node too (its own problems stay)
+  r.errors = [...r.errors.filter((e) => String(e.node) === id), ...inner.flatMap((x) => x.errors)]
   r.elapsed = inner.reduce((sum, x) => sum + (x.status === "done" ? x.elapsed || 0 : 0), 0)
 }
 
@@ -1072,7 +1074,17 @@ export function initPipelines() {
   const baseAdded = graph.onNodeAdded
   graph.onNodeAdded = function (node) {
     baseAdded?.call(this, node)
-    if (nav.loading || !app.ready || !isPipelineType(node.type)) return
+    if (nav.loading || !app.ready) return
+    // inside a pipeline, a new node's id is a path too
+    const pre = prefix()
+    const aid = String(node.properties?.aid ?? "")
+    if (pre && aid && !aid.startsWith(pre)) {
+      const taken = new Set(graph._nodes.filter((n) => n !== node).map((n) => String(n.properties?.aid)))
+      let id = pre + aid
+      for (let n = 2; taken.has(id); n++) id = `${pre}${aid}_${n}`
+      node.properties.aid = id
+    }
+    if (!isPipelineType(node.type)) return
     const def = /** @type {(NodeDef & {inline?: boolean}) | undefined} */ (app.catalogue[node.type])
     const extra = /** @type {Record<string, unknown>} */ (node.properties.extra ||= {})
     if (def && !def.inline && def.version && !extra.version) extra.version = def.version

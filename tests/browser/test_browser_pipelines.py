@@ -324,3 +324,48 @@ def test_make_run_edit_inside_save_and_update_a_pipeline(page: Any, library: Pat
     assert "definitions" not in wf
     assert {wf["nodes"][k]["version"] for k in ("render_pass", second)} == {"2.1.0"}
     page.shot("saved as a new version")
+
+
+def test_nodes_added_inside_a_pipeline_join_its_definition(page: Any) -> None:
+    """A pipeline of one node (its values exposed as the workflow's parameters were); a node added inside
+    gets a path id on the canvas and its own id in the definition; every instance uses the edited one."""
+    page.mouse.click(*title_point(page, "latent"))
+    page.click("#btn-make-pipeline")
+    page.wait_for_selector(".modal .pl-dialog")
+    page.fill('.modal input[name="pipeline-name"]', "canvas size")
+    page.click(".modal .btn-primary")
+    page.wait_for_selector(".modal", state="detached")
+    wf = workflow(page)
+    size = {k: wf["parameters"][k]["default"] for k in ("width", "height")}
+    assert wf["nodes"]["canvas_size"]["inputs"] == size  # batch_size, not exposed, stays inside
+    assert wf["parameters"]["width"]["targets"] == ["canvas_size.width"]
+    assert wf["nodes"]["sampler"]["inputs"]["latent_image"] == {"node": "canvas_size", "output": "LATENT"}
+    page.mouse.dblclick(*body_point(page, "canvas_size"))
+    page.wait_for_selector(".breadcrumb.shown")
+    assert page.inner_text(".breadcrumb .crumb.current") == "canvas size"
+    box = page.locator("#graph-canvas").bounding_box()
+    at = (box["x"] + 160, box["y"] + box["height"] - 140)
+    page.mouse.click(*at)
+    page.wait_for_timeout(60)
+    page.mouse.click(*at)
+    page.wait_for_selector("#node-search .search-input")
+    page.keyboard.type("latent upscale by", delay=15)
+    page.wait_for_selector('#node-search .search-item.active[data-type="LatentUpscaleBy"]')
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#node-search", state="detached")
+    ids = page.evaluate("window.atelier.app.graph._nodes.map(n => n.properties.aid)")
+    added = next(i for i in ids if i != "canvas_size:latent")
+    assert added.startswith("canvas_size:"), ids
+    page.shot("a node added inside")
+    page.keyboard.press("Alt+ArrowUp")
+    page.wait_for_selector(".breadcrumb.shown", state="detached")
+    inner = workflow(page)["definitions"]["canvas_size"]["nodes"]
+    assert set(inner) == {"latent", added.removeprefix("canvas_size:")}
+    assert inner[added.removeprefix("canvas_size:")]["type"] == "LatentUpscaleBy"
+    # the workflow still checks out with the server (the new inner node is not wired: its samples input is
+    # reported by its path)
+    errors = page.evaluate(
+        "fetch('/atelier/v1/validate', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+        " body: JSON.stringify({workflow: window.atelier.toWorkflow()})}).then(r => r.json())"
+    )["errors"]
+    assert any(e["node"] == added and e["input"] == "samples" for e in errors), errors
