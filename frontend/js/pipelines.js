@@ -46,6 +46,8 @@ import { errorMessage, h, modal, toast } from "./ui.js"
  * @property {number} owner the level whose `definitions` holds it (0: the whole workflow)
  * @property {string} title what the breadcrumb calls the level inside
  * @property {{scale: number, offset: [number, number]}} view the canvas view to go back to
+ * @property {import("./state.js").Metadata} meta the metadata of the level inside (the canvas shows the whole
+ *   workflow's)
  */
 
 export const PREFIX = "pipeline:"
@@ -54,9 +56,9 @@ const VALUE_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"])
 
 /**
  * Where the canvas is, and what this module knows of the library.
- * @type {{stack: Frame[], loading: boolean, library: Record<string, NodeDef>, newest: Record<string, LibraryRow>, registered: string}}
+ * @type {{stack: Frame[], loading: boolean, library: Record<string, NodeDef>, newest: Record<string, LibraryRow>, registered: string, rootMeta: import("./state.js").Metadata}}
  */
-const nav = { stack: [], loading: false, library: {}, newest: {}, registered: "" }
+const nav = { stack: [], loading: false, library: {}, newest: {}, registered: "", rootMeta: { name: "" } }
 
 /**
  * @template T
@@ -154,6 +156,8 @@ function withoutPrefix(wf, pre) {
 function wholeWorkflow(canvasWf) {
   if (!nav.stack.length) return canvasWf
   let inner = withoutPrefix(canvasWf, prefix())
+  // the canvas's metadata is the whole workflow's (its name in the title bar); the level's own is kept here
+  inner.metadata = clone(nav.stack[nav.stack.length - 1].meta)
   /** @type {Map<number, [string, PWorkflow][]>} */
   const pending = new Map()
   for (let i = nav.stack.length - 1; i >= 0; i--) {
@@ -166,6 +170,7 @@ function wholeWorkflow(canvasWf) {
     inner = outer
   }
   inner.ui = { ...(inner.ui || {}), editing: nav.stack.map((f) => f.node) }
+  inner.metadata = clone(canvasWf.metadata)
   return inner
 }
 
@@ -323,6 +328,8 @@ function openLevel(id, def, owner, { keepView = false } = {}) {
   const pre = prefix()
   const node = findNode(pre + id)
   const here = withoutPrefix(canvasWorkflow(), pre)
+  if (nav.stack.length) here.metadata = clone(nav.stack[nav.stack.length - 1].meta)
+  else nav.rootMeta = app.doc.metadata
   const ds = app.canvas.ds
   nav.stack.push({
     outer: here,
@@ -331,10 +338,21 @@ function openLevel(id, def, owner, { keepView = false } = {}) {
     owner,
     title: node?.title || id,
     view: { scale: ds.scale, offset: [ds.offset[0], ds.offset[1]] },
+    meta: {},
   })
   const inner = withPrefix(clone(def), prefix())
   syncCatalogue(inner)
   loadIntoGraph(inner, { inner: true, keepView })
+  keepRootMetadata()
+}
+
+/** Inside a pipeline the document's metadata stays the whole workflow's (the title bar names it, Save
+ * saves under its name); the level's own goes to its frame. */
+function keepRootMetadata() {
+  const top = nav.stack[nav.stack.length - 1]
+  if (!top) return
+  top.meta = app.doc.metadata
+  app.doc.metadata = nav.rootMeta
 }
 
 /**
@@ -378,12 +396,15 @@ export function leaveTo(level) {
   while (nav.stack.length > level) {
     const inner = withoutPrefix(canvasWorkflow(), prefix())
     const f = /** @type {Frame} */ (nav.stack.pop())
+    inner.metadata = clone(f.meta)
     const outer = f.outer
+    if (!nav.stack.length) outer.metadata = app.doc.metadata
     const owner = f.owner === nav.stack.length ? outer : nav.stack[f.owner].outer
     ;(owner.definitions ||= {})[f.name] = inner
     const shown = withPrefix(clone(outer), prefix())
     syncCatalogue(shown)
     loadIntoGraph(shown, { inner: true, keepView: true })
+    keepRootMetadata()
     app.canvas.ds.scale = f.view.scale
     app.canvas.ds.offset = [f.view.offset[0], f.view.offset[1]]
   }
@@ -396,7 +417,7 @@ export function leaveTo(level) {
 function showCrumbs() {
   const wrap = document.getElementById("canvas-wrap")
   if (!wrap) return
-  const root = nav.stack[0]?.outer.metadata?.name || app.doc.metadata.name
+  const root = app.doc.metadata.name
   const crumbs = [{ label: String(root || "Workflow"), onClick: () => leaveTo(0) }]
   nav.stack.forEach((f, i) => crumbs.push({ label: f.title, onClick: () => leaveTo(i + 1) }))
   renderBreadcrumb(wrap, crumbs)

@@ -183,7 +183,11 @@ def test_make_run_edit_inside_save_and_update_a_pipeline(page: Any, library: Pat
     assert page.inner_text(".breadcrumb").replace("\n", " ").split("›") == ["Portrait ", " render pass"]
     ids = page.evaluate("window.atelier.app.graph._nodes.map(n => n.properties.aid).sort()")
     assert ids == [f"render_pass:{n}" for n in ("decode", "sampler", "save")]
-    assert workflow(page)["ui"]["editing"] == ["render_pass"]
+    wf = workflow(page)
+    assert wf["ui"]["editing"] == ["render_pass"]
+    # the title bar (and Save) still name the workflow; the definition keeps its own metadata
+    assert page.input_value("#wf-name") == "Portrait" and wf["metadata"]["name"] == "Portrait"
+    assert wf["definitions"]["render_pass"]["metadata"]["name"] == "render pass"
     # edit a value inside: the saved file's name
     page.evaluate(
         """() => { const n = window.atelier.findNode('render_pass:save')
@@ -208,6 +212,8 @@ def test_make_run_edit_inside_save_and_update_a_pipeline(page: Any, library: Pat
     wf = workflow(page)
     assert "editing" not in wf["ui"] and "render_pass" in wf["nodes"]
     assert wf["definitions"]["render_pass"]["nodes"]["save"]["inputs"]["filename_prefix"] == "inside"
+    assert wf["definitions"]["render_pass"]["metadata"]["version"] == "1.0.0"
+    assert wf["metadata"]["name"] == "Portrait" and page.input_value("#wf-name") == "Portrait"
     # undo goes back inside, redo out again
     page.wait_for_function(
         "window.atelier.app.history.current && !JSON.parse(window.atelier.app.history.current).ui.editing"
