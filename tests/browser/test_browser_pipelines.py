@@ -363,6 +363,12 @@ def test_nodes_added_inside_a_pipeline_join_its_definition(page: Any) -> None:
     added = next(i for i in ids if i != "canvas_size:latent")
     assert added.startswith("canvas_size:"), ids
     page.shot("a node added inside")
+    # and a value inside the server refuses
+    page.evaluate(
+        """() => { const n = window.atelier.findNode('canvas_size:latent')
+          const w = n.widgets.find(w => w.name === 'batch_size'); w.value = 0
+          window.atelier.app.onWidgetChanged(n, w) }"""
+    )
     page.keyboard.press("Alt+ArrowUp")
     page.wait_for_selector(".breadcrumb.shown", state="detached")
     inner = workflow(page)["definitions"]["canvas_size"]["nodes"]
@@ -375,3 +381,13 @@ def test_nodes_added_inside_a_pipeline_join_its_definition(page: Any) -> None:
         " body: JSON.stringify({workflow: window.atelier.toWorkflow()})}).then(r => r.json())"
     )["errors"]
     assert any(e["node"] == added and e["input"] == "samples" for e in errors), errors
+    # queued from outside, the refusal shows on the pipeline node (its inner node's problem, by path; the
+    # unwired node computes nothing a run needs, so only validation names it)
+    page.locator("#graph-canvas").focus()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#error-panel.open")
+    page.wait_for_function(
+        "window.atelier.runtimeOf('canvas_size').errors.some(e => e.node === 'canvas_size:latent'"
+        " && e.input === 'batch_size')"
+    )
+    page.shot("an inner problem shown on the pipeline node")
