@@ -94,24 +94,27 @@ def body_point(page: Any, node: str) -> tuple[float, float]:
 def menu(page: Any, node: str, entry: str) -> None:
     """Select a node by its title, right-click it, pick `entry` of its menu."""
     item = page.locator(f".litecontextmenu .litemenu-entry:text-is({json.dumps(entry, ensure_ascii=False)})")
-    for attempt in range(2):
-        at = title_point(page, node)
-        page.mouse.move(*at)
-        page.mouse.click(*at)
-        page.wait_for_function(
-            "(id) => Object.values(window.atelier.app.canvas.selected_nodes).some(n => n.properties.aid === id)",
-            arg=node,
-        )
-        page.wait_for_timeout(150)
+    at = title_point(page, node)
+    page.mouse.move(*at)
+    page.mouse.click(*at)
+    page.wait_for_function(
+        "(id) => Object.values(window.atelier.app.canvas.selected_nodes).some(n => n.properties.aid === id)",
+        arg=node,
+    )
+    for attempt in range(3):
+        page.wait_for_timeout(400)  # apart from the selecting click: not a double-click
         page.mouse.click(*at, button="right")
         try:
-            item.wait_for(timeout=4000)
+            item.wait_for(timeout=8000)
             break
         except Exception:
-            if attempt:
+            shown = page.evaluate(
+                "[...document.querySelectorAll('.litecontextmenu .litemenu-entry')].map(e => e.textContent)"
+            )
+            print(f"menu of {node} without {entry!r} (attempt {attempt + 1}): {shown}")
+            if attempt == 2:
                 raise
             page.keyboard.press("Escape")
-            page.mouse.click(*at)
     item.click()
 
 
