@@ -95,6 +95,9 @@ def menu(page: Any, node: str, entry: str) -> None:
     """Select a node by its title, right-click it, pick `entry` of its menu."""
     item = page.locator(f".litecontextmenu .litemenu-entry:text-is({json.dumps(entry, ensure_ascii=False)})")
     at = title_point(page, node)
+    page.wait_for_timeout(
+        400
+    )  # apart from the click before (a menu entry's): the canvas would see a double-click
     page.mouse.move(*at)
     page.mouse.click(*at)
     page.wait_for_function(
