@@ -75,6 +75,12 @@ def facets(services: Services = Svc) -> Any:
     return services.gallery.facets()
 
 
+@router.get("/queue")
+def queue(services: Services = Svc) -> Any:
+    """The jobs running and queued, each with the prompt and seed it uses (the canvas's queue rows)."""
+    return services.gallery.queue()
+
+
 @router.get("/images/{image_id}", responses=documented(404, 422))
 def get_image(image_id: int, services: Services = Svc) -> Any:
     out = services.gallery.get(image_id)

@@ -13,6 +13,7 @@ Every method blocks (SQLite, folder walks, image decoding): call from a worker t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
@@ -28,6 +29,7 @@ from atelier.engine.workflow import WorkflowFormatError
 
 from .gallery_params import GenerationParams, generation_params
 from .gallery_store import FileFacts, Filters, GalleryStore, Page
+from .jobs import Job
 from .service_files import FileService, Uploaded, UploadRefused
 from .store import Store
 
@@ -144,6 +146,11 @@ class GalleryService:
     def facets(self) -> dict[str, Any]:
         return {**self.store.facets(), "boards": self.store.boards()}
 
+    def queue(self) -> dict[str, list[dict[str, Any]]]:
+        """The jobs running and queued (in the order they will run) with the prompt and seed they use."""
+        running, queued = self.jobs.queue()
+        return {"running": [job_summary(j) for j in running], "queued": [job_summary(j) for j in queued]}
+
     # -- curation ---------------------------------------------------------------------------------
 
     def update(
@@ -247,6 +254,38 @@ class GalleryService:
         if not isinstance(found, Path):
             return found
         return self.files.upload(found.read_bytes(), found.name, "", False)
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """A queued or running job with the prompt, seed and workflow name its workflow and overrides give."""
+    p = generation_params(job_metadata(job.workflow, job.overrides or {}))
+    return {
+        "id": job.id,
+        "number": job.number,
+        "status": job.status,
+        "prompt": p.prompt,
+        "seed": p.seed,
+        "workflow": p.workflow,
+    }
+
+
+def job_metadata(workflow: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A job's workflow and overrides in the shape of image metadata (what ``generation_params`` reads)."""
+    if not isinstance(workflow, dict):
+        return {}
+    if not isinstance(workflow.get("nodes"), dict):  # ComfyUI's API format, as a ComfyUI client sent it
+        return {"comfyui_prompt": workflow}
+    wf = copy.deepcopy(workflow)
+    params = wf.get("parameters") or {}
+    values = {k: v for k, v in overrides.items() if k in params}
+    for key, value in overrides.items():
+        nid, dot, inp = key.rpartition(".")
+        if key not in params and dot and isinstance(wf["nodes"].get(nid), dict):
+            wf["nodes"][nid].setdefault("inputs", {})[inp] = value
+    for name, param in params.items():  # parameters not overridden run with their defaults
+        if isinstance(param, dict) and "default" in param:
+            values.setdefault(name, param["default"])
+    return {"workflow": wf, "parameters": values}
 
 
 def image_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from PIL import Image
 from atelier.engine.pnginfo import png_info, read_metadata
 from atelier.engine.server.app import Settings, create_app
 from atelier.engine.server.gallery_params import generation_params
-from tests.server.harness import comfy_prompt, engine_in, portrait, wait_job
+from tests.server.harness import comfy_prompt, engine_in, load_workflow, portrait, wait_job
 
 G = "/atelier/v1/gallery"
 
@@ -150,6 +150,34 @@ def test_a_comfyui_prompt_image_reads_its_parameters(gallery_server: tuple[TestC
         "euler",
         "tiny15.safetensors",
     )
+
+
+def test_queue_rows_carry_the_prompt_and_seed_each_job_uses(gallery_server: tuple[TestClient, Path]) -> None:
+    client, _ = gallery_server
+    long = client.post("/atelier/v1/jobs", json=portrait(seed=5, steps=150, width=128, height=128)).json()[
+        "id"
+    ]
+    waiting = client.post("/atelier/v1/jobs", json=portrait(seed=777, prompt="queued fox")).json()["id"]
+    by_node = portrait()
+    by_node["overrides"].update({"sampler.seed": 4242, "positive.text": "set on the node"})
+    by_node["workflow"]["parameters"].pop("seed")
+    by_node["workflow"]["parameters"].pop("prompt")
+    r = client.post("/atelier/v1/jobs", json=by_node)
+    assert r.status_code == 201, r.text
+    other = r.json()["id"]
+    try:
+        q = client.get(f"{G}/queue").json()
+        rows = {r["id"]: r for r in q["running"] + q["queued"]}
+        assert (rows[waiting]["prompt"], rows[waiting]["seed"]) == ("queued fox", 777)
+        assert (rows[other]["prompt"], rows[other]["seed"]) == ("set on the node", 4242)
+        assert [r["id"] for r in q["queued"]][-2:] == [waiting, other]  # in the order they will run
+        portrait_default = load_workflow("portrait.json")["parameters"]["prompt"]["default"]
+        assert rows[long]["seed"] == 5 and rows[long]["prompt"] == portrait_default
+    finally:
+        for job in (other, waiting, long):
+            client.post(f"/atelier/v1/jobs/{job}/cancel")
+        for job in (other, waiting, long):
+            wait_job(client, job)  # type: ignore[arg-type]
 
 
 def test_parameters_follow_links_through_conditioning_nodes() -> None:

@@ -233,6 +233,7 @@ def exercise_every_route(srv: InProcessServer) -> None:
             queued = http.post("/atelier/v1/jobs", json=portrait(seed=3)).json()["id"]
             _wait(http, long, lambda s: s != "queued")
             assert http.get("/atelier/v1/queue").status_code == 200
+            assert http.get("/atelier/v1/gallery/queue").status_code == 200
             assert http.get("/queue").status_code == 200
             assert http.post(f"/atelier/v1/jobs/{queued}/cancel").status_code in (200, 409)
             assert http.post("/atelier/v1/jobs/nope/cancel").status_code == 404
