@@ -392,7 +392,7 @@ export class GalleryGrid {
     tile.replaceChildren(
       h("img", { src: thumbUrl(img.id), alt: p.prompt || img.filename, draggable: false, decoding: "async" }),
       h("button", { class: "tile-fav", title: "Favourite", "aria-label": "Favourite" }, "★"),
-      h("figcaption", {}, h("span", {}, p.seed !== null ? `#${p.seed}` : ""), h("span", {}, p.workflow || "")),
+      h("figcaption", {}, h("span", { class: "tile-seed" }, p.seed !== null ? String(p.seed) : "")),
     )
   }
 }

@@ -273,32 +273,37 @@ class Viewer {
       this.applySplit()
     }, { passive: false })
     this.stage.addEventListener("dblclick", () => this.fit())
-    this.handle.addEventListener("pointerdown", (e) => {
-      sliding = true
-      this.handle.setPointerCapture(e.pointerId)
-      e.stopPropagation()
+    this.stage.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return
+      this.stage.setPointerCapture(e.pointerId)
+      if (e.target === this.handle) {
+        sliding = true // the slider's handle: B is cut where it goes
+        return
+      }
+      drag = { x: e.clientX, y: e.clientY, vx: this.view.x, vy: this.view.y }
+      this.stage.classList.add("panning")
     })
-    this.handle.addEventListener("pointermove", (e) => {
-      if (!sliding) return
+    /** @param {PointerEvent} e */
+    const slide = (e) => {
       const r = this.stage.getBoundingClientRect()
       this.split = Math.min(100, Math.max(0, ((e.clientX - r.left) / r.width) * 100))
       this.applySplit()
-    })
-    this.handle.addEventListener("pointerup", () => { sliding = false })
-    this.stage.addEventListener("pointerdown", (e) => {
-      if (sliding || e.button !== 0) return
-      drag = { x: e.clientX, y: e.clientY, vx: this.view.x, vy: this.view.y }
-      this.stage.setPointerCapture(e.pointerId)
-      this.stage.classList.add("panning")
-    })
+    }
     this.stage.addEventListener("pointermove", (e) => {
+      if (sliding) {
+        slide(e)
+        return
+      }
       if (!drag) return
       this.view = { ...this.view, x: drag.vx + e.clientX - drag.x, y: drag.vy + e.clientY - drag.y }
       this.apply()
       this.applySplit()
     })
-    const end = () => {
+    /** @param {PointerEvent} e */
+    const end = (e) => {
+      if (sliding && e.type === "pointerup") slide(e)
       drag = null
+      sliding = false
       this.stage.classList.remove("panning")
     }
     this.stage.addEventListener("pointerup", end)
