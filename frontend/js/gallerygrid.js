@@ -390,7 +390,7 @@ export class GalleryGrid {
     if (tile.dataset.id === String(img.id)) return
     tile.dataset.id = String(img.id)
     tile.replaceChildren(
-      h("img", { src: thumbUrl(img.id), alt: p.prompt || img.filename, draggable: false, decoding: "async" }),
+      h("img", { src: thumbUrl(img.id), alt: p.prompt || img.filename, draggable: "false", decoding: "async" }),
       h("button", { class: "tile-fav", title: "Favourite", "aria-label": "Favourite" }, "★"),
       h("figcaption", {}, h("span", { class: "tile-seed" }, p.seed !== null ? String(p.seed) : "")),
     )

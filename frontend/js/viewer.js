@@ -75,9 +75,8 @@ class Viewer {
     this.mode = "single"
     this.view = { scale: 1, x: 0, y: 0 }
     this.split = 50 // the slider's position, percent of the stage width
-    this.imgA = h("img", { class: "viewer-img gv-img", alt: "", draggable: false })
-    this.imgB = h("img", { class: "gv-img gv-img-b", alt: "", draggable: false })
-    this.imgA2 = h("img", { class: "gv-img", alt: "", draggable: false }) // A again, in the slider
+    this.imgA = h("img", { class: "viewer-img gv-img", alt: "", draggable: "false" })
+    this.imgB = h("img", { class: "gv-img gv-img-b", alt: "", draggable: "false" })
     this.paneA = h("div", { class: "gv-pane gv-pane-a" }, this.imgA)
     this.paneB = h("div", { class: "gv-pane gv-pane-b" }, this.imgB)
     this.handle = h("div", { class: "gv-handle", title: "Drag to compare" })
@@ -159,7 +158,7 @@ class Viewer {
     const item = await this.list.at(i)
     if (!item || i !== this.i) return
     this.cur = item
-    this.imgA.src = this.imgA2.src = imageUrl(item)
+    this.imgA.src = imageUrl(item)
     const total = this.list.count()
     this.caption.textContent = `${item.filename}${this.extraCaption ? ` · ${this.extraCaption}` : ""}${total > 1 ? ` · ${i + 1}/${total}` : ""}`
     this.renderInfo()
@@ -242,8 +241,11 @@ class Viewer {
   apply() {
     const { scale, x, y } = this.view
     const t = `translate(${x}px, ${y}px) scale(${scale})`
-    this.imgA.style.transform = t
-    this.imgB.style.transform = t
+    const rendering = scale >= 2 ? "pixelated" : "auto" // close up, the pixels themselves
+    for (const img of [this.imgA, this.imgB]) {
+      img.style.transform = t
+      img.style.imageRendering = rendering
+    }
     this.zoomLabel.textContent = `${Math.round(scale * 100)}%`
     this.box.dataset.zoom = String(scale)
   }
@@ -273,6 +275,7 @@ class Viewer {
       this.applySplit()
     }, { passive: false })
     this.stage.addEventListener("dblclick", () => this.fit())
+    this.stage.addEventListener("dragstart", (e) => e.preventDefault()) // a drag pans or slides, never drags the image
     this.stage.addEventListener("pointerdown", (e) => {
       if (e.button !== 0) return
       this.stage.setPointerCapture(e.pointerId)
