@@ -14,7 +14,7 @@ import { errorMessage, h, promptDialog, confirmDialog, toast } from "./ui.js"
 const PAGE = 120
 const GAP = 6
 const MIN_TILE = 84
-const OVERSCAN = 2 // rows above and below the view
+const OVERSCAN = 1 // rows above and below the view
 
 /**
  * The images of one listing (filters and snapshot), fetched a page at a time.
@@ -344,9 +344,12 @@ export class GalleryGrid {
     const last = Math.min(rows - 1, Math.ceil((top + view) / this.rowH) + OVERSCAN)
     const from = first * this.cols
     const to = Math.min(n, (last + 1) * this.cols)
+    // tiles that left the view are reused for the rows coming into it (fewer elements made and styled)
+    /** @type {HTMLElement[]} */
+    const free = []
     for (const [i, tile] of this.tiles) {
       if (i < from || i >= to) {
-        tile.remove()
+        free.push(tile)
         this.tiles.delete(i)
       }
     }
@@ -355,9 +358,8 @@ export class GalleryGrid {
       let tile = this.tiles.get(i)
       const isNew = !tile
       if (!tile) {
-        tile = h("figure", { class: "tile gal-tile" })
+        tile = free.pop() || fresh.appendChild(h("figure", { class: "tile gal-tile" }))
         this.tiles.set(i, tile)
-        fresh.appendChild(tile)
       }
       if (isNew || all) {
         const r = Math.floor(i / this.cols)
@@ -367,6 +369,7 @@ export class GalleryGrid {
         this.fillTile(tile, i, this.source.get(i))
       }
     }
+    for (const tile of free) tile.remove()
     this.spacer.appendChild(fresh)
   }
 

@@ -232,7 +232,9 @@ def main_thread_tasks(trace_path: Path) -> list[float]:
     return [
         e["dur"] / 1000
         for e in events
-        if e.get("ph") == "X" and e.get("name") == "RunTask" and (e.get("pid"), e.get("tid")) in main
+        if e.get("ph") == "X"
+        and e.get("name") in ("RunTask", "ThreadControllerImpl::RunTask")
+        and (e.get("pid"), e.get("tid")) in main
     ]
 
 
