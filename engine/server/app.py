@@ -96,6 +96,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             worker.stop()
             await to_thread.run_sync(worker.join, 10)
             await to_thread.run_sync(services.store.close)
+            await to_thread.run_sync(services.gallery.store.close)
 
     app = FastAPI(
         title="Atelier",
@@ -133,12 +134,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     from .api import router as api_router
     from .api_models import router as models_router
+    from .api_gallery import router as gallery_router
     from .comfy import app_routes
     from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
     app.include_router(models_router)  # the canvas's model browser
+    app.include_router(gallery_router)
     include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
     app_routes.register(app)  # the ComfyUI app routes its web frontend calls (users, settings, userdata, ...)
     documented_errors_only(app)
