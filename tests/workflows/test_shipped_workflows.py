@@ -22,6 +22,8 @@ FILES = {
     "checkpoint": "tiny15.safetensors",
     "image": "face.png",
     "upscale_model": "esrgan-x4.safetensors",
+    "controlnet": "cn15.safetensors",
+    "pose": "face.png",
 }
 
 
@@ -32,6 +34,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     root = tmp_path_factory.mktemp("shipped")
     write_tiny_checkpoint("sd15", root / "models" / "checkpoints" / "tiny15.safetensors", seed=0)
     tiny.write_safetensors(tiny.esrgan(4), root / "models" / "upscale_models" / "esrgan-x4.safetensors")
+    from atelier.engine.models.controlnet_tiny import write_tiny_controlnet
+
+    write_tiny_controlnet("sd15", root / "models" / "controlnet" / "cn15.safetensors", seed=1)
     eng = build_engine(
         EngineConfig(
             device="cpu",
