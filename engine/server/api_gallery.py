@@ -5,9 +5,10 @@ Plain ``def`` routes: FastAPI runs them in its thread pool (SQLite, folder walks
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,9 @@ from .gallery_store import Filters
 from .responses import BODY, documented, error, upload_response
 from .service import Services
 from .service_gallery import BadBoardName, ImageGone, NoSuchBoard, NoSuchImage
+
+#: a row id: SQLite's integers are 64-bit signed
+RowId = Annotated[int, PathParam(ge=0, le=2**63 - 1)]
 
 router = APIRouter(prefix="/atelier/v1/gallery", tags=["gallery"])
 
@@ -82,13 +86,13 @@ def queue(services: Services = Svc) -> Any:
 
 
 @router.get("/images/{image_id}", responses=documented(404, 422))
-def get_image(image_id: int, services: Services = Svc) -> Any:
+def get_image(image_id: RowId, services: Services = Svc) -> Any:
     out = services.gallery.get(image_id)
     return _missing(out) if isinstance(out, NoSuchImage) else out
 
 
 @router.patch("/images/{image_id}", responses=documented(*BODY, 404))
-def patch_image(image_id: int, body: ImagePatch, services: Services = Svc) -> Any:
+def patch_image(image_id: RowId, body: ImagePatch, services: Services = Svc) -> Any:
     """Mark or unmark a favourite, move into a board (``"board": null``: out of every board)."""
     fields = body.model_dump(exclude_unset=True)
     out = services.gallery.update(
@@ -105,7 +109,7 @@ def move_images(body: MoveRequest, services: Services = Svc) -> Any:
 
 
 @router.get("/images/{image_id}/thumb", responses=documented(404, 422))
-def thumbnail(image_id: int, size: int = Query(256, ge=64, le=512), services: Services = Svc) -> Any:
+def thumbnail(image_id: RowId, size: int = Query(256, ge=64, le=512), services: Services = Svc) -> Any:
     """A small WebP of the image (longer edge ``size``), cached until the file changes."""
     out = services.gallery.thumbnail(image_id, size)
     if isinstance(out, (NoSuchImage, ImageGone)):
@@ -114,7 +118,7 @@ def thumbnail(image_id: int, size: int = Query(256, ge=64, le=512), services: Se
 
 
 @router.post("/images/{image_id}/to-input", responses=documented(400, 404, 413, 422))
-def to_input(image_id: int, services: Services = Svc) -> Any:
+def to_input(image_id: RowId, services: Services = Svc) -> Any:
     """Copy the image into the input folder (to paint over it): ``{name, subfolder, type}`` as an upload."""
     out = services.gallery.to_input(image_id)
     if isinstance(out, (NoSuchImage, ImageGone)):
@@ -134,7 +138,7 @@ def create_board(body: BoardBody, services: Services = Svc) -> Any:
 
 
 @router.patch("/boards/{board_id}", responses=documented(*BODY, 404, e400="no name, or a name taken"))
-def rename_board(board_id: int, body: BoardBody, services: Services = Svc) -> Any:
+def rename_board(board_id: RowId, body: BoardBody, services: Services = Svc) -> Any:
     out = services.gallery.rename_board(board_id, body.name)
     if isinstance(out, BadBoardName):
         return error(400, out.message)
@@ -142,7 +146,7 @@ def rename_board(board_id: int, body: BoardBody, services: Services = Svc) -> An
 
 
 @router.delete("/boards/{board_id}", responses=documented(404, 422))
-def delete_board(board_id: int, services: Services = Svc) -> Any:
+def delete_board(board_id: RowId, services: Services = Svc) -> Any:
     """Delete a board; its images stay, in no board."""
     if services.gallery.delete_board(board_id):
         return {"deleted": board_id}

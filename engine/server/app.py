@@ -133,8 +133,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
-    from .api_models import router as models_router
     from .api_gallery import router as gallery_router
+    from .api_models import router as models_router
     from .comfy import app_routes
     from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router

@@ -10,10 +10,11 @@ Every method blocks on SQLite: call them from a worker thread, never from the ev
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,54 +126,58 @@ class GalleryStore:
                 for r in self._db.execute("SELECT path, id, mtime_ns, size FROM images")
             }
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction under the lock: committed when the block ends, rolled back when it raises (so a
+        failed write never leaves a transaction open for the next one)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def add(self, files: Sequence[FileFacts], created: float | None = None) -> int:
         """Index new files (in the order given: later ones get higher ids, and list first); a file already
         indexed keeps its row, id, board and favourite, its facts updated. Returns how many were new."""
         new = 0
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                for f in files:
-                    values = _param_values(f.params)
-                    cur = self._db.execute(
-                        "UPDATE images SET mtime_ns = ?, size = ?, width = ?, height = ?,"
-                        " job_id = COALESCE(?, job_id), "
-                        + ", ".join(f"{c} = ?" for c in _PARAM_COLUMNS)
-                        + " WHERE path = ?",
-                        (f.mtime_ns, f.size, f.width, f.height, f.job_id, *values, f.path),
-                    )
-                    if cur.rowcount:
-                        continue
-                    self._db.execute(
-                        "INSERT INTO images (path, mtime_ns, size, width, height, job_id, created, "
-                        + ", ".join(_PARAM_COLUMNS)
-                        + ") VALUES (?, ?, ?, ?, ?, ?, ?, "
-                        + ", ".join("?" for _ in _PARAM_COLUMNS)
-                        + ")",
-                        (
-                            f.path,
-                            f.mtime_ns,
-                            f.size,
-                            f.width,
-                            f.height,
-                            f.job_id,
-                            created if created is not None else f.mtime_ns / 1e9,
-                            *values,
-                        ),
-                    )
-                    new += 1
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            for f in files:
+                values = _param_values(f.params)
+                cur = self._db.execute(
+                    "UPDATE images SET mtime_ns = ?, size = ?, width = ?, height = ?,"
+                    " job_id = COALESCE(?, job_id), "
+                    + ", ".join(f"{c} = ?" for c in _PARAM_COLUMNS)
+                    + " WHERE path = ?",
+                    (f.mtime_ns, f.size, f.width, f.height, f.job_id, *values, f.path),
+                )
+                if cur.rowcount:
+                    continue
+                self._db.execute(
+                    "INSERT INTO images (path, mtime_ns, size, width, height, job_id, created, "
+                    + ", ".join(_PARAM_COLUMNS)
+                    + ") VALUES (?, ?, ?, ?, ?, ?, ?, "
+                    + ", ".join("?" for _ in _PARAM_COLUMNS)
+                    + ")",
+                    (
+                        f.path,
+                        f.mtime_ns,
+                        f.size,
+                        f.width,
+                        f.height,
+                        f.job_id,
+                        created if created is not None else f.mtime_ns / 1e9,
+                        *values,
+                    ),
+                )
+                new += 1
         return new
 
     def remove_paths(self, paths: Iterable[str]) -> int:
-        with self._lock:
-            self._db.execute("BEGIN")
-            n = sum(self._db.execute("DELETE FROM images WHERE path = ?", (p,)).rowcount for p in paths)
-            self._db.execute("COMMIT")
-            return n
+        with self._transaction():
+            return sum(self._db.execute("DELETE FROM images WHERE path = ?", (p,)).rowcount for p in paths)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -285,12 +290,9 @@ class GalleryStore:
 
     def delete_board(self, board_id: int) -> bool:
         """Delete a board; its images stay, in no board."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute("UPDATE images SET board_id = NULL WHERE board_id = ?", (board_id,))
-            gone = self._db.execute("DELETE FROM boards WHERE id = ?", (board_id,)).rowcount > 0
-            self._db.execute("COMMIT")
-            return gone
+            return self._db.execute("DELETE FROM boards WHERE id = ?", (board_id,)).rowcount > 0
 
 
 def _param_values(p: GenerationParams) -> tuple[Any, ...]:
