@@ -161,6 +161,9 @@
  * @property {(node: import("litegraph").LGraphNode, widget: import("./widgets.js").AtelierWidget) => void} [pickImageFor]
  * @property {(jobId: string) => Promise<boolean>} [loadJob]
  * @property {(images: ImageRef[], index: number) => void} [openViewer]
+ * @property {import("./tabs.js").TabsApi} [tabs] the open documents (tabs.js)
+ * @property {() => () => void} [tabForLoad] a workflow is about to be loaded: give it a tab; returns an undo
+ * @property {() => Promise<boolean>} [saveCurrent] save the active document in the library
  */
 
 const noop = () => {}

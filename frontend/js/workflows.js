@@ -20,10 +20,13 @@ import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo,
  */
 export function openWorkflow(data, { name = null, fixChoices = false, source = "" } = {}) {
   let warnings
+  // the workflow gets a tab of its own (tabs.js): what the canvas showed stays open, with its undo history
+  const takeBack = app.tabForLoad?.()
   app.runtime.clear() // run marks, previews and pictures belong to the graph being replaced
   try {
     warnings = loadIntoGraph(data, { fixChoices })
   } catch (err) {
+    takeBack?.()
     toast(`Cannot load ${source || "this workflow"}: ${errorMessage(err)}`, "error", 6000)
     console.error(err)
     return false
@@ -118,6 +121,10 @@ export async function openLibrary() {
 }
 
 export function newWorkflow() {
+  if (app.tabs) {
+    app.tabs.open()
+    return
+  }
   openWorkflow({ format: "atelier/workflow", version: 1, metadata: { name: "" }, parameters: {}, nodes: {}, ui: {} }, { name: "" })
 }
 
