@@ -2,6 +2,7 @@
 // The queue and the gallery of recent jobs, and the image viewer.
 
 import { api, imageUrl } from "./api.js"
+import { icon } from "./icons.js"
 import { app } from "./state.js"
 import { errorMessage, h, timeAgo, toast } from "./ui.js"
 
@@ -81,7 +82,7 @@ export async function refreshQueue() {
             }
             refreshQueue()
           },
-        }, "✕")),
+        }, icon("close"))),
     ),
   )
   queueRoot.parentElement?.classList.toggle("empty", rows.length === 0)

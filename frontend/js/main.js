@@ -5,6 +5,7 @@ import { EventSocket } from "./api.js"
 import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
+import { installIcons } from "./icons.js"
 import { initKeyboard } from "./keyboard.js"
 import { installNodeMenu } from "./nodemenu.js"
 import { loadCatalogue } from "./nodes.js"
@@ -55,6 +56,7 @@ function initSidebars() {
 
 async function start() {
   theme()
+  installIcons(document)
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
   initTabs(byId("canvas-wrap"))

@@ -5,6 +5,7 @@
 
 import { loadIntoGraph } from "./graphio.js"
 import { checkpoint, history, swapHistory } from "./history.js"
+import { icon } from "./icons.js"
 import { app } from "./state.js"
 import { h, modal } from "./ui.js"
 
@@ -298,17 +299,6 @@ export function tabsChanged() {
 
 // -- the tab bar ------------------------------------------------------------------------------------
 
-/** an × drawn with strokes: no glyph of a font */
-function closeIcon() {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg")
-  svg.setAttribute("viewBox", "0 0 12 12")
-  svg.setAttribute("aria-hidden", "true")
-  const path = document.createElementNS("http://www.w3.org/2000/svg", "path")
-  path.setAttribute("d", "M3 3l6 6M9 3l-6 6")
-  svg.appendChild(path)
-  return svg
-}
-
 function render() {
   if (!bar) return
   bar.replaceChildren(
@@ -335,10 +325,10 @@ function render() {
           e.stopPropagation()
           closeTab(tab.id)
         },
-      }, closeIcon()))
+      }, icon("close")))
       return el
     }),
-    h("button", { class: "wf-tab-new", title: "New workflow tab", "aria-label": "New workflow tab", onclick: () => openTab() }),
+    h("button", { class: "wf-tab-new", title: "New workflow tab", "aria-label": "New workflow tab", onclick: () => openTab() }, icon("plus")),
   )
 }
 

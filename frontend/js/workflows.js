@@ -3,6 +3,8 @@
 
 import { ApiError, api } from "./api.js"
 import { FormatError, graphPosAt, isComfyWorkflow, loadIntoGraph, toWorkflow } from "./graphio.js"
+import { icon } from "./icons.js"
+import { unseenNotices } from "./notices.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
 import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
@@ -34,6 +36,8 @@ export function openWorkflow(data, { name = null, fixChoices = false, source = "
   if (name != null) app.doc.metadata.name = name
   app.savedAs = name ?? app.doc.metadata.name ?? ""
   app.afterLoad()
+  // a shipped workflow's model files replaced by this server's are said once, not on every load
+  warnings = fixChoices ? unseenNotices(warnings) : [...new Set(warnings)]
   for (const w of warnings.slice(0, 4)) toast(w, "info", 4000)
   if (warnings.length > 4) toast(`… and ${warnings.length - 4} more warnings`, "info", 5000)
   return true
@@ -92,7 +96,7 @@ export async function openLibrary() {
         h("span", { class: "library-name" }, title),
         desc ? h("span", { class: "library-desc" }, desc) : null),
       meta ? h("span", { class: "library-meta" }, meta) : null,
-      onDelete ? h("button", { class: "icon-btn small", title: `Delete ${title}`, onclick: onDelete }, "🗑") : null)
+      onDelete ? h("button", { class: "icon-btn small", title: `Delete ${title}`, onclick: onDelete }, icon("trash")) : null)
   list.replaceChildren(
     h("h3", {}, "Saved"),
     saved.length
