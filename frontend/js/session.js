@@ -9,19 +9,26 @@ import { loadDefault, openWorkflow } from "./workflows.js"
 const SESSION_KEY = "atelier.session"
 /** characters of JSON the session may take; undo steps go first (the oldest ones) when it is over */
 const SESSION_BUDGET = 2_000_000
-const DELAY_MS = 150
+const DELAY_MS = 200
 
 /** @type {ReturnType<typeof setTimeout> | null} */
 let pending = null
 
 /**
- * The session's text within the budget: the oldest undo/redo steps of all tabs are left out until it fits.
+ * The session's text within the budget: the oldest undo/redo steps of all tabs are left out until it fits
+ * (sizes counted from the snapshots' lengths, the text made once). A tab's saved snapshot equal to its
+ * current one is written as `saved: true`.
  * @param {ReturnType<typeof storedTabs>} state
  */
 export function sessionText(state, budget = SESSION_BUDGET) {
   const tabs = state.tabs.map((t) => ({ ...t, history: { ...t.history, undo: [...t.history.undo], redo: [...t.history.redo] } }))
-  const size = () => JSON.stringify({ version: 2, active: state.active, tabs }).length
-  let total = size()
+  /** @param {string[]} list */
+  const sum = (list) => list.reduce((n, x) => n + x.length + 3, 0)
+  let total = 0
+  for (const t of tabs) {
+    const hist = t.history
+    total += 1000 + sum(hist.undo) + sum(hist.redo) + (hist.current?.length ?? 0) + (hist.saved !== hist.current ? hist.saved?.length ?? 0 : 0)
+  }
   while (total > budget) {
     // drop the oldest step of the tab with the longest stacks
     const tab = tabs.reduce((a, b) => (b.history.undo.length + b.history.redo.length > a.history.undo.length + a.history.redo.length ? b : a))
@@ -29,7 +36,8 @@ export function sessionText(state, budget = SESSION_BUDGET) {
     if (step === undefined) break
     total -= step.length + 3
   }
-  return JSON.stringify({ version: 2, active: state.active, tabs })
+  const out = tabs.map((t) => (t.history.saved === t.history.current && t.history.current != null ? { ...t, history: { ...t.history, saved: true } } : t))
+  return JSON.stringify({ version: 2, active: state.active, tabs: out })
 }
 
 /** Write the session now. */
@@ -52,10 +60,14 @@ export function flushSession() {
   }
 }
 
-/** Keep the session soon (after the burst of changes that called this). */
+/** Keep the session soon (after the burst of changes that called this, when the page is idle). */
 export function saveSession() {
   if (pending) clearTimeout(pending)
-  pending = setTimeout(flushSession, DELAY_MS)
+  pending = setTimeout(() => {
+    pending = null
+    if (window.requestIdleCallback) window.requestIdleCallback(() => flushSession(), { timeout: 1000 })
+    else flushSession()
+  }, DELAY_MS)
 }
 
 /** Put the last session's tabs back, or the default workflow when there is none. */

@@ -3,11 +3,13 @@
 // The active tab's document lives on the canvas (app.graph, app.doc) and in history.js; the others are kept
 // here as their workflow JSON text and their undo stacks. Other modules reach the tabs through `app.tabs`.
 
+import { LGraph } from "litegraph"
 import { loadIntoGraph } from "./graphio.js"
 import { checkpoint, history, swapHistory } from "./history.js"
 import { icon } from "./icons.js"
 import { app } from "./state.js"
 import { h, modal } from "./ui.js"
+import { hideAllDomWidgets } from "./widgets.js"
 
 /**
  * The undo history of a document: its snapshots are workflow JSON texts.
@@ -27,6 +29,9 @@ import { h, modal } from "./ui.js"
  * @property {TabHistory} history kept here while the tab is not active (the active one's is history.js's)
  * @property {{scale: number, offset: [number, number]} | null} view zoom and pan
  * @property {Map<string, import("./state.js").NodeRuntime>} runtime run marks and pictures of its nodes
+ * @property {LGraph | null} graph its graph, kept while the tab is open (switching back builds nothing);
+ *   null until the tab is first shown
+ * @property {import("./state.js").Doc | null} doc what the workflow holds besides its graph
  */
 
 /**
@@ -72,7 +77,42 @@ function makeTab() {
     history: { undo: [], redo: [], current: null, saved: null },
     view: null,
     runtime: new Map(),
+    graph: null,
+    doc: null,
   }
+}
+
+/** @type {LGraph | null} the graph makeCanvas() made: its hooks go on every tab's graph */
+let firstGraph = null
+
+/** A new graph with the editor's hooks (canvas.js) on it. */
+function newGraph() {
+  const g = new LGraph()
+  const base = firstGraph || app.graph
+  g.onNodeAdded = base.onNodeAdded
+  g.onNodeRemoved = base.onNodeRemoved
+  return g
+}
+
+/**
+ * Put a graph on the canvas.
+ * @param {LGraph} g
+ */
+function useGraph(g) {
+  if (app.graph === g) return
+  hideAllDomWidgets() // the prompt boxes of the graph leaving; the new graph's show when drawn
+  app.graph = g
+  app.canvas.setGraph(g)
+}
+
+/**
+ * A closed tab's graph: its DOM widgets (prompt boxes) go (without the removal hooks, which act on the
+ * active tab's run state).
+ * @param {LGraph | null} g
+ */
+function dispose(g) {
+  if (!g || g === app.graph) return
+  for (const n of g._nodes) for (const w of n.widgets || []) /** @type {{onRemove?: () => void}} */ (w).onRemove?.()
 }
 
 /** The active tab (there is always one). */
@@ -80,6 +120,7 @@ export function activeTab() {
   if (!current) {
     current = makeTab()
     current.runtime = app.runtime
+    current.graph = app.graph
     tabs.push(current)
   }
   return current
@@ -106,21 +147,35 @@ function capture() {
   tab.savedAs = app.savedAs || ""
   tab.view = { scale: app.canvas.ds.scale, offset: [app.canvas.ds.offset[0], app.canvas.ds.offset[1]] }
   tab.runtime = app.runtime
+  tab.graph = app.graph
+  tab.doc = app.doc
 }
 
 /**
- * Put a tab's document on the canvas and its history in history.js.
+ * Put a tab's document on the canvas and its history in history.js: its graph as it was left, or built from
+ * its workflow text the first time (or when `load`).
  * @param {Tab} tab
+ * @param {boolean} [load]
  */
-function show(tab) {
+function show(tab, load = false) {
   current = tab
   app.runtime = tab.runtime
   app.savedAs = tab.savedAs
-  history.restoring = true
-  try {
-    loadIntoGraph(tab.history.current ? JSON.parse(tab.history.current) : EMPTY_WORKFLOW, { keepView: Boolean(tab.view) })
-  } finally {
-    history.restoring = false
+  if (!tab.graph) {
+    tab.graph = newGraph()
+    load = true
+  }
+  useGraph(tab.graph)
+  if (load || !tab.doc) {
+    history.restoring = true
+    try {
+      loadIntoGraph(tab.history.current ? JSON.parse(tab.history.current) : EMPTY_WORKFLOW, { keepView: Boolean(tab.view) })
+    } finally {
+      history.restoring = false
+    }
+    tab.doc = app.doc
+  } else {
+    app.doc = tab.doc
   }
   if (tab.view) {
     app.canvas.ds.scale = tab.view.scale
@@ -181,6 +236,7 @@ export function tabForLoad() {
     if (i < 0) return
     tabs.splice(i, 1)
     show(previous)
+    dispose(tab.graph)
     notify()
   }
 }
@@ -206,6 +262,7 @@ export async function closeTab(id, { force = false } = {}) {
   const i = tabs.indexOf(tab)
   if (i < 0) return false
   tabs.splice(i, 1)
+  const closing = tab.graph
   if (tab === current) {
     current = null
     const next = tabs[Math.min(i, tabs.length - 1)]
@@ -218,6 +275,7 @@ export async function closeTab(id, { force = false } = {}) {
       show(fresh)
     }
   }
+  dispose(closing)
   notify()
   return true
 }
@@ -270,13 +328,15 @@ export function restoreTabs(stored) {
       undo: Array.isArray(s.history.undo) ? s.history.undo : [],
       redo: Array.isArray(s.history.redo) ? s.history.redo : [],
       current: s.history.current,
-      saved: s.history.saved ?? null,
+      // `true`: saved as it is now (the session writes it so instead of a second copy)
+      saved: /** @type {unknown} */ (s.history.saved) === true ? s.history.current : s.history.saved ?? null,
     }
     tab.view = s.view || null
     tabs.push(tab)
   }
   const active = tabs[Math.max(0, Math.min(Number(stored.active) || 0, tabs.length - 1))]
-  show(active)
+  active.graph = app.graph // the page's first graph, empty until now
+  show(active, true)
   notify()
   return true
 }
@@ -354,6 +414,7 @@ export function initTabs(wrap) {
   bar = h("div", { class: "wf-tabs", role: "tablist", "aria-label": "Open workflows" })
   wrap.prepend(bar)
   wrap.classList.add("has-tabs")
+  firstGraph = app.graph
   activeTab()
   app.tabs = api
   app.tabForLoad = tabForLoad

@@ -184,7 +184,7 @@ export function beginDomFrame() {
 
 export function endDomFrame() {
   for (const w of layer.all) {
-    if (!layer.drawn.has(w)) w.element.style.display = "none"
+    if (!layer.drawn.has(w) && w.element.style.display !== "none") w.element.style.display = "none"
   }
 }
 
