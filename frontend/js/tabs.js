@@ -138,10 +138,14 @@ function labelOf(tab) {
   return name.trim() || "Untitled"
 }
 
-/** Keep what lives on the canvas and in history.js in the active tab's record. */
-function capture() {
+/**
+ * Keep what lives on the canvas and in history.js in the active tab's record.
+ * @param {boolean} [record] record an edit whose checkpoint is still on its way first (when leaving the tab);
+ *   the session does not, so that its saves never split an edit into two undo steps
+ */
+function capture(record = true) {
   const tab = activeTab()
-  checkpoint() // an edit whose checkpoint is still on its way belongs to this tab
+  if (record) checkpoint()
   tab.history = { undo: history.undo, redo: history.redo, current: history.current, saved: history.saved }
   tab.name = app.doc.metadata?.name || ""
   tab.savedAs = app.savedAs || ""
@@ -304,7 +308,7 @@ export function askDiscard(name) {
 
 /** The tabs as the session keeps them (the active tab's record brought up to date first). */
 export function storedTabs() {
-  capture()
+  capture(false)
   return {
     active: tabs.indexOf(activeTab()),
     tabs: tabs.map((t) => /** @type {StoredTab} */ ({ name: t.name, savedAs: t.savedAs, history: t.history, view: t.view })),
