@@ -19,6 +19,7 @@ from .responses import BODY, documented, error, file_response, upload_response
 from .service import Services
 from .service_catalog import UnknownModelKind
 from .service_convert import NotConverted, NoWorkflow
+from .service_files import UploadRefused
 from .service_jobs import (
     Cancelled,
     Deleted,
@@ -32,6 +33,8 @@ from .service_jobs import (
     Refused,
 )
 from .service_library import NotSaved
+from .service_masks import parse_original_ref
+from .service_masks import upload_mask as upload_mask_into
 from .service_pipelines import NoSuchPipeline
 
 router = APIRouter(prefix="/atelier/v1", tags=["atelier"])
@@ -273,6 +276,31 @@ def upload(
     """Upload an image into the input folder (checked to decode as an image, size-limited)."""
     data = image.file.read(services.settings.max_upload_bytes + 1)
     return upload_response(services.files.upload(data, image.filename or "", subfolder, overwrite))
+
+
+@router.post(
+    "/upload/mask",
+    responses=documented(
+        *BODY, 404, e400="not an image, a bad original_ref or subfolder, or a mask not the image's size"
+    ),
+)
+def upload_mask(
+    image: UploadFile = File(...),
+    original_ref: str = Form(...),
+    subfolder: str = Form(""),
+    overwrite: bool = Form(False),
+    services: Services = Svc,
+) -> Any:
+    """Save a painted mask: a copy of the image ``original_ref`` names (JSON ``{filename, subfolder,
+    type}``) with the alpha of ``image`` as its alpha, stored as a PNG in the input folder (LoadImage's
+    MASK: transparent = masked)."""
+    original = parse_original_ref(original_ref)
+    if isinstance(original, UploadRefused):
+        return upload_response(original)
+    data = image.file.read(services.settings.max_upload_bytes + 1)
+    return upload_response(
+        upload_mask_into(services.files, data, image.filename or "", subfolder, overwrite, original)
+    )
 
 
 @router.get("/files/{kind}/{name:path}", responses=documented(400, 404))

@@ -17,6 +17,7 @@ from .service_convert import ConvertService
 from .service_files import FileService, Limits
 from .service_jobs import JobService
 from .service_library import LibraryService
+from .service_models import ModelBrowserService
 from .service_pipelines import PipelineService
 from .service_system import SystemService
 from .service_userdata import UserDataService
@@ -37,6 +38,7 @@ class Services:
     system: SystemService
     userdata: UserDataService
     convert: ConvertService
+    models: ModelBrowserService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -65,4 +67,5 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         system=SystemService(engine, jobs),
         userdata=UserDataService(settings.users_root, settings.multi_user),
         convert=ConvertService(engine),
+        models=ModelBrowserService(engine.folders, engine.registry),
     )

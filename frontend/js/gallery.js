@@ -164,6 +164,10 @@ export function openViewer(images, index, job) {
             close()
             await app.loadFromUrl?.(imageUrl(images[i]), images[i].filename)
           } }, "Load workflow"),
+          h("button", { class: "btn", title: "Paint a mask on this image; the masked copy goes into a Load Image node", onclick: () => {
+            close()
+            app.openMaskEditor?.(images[i])
+          } }, "Mask editor"),
           h("a", { class: "btn", href: imageUrl(images[i]), download: images[i].filename, onclick: (/** @type {MouseEvent} */ e) => {
             if (e.currentTarget instanceof HTMLAnchorElement) e.currentTarget.href = imageUrl(images[i])
           } }, "Download"),

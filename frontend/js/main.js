@@ -7,7 +7,13 @@ import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { installIcons } from "./icons.js"
 import { initKeyboard } from "./keyboard.js"
+import { initMaskEditor } from "./maskeditor.js"
+import { initModelBrowser } from "./modelbrowser.js"
+import { initLinkStyle } from "./linkstyle.js"
+import { initMinimap } from "./minimap.js"
+import { installModeDrawing } from "./modes.js"
 import { installNodeMenu } from "./nodemenu.js"
+import { initVirtualMenu, installVirtualNodes } from "./virtual.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
@@ -40,11 +46,15 @@ app.loadJob = loadJob
 app.saveCurrent = () => saveToLibrary()
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
+initMaskEditor()
+installModeDrawing()
+installVirtualNodes()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
   initParams(byId("params"))
   initGallery(byId("queue-list"), byId("gallery"))
+  initModelBrowser(byId("model-browser"))
   for (const btn of document.querySelectorAll("[data-collapse]")) {
     if (!(btn instanceof HTMLElement)) continue
     btn.addEventListener("click", () => {
@@ -60,6 +70,9 @@ async function start() {
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
   initTabs(byId("canvas-wrap"))
+  initLinkStyle()
+  initMinimap(byId("canvas-wrap"))
+  initVirtualMenu()
   initToolbar()
   initRunUi()
   initKeyboard()

@@ -164,6 +164,8 @@
  * @property {import("./tabs.js").TabsApi} [tabs] the open documents (tabs.js)
  * @property {() => () => void} [tabForLoad] a workflow is about to be loaded: give it a tab; returns an undo
  * @property {() => Promise<boolean>} [saveCurrent] save the active document in the library
+ * @property {(image: ImageRef, options?: {onSaved?: (saved: ImageRef) => void}) => Promise<ImageRef | null>} [openMaskEditor] paint a mask on an image; the masked copy goes to the input folder
+ * @property {(node: import("litegraph").LGraphNode) => Promise<ImageRef | null>} [openMaskEditorFor] paint a mask on a Load Image node's image
  */
 
 const noop = () => {}

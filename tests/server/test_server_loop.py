@@ -115,7 +115,7 @@ def inproc(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
 
     probe = LoopProbe()
     service_probes: list[str] = []
-    for label in ("jobs", "catalog", "library", "files", "system"):
+    for label in ("jobs", "catalog", "library", "files", "system", "models"):
         service_probes += probe.instrument(getattr(services, label), label)
     probe.instrument(services.store, "store")
     probe.instrument(engine, "engine", ["check", "describe", "free"])
@@ -198,6 +198,11 @@ def exercise_every_route(srv: InProcessServer) -> None:
         assert "checkpoints" in http.get("/atelier/v1/models").json()
         assert http.get("/atelier/v1/models/checkpoints").status_code == 200
         assert http.get("/atelier/v1/models/nope").status_code == 404
+        browsed = http.get("/atelier/v1/models/checkpoints/browse").json()["models"]
+        assert {m["name"]: m["family"] for m in browsed}["tiny15.safetensors"] == "sd15"
+        assert http.get("/atelier/v1/models/nope/browse").status_code == 404
+        assert http.get("/atelier/v1/models/checkpoints/info/tiny15.safetensors").status_code == 200
+        assert http.get("/atelier/v1/models/checkpoints/preview/tiny15.safetensors").status_code == 404
         assert http.get("/object_info").status_code == 200
         assert http.get("/object_info/KSampler").status_code == 200
         assert http.get("/object_info/Nope").json() == {}
