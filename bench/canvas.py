@@ -136,7 +136,9 @@ def measure(page: Any, repeats: int = 3) -> dict[str, dict[str, dict[str, float]
             """() => { const c = window.atelier.app.canvas, el = c.canvas, r = el.getBoundingClientRect()
               for (let y = r.height - 20; y > 60; y -= 23) for (let x = 20; x < r.width - 20; x += 37) {
                 const g = c.convertCanvasToOffset([x, y])
-                if (!window.atelier.app.graph.getNodeOnPos(g[0], g[1])) return [r.left + x, r.top + y]
+                // background of the canvas itself (not under the minimap, the zoom buttons or a toast)
+                if (!window.atelier.app.graph.getNodeOnPos(g[0], g[1]) && document.elementFromPoint(r.left + x, r.top + y) === el)
+                  return [r.left + x, r.top + y]
               } return null }"""
         )
         assert p, "no empty spot on the canvas to pan from"
