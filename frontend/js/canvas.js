@@ -149,7 +149,7 @@ export function makeCanvas(el) {
   graph.onNodeAdded = (node) => {
     // copies keep their workflow id in properties: give them a fresh one
     const id = node.properties?.aid
-    if (id == null || graph._nodes.some((n) => n !== node && n.properties?.aid === id)) {
+    if (id == null || app.graph._nodes.some((n) => n !== node && n.properties?.aid === id)) {
       node.properties ||= {}
       node.properties.aid = freshId(node)
       if (id != null) {

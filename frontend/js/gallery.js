@@ -5,6 +5,7 @@
 import { api } from "./api.js"
 import { GalleryGrid } from "./gallerygrid.js"
 import { galleryApi } from "./galleryapi.js"
+import { icon } from "./icons.js"
 import { app } from "./state.js"
 import { errorMessage, h, toast } from "./ui.js"
 import { listOf, openImageViewer } from "./viewer.js"
@@ -96,7 +97,7 @@ export async function refreshQueue() {
             }
             refreshQueue()
           },
-        }, "✕")),
+        }, icon("close"))),
     ),
   )
   queueRoot.parentElement?.classList.toggle("empty", rows.length === 0)

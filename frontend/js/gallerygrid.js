@@ -5,6 +5,7 @@
 // snapshot (`until`), so images that arrive meanwhile never shift the grid; a refresh takes a new one.
 
 import { galleryApi, thumbUrl } from "./galleryapi.js"
+import { icon } from "./icons.js"
 import { errorMessage, h, promptDialog, confirmDialog, toast } from "./ui.js"
 
 /** @typedef {import("./galleryapi.js").GalleryImage} GalleryImage */
@@ -133,7 +134,7 @@ export class GalleryGrid {
     this.workflowSel = h("select", { class: "gal-select", "aria-label": "Workflow", title: "Workflow" })
     this.modelSel = h("select", { class: "gal-select", "aria-label": "Model", title: "Model" })
     this.boardSel = h("select", { class: "gal-select", "aria-label": "Board", title: "Board" })
-    this.favBtn = h("button", { class: "icon-btn small gal-fav-filter", title: "Favourites only", "aria-pressed": "false" }, "★")
+    this.favBtn = h("button", { class: "icon-btn small gal-fav-filter", title: "Favourites only", "aria-pressed": "false" }, icon("star"))
     this.boardMenu = h("span", { class: "gal-board-actions" })
     this.wideBtn = h("button", { class: "icon-btn small gal-wide", title: "Large gallery (Esc to return)" }, "⤢")
     this.count = h("span", { class: "gal-count hint" })
@@ -394,7 +395,7 @@ export class GalleryGrid {
     tile.dataset.id = String(img.id)
     tile.replaceChildren(
       h("img", { src: thumbUrl(img.id), alt: p.prompt || img.filename, draggable: "false", decoding: "async" }),
-      h("button", { class: "tile-fav", title: "Favourite", "aria-label": "Favourite" }, "★"),
+      h("button", { class: "tile-fav", title: "Favourite", "aria-label": "Favourite" }, icon("star")),
       h("figcaption", {}, h("span", { class: "tile-seed" }, p.seed !== null ? String(p.seed) : "")),
     )
   }

@@ -456,6 +456,8 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false, inne
       const dot = t.lastIndexOf(".")
       const w = inputWidget(made[t.slice(0, dot)], t.slice(dot + 1))
       if (!w) {
+        // a socket-typed parameter (a pipeline's IMAGE input) targets a socket, fed by a link: no widget
+        if (p.type && !["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"].includes(p.type)) continue
         warnings.push(`parameter ${name} targets ${t}, which is not a widget on the canvas`)
         continue
       }
@@ -491,7 +493,13 @@ export function graphPosAt(clientX, clientY) {
   return app.canvas.convertCanvasToOffset([clientX - rect.left, clientY - rect.top])
 }
 
-/** Zoom and pan so that the whole workflow is in view. */
+/** the smallest zoom at which node titles and widget values stay legible */
+export const MIN_LEGIBLE_SCALE = 0.65
+
+/**
+ * Zoom and pan so that the whole workflow is in view, at a legible zoom: a workflow too large for that is
+ * shown from its start (its top left, where the flow begins) at the smallest legible zoom.
+ */
 export function fitView() {
   const { canvas, graph } = app
   if (!graph._nodes.length) {
@@ -510,11 +518,18 @@ export function fitView() {
     y1 = Math.max(y1, n.pos[1] + n.size[1])
   }
   const el = canvas.canvas
+  // what covers the top of the canvas (the tab bar) is not room for the workflow
+  const cover = el.parentElement?.querySelector(".wf-tabs")
+  const top = cover instanceof HTMLElement ? cover.offsetHeight : 0
   const W = el.clientWidth || 800
-  const H = el.clientHeight || 600
-  const pad = 60
-  const scale = Math.min(1.1, Math.max(0.2, Math.min((W - pad * 2) / (x1 - x0), (H - pad * 2) / (y1 - y0))))
+  const H = (el.clientHeight || 600) - top
+  const pad = 40
+  const fit = Math.min((W - pad * 2) / (x1 - x0), (H - pad * 2) / (y1 - y0))
+  const scale = Math.min(1.1, Math.max(MIN_LEGIBLE_SCALE, fit))
   canvas.ds.scale = scale
-  canvas.ds.offset = [(W / scale - (x1 - x0)) / 2 - x0, (H / scale - (y1 - y0)) / 2 - y0]
+  // centred along each axis where it fits, else from its start
+  const ox = (x1 - x0) * scale <= W - pad * 2 ? (W / scale - (x1 - x0)) / 2 - x0 : pad / scale - x0
+  const oy = (y1 - y0) * scale <= H - pad * 2 ? (H / scale - (y1 - y0)) / 2 - y0 : pad / scale - y0
+  canvas.ds.offset = [ox, oy + top / scale]
   canvas.setDirty(true, true)
 }

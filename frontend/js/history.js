@@ -101,6 +101,22 @@ function startOver() {
 }
 
 /**
+ * Swap the whole history for another document's (a tab's), the canvas already showing its `current`:
+ * the canvas is snapshotted again (widgets may have settled) and stays "saved" if it was.
+ * @param {{undo: string[], redo: string[], current: string | null, saved: string | null}} state
+ */
+export function swapHistory(state) {
+  const wasSaved = state.current === state.saved
+  settle()
+  history.undo = state.undo
+  history.redo = state.redo
+  history.current = snapshot()
+  history.saved = wasSaved ? history.current : state.saved
+  refreshParams(true)
+  documentChanged(history)
+}
+
+/**
  * Fill the app's change hooks; `onDocumentChanged(history)` runs after every recorded change.
  * @param {DocumentListener} onDocumentChanged
  */

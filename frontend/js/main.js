@@ -5,6 +5,7 @@ import { EventSocket } from "./api.js"
 import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
+import { installIcons } from "./icons.js"
 import { initKeyboard } from "./keyboard.js"
 import { initMaskEditor } from "./maskeditor.js"
 import { initModelBrowser } from "./modelbrowser.js"
@@ -20,18 +21,20 @@ import { handleEvent, handlePreview, initRunUi } from "./run.js"
 import { renderPalette } from "./search.js"
 import { restoreSession, saveSession } from "./session.js"
 import { app } from "./state.js"
+import { initTabs, tabsChanged } from "./tabs.js"
 import { exposeTestHooks } from "./testhooks.js"
 import { initToolbar, showConnection, showDocumentState } from "./toolbar.js"
 import { initTooltips } from "./tooltips.js"
 import { byId, errorMessage, toast } from "./ui.js"
 import { initDomLayer } from "./widgets.js"
-import { initDragAndDrop, loadFromUrl, loadJob, pickImageFor } from "./workflows.js"
+import { initDragAndDrop, loadFromUrl, loadJob, pickImageFor, saveToLibrary } from "./workflows.js"
 
 // modules reach each other through these hooks where importing would make a cycle
 initHistory((history) => {
-  saveSession(history.current)
+  saveSession()
   refreshParams()
   showDocumentState(history)
+  tabsChanged()
 })
 app.onWidgetChanged = (node, widget) => {
   syncParameterTargets(node, widget)
@@ -41,6 +44,7 @@ app.onWidgetChanged = (node, widget) => {
 app.loadFromUrl = loadFromUrl
 app.pickImageFor = pickImageFor
 app.loadJob = loadJob
+app.saveCurrent = () => saveToLibrary()
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
 initMaskEditor()
@@ -63,8 +67,10 @@ function initSidebars() {
 
 async function start() {
   theme()
+  installIcons(document)
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
+  initTabs(byId("canvas-wrap"))
   initLinkStyle()
   initMinimap(byId("canvas-wrap"))
   initVirtualMenu()

@@ -6,6 +6,7 @@
 // into the prompt being edited.
 
 import { graphPosAt } from "./graphio.js"
+import { icon } from "./icons.js"
 import { inputWidget } from "./nodes.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
@@ -328,7 +329,7 @@ export function initModelBrowser(root) {
 
   const kindBar = h("div", { class: "mb-kinds", role: "tablist" })
   const search = h("input", { class: "text-input", id: "model-filter", type: "search", placeholder: "Search name, trigger word, SDXL…", "aria-label": "Search models", spellcheck: false })
-  const refresh = h("button", { class: "icon-btn small", type: "button", title: "Read the model folders again" }, "↻")
+  const refresh = h("button", { class: "icon-btn small", type: "button", title: "Read the model folders again" }, icon("refresh"))
   const list = h("ul", { class: "mb-list", id: "model-list" })
   const status = h("div", { class: "mb-status" })
   root.replaceChildren(kindBar, h("div", { class: "mb-search" }, search, refresh), status, list)

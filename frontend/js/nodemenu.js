@@ -1,7 +1,7 @@
 // @ts-check
 // The node context menu (right-click a node) and renaming a node by double-clicking its title.
 
-import { LGraphCanvas } from "litegraph"
+import { LGraph, LGraphCanvas } from "litegraph"
 import { menu } from "./canvas.js"
 import { openViewer } from "./gallery.js"
 import { maskMenuOptions } from "./maskeditor.js"
@@ -84,8 +84,32 @@ function menuOptions(node) {
   return opts
 }
 
+/**
+ * The node menu as litegraph finished it (ours, then its Clone, Align, Remove; other modules' additions):
+ * tidied in place so that no entry appears twice and separators only stand between entries.
+ * @param {(MenuEntry | null)[]} options
+ */
+export function tidyMenu(options) {
+  const seen = new Set()
+  /** @type {(MenuEntry | null)[]} */
+  const out = []
+  for (const o of options) {
+    if (o === null) {
+      if (out.length && out[out.length - 1] !== null) out.push(null)
+      continue
+    }
+    const key = String(o.content ?? "")
+    if (seen.has(key)) continue
+    seen.add(key)
+    out.push(o)
+  }
+  while (out.length && out[out.length - 1] === null) out.pop()
+  options.splice(0, options.length, ...out)
+}
+
 /** Give every catalogue node (they all derive from AtelierNode) this menu and title renaming. */
 export function installNodeMenu() {
+  LGraph.prototype.onGetNodeMenuOptions = tidyMenu
   AtelierNode.prototype.onNodeTitleDblClick = function () {
     renameNode(this)
   }

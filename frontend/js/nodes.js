@@ -441,6 +441,16 @@ function nodeClassFor(def) {
   return Cls
 }
 
+/**
+ * Whether the palette, the search and the Add Node menu offer a node type: not deprecated ones (kept for old
+ * workflows), nor those of internal categories, whose top level starts with "_" ("_for_testing": ComfyUI's
+ * experimental nodes, and the toy nodes tests register). Workflows that use them still load.
+ * @param {NodeDef} def
+ */
+export function offeredToUsers(def) {
+  return !def.deprecated && !(def.category || "").startsWith("_")
+}
+
 /** Fetch the node catalogue and the socket types, and (re)register the node types. */
 export async function loadCatalogue() {
   const [catalogue, types] = await Promise.all([api.nodes(), api.types()])
@@ -458,6 +468,7 @@ export function registerCatalogue(catalogue) {
     const Cls = nodeClassFor(def)
     LiteGraph.registerNodeType(def.type, Cls)
     Cls.category = def.category // after registering, which sets it from the type name
+    Cls.skip_list = !offeredToUsers(def) // not in litegraph's Add Node menu either
   }
   LiteGraph.registerNodeType(UNKNOWN_TYPE, UnknownNode)
   UnknownNode.skip_list = true

@@ -1,7 +1,9 @@
 // @ts-check
 // The parameters panel: the workflow's exposed parameters as a form, bound to their target widgets.
 
+import { icon } from "./icons.js"
 import { findNode, inputWidget, nodeId } from "./nodes.js"
+import { inputLimits, narrow, refusal } from "./limits.js"
 import { app } from "./state.js"
 import { h, promptDialog, toast } from "./ui.js"
 
@@ -101,18 +103,25 @@ function control(name, p) {
     }
     input = select
   } else if (type === "INT" || type === "FLOAT") {
-    const min = p.min ?? spec.min
-    const max = p.max ?? spec.max
+    // the node inputs' limits, narrowed by the parameter's own: the same a target widget takes
+    let limits = narrow({ min: p.min, max: p.max }, {})
+    for (const t of targetWidgets(p)) limits = narrow(limits, inputLimits(t.node, t.w))
+    const { min, max } = limits
     const step = p.step ?? spec.step ?? (type === "INT" ? 1 : 0.01)
     const num = h("input", { id, class: "text-input num", type: "number", name, step: String(step), value: String(value ?? "") })
     if (min != null) num.min = String(min)
     if (max != null && max < 1e15) num.max = String(max)
     num.addEventListener("change", () => {
       let v = Number(num.value)
-      if (!Number.isFinite(v)) return
+      const why = num.value.trim() === "" ? `${label(name)}: not a number` : refusal(label(name), v, limits)
+      if (why) {
+        // refused, not clamped: the field shows the value the workflow keeps
+        const kept = currentValue(p)
+        toast(`${why}; kept ${kept}`, "error", 5000)
+        num.value = String(kept ?? "")
+        return
+      }
       if (type === "INT") v = Math.round(v)
-      if (min != null && v < min) v = min
-      if (max != null && v > max) v = max
       num.value = String(v)
       setValue(name, v)
     })
@@ -130,7 +139,7 @@ function control(name, p) {
           num.value = String(v)
           setValue(name, v)
         },
-      }, "🎲")
+      }, icon("dice"))
       input = h("div", { class: "with-button" }, num, dice)
     }
   } else if (type === "BOOLEAN") {
@@ -169,7 +178,7 @@ function control(name, p) {
           app.changed()
           toast(`${name} is no longer a parameter`, "info", 2000)
         },
-      }, "✕")),
+      }, icon("close"))),
     input,
     p.description ? h("div", { class: "param-desc" }, p.description) : null,
     missing ? h("div", { class: "param-desc warn" }, `targets ${p.targets?.join(", ")}, not on the canvas`) : null,

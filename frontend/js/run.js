@@ -3,6 +3,7 @@
 
 import { ApiError, api } from "./api.js"
 import { toWorkflow } from "./graphio.js"
+import { icon } from "./icons.js"
 import { findNode, nodeId, widgetsOf } from "./nodes.js"
 import { app, runtimeOf } from "./state.js"
 import { byId, errorMessage, h, toast } from "./ui.js"
@@ -106,7 +107,7 @@ export function showErrors(errors, title = "The workflow cannot run") {
     h("div", { class: "error-head" },
       h("span", { class: "error-icon" }, "!"),
       h("span", {}, `${title}: ${errors.length} problem${errors.length === 1 ? "" : "s"}`),
-      h("button", { class: "icon-btn", title: "Dismiss", onclick: clearErrors }, "✕")),
+      h("button", { class: "icon-btn", title: "Dismiss", onclick: clearErrors }, icon("close"))),
     h("ul", {}, items),
   )
   panel.classList.add("open")
@@ -198,6 +199,15 @@ export async function queue({ outputs = null, front = false } = {}) {
     if (changed) app.changed()
     return res
   } catch (err) {
+    // the status line says so (not what an earlier job left there), then goes back to idle
+    const refused = "Not queued"
+    live.last = refused
+    setTimeout(() => {
+      if (live.last === refused) {
+        live.last = null
+        statusBar()
+      }
+    }, 4000)
     if (err instanceof ApiError && err.body?.node_errors) {
       showErrors(err.body.node_errors)
       toast(`Not queued: ${err.body.node_errors.length} problem${err.body.node_errors.length === 1 ? "" : "s"} in the workflow`, "error")

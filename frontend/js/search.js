@@ -3,6 +3,7 @@
 
 import { LiteGraph } from "litegraph"
 import { graphPosAt } from "./graphio.js"
+import { offeredToUsers } from "./nodes.js"
 import { app, typeColor } from "./state.js"
 import { h } from "./ui.js"
 
@@ -55,7 +56,8 @@ export function searchCatalogue(query, { inputType, outputType } = {}) {
   /** @type {[number, NodeDef][]} */
   const out = []
   for (const def of Object.values(app.catalogue)) {
-    if (def.deprecated) continue
+    // internal node types only for their exact name
+    if (!offeredToUsers(def) && (def.deprecated || (q !== def.type.toLowerCase() && q !== (def.display_name || "").toLowerCase()))) continue
     if (inputType && !def.inputs.some((i) => i.type === inputType)) continue
     if (outputType && !def.outputs.some((o) => o.type === outputType)) continue
     const s = score(def, q)
@@ -238,7 +240,7 @@ export function openSearch(clientX, clientY, link = null) {
 export function renderPalette(root, filterInput) {
   const build = () => {
     const q = filterInput.value.trim().toLowerCase()
-    const defs = q ? searchCatalogue(q) : Object.values(app.catalogue).filter((d) => !d.deprecated)
+    const defs = q ? searchCatalogue(q) : Object.values(app.catalogue).filter(offeredToUsers)
     /** @type {Map<string, NodeDef[]>} */
     const cats = new Map()
     for (const def of defs) {

@@ -161,6 +161,9 @@
  * @property {(node: import("litegraph").LGraphNode, widget: import("./widgets.js").AtelierWidget) => void} [pickImageFor]
  * @property {(jobId: string) => Promise<boolean>} [loadJob]
  * @property {(images: ImageRef[], index: number) => void} [openViewer]
+ * @property {import("./tabs.js").TabsApi} [tabs] the open documents (tabs.js)
+ * @property {() => () => void} [tabForLoad] a workflow is about to be loaded: give it a tab; returns an undo
+ * @property {() => Promise<boolean>} [saveCurrent] save the active document in the library
  * @property {(image: ImageRef, options?: {onSaved?: (saved: ImageRef) => void}) => Promise<ImageRef | null>} [openMaskEditor] paint a mask on an image; the masked copy goes to the input folder
  * @property {(node: import("litegraph").LGraphNode) => Promise<ImageRef | null>} [openMaskEditorFor] paint a mask on a Load Image node's image
  * @property {(canvas: import("./graphio.js").Workflow) => import("./graphio.js").Workflow} [outerWorkflow] the whole

@@ -1,6 +1,8 @@
 // @ts-check
 // Small DOM helpers: elements, toasts, modal dialogs.
 
+import { icon } from "./icons.js"
+
 /**
  * A child for h(): a node, or text; null, undefined and false are left out.
  * @typedef {Node | string | number | null | undefined | false} Child
@@ -112,7 +114,7 @@ export function modal({ title, body, actions = [], wide = false, onClose }) {
   const box = h(
     "div",
     { class: `modal${wide ? " modal-wide" : ""}`, role: "dialog", "aria-label": title },
-    h("div", { class: "modal-head" }, h("h2", {}, title), h("button", { class: "icon-btn", title: "Close", onclick: () => close() }, "✕")),
+    h("div", { class: "modal-head" }, h("h2", {}, title), h("button", { class: "icon-btn", title: "Close", onclick: () => close() }, icon("close"))),
     h("div", { class: "modal-body" }, body),
     footer,
   )

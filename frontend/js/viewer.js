@@ -3,6 +3,7 @@
 // or with a slider; the generation parameters the image carries; "Use this seed", "Load workflow",
 // "Send to inpaint", favourite and board. Arrow keys go through the images, Escape closes it.
 
+import { icon } from "./icons.js"
 import { api, imageUrl } from "./api.js"
 import { galleryApi } from "./galleryapi.js"
 import { app } from "./state.js"
@@ -106,7 +107,7 @@ class Viewer {
           h("span", { class: "spacer" }),
           h("button", { class: "icon-btn small", title: "Previous image (←)", onclick: () => this.go(-1) }, "‹"),
           h("button", { class: "icon-btn small", title: "Next image (→)", onclick: () => this.go(1) }, "›"),
-          h("button", { class: "icon-btn small", title: "Close (Esc)", onclick: () => this.close() }, "✕")),
+          h("button", { class: "icon-btn small", title: "Close (Esc)", onclick: () => this.close() }, icon("close"))),
         this.stage,
         h("div", { class: "viewer-bar" }, this.caption)),
       h("aside", { class: "gv-side" }, this.info))
@@ -353,7 +354,7 @@ class Viewer {
         h("button", { class: "btn", title: "Load this workflow (embedded in the image)", onclick: () => this.loadWorkflow() }, "Load workflow"),
         h("button", { class: "btn", title: "Copy the image into the input folder and open the inpaint workflow on it", onclick: () => this.sendToInpaint() }, "Send to inpaint"),
         h("button", { class: "btn", title: "Paint a mask on this image; the masked copy goes into a Load Image node", onclick: () => this.openInMaskEditor() }, "Mask editor"),
-        inGallery ? h("button", { class: `btn gv-fav${img.favourite ? " on" : ""}`, onclick: () => this.patch({ favourite: !img.favourite }) }, img.favourite ? "★ Favourite" : "☆ Favourite") : null,
+        inGallery ? h("button", { class: `btn gv-fav${img.favourite ? " on" : ""}`, onclick: () => this.patch({ favourite: !img.favourite }) }, icon("star"), " Favourite") : null,
         inGallery ? h("label", { class: "gv-board" }, "Board ", boardSel) : null,
         h("a", { class: "btn", href: imageUrl(img), download: img.filename }, "Download")),
       this.mode !== "single" && this.other

@@ -1,7 +1,9 @@
 // @ts-check
 // Widgets for literal inputs, built from the catalogue's input descriptions.
 
+import { inputLimits, refusal } from "./limits.js"
 import { app } from "./state.js"
+import { toast } from "./ui.js"
 
 /** @typedef {import("litegraph").LGraphNode} LGraphNode */
 /** @typedef {import("./state.js").InputDef} InputDef */
@@ -65,6 +67,7 @@ export function addInputWidget(node, inp) {
         this.value = x
         changed(this, node)
       }, { min: inp.min, max: inp.max, step2: step, precision })
+      refuseOutOfRange(w, node)
       break
     }
     case "BOOLEAN":
@@ -95,6 +98,40 @@ export function addInputWidget(node, inp) {
   }
   w.inputSpec = inp
   return w
+}
+
+/**
+ * A number widget's typed value (click its middle: litegraph's prompt) outside the input's limits is refused
+ * with a message, instead of litegraph clamping it silently; its arrows and dragging stop at the limits.
+ * @param {AtelierWidget} widget
+ * @param {LGraphNode} node
+ */
+function refuseOutOfRange(widget, node) {
+  /** @type {{onClick?: (o: {e: import("litegraph").CanvasPointerEvent, node: LGraphNode, canvas: import("litegraph").LGraphCanvas}) => void, setValue?: (v: number, o: object) => void, width?: number}} */
+  const w = /** @type {any} */ (widget)
+  const base = w.onClick?.bind(w)
+  if (!base || !w.setValue) return
+  const setValue = w.setValue.bind(w)
+  w.onClick = (opts) => {
+    const { e, canvas } = opts
+    const x = e.canvasX - node.pos[0]
+    const width = w.width || node.size[0]
+    if (x < 40 || x > width - 40) {
+      base(opts)
+      return
+    }
+    canvas.prompt("Value", widget.value, (/** @type {unknown} */ typed) => {
+      const text = String(typed).trim()
+      if (!text) return
+      const v = Number(text)
+      const why = refusal(widget.name, v, inputLimits(node, widget))
+      if (why) {
+        toast(`${why}; kept ${widget.value}`, "error", 5000)
+        return
+      }
+      setValue(v, opts)
+    }, e)
+  }
 }
 
 /**
@@ -147,7 +184,7 @@ export function beginDomFrame() {
 
 export function endDomFrame() {
   for (const w of layer.all) {
-    if (!layer.drawn.has(w)) w.element.style.display = "none"
+    if (!layer.drawn.has(w) && w.element.style.display !== "none") w.element.style.display = "none"
   }
 }
 

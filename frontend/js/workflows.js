@@ -3,6 +3,8 @@
 
 import { ApiError, api } from "./api.js"
 import { FormatError, graphPosAt, isComfyWorkflow, loadIntoGraph, toWorkflow } from "./graphio.js"
+import { icon } from "./icons.js"
+import { unseenNotices } from "./notices.js"
 import { addNode } from "./search.js"
 import { app } from "./state.js"
 import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo, toast } from "./ui.js"
@@ -20,10 +22,13 @@ import { confirmDialog, download, errorMessage, h, modal, promptDialog, timeAgo,
  */
 export function openWorkflow(data, { name = null, fixChoices = false, source = "" } = {}) {
   let warnings
+  // the workflow gets a tab of its own (tabs.js): what the canvas showed stays open, with its undo history
+  const takeBack = app.tabForLoad?.()
   app.runtime.clear() // run marks, previews and pictures belong to the graph being replaced
   try {
     warnings = loadIntoGraph(data, { fixChoices })
   } catch (err) {
+    takeBack?.()
     toast(`Cannot load ${source || "this workflow"}: ${errorMessage(err)}`, "error", 6000)
     console.error(err)
     return false
@@ -31,6 +36,8 @@ export function openWorkflow(data, { name = null, fixChoices = false, source = "
   if (name != null) app.doc.metadata.name = name
   app.savedAs = name ?? app.doc.metadata.name ?? ""
   app.afterLoad()
+  // a shipped workflow's model files replaced by this server's are said once, not on every load
+  warnings = fixChoices ? unseenNotices(warnings) : [...new Set(warnings)]
   for (const w of warnings.slice(0, 4)) toast(w, "info", 4000)
   if (warnings.length > 4) toast(`… and ${warnings.length - 4} more warnings`, "info", 5000)
   return true
@@ -89,7 +96,7 @@ export async function openLibrary() {
         h("span", { class: "library-name" }, title),
         desc ? h("span", { class: "library-desc" }, desc) : null),
       meta ? h("span", { class: "library-meta" }, meta) : null,
-      onDelete ? h("button", { class: "icon-btn small", title: `Delete ${title}`, onclick: onDelete }, "🗑") : null)
+      onDelete ? h("button", { class: "icon-btn small", title: `Delete ${title}`, onclick: onDelete }, icon("trash")) : null)
   list.replaceChildren(
     h("h3", {}, "Saved"),
     saved.length
@@ -118,6 +125,10 @@ export async function openLibrary() {
 }
 
 export function newWorkflow() {
+  if (app.tabs) {
+    app.tabs.open()
+    return
+  }
   openWorkflow({ format: "atelier/workflow", version: 1, metadata: { name: "" }, parameters: {}, nodes: {}, ui: {} }, { name: "" })
 }
 

@@ -381,6 +381,7 @@ def test_graph_tools_on_a_300_node_workflow_performance_trace(page: Any, artifac
         page=page, path=str(trace), categories=["devtools.timeline", "toplevel", "blink.user_timing"]
     )
     at = empty_spot(page)
+    view = page.evaluate("[window.atelier.app.canvas.ds.scale, [...window.atelier.app.canvas.ds.offset]]")
     page.mouse.click(*at)
     page.keyboard.press("Control+a")
     page.wait_for_timeout(300)
@@ -407,6 +408,11 @@ def test_graph_tools_on_a_300_node_workflow_performance_trace(page: Any, artifac
     )
     page.wait_for_timeout(400)
     _mark(page, "canvas menu, straight links")
+    # the minimap moved the view: back to the one where `at` is background
+    page.evaluate(
+        "(v) => { const c = window.atelier.app.canvas; c.ds.scale = v[0]; c.ds.offset = v[1]; c.draw(true, true) }",
+        view,
+    )
     background_menu(page, "Canvas", "Straight links", at=at)
     page.wait_for_timeout(400)
     _mark(page, "end")
