@@ -1100,7 +1100,9 @@ export function initPipelines() {
     const pre = prefix()
     const aid = String(node.properties?.aid ?? "")
     if (pre && aid && !aid.startsWith(pre)) {
-      const taken = new Set(graph._nodes.filter((n) => n !== node).map((n) => String(n.properties?.aid)))
+      // the graph the node went into (tabs give every tab a graph carrying these hooks)
+      const into = /** @type {import("litegraph").LGraph} */ (this || graph)
+      const taken = new Set(into._nodes.filter((n) => n !== node).map((n) => String(n.properties?.aid)))
       let id = pre + aid
       for (let n = 2; taken.has(id); n++) id = `${pre}${aid}_${n}`
       node.properties.aid = id
