@@ -22,16 +22,22 @@ FILES = {
     "checkpoint": "tiny15.safetensors",
     "image": "face.png",
     "upscale_model": "esrgan-x4.safetensors",
+    "reference": "face.png",
+    "ipadapter": "plus-face15.bin",
+    "clip_vision": "tiny-vit.safetensors",
 }
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     from atelier.engine.models.tiny import write_tiny_checkpoint
+    from atelier.engine.models.tiny_ipadapter import write_tiny_clip_vision, write_tiny_ipadapter
 
     root = tmp_path_factory.mktemp("shipped")
     write_tiny_checkpoint("sd15", root / "models" / "checkpoints" / "tiny15.safetensors", seed=0)
     tiny.write_safetensors(tiny.esrgan(4), root / "models" / "upscale_models" / "esrgan-x4.safetensors")
+    write_tiny_clip_vision(root / "models" / "clip_vision" / "tiny-vit.safetensors")
+    write_tiny_ipadapter(root / "models" / "ipadapter" / "plus-face15.bin", "sd15", "plus")
     eng = build_engine(
         EngineConfig(
             device="cpu",
