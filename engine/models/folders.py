@@ -1,7 +1,7 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks, clip_vision, ipadapter``; more roots or per-kind folders
+vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks, clip_vision, ipadapter, style_models``; more roots or per-kind folders
 come from a TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder
 works as it is (A1111's folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised, and
 face detectors in Impact Pack's ``ultralytics/bbox`` or ADetailer's ``adetailer``)::
@@ -29,6 +29,7 @@ MODEL_KINDS = (
     "hypernetworks",
     "clip_vision",
     "ipadapter",
+    "style_models",
 )
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
@@ -45,6 +46,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     # CLIP vision encoders and IP-Adapters (ComfyUI's folders; IPAdapter_plus keeps adapters in ipadapter)
     "clip_vision": ("clip_vision",),
     "ipadapter": ("ipadapter",),
+    "style_models": ("style_models",),
 }
 
 

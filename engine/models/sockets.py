@@ -19,6 +19,7 @@ from atelier.engine.types import SocketType
 from .clip_vision import ClipVisionHandle, ClipVisionOutput
 from .handles import ClipHandle, ModelHandle, VaeHandle
 from .ipadapter import IPAdapterModel
+from .style_model import StyleModel
 from .upscale import UpscaleModelHandle
 
 MODEL: Final = SocketType(
@@ -76,4 +77,10 @@ CLIP_VISION_OUTPUT: Final = SocketType(
 )
 IPADAPTER: Final = SocketType(
     "IPADAPTER", f"{IPAdapterModel.__name__}: an IP-Adapter (image prompt adapter)", "#ce93d8", IPAdapterModel
+)
+STYLE_MODEL: Final = SocketType(
+    "STYLE_MODEL",
+    f"{StyleModel.__name__}: a style adapter (CLIP vision encoding -> text tokens)",
+    "#bcaaa4",
+    StyleModel,
 )

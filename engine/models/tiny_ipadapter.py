@@ -24,7 +24,15 @@ from .build import build_empty, empty_unet
 from .info import family_config
 from .tiny import _TINY_UNET, TinyArch, randomize
 
-__all__ = ["TINY_CLIP_VISION", "tiny_ipadapter_state", "write_tiny_clip_vision", "write_tiny_ipadapter"]
+__all__ = [
+    "TINY_CLIP_VISION",
+    "ipadapter_state",
+    "save_ipadapter",
+    "tiny_ipadapter_state",
+    "write_tiny_clip_vision",
+    "write_tiny_ipadapter",
+    "write_tiny_style_model",
+]
 
 #: the tiny encoder's shape: 64 wide (one 64-wide head), 3 layers, 32-pixel patches over 224 (49 + 1 tokens)
 TINY_CLIP_VISION = {
@@ -114,17 +122,17 @@ def _image_proj(
     return state
 
 
-def tiny_ipadapter_state(
-    arch: TinyArch,
+def ipadapter_state(
+    unet: torch.nn.Module,
     kind: Literal["plain", "plus", "full", "faceid"] = "plain",
     seed: int = 0,
     clip_hidden: int = TINY_CLIP_VISION["hidden_size"],  # type: ignore[assignment]
     clip_projection: int = TINY_CLIP_VISION["projection_dim"],  # type: ignore[assignment]
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """``{"image_proj": ..., "ip_adapter": ...}`` for the tiny UNet of ``arch`` (``tiny.py``)."""
-    unet = empty_unet({**family_config(arch, "unet"), **_TINY_UNET[arch]})
-    cross = int(unet.config.cross_attention_dim)
-    g = _generator(seed, f"ipadapter:{arch}:{kind}")
+    """``{"image_proj": ..., "ip_adapter": ...}`` with random weights for ``unet``'s cross-attention layers
+    (any diffusers UNet, on the meta device too: only shapes are read)."""
+    cross = int(unet.config.cross_attention_dim)  # type: ignore[attr-defined]
+    g = _generator(seed, f"ipadapter:{cross}:{kind}")
     image_proj = _image_proj(kind, g, cross, clip_projection, clip_hidden)
     ip_adapter: dict[str, torch.Tensor] = {}
     for n, (name, attn) in enumerate(attention_layers(unet)):
@@ -135,6 +143,29 @@ def tiny_ipadapter_state(
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
 
 
+def tiny_ipadapter_state(
+    arch: TinyArch,
+    kind: Literal["plain", "plus", "full", "faceid"] = "plain",
+    seed: int = 0,
+    **clip: int,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`ipadapter_state` for the tiny UNet of ``arch`` (``tiny.py``)."""
+    unet = empty_unet({**family_config(arch, "unet"), **_TINY_UNET[arch]})
+    return ipadapter_state(unet, kind, seed, **clip)
+
+
+def save_ipadapter(state: dict[str, dict[str, torch.Tensor]], out: str | Path) -> Path:
+    """Write ``state`` as a ``.bin`` torch pickle of the two dicts, or flattened ``.safetensors``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        flat = {f"{part}.{k}": v.contiguous() for part, sd in state.items() for k, v in sd.items()}
+        save_file(flat, str(out), metadata={"format": "pt"})
+    else:
+        torch.save(state, out)
+    return out
+
+
 def write_tiny_ipadapter(
     out: str | Path,
     arch: TinyArch,
@@ -142,13 +173,33 @@ def write_tiny_ipadapter(
     seed: int = 0,
     **clip: int,
 ) -> Path:
-    """Write a tiny IP-Adapter: ``.bin`` (torch pickle of the two dicts) or ``.safetensors`` (flattened)."""
+    """Write a tiny IP-Adapter for ``arch``: ``.bin`` or ``.safetensors`` (see :func:`save_ipadapter`)."""
+    return save_ipadapter(tiny_ipadapter_state(arch, kind, seed, **clip), out)
+
+
+def write_tiny_style_model(
+    out: str | Path, seed: int = 0, width: int = 64, context_dim: int = 32, layers: int = 2, tokens: int = 8
+) -> Path:
+    """A tiny T2I-Adapter style model (``style_embedding``, ``transformer_layes.N.*``, ``proj``) as
+    ``.safetensors`` or ``.pth``; ``width`` must be the CLIP vision encoder's hidden width."""
+    from .style_model import StyleAdapter
+
     out = Path(out)
-    state = tiny_ipadapter_state(arch, kind, seed, **clip)
+    adapter = StyleAdapter(width, context_dim, max(1, width // 64), layers, tokens)
+    g = _generator(seed, "style_model")
+    state: dict[str, torch.Tensor] = {}
+    for name, t in adapter.state_dict().items():
+        if t.ndim == 1:
+            state[name] = (1.0 if name.endswith("weight") and "ln" in name else 0.0) + 0.02 * torch.randn(
+                t.shape, generator=g
+            )
+        else:
+            state[name] = (
+                torch.randn(t.shape, generator=g) / int(t.shape[-2 if name == "proj" else -1]) ** 0.5
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
-        flat = {f"{part}.{k}": v.contiguous() for part, sd in state.items() for k, v in sd.items()}
-        save_file(flat, str(out), metadata={"format": "pt"})
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt"})
     else:
         torch.save(state, out)
     return out

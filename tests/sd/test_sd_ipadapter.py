@@ -411,3 +411,69 @@ def test_portrait_from_face_runs_on_tiny_models(ip_engine: Any) -> None:
     saved = np.asarray(Image.open(ip_engine.folders.output / ref["subfolder"] / ref["filename"]))
     assert saved.shape == (64, 64, 3)
     assert "ipadapter" in res.executed
+
+
+# -- style models -----------------------------------------------------------------------------------------
+
+
+def _style_reference(sd: dict[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+    """T2I-Adapter's StyleAdapter written out with matmuls (one head: the tiny model is 64 wide)."""
+
+    def ln(x: torch.Tensor, p: str) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], sd[p + ".weight"], sd[p + ".bias"])
+
+    tokens = sd["style_embedding"].shape[1]
+    x = ln(torch.cat([hidden, sd["style_embedding"].expand(hidden.shape[0], -1, -1)], dim=1), "ln_pre")
+    n = 0
+    while f"transformer_layes.{n}.ln_1.weight" in sd:
+        p = f"transformer_layes.{n}."
+        h = ln(x, p + "ln_1")
+        q, k, v = (h @ sd[p + "attn.in_proj_weight"].T + sd[p + "attn.in_proj_bias"]).chunk(3, dim=-1)
+        att = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1) @ v
+        x = x + att @ sd[p + "attn.out_proj.weight"].T + sd[p + "attn.out_proj.bias"]
+        h = ln(x, p + "ln_2") @ sd[p + "mlp.c_fc.weight"].T + sd[p + "mlp.c_fc.bias"]
+        h = h * torch.sigmoid(1.702 * h)
+        x = x + h @ sd[p + "mlp.c_proj.weight"].T + sd[p + "mlp.c_proj.bias"]
+        n += 1
+    return ln(x[:, -tokens:], "ln_post") @ sd["proj"]
+
+
+def test_style_model_appends_its_tokens_to_the_conditioning(ip_engine: Any, ip_root: Path) -> None:
+    from safetensors.torch import load_file
+
+    from atelier.engine.models.tiny_ipadapter import write_tiny_style_model
+    from atelier.nodes.clip_vision import (
+        CLIPVisionEncode,
+        CLIPVisionLoader,
+        StyleModelApply,
+        StyleModelLoader,
+    )
+
+    path = write_tiny_style_model(ip_root / "style_models" / "tiny-style.safetensors", seed=3)
+    write_tiny_style_model(ip_root / "style_models" / "wide-style.safetensors", width=128)
+    style = _node(ip_engine, StyleModelLoader, style_model_name="tiny-style.safetensors")
+    cv = _node(ip_engine, CLIPVisionLoader, clip_name="tiny-vit.safetensors")
+    encoded = _node(ip_engine, CLIPVisionEncode, clip_vision=cv, image=_reference_image(), crop="center")
+    cond = [CondEntry(torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(8)))]
+
+    def apply(strength: float, model: Any = style) -> Any:
+        return _node(
+            ip_engine,
+            StyleModelApply,
+            conditioning=cond,
+            style_model=model,
+            clip_vision_output=encoded,
+            strength=strength,
+            strength_type="multiply",
+        )
+
+    (one,) = apply(1.0)
+    assert one.embedding.shape == (1, 77 + 8, 32)
+    assert torch.equal(one.embedding[:, :77], cond[0].embedding)
+    expected = _style_reference(load_file(str(path)), encoded.last_hidden_state)
+    torch.testing.assert_close(one.embedding[:, 77:], expected, rtol=1e-4, atol=1e-5)
+    (half,) = apply(0.5)
+    torch.testing.assert_close(half.embedding[:, 77:], expected * 0.5, rtol=1e-4, atol=1e-6)
+    wide = _node(ip_engine, StyleModelLoader, style_model_name="wide-style.safetensors")
+    with pytest.raises(ValueError, match=r"StyleModelApply: style model wide-style.safetensors .*width 128"):
+        apply(1.0, wide)
