@@ -255,9 +255,14 @@ def test_the_mask_limits_the_adapter_to_its_region(ip_engine: Any) -> None:
 # -- sampling ---------------------------------------------------------------------------------------------
 
 
-def _workflow(ckpt: str, adapter: str | None, clip: str = "tiny-vit.safetensors", **ip: Any) -> dict:
+def _workflow(
+    ckpt: str, adapter: str | None, clip: str = "tiny-vit.safetensors", _mask: dict | None = None, **ip: Any
+) -> dict:
     wf = json.loads((ROOT / "workflows" / "portrait.json").read_text())
     nodes = wf["nodes"]
+    if _mask is not None:
+        nodes["mask"] = _mask
+        ip["attn_mask"] = {"node": "mask", "output": "MASK"}
     nodes["loader"]["inputs"]["ckpt_name"] = ckpt
     if adapter is not None:
         nodes["ref"] = {"type": "LoadImage", "inputs": {"image": "face.png"}}
@@ -303,6 +308,10 @@ def test_weight_zero_is_no_adapter_and_the_weight_changes_the_picture(
     assert (full - none).abs().mean() > (half - none).abs().mean()
     # a range that holds no step, and an all-black mask, are the model without adapter too
     assert torch.equal(_latent(ip_engine, ckpt, adapter, start_at=0.0, end_at=0.0), none)
+    black = {"type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
+    assert torch.equal(_latent(ip_engine, ckpt, adapter, _mask=black), none)
+    white = {"type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}}
+    assert torch.equal(_latent(ip_engine, ckpt, adapter, _mask=white), full)
 
 
 def test_start_and_end_select_the_steps_the_adapter_acts_in(ip_engine: Any) -> None:
