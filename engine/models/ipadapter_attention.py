@@ -7,7 +7,8 @@ the attention-patch processor of ``attention.py``) for the length of one network
     out += weight * mask * to_out(softmax(q k_ip^T / sqrt(d)) v_ip)      (to_out without its bias)
 
 where ``q`` is the layer's query, ``k_ip`` / ``v_ip`` the adapter's projections of the image tokens. That is
-diffusers' ``IPAdapterAttnProcessor2_0`` (``to_out`` is linear, so its bias counts once). Rows of the batch
+diffusers' ``IPAdapterAttnProcessor2_0`` (``to_out`` is linear, so its bias counts once); over diffusers'
+plain processor the two attentions share one query and one output projection, as there. Rows of the batch
 that belong to a negative prompt get the tokens of "no image" (the projection of zero embeds, or of the
 encoder's features of a black image for Plus), as diffusers and ComfyUI do. A MASK limits the adapter to a
 region: it is resized to each attention layer's grid. Outside ``[sigma_end, sigma_start]``, or with weight 0,
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import Tensor
 
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
@@ -82,24 +84,52 @@ class IPAdapterAttnProcessor:
         temb: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
+        if self._fusable(attn, hidden_states, encoder_hidden_states, attention_mask):
+            return self._fused(attn, hidden_states, encoder_hidden_states)  # type: ignore[arg-type]
         out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        rows = hidden_states.shape[0]
-        query = attn.to_q(hidden_states)
+        ip = F.linear(self._ip_attention(attn, attn.to_q(hidden_states)), attn.to_out[0].weight)
+        return out + (ip / attn.rescale_output_factor).to(out.dtype)
+
+    def _fusable(self, attn: Any, hidden: Tensor, context: Tensor | None, mask: Tensor | None) -> bool:
+        """Whether the inner processor is diffusers' plain one on a plain call, so that one pass can share
+        the query and the output projection (as diffusers' IPAdapterAttnProcessor2_0 does)."""
+        return (
+            type(self.inner) is AttnProcessor2_0
+            and context is not None
+            and mask is None
+            and hidden.ndim == 3
+            and attn.group_norm is None
+            and attn.spatial_norm is None
+            and not attn.norm_cross
+            and getattr(attn, "norm_q", None) is None
+            and getattr(attn, "norm_k", None) is None
+        )
+
+    def _heads(self, attn: Any, t: Tensor, rows: int) -> Tensor:
+        return t.view(rows, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+
+    def _ip_attention(self, attn: Any, query: Tensor) -> Tensor:
+        """weight * mask * attention of ``query`` [rows, N, inner] over the image tokens (before to_out)."""
+        rows = query.shape[0]
         tokens = self.state.tokens.to(query.device, query.dtype)
         key = F.linear(tokens, self.to_k.to(query.device, query.dtype))
         value = F.linear(tokens, self.to_v.to(query.device, query.dtype))
-        heads, dim = attn.heads, query.shape[-1] // attn.heads
+        q, k, v = (self._heads(attn, t, rows) for t in (query, key, value))
+        ip = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+        ip = ip.transpose(1, 2).reshape(rows, -1, query.shape[-1]) * self.weight
+        mask = self.state.mask_for(int(query.shape[1]), ip)
+        return ip if mask is None else ip * mask
 
-        def split(t: Tensor) -> Tensor:
-            return t.view(rows, -1, heads, dim).transpose(1, 2)
-
-        ip = F.scaled_dot_product_attention(split(query), split(key), split(value), dropout_p=0.0)
-        ip = ip.transpose(1, 2).reshape(rows, -1, heads * dim)
-        ip = F.linear(ip, attn.to_out[0].weight) * self.weight
-        mask = self.state.mask_for(int(hidden_states.shape[1]), ip)
-        if mask is not None:
-            ip = ip * mask
-        return out + (ip / attn.rescale_output_factor).to(out.dtype)
+    def _fused(self, attn: Any, hidden: Tensor, context: Tensor) -> Tensor:
+        rows = hidden.shape[0]
+        query = attn.to_q(hidden)
+        q, k, v = (self._heads(attn, t, rows) for t in (query, attn.to_k(context), attn.to_v(context)))
+        text = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+        text = text.transpose(1, 2).reshape(rows, -1, query.shape[-1]).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](text + self._ip_attention(attn, query).to(query.dtype)))
+        if attn.residual_connection:
+            out = out + hidden
+        return out / attn.rescale_output_factor
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,6 +39,7 @@ ADAPTERS = {
     "plainxl.safetensors": ("sdxl", "plain"),
     "plusfacexl.bin": ("sdxl", "plus"),
     "faceid15.bin": ("sd15", "faceid"),
+    "fullface15.safetensors": ("sd15", "full"),
 }
 
 
@@ -164,6 +165,7 @@ def _call(x: torch.Tensor, sigma: float, negative: tuple[bool, ...] = (False,)) 
     [
         ("tiny15.safetensors", "plain15.bin"),
         ("tiny15.safetensors", "plusface15.bin"),
+        ("tiny15.safetensors", "fullface15.safetensors"),
         ("tinyxl.safetensors", "plainxl.safetensors"),
         ("tinyxl.safetensors", "plusfacexl.bin"),
     ],
@@ -248,6 +250,12 @@ def test_the_mask_limits_the_adapter_to_its_region(ip_engine: Any) -> None:
     plain = plain.view(1, 8, 8, -1)
     assert torch.equal(masked[:, :, 4:], plain[:, :, 4:])  # outside the mask: untouched
     assert not torch.allclose(masked[:, :, :4], plain[:, :, :4], atol=1e-4)
+    # over another processor (an attention patch's, say) the adapter adds the same, computed apart
+    other = IPAdapterAttnProcessor(
+        lambda *a, **k: attn.processor(*a, **k), ipa.to_k[0], ipa.to_v[0], 1.0, state
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(other(attn, hidden, text).view(1, 8, 8, -1), masked, rtol=1e-4, atol=1e-5)
     # at a coarser layer the mask is resized to that layer's grid (4 x 4 for 16 queries)
     assert state.mask_for(16, hidden).shape == (1, 16, 1)
 
