@@ -265,6 +265,13 @@ class OutputCache:
             self._bytes = 0
             self._device_bytes = 0
 
+    def signatures(self, limit: int | None = None) -> list[str]:
+        """The signatures held, most recently used first (at most ``limit``): what a scheduler routing jobs
+        to the worker whose cache already holds their upstream results compares against."""
+        with self._lock:
+            keys = reversed(self._entries)
+            return [k for _, k in zip(range(limit), keys, strict=False)] if limit is not None else list(keys)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -93,10 +93,16 @@ def expand(wf: Workflow, resolve: Resolver = no_library) -> Expanded:
     """The workflow with every pipeline node replaced by its inner nodes (see the module's description).
 
     ``wf``'s own parameters must already be applied to its nodes (validation does this first); the flat
-    workflow keeps ``wf``'s metadata and carries no parameters."""
+    workflow keeps ``wf``'s metadata and carries no parameters.
+
+    The splicing works on the nodes' plain JSON form (each definition's nodes dumped once, whatever number of
+    instances use it) and the flat graph is parsed once at the end, as a workflow written flat is: building a
+    pydantic node and link per inner node instead made planning a nested graph twice as slow as the flat one."""
     result = Expanded(Workflow(metadata=wf.metadata))
     definitions = _definitions(wf, result.problems, "")
-    result.workflow.nodes, _ = _expand_nodes(wf, resolve, (), result, definitions)
+    nodes: dict[str, NodeData] = {}
+    _expand_nodes(wf, resolve, (), result, definitions, {}, nodes)
+    result.workflow.nodes = {nid: WorkflowNode.model_validate(data) for nid, data in nodes.items()}
     return result
 
 
@@ -114,11 +120,29 @@ def _definitions(wf: Workflow, problems: list[ExpansionProblem], where: str) -> 
     return out
 
 
+#: a node as JSON (``type``, ``inputs`` with links as ``{"node", "output"}``, ...)
+NodeData = dict[str, Any]
+#: a link as JSON
+LinkData = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class _Bound:
     """A link from an enclosing graph handed to a pipeline's input: its node id is already the flat one."""
 
-    link: Link
+    link: LinkData
+
+
+def _is_link(value: Any) -> bool:
+    return type(value) is dict and len(value) == 2 and "node" in value and "output" in value
+
+
+def _node_data(wf: Workflow, memo: dict[Any, Any]) -> dict[str, NodeData]:
+    """``wf``'s nodes as JSON, dumped once per definition however many pipeline nodes use it."""
+    found = memo.get(id(wf))
+    if found is None:
+        found = memo[id(wf)] = {nid: n.model_dump(exclude_unset=True) for nid, n in wf.nodes.items()}
+    return found
 
 
 def _expand_nodes(
@@ -127,27 +151,50 @@ def _expand_nodes(
     chain: tuple[str, ...],
     result: Expanded,
     definitions: dict[str, Workflow],
+    memo: dict[Any, Any],
+    out: dict[str, NodeData],
     prefix: str = "",
     given: dict[str, dict[str, Any]] | None = None,
-) -> tuple[dict[str, WorkflowNode], dict[str, dict[str | int, Link]]]:
-    """``wf``'s nodes with ids prefixed, pipeline nodes replaced by their expansion, and for each pipeline
-    node of ``wf`` the flat link producing each of its declared outputs. ``given``: the values the enclosing
-    pipeline node sets on inner inputs (node id -> input -> value); nodes they leave without a consumer are
-    dropped. Links to pipeline nodes' outputs are redirected to the inner nodes producing them."""
+) -> dict[str, dict[str | int, LinkData]]:
+    """Put ``wf``'s nodes (as JSON) in ``out`` with ids prefixed, pipeline nodes replaced by their expansion,
+    and give for each pipeline node of ``wf`` the flat link producing each of its declared outputs. ``given``:
+    the values the enclosing pipeline node sets on inner inputs (node id -> input -> value); nodes they leave
+    without a consumer are dropped.
+
+    A link naming a pipeline node of this level is made here, as a new dict, whether it lands on a node of
+    this level or is handed into a pipeline as a bound input (then the inner nodes hold that very dict); once
+    the level is expanded, each such dict is rewritten in place to the inner node producing the output."""
     problems = result.problems
-    out: dict[str, WorkflowNode] = {}
-    produced: dict[str, dict[str | int, Link]] = {}
+    produced: dict[str, dict[str | int, LinkData]] = {}
+    pending: list[LinkData] = []
+    data = _node_data(wf, memo)
     inputs_of = {
-        nid: {**n.inputs, **given[nid]} if given and nid in given else n.inputs for nid, n in wf.nodes.items()
+        nid: {**n.get("inputs", {}), **given[nid]} if given and nid in given else n.get("inputs", {})
+        for nid, n in data.items()
     }
-    dropped = _replaced(wf, inputs_of) if given else set()
-    for nid, node in wf.nodes.items():
+    dropped = _replaced(data, inputs_of, wf, given, memo) if given else set()
+    nodes = wf.nodes
+
+    def here_link(v: LinkData) -> LinkData:
+        link = {"node": prefix + str(v["node"]), "output": v["output"]}
+        target = nodes.get(v["node"])
+        if target is not None and is_pipeline_type(target.type):
+            pending.append(link)
+        return link
+
+    for nid, node in nodes.items():
         if nid in dropped:
             continue
         inputs = inputs_of[nid]
+        flat_inputs = {}
+        for k, v in inputs.items():
+            if type(v) is dict and len(v) == 2 and "node" in v and "output" in v:
+                v = here_link(v)
+            elif isinstance(v, _Bound):
+                v = v.link
+            flat_inputs[k] = v
         if not is_pipeline_type(node.type):
-            flat = {k: _flat(v, prefix) if isinstance(v, (Link, _Bound)) else v for k, v in inputs.items()}
-            _add(out, prefix + nid, node.model_copy(update={"inputs": flat}), problems)
+            _add(out, prefix + nid, {**data[nid], "inputs": flat_inputs}, problems)
             continue
         name = node.type[len(PREFIX) :]
         here = prefix + nid
@@ -177,26 +224,20 @@ def _expand_nodes(
                 found = found.workflow
             inner = found
         inner_defs = {**definitions, **_definitions(inner, problems, f" inside {name!r}")}
-        bound = _bind_inputs(node.type, inputs, inner, here, prefix, result)
-        inner_nodes, inner_produced = _expand_nodes(
-            inner, resolve, (*chain, name), result, inner_defs, here + SEP, bound
+        bound = _bind_inputs(node.type, flat_inputs, inner, here, result)
+        inner_produced = _expand_nodes(
+            inner, resolve, (*chain, name), result, inner_defs, memo, out, here + SEP, bound
         )
-        for inner_id, inner_node in inner_nodes.items():
-            _add(out, inner_id, inner_node, problems)
         produced[nid] = _declared_outputs(inner, here, inner_produced)
-    if produced:  # links that name a pipeline node of this level's output go to the inner producer
-        targets = {prefix + pid for pid in produced}
-        for node in out.values():
-            inputs = node.inputs
-            for k, v in inputs.items():
-                if isinstance(v, Link) and v.node in targets:
-                    inputs[k] = _redirect(v, prefix, produced)
-    return out, produced
+    for link in pending:
+        target = _redirect(link, prefix, produced)
+        if target is not link:
+            link.clear()
+            link.update(target)
+    return produced
 
 
-def _add(
-    out: dict[str, WorkflowNode], nid: str, node: WorkflowNode, problems: list[ExpansionProblem]
-) -> None:
+def _add(out: dict[str, NodeData], nid: str, node: NodeData, problems: list[ExpansionProblem]) -> None:
     """Put a node in the flat graph; an id that is already there (a node whose id spells a path inside a
     pipeline, ``"fix:detailer"`` next to a pipeline node ``fix``) is refused, naming both."""
     if nid in out:
@@ -206,44 +247,36 @@ def _add(
                 f"node id {nid!r} is used twice once pipelines are expanded (ids inside pipelines are "
                 f"outer{SEP}inner paths): rename the node",
                 node=nid,
-                node_type=node.type,
+                node_type=node.get("type"),
             )
         )
         return
     out[nid] = node
 
 
-def _flat(value: Any, prefix: str) -> Any:
-    """An input value of a node at ``prefix``'s level, with its link (if any) naming the flat node id."""
-    if isinstance(value, _Bound):
-        return value.link
-    if isinstance(value, Link):
-        return Link.model_construct(node=prefix + value.node, output=value.output) if prefix else value
-    return value
-
-
-def _redirect(value: Any, prefix: str, produced: dict[str, dict[str | int, Link]]) -> Any:
+def _redirect(value: LinkData, prefix: str, produced: dict[str, dict[str | int, LinkData]]) -> LinkData:
     """A link to a declared output of one of this level's pipeline nodes, replaced by the link to the inner
     node producing it."""
-    if not isinstance(value, Link) or not value.node.startswith(prefix):
+    node = value["node"]
+    if not node.startswith(prefix):
         return value
-    outs = produced.get(value.node[len(prefix) :])
+    outs = produced.get(node[len(prefix) :])
     if outs is None:
         return value
-    target = outs.get(value.output)
+    target = outs.get(value["output"])
     if target is None:
         names = ", ".join(f"{i}:{n}" for i, n in enumerate(k for k in outs if isinstance(k, str))) or "none"
         # left dangling on purpose: validation reports the missing output on the consuming node
-        return Link(node=value.node, output=f"{value.output} (outputs: {names})")
+        return {"node": node, "output": f"{value['output']} (outputs: {names})"}
     return target
 
 
 def _bind_inputs(
-    type_name: str, given: dict[str, Any], inner: Workflow, here: str, prefix: str, result: Expanded
+    type_name: str, given: dict[str, Any], inner: Workflow, here: str, result: Expanded
 ) -> dict[str, dict[str, Any]]:
     """What a pipeline node (of ``type_name``, with inputs ``given``) sets on its definition's inner inputs:
-    inner node id -> input -> its value or, for a parameter not given, its default. Links from the enclosing
-    graph (at ``prefix``) are carried as :class:`_Bound`, so the inner expansion does not prefix them again."""
+    inner node id -> input -> its value or, for a parameter not given, its default. ``given``'s links already
+    name flat ids; they are carried as :class:`_Bound`, so the inner expansion does not prefix them again."""
     problems = result.problems
     params = inner.parameters
     bound: dict[str, dict[str, Any]] = {}
@@ -266,8 +299,8 @@ def _bind_inputs(
                 )
             )
             continue
-        if isinstance(value, (Link, _Bound)):
-            put(input_name, _Bound(_flat(value, prefix)))
+        if _is_link(value):
+            put(input_name, _Bound(value))
         else:
             result.literals.append((here, input_name, params[input_name], value))
             put(input_name, value)
@@ -295,15 +328,31 @@ def _consumers(inputs_of: dict[str, dict[str, Any]], skip: set[str]) -> dict[str
         if nid in skip:
             continue
         for value in inputs.values():
-            if isinstance(value, Link) and value.node in used:
-                used[value.node] += 1
+            if _is_link(value) and value["node"] in used:
+                used[value["node"]] += 1
     return used
 
 
-def _replaced(inner: Workflow, inputs_of: dict[str, dict[str, Any]]) -> set[str]:
+def _replaced(
+    data: dict[str, NodeData],
+    inputs_of: dict[str, dict[str, Any]],
+    inner: Workflow,
+    given: dict[str, dict[str, Any]],
+    memo: dict[Any, Any],
+) -> set[str]:
     """The inner nodes whose every consumer now takes a pipeline input instead (the LoadImage that fed the
-    definition when it ran alone), and what fed only them: they would compute nothing anybody reads."""
-    before = _consumers({nid: n.inputs for nid, n in inner.nodes.items()}, set())
+    definition when it ran alone), and what fed only them: they would compute nothing anybody reads. That
+    depends only on which inner inputs the pipeline node sets, so it is worked out once per definition and
+    set of inputs."""
+    key = (id(inner), frozenset((nid, k) for nid, values in given.items() for k in values))
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _unread(data, inputs_of, inner)
+    return found
+
+
+def _unread(data: dict[str, NodeData], inputs_of: dict[str, dict[str, Any]], inner: Workflow) -> set[str]:
+    before = _consumers({nid: n.get("inputs", {}) for nid, n in data.items()}, set())
     declared = {decl.node for decl in (inner.outputs or {}).values()}
     dropped: set[str] = set()
     while True:
@@ -315,13 +364,13 @@ def _replaced(inner: Workflow, inputs_of: dict[str, dict[str, Any]]) -> set[str]
 
 
 def _declared_outputs(
-    inner: Workflow, here: str, inner_produced: dict[str, dict[str | int, Link]]
-) -> dict[str | int, Link]:
+    inner: Workflow, here: str, inner_produced: dict[str, dict[str | int, LinkData]]
+) -> dict[str | int, LinkData]:
     """Declared output name and index -> the flat link producing it (through nested pipelines too)."""
-    outs: dict[str | int, Link] = {}
+    outs: dict[str | int, LinkData] = {}
     for index, (name, decl) in enumerate((inner.outputs or {}).items()):
         nested = inner_produced.get(decl.node, {}).get(decl.output)
-        link = nested or Link(node=here + SEP + decl.node, output=decl.output)
+        link = nested or {"node": here + SEP + decl.node, "output": decl.output}
         outs[name] = link
         outs[index] = link
     return outs

@@ -33,6 +33,10 @@ class PipelineError(ValueError):
     """A file or name that cannot be a library pipeline (the message says why)."""
 
 
+class AlreadyInstalled(PipelineError):
+    """``install`` of a name and version the library holds already (versions are never replaced)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -197,7 +201,7 @@ class PipelineLibrary:
         version = parse_version(wf.metadata.version, f"pipeline {name!r}")
         target = self.folders[0] / f"{name}@{version}.json"
         if any(e.version == version for e in self.versions(name)):
-            raise PipelineError(f"pipeline {name!r} {version} is already installed; raise its version")
+            raise AlreadyInstalled(f"pipeline {name!r} {version} is already installed; raise its version")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ValidationError
 from . import types as T
 from .comfy_ui import UiFormatError, UiProblem
 from .folders import Folders
+from .modes import ACTIVE, resolve_modes
 from .node import InputSpec, Node
-from .pipeline import SEP, Resolver, expand, no_library, uses_pipelines
+from .pipeline import SEP, Resolver, expand, is_pipeline_type, no_library, uses_pipelines
 from .registry import Registry
 from .workflow import Link, Parameter, Workflow, WorkflowFormatError, parse_workflow
 
@@ -222,6 +223,16 @@ def _check(
     overrides = {k: v for k, v in overrides.items() if k not in inner_overrides}
     parameters = _apply_parameters(wf, registry, values, overrides, errors)
 
+    for nid, node in wf.nodes.items():
+        if node.mode != ACTIVE and is_pipeline_type(node.type):
+            errors.append(
+                NodeError(
+                    code="invalid_mode",
+                    node=nid,
+                    node_type=node.type,
+                    message=f"a pipeline node cannot be {node.mode!r}ed yet; mute or bypass the nodes inside",
+                )
+            )
     flat = wf
     if uses_pipelines(wf) or inner_overrides:
         applied = wf.model_copy(
@@ -247,6 +258,10 @@ def _check(
         values = {nid: dict(n.inputs) for nid, n in flat.nodes.items()}
         _apply_inner_overrides(flat, registry, values, inner_overrides, errors)
 
+    removed: dict[str, str] = {}
+    if any(n.mode != ACTIVE for n in flat.nodes.values()):
+        flat, values, removed = _apply_modes(flat, values, registry, errors)
+
     nodes: dict[str, GraphNode] = {}
     for nid, node in flat.nodes.items():
         gn = _check_node(nid, node.type, node.version, values[nid], flat, registry, errors, files)
@@ -256,11 +271,37 @@ def _check(
 
     _check_cycles(flat, errors)
 
-    output_ids = _check_outputs(flat, registry, outputs, errors)
+    output_ids = _check_outputs(flat, registry, outputs, errors, removed)
     _spare_unreached(flat, output_ids, errors)
     has_errors = any(e.severity == "error" for e in errors)
     graph = None if has_errors else Graph(wf, nodes, output_ids, parameters)
     return CheckResult(errors, graph, wf)
+
+
+def _apply_modes(
+    flat: Workflow, values: dict[str, dict[str, Any]], registry: Registry, errors: list[NodeError]
+) -> tuple[Workflow, dict[str, dict[str, Any]], dict[str, str]]:
+    """The workflow without its muted and bypassed nodes (links through bypassed ones passed on), the
+    remaining nodes' inputs, and why each removed node does not run (engine/modes.py)."""
+
+    def spec_of(nid: str) -> Any:
+        cls = registry.get(flat.nodes[nid].type)
+        return cls.spec if cls is not None else None
+
+    resolved = resolve_modes({nid: n.mode for nid, n in flat.nodes.items()}, values, spec_of)
+    errors.extend(
+        NodeError(
+            code=p.code,
+            node=p.node,
+            node_type=flat.nodes[p.node].type,
+            input=p.input,
+            message=p.message,
+            severity=p.severity,
+        )
+        for p in resolved.problems
+    )
+    kept = {nid: n for nid, n in flat.nodes.items() if nid in resolved.inputs}
+    return flat.model_copy(update={"nodes": kept}), resolved.inputs, resolved.removed
 
 
 def _ui_error(problem: UiProblem) -> NodeError:
@@ -598,12 +639,20 @@ def _spare_unreached(wf: Workflow, outputs: list[str], errors: list[NodeError]) 
 
 
 def _check_outputs(
-    wf: Workflow, registry: Registry, outputs: list[str] | None, errors: list[NodeError]
+    wf: Workflow,
+    registry: Registry,
+    outputs: list[str] | None,
+    errors: list[NodeError],
+    removed: dict[str, str] | None = None,
 ) -> list[str]:
     if outputs is not None:
         chosen = []
         for nid in outputs:
-            if nid not in wf.nodes:
+            if removed and nid in removed:
+                errors.append(
+                    NodeError(code="not_run", node=str(nid), message=f"cannot run up to it: {removed[nid]}")
+                )
+            elif nid not in wf.nodes:
                 errors.append(
                     NodeError(code="unknown_output", node=str(nid), message=f"no node {nid!r} to run up to")
                 )

@@ -60,6 +60,8 @@ class WorkflowNode(BaseModel):
     version: str | None = None
     title: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
+    #: ``"bypass"``: passes its inputs through; ``"mute"``: does not run (engine/modes.py)
+    mode: str = "active"
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -277,11 +279,35 @@ def from_comfy_api(prompt: dict[str, Any]) -> Workflow:
     return Workflow(nodes=nodes)
 
 
-def to_comfy_api(wf: Workflow, registry: Any = None) -> dict[str, Any]:
+def to_comfy_api(wf: Workflow, registry: Any = None, pipelines: Any = None) -> dict[str, Any]:
+    """ComfyUI's API format of ``wf``. Pipeline nodes are expanded first (embedded definitions, else the
+    ``pipelines`` resolver), as ComfyUI's frontend flattens its subgraphs: their nodes get ``"outer:inner"``
+    ids; raises :class:`WorkflowFormatError` naming a pipeline that cannot be expanded. The format has no
+    node modes: muted and bypassed nodes are resolved away then (with the ``registry``'s specs, which say
+    what a bypassed node passes through; engine/modes.py)."""
+    from .pipeline import expand, no_library, uses_pipelines  # the pipeline module builds on this one
+
+    if uses_pipelines(wf):
+        expanded = expand(wf, pipelines or no_library)
+        failed = [p for p in expanded.problems if p.severity == "error"]
+        if failed:
+            raise WorkflowFormatError(f"node {failed[0].node}: {failed[0].message}")
+        wf = expanded.workflow
+    given = {nid: n.inputs for nid, n in wf.nodes.items()}
+    if any(n.mode != "active" for n in wf.nodes.values()):
+        from .modes import resolve_modes
+
+        def spec_of(nid: str) -> Any:
+            cls = registry.get(wf.nodes[nid].type) if registry is not None else None
+            return cls.spec if cls is not None else None
+
+        given = resolve_modes({nid: n.mode for nid, n in wf.nodes.items()}, given, spec_of).inputs
     out: dict[str, Any] = {}
     for node_id, node in wf.nodes.items():
+        if node_id not in given:
+            continue
         inputs: dict[str, Any] = {}
-        for name, value in node.inputs.items():
+        for name, value in given[node_id].items():
             if isinstance(value, Link):
                 index = value.output
                 if isinstance(index, str) and registry is not None:

@@ -13,26 +13,50 @@
   nodes (mode 2): an input fed by a muted node loses that link, and a node whose required input was fed so
   is dropped too (it could not run), and so on downstream.
 * A node type the registry lacks is a :class:`UiProblem` for that node; all of them are reported together.
+* Subgraphs (``definitions.subgraphs``) become Atelier pipelines: each definition one embedded pipeline
+  (its inputs: widget-typed ones as literal parameters with the inner widget's type, limits and value as
+  default; the others as socket parameters; its outputs: what feeds the subgraph's output node), each
+  instance a ``pipeline:NAME`` node. Expanded, a pipeline node's inner ids are ComfyUI's own (``"5:3"``).
+  A subgraph that hands an input straight to an output (no node between: a pipeline cannot declare that)
+  is expanded in place instead, as ComfyUI's frontend does for every subgraph.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import types as T
+from ..modes import bypass_input, cut_unfed, required_links
 from ..node import InputSpec, NodeSpec
+from ..pipeline import PREFIX as PIPELINE_PREFIX
 from ..registry import Registry
-from ..workflow import CURRENT_VERSION, FORMAT, Link, Metadata, Workflow, WorkflowFormatError, WorkflowNode
+from ..workflow import (
+    CURRENT_VERSION,
+    FORMAT,
+    Link,
+    Metadata,
+    Parameter,
+    PipelineOutput,
+    Workflow,
+    WorkflowFormatError,
+    WorkflowNode,
+)
 from .graph import (
     GROUP_NODE,
+    PIPELINE_INPUTS,
     SUBGRAPH_INPUTS,
     SUBGRAPH_INSTANCE,
     SUBGRAPH_OUTPUT_ID,
     FlatGraph,
+    FlatInput,
     FlatNode,
     Source,
     flatten,
+    flatten_subgraph,
+    promoted_inputs,
+    subgraph_definitions,
 )
 
 #: Frontend-only node types that hold no computation.
@@ -90,49 +114,291 @@ def from_comfy_ui(data: dict[str, Any], registry: Registry) -> Workflow:
 
 
 def _convert(data: dict[str, Any], registry: Registry) -> Workflow:
-    graph = flatten(data)
+    subgraphs = subgraph_definitions(data)
+    keep = set(subgraphs)
+    while True:  # drop from ``keep`` each subgraph no pipeline can stand for, until all convert
+        try:
+            return _convert_with(data, registry, subgraphs, frozenset(keep))
+        except _Passthrough as exc:
+            keep.discard(exc.subgraph)
+
+
+class _Passthrough(Exception):
+    """A subgraph output fed straight by one of its inputs: it cannot be a pipeline."""
+
+    def __init__(self, subgraph: str) -> None:
+        self.subgraph = subgraph
+
+
+@dataclass
+class _Subgraphs:
+    """The subgraphs converted as pipelines: their names and the definitions made so far."""
+
+    raw: dict[str, dict[str, Any]]
+    keep: frozenset[str]
+    names: dict[str, str]
+    definitions: dict[str, Workflow]
+    #: subgraphs whose conversion found problems (reported once)
+    failed: set[str] = field(default_factory=set)
+
+    def param_names(self, sid: str) -> list[str]:
+        return _unique([str(i.get("name", k)) for k, i in enumerate(self.inputs(sid))])
+
+    def output_names(self, sid: str) -> list[str]:
+        return _unique([str(o.get("name", k)) for k, o in enumerate(self.raw[sid].get("outputs") or [])])
+
+    def inputs(self, sid: str) -> list[dict[str, Any]]:
+        return [i for i in (self.raw[sid].get("inputs") or []) if isinstance(i, dict)]
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names usable as parameter/output names: no '.', none twice."""
+    out: list[str] = []
+    for name in names:
+        base = name.replace(".", "_").strip() or "input"
+        candidate, n = base, 2
+        while candidate in out:
+            candidate, n = f"{base}_{n}", n + 1
+        out.append(candidate)
+    return out
+
+
+def _pipeline_names(subgraphs: dict[str, dict[str, Any]], keep: frozenset[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for sid in sorted(keep):
+        raw_name = subgraphs[sid].get("name")
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", raw_name if isinstance(raw_name, str) else "").strip("_")
+        base = base or f"subgraph_{sid[:8]}"
+        candidate, n = base, 2
+        while candidate in names.values():
+            candidate, n = f"{base}_{n}", n + 1
+        names[sid] = candidate
+    return names
+
+
+def _convert_with(
+    data: dict[str, Any], registry: Registry, subgraphs: dict[str, dict[str, Any]], keep: frozenset[str]
+) -> Workflow:
+    sgs = _Subgraphs(subgraphs, keep, _pipeline_names(subgraphs, keep), {})
     problems: list[UiProblem] = []
+    for sid in sorted(keep):
+        _definition(data, sid, registry, sgs, problems, ())
+    graph = flatten(data, keep)
+    nodes, controls, _ = _convert_level(graph, registry, sgs, problems, "")
+    if problems:
+        raise UiFormatError(problems)
+    ui = _layout(data, graph, nodes, controls)
+    used = _used_definitions(nodes, sgs)
+    return Workflow(
+        format=FORMAT,
+        version=CURRENT_VERSION,
+        metadata=Metadata(),
+        parameters={},
+        nodes=nodes,
+        ui=ui,
+        definitions={name: sgs.definitions[name].to_dict() for name in sorted(used)},
+    )
+
+
+def _used_definitions(nodes: dict[str, WorkflowNode], sgs: _Subgraphs) -> set[str]:
+    """The pipeline names the nodes use, directly or inside the definitions they use."""
+    todo = [n.type[len(PIPELINE_PREFIX) :] for n in nodes.values() if n.type.startswith(PIPELINE_PREFIX)]
+    used: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in used or name not in sgs.definitions:
+            continue
+        used.add(name)
+        todo.extend(
+            n.type[len(PIPELINE_PREFIX) :]
+            for n in sgs.definitions[name].nodes.values()
+            if n.type.startswith(PIPELINE_PREFIX)
+        )
+    return used
+
+
+def _definition(
+    data: dict[str, Any],
+    sid: str,
+    registry: Registry,
+    sgs: _Subgraphs,
+    problems: list[UiProblem],
+    inside: tuple[str, ...],
+) -> Workflow | None:
+    """Subgraph ``sid`` as a pipeline definition (made once; the subgraphs it uses first)."""
+    name = sgs.names[sid]
+    if name in sgs.definitions or sid in sgs.failed:
+        return sgs.definitions.get(name)
+    if sid in inside:
+        raise WorkflowFormatError(f"subgraph {sid} contains itself")
+    raw = sgs.raw[sid]
+    for node in raw.get("nodes") or []:
+        if isinstance(node, dict) and node.get("type") in sgs.keep:
+            _definition(data, node["type"], registry, sgs, problems, (*inside, sid))
+    graph = flatten_subgraph(data, sid, sgs.keep)
+    before = len(problems)
+    nodes, controls, targets = _convert_level(graph, registry, sgs, problems, f"inside subgraph {name!r}: ")
+    if len(problems) > before:
+        sgs.failed.add(sid)
+        return None
+    parameters: dict[str, Parameter] = {}
+    for k, (pname, sgi) in enumerate(zip(sgs.param_names(sid), sgs.inputs(sid), strict=True)):
+        fed = [(nid, inp) for nid, inp in targets.get(k, []) if nid in nodes]
+        parameters[pname] = _parameter(str(sgi.get("type", "*")), fed, nodes, registry, sgs)
+    outputs: dict[str, PipelineOutput] = {}
+    out_types = [str(o.get("type", "*")) for o in raw.get("outputs") or []]
+    for oname, otype, source in zip(sgs.output_names(sid), out_types, graph.outputs, strict=False):
+        fed = _follow(graph, otype, source) if source is not None else None
+        if isinstance(fed, _Param):
+            raise _Passthrough(sid)
+        if not isinstance(fed, Source) or fed.node not in nodes:
+            continue  # an output nothing feeds: a link from it stays unconnected
+        link = _as_link(fed, nodes, registry, sgs)
+        outputs[oname] = PipelineOutput(type=otype, node=link.node, output=link.output)
+    description = raw.get("description")
+    wf = Workflow(
+        metadata=Metadata(
+            name=str(raw.get("name") or name),
+            description=description if isinstance(description, str) else "",
+        ),
+        parameters=parameters,
+        nodes=nodes,
+        outputs=outputs,
+        ui=_layout(raw, graph, nodes, controls),
+    )
+    sgs.definitions[name] = wf
+    return wf
+
+
+def _parameter(
+    declared: str,
+    fed: list[tuple[str, FlatInput]],
+    nodes: dict[str, WorkflowNode],
+    registry: Registry,
+    sgs: _Subgraphs,
+) -> Parameter:
+    """A pipeline input from a subgraph input: literal (typed and limited as the first widget it feeds, its
+    value the default) or a socket."""
+    targets = [f"{nid}.{inp.name}" for nid, inp in fed]
+    for nid, inp in fed:
+        node = nodes[nid]
+        if node.type.startswith(PIPELINE_PREFIX):
+            inner = sgs.definitions.get(node.type[len(PIPELINE_PREFIX) :])
+            param = inner.parameters.get(inp.name) if inner else None
+            if param is not None and (param.type in T.PRIMITIVES or param.type == T.COMBO):
+                value = node.inputs.get(inp.name, param.default)
+                return param.model_copy(update={"targets": targets, "default": value})
+            continue
+        cls = registry.get(node.type)
+        spec = cls.spec.input(inp.name) if cls else None
+        if spec is not None and spec.is_widget:
+            return Parameter(
+                type=spec.type,
+                targets=targets,
+                default=node.inputs.get(inp.name, spec.default),
+                min=spec.min,
+                max=spec.max,
+                step=spec.step,
+                choices=list(spec.choices) if spec.choices else None,
+                description=spec.description,
+            )
+    return Parameter(type=declared if declared not in ("", "*") else T.ANY, targets=targets)
+
+
+def _instance_widgets(node: FlatNode, sid: str, sgs: _Subgraphs) -> dict[str, Any]:
+    """A kept subgraph instance's widget values (for its unlinked inputs that feed widgets inside), by input."""
+    values = node.widgets_values
+    names = sgs.param_names(sid)
+    raw_names = [str(i.get("name")) for i in sgs.inputs(sid)]
+    out: dict[str, Any] = {}
+    for index, k in enumerate(promoted_inputs(sgs.raw[sid])):
+        if k >= len(names):
+            continue
+        if isinstance(values, dict) and raw_names[k] in values:
+            out[names[k]] = values[raw_names[k]]
+        elif isinstance(values, list) and index < len(values):
+            out[names[k]] = values[index]
+    return out
+
+
+def _instance_input_name(node: FlatNode, position: int, sid: str, sgs: _Subgraphs) -> str | None:
+    """The pipeline input an instance's input stands for: by name, else (no names in common) by position."""
+    raw_names = [str(i.get("name")) for i in sgs.inputs(sid)]
+    names = sgs.param_names(sid)
+    name = node.inputs[position].name
+    if name in raw_names:
+        return names[raw_names.index(name)]
+    if not {i.name for i in node.inputs} & set(raw_names) and position < len(names):
+        return names[position]
+    return None
+
+
+def _convert_level(
+    graph: FlatGraph, registry: Registry, sgs: _Subgraphs, problems: list[UiProblem], where: str
+) -> tuple[dict[str, WorkflowNode], dict[str, dict[str, str]], dict[int, list[tuple[str, FlatInput]]]]:
+    """The nodes of one graph (the workflow's, or a subgraph's own), the control modes of their seeds, and
+    (for a subgraph) which inner inputs each of its inputs feeds."""
     nodes: dict[str, WorkflowNode] = {}
     controls: dict[str, dict[str, str]] = {}
+    targets: dict[int, list[tuple[str, FlatInput]]] = {}
     widget_values = _group_widget_values(graph, registry, problems)
     for nid, node in graph.nodes.items():
         if node.kind is not None or node.type in VIRTUAL_TYPES or node.mode in (MUTED, BYPASSED):
             continue
-        cls = registry.get(node.type)
-        if cls is None:
-            problems.append(
-                UiProblem(nid, node.type, "unknown_node_type", f"Atelier has no node type {node.type!r}")
-            )
-            continue
-        values = widget_values.get(nid, node.widgets_values)
-        inputs, control = _widget_inputs(cls.spec, values)
-        if control:
-            controls[nid] = control
-        for inp in node.inputs:
+        if node.subgraph is not None:
+            type_name = PIPELINE_PREFIX + sgs.names[node.subgraph]
+            inputs = _instance_widgets(node, node.subgraph, sgs)
+        else:
+            cls = registry.get(node.type)
+            if cls is None:
+                problems.append(
+                    UiProblem(
+                        nid, node.type, "unknown_node_type", f"{where}Atelier has no node type {node.type!r}"
+                    )
+                )
+                continue
+            type_name = node.type
+            values = widget_values.get(nid, node.widgets_values)
+            inputs, control = _widget_inputs(cls.spec, values)
+            if control:
+                controls[nid] = control
+        for position, inp in enumerate(node.inputs):
             if inp.source is None:
                 continue
+            name = inp.name
+            if node.subgraph is not None:
+                found = _instance_input_name(node, position, node.subgraph, sgs)
+                if found is None:
+                    continue
+                name = found
+                inp = FlatInput(name=name, type=inp.type, source=inp.source, widget=inp.widget)
             fed = _follow(graph, inp.type, inp.source)
             if fed is None:
                 continue  # an unlinked bypass, a dangling link: a widget keeps its value, a socket stays empty
+            if isinstance(fed, _Param):
+                targets.setdefault(fed.slot, []).append((nid, inp))
+                continue
             if isinstance(fed, _Literal):
                 if fed.wins:
-                    inputs[inp.name] = fed.value
+                    inputs[name] = fed.value
                 else:
-                    inputs.setdefault(inp.name, fed.value)
+                    inputs.setdefault(name, fed.value)
                 continue
-            inputs[inp.name] = fed
-        nodes[nid] = WorkflowNode(type=node.type, inputs=inputs)
+            inputs[name] = fed
+        nodes[nid] = WorkflowNode(type=type_name, inputs=inputs)
         if node.title:
             nodes[nid].title = node.title
-    if problems:
-        raise UiFormatError(problems)
     _drop_unfed(nodes, registry)
     for wnode in nodes.values():
-        wnode.inputs = {k: _as_link(v, nodes, registry) for k, v in wnode.inputs.items()}
-    ui = _layout(data, graph, nodes, controls)
-    return Workflow(
-        format=FORMAT, version=CURRENT_VERSION, metadata=Metadata(), parameters={}, nodes=nodes, ui=ui
-    )
+        wnode.inputs = {k: _as_link(v, nodes, registry, sgs) for k, v in wnode.inputs.items()}
+    return nodes, controls, targets
+
+
+@dataclass(frozen=True)
+class _Param:
+    """An input fed by the enclosing subgraph's input ``slot`` (a pipeline input)."""
+
+    slot: int
 
 
 @dataclass(frozen=True)
@@ -144,39 +410,14 @@ class _Literal:
     wins: bool = False
 
 
-def _compatible(a: str, b: str) -> bool:
-    """ComfyUI's socket type match: equal, either is any ("*" or ""), or comma-separated lists that meet."""
-    if a in ("*", "") or b in ("*", ""):
-        return True
-    return bool({t.strip().upper() for t in a.split(",")} & {t.strip().upper() for t in b.split(",")})
-
-
 def _bypass_input(node: FlatNode, slot: int, want: str) -> int | None:
-    """Which input of a bypassed node stands in for its output ``slot`` feeding an input of type ``want``:
-    the input at the same index when its type fits, else the first of exactly that type, else the first
-    that fits (ComfyUI frontend's rule)."""
-    inputs = node.inputs
-    if not inputs:
-        return None
-    if want in ("*", ""):
-        return slot if slot < len(inputs) else 0
+    """Which input of a bypassed node stands in for its output ``slot`` feeding an input of type ``want``
+    (the engine's rule for bypassed nodes, engine/modes.py)."""
     out_type = node.output_types[slot] if slot < len(node.output_types) else "*"
-    if (
-        slot < len(inputs)
-        and _compatible(inputs[slot].type, out_type)
-        and _compatible(inputs[slot].type, want)
-    ):
-        return slot
-    for n, i in enumerate(inputs):
-        if i.type == want:
-            return n
-    for n, i in enumerate(inputs):
-        if _compatible(i.type, out_type) and _compatible(i.type, want):
-            return n
-    return None
+    return bypass_input([i.type for i in node.inputs], out_type, slot, want)
 
 
-def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Literal | None:
+def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Literal | _Param | None:
     """What really feeds an input of type ``want_type`` linked to ``source`` (see the module's docstring)."""
     seen: set[Source] = set()
     current: Source | None = source
@@ -198,6 +439,8 @@ def _follow(graph: FlatGraph, want_type: str, source: Source) -> Source | _Liter
                     return _Literal(origin.widget_values[current.slot], wins=True)
                 return None
             current = fed
+        elif origin.kind == PIPELINE_INPUTS:
+            return _Param(current.slot)
         elif origin.kind == GROUP_NODE:
             current = origin.outputs.get(current.slot)
         elif origin.type == REROUTE:
@@ -296,32 +539,27 @@ def _group_widget_values(graph: FlatGraph, registry: Registry, problems: list[Ui
     return out
 
 
-def _required_links(spec: NodeSpec) -> set[str]:
-    return {i.name for i in spec.inputs if not i.optional and i.default is None}
-
-
 def _drop_unfed(nodes: dict[str, WorkflowNode], registry: Registry) -> None:
     """Cut links to nodes not in the result (muted ones); drop nodes that thereby lose a required input."""
-    changed = True
-    while changed:
-        changed = False
-        for nid in list(nodes):
-            node = nodes[nid]
-            cls = registry.get(node.type)
-            required = _required_links(cls.spec) if cls else set()
-            for name, value in list(node.inputs.items()):
-                if isinstance(value, Source) and value.node not in nodes:
-                    del node.inputs[name]
-                    if name in required:
-                        del nodes[nid]
-                        changed = True
-                        break
+
+    def required(nid: str) -> set[str]:
+        cls = registry.get(nodes[nid].type)
+        return required_links(cls.spec) if cls else set()
+
+    inputs = {nid: n.inputs for nid, n in nodes.items()}
+    for nid in cut_unfed(inputs, required, lambda v: v.node if isinstance(v, Source) else None):
+        del nodes[nid]
 
 
-def _as_link(value: Any, nodes: dict[str, WorkflowNode], registry: Registry) -> Any:
+def _as_link(value: Any, nodes: dict[str, WorkflowNode], registry: Registry, sgs: _Subgraphs) -> Any:
     if not isinstance(value, Source):
         return value
     origin = nodes[value.node]
+    if origin.type.startswith(PIPELINE_PREFIX):
+        name = origin.type[len(PIPELINE_PREFIX) :]
+        sid = next((k for k, v in sgs.names.items() if v == name), None)
+        names = sgs.output_names(sid) if sid is not None else []
+        return Link(node=value.node, output=names[value.slot] if 0 <= value.slot < len(names) else value.slot)
     cls = registry.get(origin.type)
     outputs = cls.spec.outputs if cls else ()
     output: str | int = outputs[value.slot].name if 0 <= value.slot < len(outputs) else value.slot

@@ -27,6 +27,8 @@ SUBGRAPH_INSTANCE = "subgraph instance"
 SUBGRAPH_INPUTS = "subgraph inputs"
 SUBGRAPH_OUTPUTS = "subgraph outputs"
 GROUP_NODE = "group node"
+#: the input node of a subgraph converted on its own (as a pipeline): its output k is the pipeline's input k
+PIPELINE_INPUTS = "pipeline inputs"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class FlatNode:
     #: for a subgraph's input node: the instance it belongs to, and its widget values by subgraph input
     instance: str | None = None
     widget_values: dict[int, Any] = field(default_factory=dict)
+    #: an instance of a subgraph kept whole (converted as a pipeline node): the subgraph's id
+    subgraph: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     def input_index(self, name: str) -> int | None:
@@ -77,6 +81,8 @@ class FlatGraph:
     nodes: dict[str, FlatNode] = field(default_factory=dict)
     #: top-level node ids in file order (their layout is what the canvas shows)
     top: list[str] = field(default_factory=list)
+    #: a subgraph flattened on its own (:func:`flatten_subgraph`): what feeds each of its outputs
+    outputs: list[Source | None] = field(default_factory=list)
 
 
 # -- parsing -------------------------------------------------------------------------------------------
@@ -139,19 +145,72 @@ def _inputs(raw: Any, links: dict[int, tuple[int, int]], prefix: str, where: str
     return out
 
 
-def flatten(data: dict[str, Any]) -> FlatGraph:
-    """The flat graph of a UI-format workflow (see the module's docstring)."""
+def subgraph_definitions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The subgraphs a UI-format workflow defines, by id."""
     subgraphs: dict[str, dict[str, Any]] = {}
     definitions = data.get("definitions")
     if isinstance(definitions, dict):
         for sg in definitions.get("subgraphs") or []:
             if isinstance(sg, dict) and isinstance(sg.get("id"), str):
                 subgraphs[sg["id"]] = sg
+    return subgraphs
+
+
+def _group_nodes(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     extra = data.get("extra")
     groups = extra.get("groupNodes") if isinstance(extra, dict) else None
-    group_nodes: dict[str, dict[str, Any]] = groups if isinstance(groups, dict) else {}
+    return groups if isinstance(groups, dict) else {}
+
+
+def flatten(data: dict[str, Any], keep: frozenset[str] = frozenset()) -> FlatGraph:
+    """The flat graph of a UI-format workflow (see the module's docstring). Instances of the subgraphs in
+    ``keep`` are not expanded: they stay nodes (with :attr:`FlatNode.subgraph` set)."""
     graph = FlatGraph()
-    _add_level(graph, data.get("nodes"), data.get("links"), "", subgraphs, group_nodes, (), top=True)
+    _add_level(
+        graph,
+        data.get("nodes"),
+        data.get("links"),
+        "",
+        subgraph_definitions(data),
+        _group_nodes(data),
+        (),
+        top=True,
+        keep=keep,
+    )
+    return graph
+
+
+def flatten_subgraph(data: dict[str, Any], sid: str, keep: frozenset[str]) -> FlatGraph:
+    """The flat graph of subgraph ``sid``'s own nodes, as a workflow of its own: its input node is a
+    :data:`PIPELINE_INPUTS` node ``"-10"``, and :attr:`FlatGraph.outputs` holds what feeds each output."""
+    subgraphs = subgraph_definitions(data)
+    sg = subgraphs[sid]
+    graph = FlatGraph()
+    ins = FlatNode(id=str(SUBGRAPH_INPUT_ID), type="subgraph inputs", kind=PIPELINE_INPUTS)
+    graph.nodes[ins.id] = ins
+    _add_level(
+        graph,
+        sg.get("nodes") or [],
+        sg.get("links"),
+        "",
+        subgraphs,
+        _group_nodes(data),
+        (sid,),
+        top=True,
+        keep=keep,
+    )
+    graph.outputs = [None] * len(sg.get("outputs") or [])
+    for raw in sg.get("links") or []:
+        target, slot = (
+            (raw.get("target_id"), raw.get("target_slot")) if isinstance(raw, dict) else (raw[3], raw[4])
+        )
+        if target == SUBGRAPH_OUTPUT_ID:
+            origin, oslot = (
+                (raw["origin_id"], raw["origin_slot"]) if isinstance(raw, dict) else (raw[1], raw[2])
+            )
+            k = _int(slot, f"subgraph {sid}: an output link's slot")
+            if 0 <= k < len(graph.outputs):
+                graph.outputs[k] = Source(str(origin), _int(oslot, "an origin slot"))
     return graph
 
 
@@ -165,6 +224,7 @@ def _add_level(
     inside: tuple[str, ...],
     *,
     top: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> None:
     where = f"subgraph {inside[-1]}: " if inside else ""
     if not isinstance(raw_nodes, list):
@@ -196,7 +256,13 @@ def _add_level(
         if node.type in subgraphs:
             if node.type in inside:
                 raise WorkflowFormatError(f"subgraph {node.type} contains itself")
-            _expand_subgraph(graph, node, subgraphs, group_nodes, inside)
+            if node.type in keep:
+                node.subgraph = node.type
+                node.output_types = [
+                    str(o.get("type", "*")) for o in subgraphs[node.type].get("outputs") or []
+                ]
+            else:
+                _expand_subgraph(graph, node, subgraphs, group_nodes, inside, keep)
         elif _group_name(node.type) in group_nodes:
             _expand_group_node(graph, node, group_nodes[_group_name(node.type)])
 
@@ -215,6 +281,7 @@ def _expand_subgraph(
     subgraphs: dict[str, dict[str, Any]],
     group_nodes: dict[str, dict[str, Any]],
     inside: tuple[str, ...],
+    keep: frozenset[str],
 ) -> None:
     sg = subgraphs[node.type]
     node.kind = SUBGRAPH_INSTANCE
@@ -226,7 +293,7 @@ def _expand_subgraph(
     # the instance's inputs are the subgraph's, by name (files may list only some of them)
     sg_inputs = [i for i in (sg.get("inputs") or []) if isinstance(i, dict)]
     by_name = {i.name: i for i in node.inputs}
-    promoted = _promoted_inputs(sg)
+    promoted = promoted_inputs(sg)
     values = node.widgets_values
     for k, sgi in enumerate(sg_inputs):
         outer = by_name.get(str(sgi.get("name")))
@@ -253,7 +320,14 @@ def _expand_subgraph(
     ]
     graph.nodes[outs.id] = outs
     _add_level(
-        graph, sg.get("nodes") or [], sg.get("links"), inner, subgraphs, group_nodes, (*inside, node.type)
+        graph,
+        sg.get("nodes") or [],
+        sg.get("links"),
+        inner,
+        subgraphs,
+        group_nodes,
+        (*inside, node.type),
+        keep=keep,
     )
     for raw in sg.get("links") or []:
         target, slot = (
@@ -268,7 +342,7 @@ def _expand_subgraph(
                 outs.inputs[k].source = Source(f"{inner}{origin}", _int(oslot, "an origin slot"))
 
 
-def _promoted_inputs(sg: dict[str, Any]) -> list[int]:
+def promoted_inputs(sg: dict[str, Any]) -> list[int]:
     """The subgraph's inputs that feed a widget inside (the instance shows a widget for each), in order."""
     widget_inputs = {
         (n.get("id"), slot)

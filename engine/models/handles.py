@@ -38,6 +38,7 @@ from atelier.engine.sampling.guidance import (
 )
 
 from .attention import AttentionPatch, attention_patched
+from .controlnet import control_wrapper
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .info import SDXL_FAMILIES
 from .inpaint import InpaintConcat
@@ -127,7 +128,8 @@ class ModelHandle:
     def apply_model(self, call: ModelCall) -> Tensor:
         """The network's raw output for a call, through the wrapper chain."""
         fn: ApplyModel = self._forward
-        for wrapper in reversed((*self.wrappers, *self.core_wrappers)):
+        control = control_wrapper(self.unet.config, self.family, self.sampling)  # hints entries carry
+        for wrapper in reversed((*self.wrappers, control, *self.core_wrappers)):
             fn = _bind(wrapper, fn)
         return fn(call)
 

@@ -17,6 +17,7 @@ from atelier.engine.sampling.custom import Guider, Noise, Sampler
 from atelier.engine.types import SocketType
 
 from .clip_vision import ClipVisionHandle, ClipVisionOutput
+from .controlnet import ControlNetHandle
 from .handles import ClipHandle, ModelHandle, VaeHandle
 from .ipadapter import IPAdapterModel
 from .style_model import StyleModel
@@ -41,7 +42,12 @@ MASK: Final = SocketType("MASK", "float tensor [B,H,W] in 0..1", "#81c784", torc
 UPSCALE_MODEL: Final = SocketType(
     "UPSCALE_MODEL", "an image upscaler model (spandrel: ESRGAN, SwinIR, ...)", "#9575cd", UpscaleModelHandle
 )
-CONTROL_NET: Final = SocketType("CONTROL_NET", "a ControlNet model", "#4db6ac")
+CONTROL_NET: Final = SocketType(
+    "CONTROL_NET",
+    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL)",
+    "#4db6ac",
+    ControlNetHandle,
+)
 FACES: Final = SocketType(
     "FACES",
     f"{Faces.__name__}: image size and per face its box, score, landmarks, crop region and mask",

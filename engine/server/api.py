@@ -19,6 +19,7 @@ from .responses import BODY, documented, error, file_response, upload_response
 from .service import Services
 from .service_catalog import UnknownModelKind
 from .service_convert import NotConverted, NoWorkflow
+from .service_files import UploadRefused
 from .service_jobs import (
     Cancelled,
     Deleted,
@@ -32,7 +33,9 @@ from .service_jobs import (
     Refused,
 )
 from .service_library import NotSaved
-from .service_pipelines import NoSuchPipeline
+from .service_masks import parse_original_ref
+from .service_masks import upload_mask as upload_mask_into
+from .service_pipelines import NoSuchPipeline, NotInstalled
 
 router = APIRouter(prefix="/atelier/v1", tags=["atelier"])
 
@@ -191,6 +194,27 @@ def list_pipelines(services: Services = Svc) -> Any:
     return services.pipelines.list()
 
 
+class PipelineInstall(BaseModel):
+    name: str = Field(description="the library name (letters, digits, '_', '-', '.')", max_length=100)
+    workflow: dict[str, Any] = Field(description="the pipeline: an Atelier workflow with metadata.version")
+
+
+@router.post(
+    "/pipelines",
+    status_code=201,
+    responses=documented(
+        *BODY, 409, e400="not a pipeline (bad name, no version)", e409="that version is installed already"
+    ),
+)
+def install_pipeline(body: PipelineInstall, services: Services = Svc) -> Any:
+    """Save a pipeline into the user's library (``--pipelines-dir``); the catalogue offers it at once as
+    ``pipeline:NAME``. An installed version is never replaced: raise the version instead (409)."""
+    out = services.pipelines.install(body.name, body.workflow)
+    if isinstance(out, NotInstalled):
+        return error(409 if out.conflict else 400, out.message)
+    return out
+
+
 @router.get("/pipelines/{name}", responses=documented(404, e404="no such pipeline"))
 def get_pipeline(name: str, version: str | None = None, services: Services = Svc) -> Any:
     """A pipeline's interface (inputs, outputs, types, defaults, descriptions) and its workflow."""
@@ -273,6 +297,31 @@ def upload(
     """Upload an image into the input folder (checked to decode as an image, size-limited)."""
     data = image.file.read(services.settings.max_upload_bytes + 1)
     return upload_response(services.files.upload(data, image.filename or "", subfolder, overwrite))
+
+
+@router.post(
+    "/upload/mask",
+    responses=documented(
+        *BODY, 404, e400="not an image, a bad original_ref or subfolder, or a mask not the image's size"
+    ),
+)
+def upload_mask(
+    image: UploadFile = File(...),
+    original_ref: str = Form(...),
+    subfolder: str = Form(""),
+    overwrite: bool = Form(False),
+    services: Services = Svc,
+) -> Any:
+    """Save a painted mask: a copy of the image ``original_ref`` names (JSON ``{filename, subfolder,
+    type}``) with the alpha of ``image`` as its alpha, stored as a PNG in the input folder (LoadImage's
+    MASK: transparent = masked)."""
+    original = parse_original_ref(original_ref)
+    if isinstance(original, UploadRefused):
+        return upload_response(original)
+    data = image.file.read(services.settings.max_upload_bytes + 1)
+    return upload_response(
+        upload_mask_into(services.files, data, image.filename or "", subfolder, overwrite, original)
+    )
 
 
 @router.get("/files/{kind}/{name:path}", responses=documented(400, 404))

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, WebSocket
@@ -38,6 +39,9 @@ from .session import websocket_session
 from .settings import Settings
 from .worker import Worker
 
+if TYPE_CHECKING:
+    from atelier.engine.distributed.pool import RayWorkers
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Settings", "create_app"]
@@ -49,32 +53,50 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine.folders.ensure()
     services = open_services(engine, settings)
-    recovered = services.store.recover_after_restart()
+    # on a cluster, workers may outlive the server: what ran goes back to the queue instead
+    recovered = services.store.recover_after_restart(requeue=settings.ray is not None)
     if recovered:
         log.warning(
-            "marked %d job(s) interrupted by the last shutdown: %s", len(recovered), ", ".join(recovered)
+            "%s %d job(s) cut short by the last shutdown: %s",
+            "re-queued" if settings.ray is not None else "marked interrupted",
+            len(recovered),
+            ", ".join(recovered),
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(asyncio.get_running_loop(), {"atelier": AtelierFormat(), "comfy": ComfyFormat()})
         app.state.hub = hub
-        worker = Worker(
-            services.store,
-            engine.executor,
-            hub.publish,
-            services.jobs.queue_changed,
-            engine.free,
-            previews=settings.previews,
-        )
+        worker: Worker | RayWorkers
+        if settings.ray is not None:
+            from atelier.engine.distributed.pool import RayWorkers
+
+            worker = RayWorkers(
+                services.store,
+                engine,
+                hub.publish,
+                services.jobs.queue_changed,
+                settings.ray,
+                previews=settings.previews,
+            )
+        else:
+            worker = Worker(
+                services.store,
+                engine.executor,
+                hub.publish,
+                services.jobs.queue_changed,
+                engine.free,
+                previews=settings.previews,
+            )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
-        worker.start()
+        await to_thread.run_sync(worker.start)
         try:
             yield
         finally:
             worker.stop()
             await to_thread.run_sync(worker.join, 10)
             await to_thread.run_sync(services.store.close)
+            await to_thread.run_sync(services.gallery.store.close)
 
     app = FastAPI(
         title="Atelier",
@@ -111,11 +133,15 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}")
 
     from .api import router as api_router
+    from .api_gallery import router as gallery_router
+    from .api_models import router as models_router
     from .comfy import app_routes
     from .comfy.routes import include_comfy_routes
     from .comfy.routes import router as comfy_router
 
     app.include_router(api_router)
+    app.include_router(models_router)  # the canvas's model browser
+    app.include_router(gallery_router)
     include_comfy_routes(app, comfy_router)  # at ComfyUI's paths and again under /api, as ComfyUI does
     app_routes.register(app)  # the ComfyUI app routes its web frontend calls (users, settings, userdata, ...)
     documented_errors_only(app)

@@ -33,6 +33,8 @@ class Job:
     cached: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
+    #: how many workers died running it (distributed workers re-queue it once)
+    attempts: int = 0
 
     @property
     def is_finished(self) -> bool:

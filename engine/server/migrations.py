@@ -65,6 +65,11 @@ STEPS: tuple[Step, ...] = (
             )""",
         ),
     ),
+    Step(
+        2,
+        "how many times a job was started on a worker that then died (Ray workers re-queue such a job once)",
+        ("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 
 #: the columns a version 1 ``jobs`` table has: how an unversioned database from before migrations is

@@ -55,6 +55,51 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--multi-user", action="store_true", help="one settings folder per user (ComfyUI's Comfy-User header)"
     )
+    _ray_args(p)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run jobs on Ray worker actors: a local Ray, or the cluster at ADDRESS (pip install 'atelier[ray]')",
+    )
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ray-workers", type=int, default=None, help="Ray workers to start (default: one per GPU, else 2)"
+    )
+    p.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs each worker takes (default 1 where the cluster has GPUs)",
+    )
+    p.add_argument("--ray-cpus-per-worker", type=float, default=1.0)
+
+
+def _ray_settings(args: argparse.Namespace, address: str | None) -> object:
+    from atelier.engine.distributed.pool import RaySettings
+
+    gpus = args.ray_gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if _has_cuda() else 0.0
+    return RaySettings(
+        address=address,
+        workers=args.ray_workers,
+        gpus_per_worker=gpus,
+        cpus_per_worker=args.ray_cpus_per_worker,
+    )
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -107,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         comfy_frontend=comfy_frontend,
         user_dir=args.user_dir,
         multi_user=args.multi_user,
+        ray=None if args.ray is None else _ray_settings(args, None if args.ray == "local" else args.ray),
     )
     logging.basicConfig(level=args.log_level.upper())
     try:
@@ -123,11 +169,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("address", help="the Ray cluster to join (as `ray start` printed it, or 'auto')")
+    _ray_args(p)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Start worker actors on this machine's Ray node for the server of the cluster at ADDRESS; they build
+    their engines from this machine's options (model folders), and stay until Ctrl+C."""
+    from atelier.engine.cli import engine_for
+    from atelier.engine.distributed.pool import serve_workers
+
+    engine = engine_for(args)
+    if engine is None:
+        return 2
+    settings = _ray_settings(args, args.address)
+    return serve_workers(engine.config.model_dump(mode="json"), settings, args.ray_workers or 1)
+
+
 class ServerPlugin(Plugin):
     name = "server"
 
     def commands(self) -> Sequence[Command]:
-        return (Command("serve", "serve the HTTP API, the websocket and the canvas", _args, cmd_serve),)
+        return (
+            Command("serve", "serve the HTTP API, the websocket and the canvas", _args, cmd_serve),
+            Command(
+                "worker", "join a Ray cluster as workers for `atelier serve --ray`", _worker_args, cmd_worker
+            ),
+        )
 
 
 plugin = ServerPlugin()

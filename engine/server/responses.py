@@ -74,7 +74,7 @@ def file_response(found: Path | FileRefused) -> FileResponse | JSONResponse:
 
 def upload_response(out: Uploaded | UploadRefused) -> dict[str, Any] | JSONResponse:
     if isinstance(out, UploadRefused):
-        return error(413 if out.reason == "too_large" else 400, out.message)
+        return error({"too_large": 413, "missing": 404}.get(out.reason, 400), out.message)
     return {
         "name": out.name,
         "subfolder": out.subfolder,

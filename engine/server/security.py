@@ -153,8 +153,16 @@ def guard(settings: Settings) -> Guard:
     return middleware
 
 
+#: routes whose bodies are images: held to the upload limit, not the JSON body limit
+UPLOAD_PATHS = (
+    "/atelier/v1/upload",
+    "/upload/image",
+    "/api/upload/image",
+    "/atelier/v1/upload/mask",
+    "/upload/mask",
+    "/api/upload/mask",
+)
+
+
 def is_upload(request: Request) -> bool:
-    return (
-        request.url.path in ("/atelier/v1/upload", "/upload/image", "/api/upload/image")
-        and request.method == "POST"
-    )
+    return request.url.path in UPLOAD_PATHS and request.method == "POST"

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 from atelier.engine.runtime import Engine
 
+from .gallery_store import GalleryStore
 from .service_catalog import CatalogService
 from .service_convert import ConvertService
 from .service_files import FileService, Limits
+from .service_gallery import GalleryService
 from .service_jobs import JobService
 from .service_library import LibraryService
+from .service_models import ModelBrowserService
 from .service_pipelines import PipelineService
 from .service_system import SystemService
 from .service_userdata import UserDataService
@@ -37,6 +40,8 @@ class Services:
     system: SystemService
     userdata: UserDataService
     convert: ConvertService
+    models: ModelBrowserService
+    gallery: GalleryService
 
 
 def open_services(engine: Engine, settings: Settings) -> Services:
@@ -45,6 +50,19 @@ def open_services(engine: Engine, settings: Settings) -> Services:
     store = Store(settings.database)
     limits = settings.limits or engine.config.limits
     jobs = JobService(engine, store, limits, settings.max_queued)
+    files = FileService(
+        engine.folders,
+        Limits(
+            settings.max_upload_bytes,
+            settings.max_image_pixels,
+            max_frames=limits.max_frames,
+            max_decoded_bytes=limits.max_decoded_bytes,
+        ),
+    )
+    gallery_db = settings.database
+    gallery_path = (
+        ":memory:" if str(gallery_db) == ":memory:" else gallery_db.with_name(gallery_db.stem + ".gallery.db")
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -53,16 +71,12 @@ def open_services(engine: Engine, settings: Settings) -> Services:
         catalog=CatalogService(engine),
         library=LibraryService(store),
         pipelines=PipelineService(engine, jobs),
-        files=FileService(
-            engine.folders,
-            Limits(
-                settings.max_upload_bytes,
-                settings.max_image_pixels,
-                max_frames=limits.max_frames,
-                max_decoded_bytes=limits.max_decoded_bytes,
-            ),
-        ),
+        files=files,
         system=SystemService(engine, jobs),
         userdata=UserDataService(settings.users_root, settings.multi_user),
         convert=ConvertService(engine),
+        models=ModelBrowserService(engine.folders, engine.registry),
+        gallery=GalleryService(
+            engine.folders.output, engine.folders.temp, GalleryStore(gallery_path), store, files
+        ),
     )

@@ -60,8 +60,12 @@ class ConvertService:
         except (WorkflowFormatError, ValidationError) as exc:
             errors = check(data, registry).errors
             return NotConverted(str(exc).splitlines()[0], errors)
-        out = to_comfy_api(wf, registry) if to == "comfyui-api" else wf.to_dict()
-        return Converted(out, source)
+        if to != "comfyui-api":
+            return Converted(wf.to_dict(), source)
+        try:
+            return Converted(to_comfy_api(wf, registry, self.engine.pipelines.resolve), source)
+        except WorkflowFormatError as exc:
+            return NotConverted(str(exc), check(data, registry).errors)
 
     def convert_image(
         self, data: bytes, filename: str, to: Target = "atelier"

@@ -48,9 +48,10 @@ class Uploaded:
 @dataclass(frozen=True)
 class UploadRefused:
     """``too_large``: over the byte limit, too many frames or too many bytes once decoded; ``bad``: no
-    name, not an image, too many pixels in a frame, a bad path."""
+    name, not an image, too many pixels in a frame, a bad path; ``missing``: the image a mask is for is
+    not there."""
 
-    reason: Literal["too_large", "bad"]
+    reason: Literal["too_large", "bad", "missing"]
     message: str
 
 
@@ -77,6 +78,15 @@ class FileService:
     def upload(self, data: bytes, filename: str, subfolder: str, overwrite: bool) -> Uploaded | UploadRefused:
         """Check that ``data`` is an image within the limits and write it under the input folder; an
         existing file keeps its name unless ``overwrite`` (the upload gets ``name (1).png``)."""
+        checked = self.check_upload(data, filename)
+        if isinstance(checked, UploadRefused):
+            return checked
+        name, (width, height) = checked
+        return self.store(data, name, subfolder, overwrite, width, height)
+
+    def check_upload(self, data: bytes, filename: str) -> tuple[str, tuple[int, int]] | UploadRefused:
+        """The file name an upload is stored under (its last part) and the image's (width, height), if
+        ``data`` is an image within the limits with an image file name."""
         limits = self.limits
         if len(data) > limits.max_upload_bytes:
             return UploadRefused("too_large", f"upload is larger than {limits.max_upload_bytes} bytes")
@@ -98,7 +108,12 @@ class FileService:
             return UploadRefused("too_large", f"{name!r} {size.message}")
         if isinstance(size, str):
             return UploadRefused("bad", f"{name!r} {size}")
-        width, height = size
+        return name, size
+
+    def store(
+        self, data: bytes, name: str, subfolder: str, overwrite: bool, width: int, height: int
+    ) -> Uploaded | UploadRefused:
+        """Write checked image bytes as ``subfolder/name`` under the input folder (never outside it)."""
         input_dir = self.folders.input
         try:
             folder = F.resolve_inside(input_dir, subfolder) if subfolder else input_dir.resolve()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atelier.engine.pipeline import interface
+from atelier.engine.pipeline_library import AlreadyInstalled, PipelineError
 from atelier.engine.runtime import Engine
 
 from .service_jobs import JobService, SubmitOutcome
@@ -18,6 +19,14 @@ from .service_jobs import JobService, SubmitOutcome
 @dataclass(frozen=True)
 class NoSuchPipeline:
     message: str
+
+
+@dataclass(frozen=True)
+class NotInstalled:
+    """A pipeline the library refused: ``conflict`` when that name and version is installed already."""
+
+    message: str
+    conflict: bool = False
 
 
 class PipelineService:
@@ -49,6 +58,22 @@ class PipelineService:
             "version": str(entry.version),
             "interface": interface(entry.workflow),
             "workflow": entry.workflow.to_dict(),
+        }
+
+    def install(self, name: str, workflow: dict[str, Any]) -> dict[str, Any] | NotInstalled:
+        """Write a pipeline into the user's library folder (the first of ``--pipelines-dir``, then
+        ``./pipelines``) as ``NAME@VERSION.json``; an installed version is never replaced."""
+        try:
+            entry = self.engine.pipelines.install(workflow, name)
+        except AlreadyInstalled as exc:
+            return NotInstalled(str(exc), conflict=True)
+        except PipelineError as exc:
+            return NotInstalled(str(exc))
+        return {
+            "name": entry.name,
+            "version": str(entry.version),
+            "versions": [str(e.version) for e in self.engine.pipelines.versions(entry.name)],
+            "interface": interface(entry.workflow),
         }
 
     def run(

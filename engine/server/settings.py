@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from atelier.engine.limits import Limits
 
@@ -45,6 +45,9 @@ class Settings:
     user_dir: Path | None = None
     #: ComfyUI's ``--multi-user``: users are created with ``POST /users`` and chosen by ``Comfy-User``
     multi_user: bool = False
+    #: run jobs on Ray worker actors (``atelier serve --ray``): a ``distributed.pool.RaySettings``; None runs
+    #: them on one worker thread in this process
+    ray: Any = None
 
     @property
     def users_root(self) -> Path:

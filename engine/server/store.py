@@ -160,8 +160,26 @@ class Store:
             cur = self._db.execute(f"DELETE FROM jobs WHERE status IN ({_marks(FINISHED)})", FINISHED)
             return cur.rowcount
 
-    def recover_after_restart(self) -> list[str]:
-        """Jobs left 'running' by a stopped server are marked interrupted; queued ones stay queued."""
+    def requeue(self, job_id: str, *, died: bool = True) -> int:
+        """Put a running job back in the queue, in its old place (a worker died under it, or it never started
+        there); ``died`` counts the attempt. Returns the job's attempts so far."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = 'queued', started = NULL, attempts = attempts + ? "
+                "WHERE id = ? AND status = 'running'",
+                (1 if died else 0, job_id),
+            )
+            row = self._db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return int(row[0]) if row is not None else 0
+
+    def recover_after_restart(self, *, requeue: bool = False) -> list[str]:
+        """Jobs left 'running' by a stopped server are marked interrupted (or, with ``requeue``, when workers
+        on a cluster may have been running them, queued again in their old place); queued ones stay queued."""
+        if requeue:
+            with self._lock:
+                ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status = 'running'")]
+                self._db.execute("UPDATE jobs SET status = 'queued', started = NULL WHERE status = 'running'")
+                return ids
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status = 'running'")]
             self._db.execute(

@@ -63,6 +63,33 @@ class LiveState:
             )
 
 
+def outcome(
+    res: Any, terminal: list[E.Event], on_out_of_memory: Callable[[], None] | None = None
+) -> tuple[str, Any]:
+    """A job's final status and the error the store keeps for it, from the executor's result and the
+    terminal event it sent."""
+    error: Any = None
+    if res.failure is not None:
+        f = res.failure
+        error = {
+            "node": f.node,
+            "node_type": f.node_type,
+            "message": f.message,
+            "exception_type": f.exception_type,
+            "traceback": f.traceback,
+        }
+        if "OutOfMemory" in f.exception_type and on_out_of_memory is not None:
+            on_out_of_memory()
+    elif res.errors:
+        error = {"message": "the workflow is not valid", "errors": [e.model_dump() for e in res.errors]}
+    elif res.status == "interrupted":
+        stop = next((ev for ev in terminal if isinstance(ev, E.JobInterrupted)), None)
+        error = {"message": "interrupted"}
+        if stop is not None:
+            error.update(node=stop.node, node_type=stop.node_type)
+    return ("success" if res.ok else res.status), error
+
+
 class Worker(threading.Thread):
     def __init__(
         self,
@@ -152,29 +179,7 @@ class Worker(threading.Thread):
                 cancel=token,
                 previews=self.previews,
             )
-            error: Any = None
-            if res.failure is not None:
-                f = res.failure
-                error = {
-                    "node": f.node,
-                    "node_type": f.node_type,
-                    "message": f.message,
-                    "exception_type": f.exception_type,
-                    "traceback": f.traceback,
-                }
-                if "OutOfMemory" in f.exception_type and self.on_out_of_memory is not None:
-                    self.on_out_of_memory()
-            elif res.errors:
-                error = {
-                    "message": "the workflow is not valid",
-                    "errors": [e.model_dump() for e in res.errors],
-                }
-            elif res.status == "interrupted":
-                stop = next((ev for ev in terminal if isinstance(ev, E.JobInterrupted)), None)
-                error = {"message": "interrupted"}
-                if stop is not None:
-                    error.update(node=stop.node, node_type=stop.node_type)
-            status = "success" if res.ok else res.status
+            status, error = outcome(res, terminal, self.on_out_of_memory)
             if self.stopping.is_set() and status == "interrupted":
                 # the server is stopping: leave it for recovery to mark it (or the user to re-queue)
                 error = {"message": "the server stopped while this job was running"}

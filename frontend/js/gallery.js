@@ -1,49 +1,45 @@
 // @ts-check
-// The queue and the gallery of recent jobs, and the image viewer.
+// The queue (rows with a thumbnail, the prompt and the seed) and the gallery of output images (a
+// virtualised grid, gallerygrid.js), and the image viewer (viewer.js) they open.
 
-import { api, imageUrl } from "./api.js"
+import { api } from "./api.js"
+import { GalleryGrid } from "./gallerygrid.js"
+import { galleryApi } from "./galleryapi.js"
 import { app } from "./state.js"
-import { errorMessage, h, timeAgo, toast } from "./ui.js"
+import { errorMessage, h, toast } from "./ui.js"
+import { listOf, openImageViewer } from "./viewer.js"
 
 /** @typedef {import("./api.js").Job} Job */
 /** @typedef {import("./state.js").ImageRef} ImageRef */
+/** @typedef {import("./galleryapi.js").QueueRow} QueueRow */
 
 /** @type {HTMLElement | null} */
 let queueRoot = null
-/** @type {HTMLElement | null} */
-let galleryRoot = null
+/** @type {GalleryGrid | null} */
+let grid = null
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let refreshTimer
 
 /**
- * The images a job's output nodes showed or saved.
- * @param {Job} job
- * @returns {(ImageRef & {node: string})[]}
- */
-function jobImages(job) {
-  const out = []
-  for (const [node, o] of Object.entries(job.outputs || {})) {
-    for (const img of o.images || []) out.push({ ...img, node })
-  }
-  return out
-}
-
-/** @param {Job} job */
-function duration(job) {
-  if (!job.started || !job.finished) return ""
-  const s = job.finished - job.started
-  return s < 10 ? `${s.toFixed(2)} s` : `${s.toFixed(1)} s`
-}
-
-/**
  * @param {HTMLElement} queueEl the list of jobs queued and running
- * @param {HTMLElement} galleryEl the recent images
+ * @param {HTMLElement} galleryEl the output images
  */
 export function initGallery(queueEl, galleryEl) {
   queueRoot = queueEl
-  galleryRoot = galleryEl
+  grid = new GalleryGrid(galleryEl, {
+    open: (source, index) =>
+      openImageViewer({
+        count: () => source.total,
+        at: (i) => source.at(i),
+        updated: (img) => grid?.updated(img),
+        boards: () => grid?.facets?.boards || [],
+      }, index),
+  })
   app.onHistoryChanged = () => scheduleRefresh()
   app.onQueueChanged = () => refreshQueue()
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && document.body.classList.contains("gallery-wide") && !document.getElementById("viewer")) grid?.setWide(false)
+  })
   refreshGallery()
   refreshQueue()
 }
@@ -56,20 +52,39 @@ function scheduleRefresh() {
   }, 150)
 }
 
+/**
+ * The thumbnail of a queue row: the running job's latest preview when this page sees it, else its number.
+ * @param {QueueRow} row
+ * @param {boolean} running
+ */
+function queueThumb(row, running) {
+  if (running) {
+    for (const r of app.runtime.values()) {
+      if (r.preview?.src) return h("img", { class: "queue-thumb", src: r.preview.src, alt: "" })
+    }
+  }
+  return h("span", { class: "queue-thumb placeholder" }, `#${row.number}`)
+}
+
 export async function refreshQueue() {
   if (!queueRoot) return
   let q
   try {
-    q = await api.queue()
+    q = await galleryApi.queue()
   } catch {
     return
   }
   const rows = [...q.running.map((j) => ({ ...j, running: true })), ...q.queued.map((j) => ({ ...j, running: false }))]
   queueRoot.replaceChildren(
     ...rows.map((j) =>
-      h("li", { class: `queue-item${j.running ? " running" : ""}`, dataset: { job: j.id } },
-        h("span", { class: "job-no" }, `#${j.number}`),
-        h("span", { class: "job-state" }, j.running ? "running" : "queued"),
+      h("li", { class: `queue-item${j.running ? " running" : ""}`, dataset: { job: j.id }, title: j.prompt },
+        queueThumb(j, j.running),
+        h("div", { class: "queue-text" },
+          h("div", { class: "queue-line" },
+            h("span", { class: "job-no" }, `#${j.number}`),
+            h("span", { class: "job-state" }, j.running ? "running" : "queued"),
+            j.seed !== null ? h("span", { class: "queue-seed" }, `seed ${j.seed}`) : null),
+          h("div", { class: "queue-prompt" }, j.prompt || j.workflow || "")),
         h("button", {
           class: "icon-btn small",
           title: j.running ? "Interrupt this job" : "Remove from the queue",
@@ -88,87 +103,15 @@ export async function refreshQueue() {
 }
 
 export async function refreshGallery() {
-  if (!galleryRoot) return
-  let data
-  try {
-    data = await api.history(40)
-  } catch {
-    return
-  }
-  const cards = []
-  for (const job of data.jobs) {
-    const images = jobImages(job)
-    const status = job.status
-    if (images.length) {
-      images.forEach((img, i) => {
-        cards.push(
-          h("figure", { class: "tile", dataset: { job: job.id, filename: img.filename }, title: `#${job.number} · ${img.filename}` },
-            h("img", { src: imageUrl(img), loading: "lazy", alt: img.filename, onclick: () => openViewer(images, i, job) }),
-            h("figcaption", {}, h("span", {}, `#${job.number}`), h("span", {}, duration(job) || timeAgo(job.created)))),
-        )
-      })
-    } else if (status !== "success") {
-      cards.push(
-        h("figure", { class: `tile tile-${status}`, dataset: { job: job.id }, title: `${job.error?.message || status} — click to load its workflow`, onclick: () => app.loadJob?.(job.id) },
-          h("div", { class: "tile-msg" }, h("strong", {}, status), h("span", {}, job.error?.message || "")),
-          h("figcaption", {}, h("span", {}, `#${job.number}`), h("span", {}, timeAgo(job.created)))),
-      )
-    }
-  }
-  galleryRoot.replaceChildren(...(cards.length ? cards : [h("p", { class: "empty hint" }, "Finished images appear here.")]))
+  await grid?.refresh()
 }
 
-// -- viewer ---------------------------------------------------------------------------------------
-
 /**
- * The image viewer over the page: arrow keys go through the images, Escape closes it.
+ * The image viewer on a list of images (a node's pictures).
  * @param {ImageRef[]} images
  * @param {number} index the one shown first
  * @param {Job | null} job whose images they are, for the caption
  */
 export function openViewer(images, index, job) {
-  document.getElementById("viewer")?.remove()
-  let i = index
-  const img = h("img", { class: "viewer-img", alt: "" })
-  const caption = h("div", { class: "viewer-caption" })
-  const show = () => {
-    const cur = images[i]
-    img.src = imageUrl(cur)
-    caption.textContent = `${cur.filename}${job ? ` · job #${job.number}` : ""}${images.length > 1 ? ` · ${i + 1}/${images.length}` : ""}`
-  }
-  const close = () => {
-    box.remove()
-    document.removeEventListener("keydown", onKey, true)
-  }
-  /** @param {KeyboardEvent} e */
-  const onKey = (e) => {
-    if (e.key === "Escape") close()
-    else if (e.key === "ArrowRight" && i < images.length - 1) {
-      i++
-      show()
-    } else if (e.key === "ArrowLeft" && i > 0) {
-      i--
-      show()
-    } else return
-    e.stopPropagation()
-    e.preventDefault()
-  }
-  const box = h("div", { id: "viewer", class: "viewer", onclick: (/** @type {MouseEvent} */ e) => { if (e.target === box) close() } },
-    h("div", { class: "viewer-frame" },
-      img,
-      h("div", { class: "viewer-bar" },
-        caption,
-        h("div", { class: "viewer-actions" },
-          h("button", { class: "btn", onclick: async () => {
-            close()
-            await app.loadFromUrl?.(imageUrl(images[i]), images[i].filename)
-          } }, "Load workflow"),
-          h("a", { class: "btn", href: imageUrl(images[i]), download: images[i].filename, onclick: (/** @type {MouseEvent} */ e) => {
-            if (e.currentTarget instanceof HTMLAnchorElement) e.currentTarget.href = imageUrl(images[i])
-          } }, "Download"),
-          h("button", { class: "btn", onclick: close }, "Close")))),
-  )
-  document.addEventListener("keydown", onKey, true)
-  document.body.appendChild(box)
-  show()
+  openImageViewer(listOf(images), index, { caption: job ? `job #${job.number}` : "" })
 }

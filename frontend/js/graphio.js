@@ -3,8 +3,10 @@
 // ComfyUI API-format export.
 
 import { LGraphGroup, LiteGraph } from "litegraph"
+import { applyWorkflowMode, workflowMode } from "./modes.js"
 import { UNKNOWN_TYPE, inputWidget, nodeId, widgetsOf } from "./nodes.js"
 import { app } from "./state.js"
+import { isVirtual, primitiveValue, restoreVirtual, sourceLink, virtualLayout } from "./virtual.js"
 
 /** @typedef {import("litegraph").LGraphNode} LGraphNode */
 /** @typedef {import("./state.js").Metadata} Metadata */
@@ -85,10 +87,20 @@ const comboChoices = (w) => (w.type === "combo" && Array.isArray(w.options.value
 // -- canvas -> workflow ------------------------------------------------------------------------------
 
 /**
- * The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included).
+ * The Atelier workflow being edited: what the canvas shows, inside the workflow around it while a pipeline is
+ * open inside (pipelines.js sets app.outerWorkflow).
  * @returns {Workflow}
  */
 export function toWorkflow() {
+  const wf = canvasWorkflow()
+  return app.outerWorkflow ? app.outerWorkflow(wf) : wf
+}
+
+/**
+ * The Atelier workflow the canvas shows (parameters, metadata, unknown fields and layout included).
+ * @returns {Workflow}
+ */
+export function canvasWorkflow() {
   const { graph, doc, catalogue } = app
   /** @type {Record<string, WorkflowNode>} */
   const nodes = {}
@@ -105,6 +117,7 @@ export function toWorkflow() {
   /** @type {Record<string, Record<string, string>>} */
   const controls = {}
   for (const node of graph._nodes) {
+    if (isVirtual(node)) continue // canvas-only: kept in ui.virtual below
     const id = nodeId(node)
     // the workflow node's fields this editor does not know (litegraph's properties are untyped)
     const extra = clone(/** @type {Record<string, unknown>} */ (node.properties?.extra || {}))
@@ -127,6 +140,11 @@ export function toWorkflow() {
       for (const inp of def?.inputs || []) {
         const slot = node.inputs?.find((s) => s.name === inp.name)
         if (slot?.link != null) {
+          const pv = primitiveValue(slot.link)
+          if (pv !== undefined) {
+            inputs[inp.name] = pv
+            continue
+          }
           const v = linkValue(slot.link)
           if (v) inputs[inp.name] = v
           continue
@@ -140,6 +158,9 @@ export function toWorkflow() {
       if (node.title && node.title !== (def?.display_name || node.type)) entry.title = node.title
       else delete entry.title
     }
+    const mode = workflowMode(node)
+    if (mode) entry.mode = mode
+    else delete entry.mode
     nodes[id] = entry
     positions[id] = [round(node.pos[0]), round(node.pos[1])]
     sizes[id] = [round(node.size[0]), round(node.size[1])]
@@ -154,6 +175,9 @@ export function toWorkflow() {
   else delete ui.colors
   if (Object.keys(controls).length) ui.controls = controls
   else delete ui.controls
+  const virtual = virtualLayout()
+  if (virtual) ui.virtual = virtual
+  else delete ui.virtual
   const groups = graph._groups.map((g) => ({ title: g.title, bounding: [...g._bounding].map(round), color: g.color }))
   if (groups.length) ui.groups = groups
   else delete ui.groups
@@ -193,7 +217,7 @@ function targetValue(nodes, target) {
  * @returns {LinkRef | null}
  */
 function linkValue(linkId) {
-  const link = app.graph.getLink(linkId)
+  const link = sourceLink(linkId) // through Reroutes
   if (!link) return null
   const origin = app.graph.getNodeById(link.origin_id)
   if (!origin) return null
@@ -321,12 +345,15 @@ function createNode(type) {
  * Put a workflow on the canvas (replacing what is there). Returns the warnings worth telling the user.
  * Parameter defaults are written into their target widgets: they are what a run uses.
  * @param {unknown} data a workflow in any format normalizeWorkflow() reads
- * @param {{keepView?: boolean, fixChoices?: boolean}} [options] fixChoices: values not among a combo's choices
- *   become its first choice (shipped workflows name model files this server may not have)
+ * @param {{keepView?: boolean, fixChoices?: boolean, inner?: boolean}} [options] fixChoices: values not among a combo's choices
+ *   become its first choice (shipped workflows name model files this server may not have); inner: put this
+ *   workflow on the canvas as it is (pipelines.js loads the levels of a workflow open inside a pipeline so)
  * @returns {string[]}
  */
-export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {}) {
+export function loadIntoGraph(data, { keepView = false, fixChoices = false, inner = false } = {}) {
   const wf = normalizeWorkflow(data)
+  // a workflow opened inside one of its pipelines goes back there (pipelines.js); `inner`: one level of it
+  if (app.loadWorkflow && !inner) return app.loadWorkflow(wf, { keepView, fixChoices })
   const { graph, catalogue } = app
   /** @type {string[]} */
   const warnings = []
@@ -352,7 +379,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
     let node
     if (def) {
       node = createNode(n.type)
-      const { type, inputs, title, ...rest } = n
+      const { type, inputs, title, mode, ...rest } = n
       if (Object.keys(rest).length) node.properties.extra = clone(rest)
       if (title) node.title = title
     } else {
@@ -363,6 +390,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
       warnings.push(`unknown node type ${n.type} (node ${id}) kept as it is`)
     }
     node.properties.aid = id
+    applyWorkflowMode(node, n.mode)
     const p = positions?.[id] || [80, 80]
     node.pos = [Number(p[0]) || 0, Number(p[1]) || 0]
     graph.add(node)
@@ -392,6 +420,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
     made[id] = node
   }
   if (!positions) autoLayout(wf, made)
+  const virtualLinks = () => restoreVirtual(ui.virtual, made, warnings)
   // links
   for (const [id, n] of Object.entries(wf.nodes || {})) {
     const target = made[id]
@@ -420,6 +449,7 @@ export function loadIntoGraph(data, { keepView = false, fixChoices = false } = {
       if (!origin.connect(outIdx, target, inIdx)) warnings.push(`node ${id}: ${k} cannot take ${v.node}.${v.output} (types differ)`)
     }
   }
+  virtualLinks()
   // parameters: their defaults are the values a run uses
   for (const [name, p] of Object.entries(app.doc.parameters)) {
     for (const t of p.targets || []) {

@@ -6,6 +6,7 @@ import { fitView } from "./graphio.js"
 import { redo, undo } from "./history.js"
 import { batchCount, clearErrors, queueMany, queueSelected } from "./run.js"
 import { closeSearch, openSearch } from "./search.js"
+import { modeShortcut } from "./modes.js"
 import { app } from "./state.js"
 import { h, isTyping, modal } from "./ui.js"
 import { openLibrary, saveToLibrary } from "./workflows.js"
@@ -23,6 +24,7 @@ const SHORTCUTS = [
   ["Ctrl+A", "Select all"],
   ["Ctrl+G", "Group the selected nodes"],
   ["Alt+C", "Collapse or expand the selected nodes"],
+  ["Ctrl+B / Ctrl+M", "Bypass / mute the selected nodes"],
   ["Alt+drag", "Clone a node"],
   ["Space+drag, drag the background", "Pan"],
   ["Wheel", "Zoom"],
@@ -61,6 +63,7 @@ function onKeyDown(e) {
   }
   // the rest are keys of the canvas: not while typing into a field or a dialog is open
   if (isTyping(e) || document.querySelector(".modal-backdrop")) return
+  if (modeShortcut(e)) return
   if (mod && !e.shiftKey && e.key.toLowerCase() === "z") {
     e.preventDefault()
     undo()

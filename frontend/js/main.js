@@ -6,9 +6,16 @@ import { makeCanvas, theme } from "./canvas.js"
 import { initGallery, openViewer } from "./gallery.js"
 import { initHistory, watchChanges } from "./history.js"
 import { initKeyboard } from "./keyboard.js"
+import { initMaskEditor } from "./maskeditor.js"
+import { initModelBrowser } from "./modelbrowser.js"
+import { initLinkStyle } from "./linkstyle.js"
+import { initMinimap } from "./minimap.js"
+import { installModeDrawing } from "./modes.js"
 import { installNodeMenu } from "./nodemenu.js"
+import { initVirtualMenu, installVirtualNodes } from "./virtual.js"
 import { loadCatalogue } from "./nodes.js"
 import { initParams, refreshParams, syncParameterTargets } from "./params.js"
+import { initPipelines } from "./pipelines.js"
 import { handleEvent, handlePreview, initRunUi } from "./run.js"
 import { renderPalette } from "./search.js"
 import { restoreSession, saveSession } from "./session.js"
@@ -36,11 +43,15 @@ app.pickImageFor = pickImageFor
 app.loadJob = loadJob
 app.openViewer = (images, i) => openViewer(images, i, null)
 installNodeMenu()
+initMaskEditor()
+installModeDrawing()
+installVirtualNodes()
 
 function initSidebars() {
   app.rebuildPalette = renderPalette(byId("palette"), byId("palette-filter", HTMLInputElement))
   initParams(byId("params"))
   initGallery(byId("queue-list"), byId("gallery"))
+  initModelBrowser(byId("model-browser"))
   for (const btn of document.querySelectorAll("[data-collapse]")) {
     if (!(btn instanceof HTMLElement)) continue
     btn.addEventListener("click", () => {
@@ -54,6 +65,10 @@ async function start() {
   theme()
   initDomLayer(byId("dom-widgets"))
   makeCanvas(byId("graph-canvas", HTMLCanvasElement))
+  initLinkStyle()
+  initMinimap(byId("canvas-wrap"))
+  initVirtualMenu()
+  initPipelines()
   initToolbar()
   initRunUi()
   initKeyboard()

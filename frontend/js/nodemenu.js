@@ -4,6 +4,8 @@
 import { LGraphCanvas } from "litegraph"
 import { menu } from "./canvas.js"
 import { openViewer } from "./gallery.js"
+import { maskMenuOptions } from "./maskeditor.js"
+import { modeMenuEntries } from "./modes.js"
 import { AtelierNode, nodeId, widgetsOf } from "./nodes.js"
 import { exposeWidget, unexposeWidget } from "./params.js"
 import { queue } from "./run.js"
@@ -69,8 +71,10 @@ function menuOptions(node) {
       opts.push({ content: "Next image", callback: () => { r.imageIndex = ((r.imageIndex || 0) + 1) % r.images.length; app.setDirty() } })
     }
   }
+  opts.push(...maskMenuOptions(node, r?.images || [], r?.imageIndex || 0))
   opts.push(
     null,
+    ...modeMenuEntries(node),
     { content: "Rename…", callback: () => { renameNode(node) } },
     { content: node.collapsed ? "Expand" : "Collapse", callback: () => { node.collapse(); app.changed() } },
     { content: node.pinned ? "Unpin" : "Pin", callback: () => { node.pin(); app.setDirty() } },

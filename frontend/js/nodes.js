@@ -425,6 +425,10 @@ function nodeClassFor(def) {
         button.serialize = false
         button.isControl = true
         this.imageInput = combo
+        /** @type {AtelierWidget} */
+        const maskButton = this.addWidget("button", "open in mask editor", undefined, () => app.openMaskEditorFor?.(this), {})
+        maskButton.serialize = false
+        maskButton.isControl = true
       }
       const size = this.computeSize()
       const multiline = def.inputs.some((i) => i.multiline)

@@ -92,7 +92,8 @@ export function showErrors(errors, title = "The workflow cannot run") {
   const items = []
   for (const e of errors) {
     const node = e.node != null ? findNode(String(e.node)) : null
-    if (node) runtimeOf(String(e.node)).errors.push(e)
+    // kept by id even when not on the canvas: a pipeline node shows its inner nodes' (pipelines.js)
+    if (e.node != null) runtimeOf(String(e.node)).errors.push(e)
     const label = node ? node.title : e.node_type || (e.node != null ? `node ${e.node}` : "workflow")
     items.push(
       h("li", {

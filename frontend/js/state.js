@@ -161,6 +161,12 @@
  * @property {(node: import("litegraph").LGraphNode, widget: import("./widgets.js").AtelierWidget) => void} [pickImageFor]
  * @property {(jobId: string) => Promise<boolean>} [loadJob]
  * @property {(images: ImageRef[], index: number) => void} [openViewer]
+ * @property {(image: ImageRef, options?: {onSaved?: (saved: ImageRef) => void}) => Promise<ImageRef | null>} [openMaskEditor] paint a mask on an image; the masked copy goes to the input folder
+ * @property {(node: import("litegraph").LGraphNode) => Promise<ImageRef | null>} [openMaskEditorFor] paint a mask on a Load Image node's image
+ * @property {(canvas: import("./graphio.js").Workflow) => import("./graphio.js").Workflow} [outerWorkflow] the whole
+ *   workflow around what the canvas shows (a pipeline open inside it): pipelines.js
+ * @property {(wf: import("./graphio.js").Workflow, options: {keepView?: boolean, fixChoices?: boolean}) => string[]} [loadWorkflow]
+ *   put a whole workflow on the canvas (at the pipeline it was open inside): pipelines.js
  */
 
 const noop = () => {}

@@ -76,7 +76,9 @@ def test_queue_portrait_progress_image_and_cached_rerun(page: Any) -> None:
         st
     )
     assert all(st[n] == "done" for n in ("sampler", "decode", "save")), st
-    page.wait_for_function("document.querySelectorAll('#gallery .tile img').length >= 3")
+    page.wait_for_function(
+        "document.querySelectorAll('#gallery .tile img').length >= 2"
+    )  # one tile per file: the cached run wrote none
     page.shot("new seed re-runs the sampler only")
     # the gallery opens an image
     page.click("#gallery .tile img")

@@ -445,3 +445,115 @@ def test_a_subgraph_instance_widget_feeds_an_unlinked_subgraph_input() -> None:
         "2:1": ["Seeded", {"seed": 99, "odd": False}],  # the instance's widget, not the inner default
         "3": ["Sink", {"label": "z", "value": ["2:1", 0]}],
     }
+
+
+def _face_kit() -> dict:
+    """A workflow with a nested subgraph: "Boost" (Seeded + Add, its seed a widget on the instance) used
+    inside "Kit" (Boost + Scale, whose factor feeds a widget), two instances of Kit at the top."""
+    boost = subgraph(
+        "b005-7",
+        [
+            node(1, "Seeded", [5, "fixed", False], [("seed", "INT", 1)], [("NUMBER", "NUMBER")]),
+            node(2, "Add", None, [("a", "NUMBER", 2), ("b", "NUMBER", 3)], [("sum", "NUMBER")]),
+        ],
+        [lk(1, -10, 1, 1, 0), lk(2, -10, 0, 2, 0), lk(3, 1, 0, 2, 1), lk(4, 2, 0, -20, 0)],
+        2,
+        1,
+    )
+    boost["name"] = "Boost"
+    boost["inputs"][1].update(name="seed", type="INT")
+    boost["nodes"][0]["inputs"][0]["widget"] = {"name": "seed"}
+    kit = subgraph(
+        "c1d2-kit",
+        [
+            node(3, "b005-7", [7], [("in0", "NUMBER", 10)], [("out0", "NUMBER")]),
+            node(4, "Scale", [2, "multiply", False], [("x", "NUMBER", 11), ("factor", "FLOAT", 12)]),
+        ],
+        [lk(10, -10, 0, 3, 0), lk(11, 3, 0, 4, 0), lk(12, -10, 1, 4, 1), lk(13, 4, 0, -20, 0)],
+        2,
+        1,
+    )
+    kit["name"] = "Face kit!"
+    kit["inputs"][1].update(name="factor", type="FLOAT")
+    kit["nodes"][1]["inputs"][1]["widget"] = {"name": "factor"}
+    kit["nodes"][1]["outputs"] = [{"name": "NUMBER", "type": "NUMBER", "links": [13]}]
+    return ui(
+        [
+            node(1, "Number", [2], outputs=[("NUMBER", "NUMBER")]),
+            node(2, "c1d2-kit", [3], [("in0", "NUMBER", 50)], [("out0", "NUMBER")]),
+            node(5, "c1d2-kit", [10], [("in0", "NUMBER", 53)], [("out0", "NUMBER")]),
+            node(3, "Sink", ["first"], [("value", "*", 51)]),
+            node(4, "Sink", ["second"], [("value", "*", 52)]),
+        ],
+        [
+            [50, 1, 0, 2, 0, "NUMBER"],
+            [51, 2, 0, 3, 0, "NUMBER"],
+            [53, 2, 0, 5, 0, "NUMBER"],
+            [52, 5, 0, 4, 0, "NUMBER"],
+        ],
+        definitions={"subgraphs": [kit, boost]},
+    )
+
+
+def test_subgraphs_import_as_pipelines_that_run_as_the_flattened_graph() -> None:
+    from atelier.engine.comfy_ui.convert import _convert_with
+    from atelier.engine.comfy_ui.graph import subgraph_definitions
+    from atelier.engine.executor import Executor
+
+    data = _face_kit()
+    wf = from_comfy_ui(data, REG)
+    assert {nid: n.type for nid, n in wf.nodes.items()} == {
+        "1": "Number",
+        "2": "pipeline:Face_kit",
+        "5": "pipeline:Face_kit",
+        "3": "Sink",
+        "4": "Sink",
+    }
+    assert wf.nodes["2"].inputs == {"in0": wf.nodes["2"].inputs["in0"], "factor": 3}
+    assert wf.nodes["5"].inputs["in0"].model_dump() == {"node": "2", "output": "out0"}
+    kit, boost = wf.definitions["Face_kit"], wf.definitions["Boost"]
+    assert kit["metadata"]["name"] == "Face kit!"
+    assert kit["nodes"]["3"]["type"] == "pipeline:Boost" and kit["nodes"]["3"]["inputs"]["seed"] == 7
+    # a subgraph input feeding a widget is a literal parameter typed and limited as that widget
+    factor = kit["parameters"]["factor"]
+    assert (factor["type"], factor["targets"], factor["default"]) == ("FLOAT", ["4.factor"], 2)
+    assert (factor["min"], factor["max"]) == (-100, 100)
+    assert kit["parameters"]["in0"]["type"] == "NUMBER" and kit["parameters"]["in0"]["targets"] == ["3.in0"]
+    assert boost["parameters"]["seed"]["type"] == "INT" and boost["parameters"]["seed"]["default"] == 5
+    assert boost["parameters"]["seed"]["max"] == 2**32
+    assert kit["outputs"] == {"out0": {"type": "NUMBER", "node": "4", "output": "NUMBER"}}
+    assert check(data, REG).ok
+
+    def run(workflow: object) -> list:
+        Sink.received.clear()
+        Executor(REG).run(workflow)
+        return sorted(Sink.received)
+
+    flat = _convert_with(data, REG, subgraph_definitions(data), frozenset())  # ComfyUI's own flattening
+    assert not flat.definitions and "2:3:1" in flat.nodes
+    assert run(wf.to_dict()) == run(flat.to_dict())
+    # (2 + 7*2) * 3 = 48 ; then (48 + 7*2) * 10 = 620
+    assert run(wf.to_dict()) == [("first", 48.0), ("second", 620.0)]
+    # ComfyUI's API format of it is the flattened graph, ids and all
+    assert api(data) == {k: [v["class_type"], v["inputs"]] for k, v in to_comfy_api(flat, REG).items()}
+
+
+def test_an_unknown_node_inside_a_subgraph_is_named_with_the_subgraph() -> None:
+    data = _face_kit()
+    data["definitions"]["subgraphs"][1]["nodes"][1]["type"] = "FancyAdd"
+    with pytest.raises(UiFormatError) as err:
+        from_comfy_ui(data, REG)
+    [problem] = err.value.problems
+    assert (problem.node, problem.node_type, problem.code) == ("2", "FancyAdd", "unknown_node_type")
+    assert "inside subgraph 'Boost'" in problem.message
+
+
+def test_a_passthrough_subgraph_is_expanded_in_place_and_the_rest_stay_pipelines() -> None:
+    data = _face_kit()
+    kit = data["definitions"]["subgraphs"][0]
+    kit["outputs"].append({"name": "raw", "type": "NUMBER"})
+    kit["links"].append(lk(14, -10, 0, -20, 1))  # in0 straight to an output
+    wf = from_comfy_ui(data, REG)
+    assert set(wf.definitions) == {"Boost"}
+    assert wf.nodes["2:3"].type == "pipeline:Boost" and wf.nodes["2:4"].type == "Scale"
+    assert check(data, REG).ok

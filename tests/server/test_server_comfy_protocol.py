@@ -236,6 +236,7 @@ COMFY_ROUTES = {
     ("GET", "/system_stats"),
     ("GET", "/view"),
     ("POST", "/upload/image"),
+    ("POST", "/upload/mask"),
     ("WS", "/ws"),
 }
 

@@ -115,7 +115,7 @@ def inproc(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
 
     probe = LoopProbe()
     service_probes: list[str] = []
-    for label in ("jobs", "catalog", "library", "files", "system"):
+    for label in ("jobs", "catalog", "library", "files", "system", "models", "gallery"):
         service_probes += probe.instrument(getattr(services, label), label)
     probe.instrument(services.store, "store")
     probe.instrument(engine, "engine", ["check", "describe", "free"])
@@ -198,6 +198,11 @@ def exercise_every_route(srv: InProcessServer) -> None:
         assert "checkpoints" in http.get("/atelier/v1/models").json()
         assert http.get("/atelier/v1/models/checkpoints").status_code == 200
         assert http.get("/atelier/v1/models/nope").status_code == 404
+        browsed = http.get("/atelier/v1/models/checkpoints/browse").json()["models"]
+        assert {m["name"]: m["family"] for m in browsed}["tiny15.safetensors"] == "sd15"
+        assert http.get("/atelier/v1/models/nope/browse").status_code == 404
+        assert http.get("/atelier/v1/models/checkpoints/info/tiny15.safetensors").status_code == 200
+        assert http.get("/atelier/v1/models/checkpoints/preview/tiny15.safetensors").status_code == 404
         assert http.get("/object_info").status_code == 200
         assert http.get("/object_info/KSampler").status_code == 200
         assert http.get("/object_info/Nope").json() == {}
@@ -233,6 +238,7 @@ def exercise_every_route(srv: InProcessServer) -> None:
             queued = http.post("/atelier/v1/jobs", json=portrait(seed=3)).json()["id"]
             _wait(http, long, lambda s: s != "queued")
             assert http.get("/atelier/v1/queue").status_code == 200
+            assert http.get("/atelier/v1/gallery/queue").status_code == 200
             assert http.get("/queue").status_code == 200
             assert http.post(f"/atelier/v1/jobs/{queued}/cancel").status_code in (200, 409)
             assert http.post("/atelier/v1/jobs/nope/cancel").status_code == 404
@@ -279,6 +285,25 @@ def exercise_every_route(srv: InProcessServer) -> None:
         )
         assert big.status_code == 400 and "over 1000000 pixels" in big.json()["error"]
         assert http.get("/atelier/v1/files/input/small.png").status_code == 200
+
+        # the gallery
+        g = "/atelier/v1/gallery"
+        listed = http.get(f"{g}/images", params={"limit": 1}).json()
+        first = listed["images"][0]["id"]
+        assert http.get(f"{g}/images", params={"offset": 1, "until": listed["until"]}).status_code == 200
+        assert http.get(f"{g}/images/{first}").json()["id"] == first
+        assert http.get(f"{g}/images/999999").status_code == 404
+        assert http.get(f"{g}/images/{first}/thumb", params={"size": 64}).status_code == 200
+        assert http.post(f"{g}/images/{first}/to-input").status_code == 200
+        assert http.get(f"{g}/facets").json()["total"] >= 1
+        board = http.post(f"{g}/boards", json={"name": "keep"}).json()["id"]
+        assert http.post(f"{g}/boards", json={"name": " "}).status_code == 400
+        assert http.patch(f"{g}/boards/{board}", json={"name": "kept"}).json()["name"] == "kept"
+        assert http.patch(f"{g}/images/{first}", json={"favourite": True}).json()["favourite"] is True
+        assert http.post(f"{g}/images/move", json={"ids": [first], "board": board}).json() == {"moved": 1}
+        assert http.get(f"{g}/boards").json()["boards"][0]["count"] == 1
+        assert http.delete(f"{g}/boards/{board}").status_code == 200
+        assert http.delete(f"{g}/boards/{board}").status_code == 404
 
         # the library
         wf = json.loads((REPO / "workflows" / "portrait.json").read_text())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
-from tests.server.harness import wait_job
+from tests.server.harness import load_workflow, wait_job
 
 
 def test_pipelines_are_listed_with_their_interfaces(http: httpx.Client) -> None:
@@ -83,3 +85,40 @@ def test_a_canvas_graph_using_pipeline_nodes_runs(http: httpx.Client) -> None:
     assert r.status_code == 201, r.text
     job = wait_job(http, r.json()["id"])
     assert job["status"] == "success" and "1:save" in job["outputs"]
+
+
+def test_a_pipeline_saved_over_http_is_installed_and_offered_as_a_node(http: httpx.Client, server) -> None:
+    """POST /pipelines installs into the user's library folder (./pipelines here), never over a version."""
+    wf = load_workflow("portrait.json")
+    wf["metadata"] = {**wf["metadata"], "name": "my portrait", "version": "1.0.0"}
+    r = http.post("/atelier/v1/pipelines", json={"name": "my_portrait", "workflow": wf})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "my_portrait" and body["version"] == "1.0.0" and body["versions"] == ["1.0.0"]
+    assert body["interface"]["inputs"]["seed"]["type"] == "INT"
+    path = server.root / "pipelines" / "my_portrait@1.0.0.json"
+    assert json.loads(path.read_text())["nodes"] == wf["nodes"]
+    node = http.get("/atelier/v1/nodes").json()["pipeline:my_portrait"]
+    assert node["display_name"] == "my portrait" and node["version"] == "1.0.0"
+    # the same version again is a conflict, and the file is left as it was
+    wf2 = {**wf, "metadata": {**wf["metadata"], "description": "changed"}}
+    again = http.post("/atelier/v1/pipelines", json={"name": "my_portrait", "workflow": wf2})
+    assert again.status_code == 409
+    assert "'my_portrait' 1.0.0 is already installed; raise its version" in again.json()["error"]
+    assert json.loads(path.read_text())["metadata"].get("description") != "changed"
+    # a raised version installs next to it; the catalogue describes the newest
+    wf2["metadata"]["version"] = "1.1.0"
+    r = http.post("/atelier/v1/pipelines", json={"name": "my_portrait", "workflow": wf2})
+    assert r.status_code == 201 and r.json()["versions"] == ["1.0.0", "1.1.0"]
+    assert http.get("/atelier/v1/nodes").json()["pipeline:my_portrait"]["version"] == "1.1.0"
+
+
+def test_saving_a_pipeline_refuses_bad_names_and_workflows(http: httpx.Client) -> None:
+    wf = load_workflow("portrait.json")
+    bad_name = http.post("/atelier/v1/pipelines", json={"name": "../evil", "workflow": wf})
+    assert bad_name.status_code == 400 and "pipeline name '../evil'" in bad_name.json()["error"]
+    no_version = {**wf, "metadata": {"name": "x"}}
+    r = http.post("/atelier/v1/pipelines", json={"name": "unversioned", "workflow": no_version})
+    assert r.status_code == 400 and "has no version" in r.json()["error"]
+    r = http.post("/atelier/v1/pipelines", json={"name": "broken", "workflow": {"nodes": 3}})
+    assert r.status_code == 400 and "'broken' is not a workflow" in r.json()["error"]

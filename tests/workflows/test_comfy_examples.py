@@ -170,3 +170,99 @@ def test_group_nodes_bypass_mute_primitives_and_reroutes_as_comfyui_does(path: P
         }
 
     assert declared(to_comfy_api(wf, registry)) == declared(example["prompt"])
+
+
+def wrap_in_subgraph(workflow: dict[str, Any], inside: set[int], sid: str, name: str) -> tuple[dict, int]:
+    """``workflow`` with the nodes ``inside`` moved into a new subgraph ``sid`` (as ComfyUI's "Convert to
+    subgraph" does): links crossing the boundary become the subgraph's inputs and outputs. Returns the new
+    workflow and the instance's id."""
+    import copy
+
+    wf = copy.deepcopy(workflow)
+    instance = max(n["id"] for n in wf["nodes"]) + 1
+    next_link = max(link[0] for link in wf["links"]) + 1
+    sg_links: list[dict[str, Any]] = []
+    outer_links: list[list[Any]] = []
+    ins: dict[tuple[int, int], int] = {}
+    outs: dict[tuple[int, int], int] = {}
+    inst_inputs: list[dict[str, Any]] = []
+    inst_outputs: list[dict[str, Any]] = []
+
+    def sg_link(lid: int, o: int, os: int, t: int, ts: int, typ: str) -> None:
+        sg_links.append(
+            {"id": lid, "origin_id": o, "origin_slot": os, "target_id": t, "target_slot": ts, "type": typ}
+        )
+
+    for lid, o, os, t, ts, typ in wf["links"]:
+        if o in inside and t in inside:
+            sg_link(lid, o, os, t, ts, typ)
+        elif t in inside:  # into the subgraph: one subgraph input per origin
+            if (o, os) not in ins:
+                ins[(o, os)] = len(ins)
+                inst_inputs.append({"name": f"{typ.lower()}_{len(ins)}", "type": typ, "link": next_link})
+                outer_links.append([next_link, o, os, instance, ins[(o, os)], typ])
+                next_link += 1
+            sg_link(lid, -10, ins[(o, os)], t, ts, typ)
+        elif o in inside:  # out of it: one subgraph output per origin
+            if (o, os) not in outs:
+                outs[(o, os)] = len(outs)
+                inst_outputs.append({"name": f"{typ.lower()}_{len(outs)}", "type": typ, "links": []})
+                sg_link(next_link, o, os, -20, outs[(o, os)], typ)
+                next_link += 1
+            outer_links.append([lid, instance, outs[(o, os)], t, ts, typ])
+        else:
+            outer_links.append([lid, o, os, t, ts, typ])
+    subgraph = {
+        "id": sid,
+        "name": name,
+        "inputNode": {"id": -10},
+        "outputNode": {"id": -20},
+        "inputs": [{"name": i["name"], "type": i["type"]} for i in inst_inputs],
+        "outputs": [{"name": o["name"], "type": o["type"]} for o in inst_outputs],
+        "nodes": [n for n in wf["nodes"] if n["id"] in inside],
+        "links": sg_links,
+    }
+    wf["nodes"] = [n for n in wf["nodes"] if n["id"] not in inside] + [
+        {
+            "id": instance,
+            "type": sid,
+            "pos": [0, 0],
+            "mode": 0,
+            "inputs": inst_inputs,
+            "outputs": inst_outputs,
+        }
+    ]
+    wf["links"] = outer_links
+    wf["definitions"] = {"subgraphs": [subgraph]}
+    return wf, instance
+
+
+def test_a_subgraph_of_real_nodes_imports_as_a_pipeline_computing_the_stored_prompt(
+    registry: Registry,
+) -> None:
+    """The hires pass of ComfyUI's 2-pass example (LatentUpscale, KSampler, VAEDecode) made a subgraph: it
+    imports as a pipeline whose expansion is the prompt ComfyUI stored, the moved nodes under the instance's
+    id, as ComfyUI's frontend names them."""
+    example = json.loads((DATA / "2_pass_txt2img__hiresfix_latent_workflow.json").read_text(encoding="utf-8"))
+    inside = {10, 11, 13}
+    data, instance = wrap_in_subgraph(example["workflow"], inside, "9f2e-hires", "Hires fix")
+    wf = from_comfy_ui(data, registry)
+    assert wf.nodes[str(instance)].type == "pipeline:Hires_fix"
+    definition = wf.definitions["Hires_fix"]
+    assert {n["type"] for n in definition["nodes"].values()} == {"LatentUpscale", "KSampler", "VAEDecode"}
+    assert {p["type"] for p in definition["parameters"].values()} == {
+        "LATENT",
+        "MODEL",
+        "CONDITIONING",
+        "VAE",
+    }
+    assert [o["type"] for o in definition["outputs"].values()] == ["IMAGE"]
+
+    def moved(nid: str) -> str:
+        return f"{instance}:{nid}" if int(nid) in inside else nid
+
+    expected = {}
+    for nid, (type_name, inputs) in normalised(example["prompt"]).items():
+        relinked = {k: [moved(v[0]), v[1]] if isinstance(v, list) else v for k, v in inputs.items()}
+        expected[moved(nid)] = (type_name, relinked)
+    assert normalised(to_comfy_api(wf, registry)) == expected

@@ -25,6 +25,8 @@ FILES = {
     "reference": "face.png",
     "ipadapter": "plus-face15.bin",
     "clip_vision": "tiny-vit.safetensors",
+    "controlnet": "cn15.safetensors",
+    "pose": "face.png",
 }
 
 
@@ -38,6 +40,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     tiny.write_safetensors(tiny.esrgan(4), root / "models" / "upscale_models" / "esrgan-x4.safetensors")
     write_tiny_clip_vision(root / "models" / "clip_vision" / "tiny-vit.safetensors")
     write_tiny_ipadapter(root / "models" / "ipadapter" / "plus-face15.bin", "sd15", "plus")
+    from atelier.engine.models.controlnet_tiny import write_tiny_controlnet
+
+    write_tiny_controlnet("sd15", root / "models" / "controlnet" / "cn15.safetensors", seed=1)
     eng = build_engine(
         EngineConfig(
             device="cpu",

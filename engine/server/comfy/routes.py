@@ -26,7 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import services_of
 from ..responses import BODY, documented, error, file_response, upload_response
 from ..service import Services
+from ..service_files import UploadRefused
 from ..service_jobs import Invalid
+from ..service_masks import parse_original_ref
+from ..service_masks import upload_mask as upload_mask_into
 from ..session import websocket_session
 from .catalog import object_info_entry, system_stats
 from .errors import invalid_prompt, node_errors, prompt_error
@@ -330,3 +333,25 @@ def upload_image(
     data = image.file.read(services.settings.max_upload_bytes + 1)
     overwriting = overwrite.lower() in ("1", "true", "yes")
     return upload_response(services.files.upload(data, image.filename or "", subfolder, overwriting))
+
+
+@router.post("/upload/mask", responses=documented(*BODY, 404))
+def upload_mask(
+    image: UploadFile = File(...),
+    original_ref: str = Form(...),
+    subfolder: str = Form(""),
+    overwrite: str = Form("false"),
+    type: str = Form("input"),
+    services: Services = Svc,
+) -> Any:
+    """ComfyUI's mask editor saves here: a copy of ``original_ref``'s image with the mask's alpha."""
+    if type != "input":
+        return error(400, "uploads go to the input folder (type=input)")
+    original = parse_original_ref(original_ref)
+    if isinstance(original, UploadRefused):
+        return upload_response(original)
+    data = image.file.read(services.settings.max_upload_bytes + 1)
+    overwriting = overwrite.lower() in ("1", "true", "yes")
+    return upload_response(
+        upload_mask_into(services.files, data, image.filename or "", subfolder, overwriting, original)
+    )
