@@ -1,7 +1,7 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks``; more roots or per-kind folders
+vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks, clip_vision, ipadapter, style_models``; more roots or per-kind folders
 come from a TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder
 works as it is (A1111's folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised, and
 face detectors in Impact Pack's ``ultralytics/bbox`` or ADetailer's ``adetailer``)::
@@ -27,6 +27,9 @@ MODEL_KINDS = (
     "styles",
     "face_detectors",
     "hypernetworks",
+    "clip_vision",
+    "ipadapter",
+    "style_models",
 )
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
@@ -40,6 +43,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     # YOLO/YuNet face detector files; Impact Pack keeps them in ultralytics/bbox, ADetailer in adetailer
     "face_detectors": ("face_detectors", "ultralytics/bbox", "adetailer"),
     "hypernetworks": ("hypernetworks",),
+    # CLIP vision encoders and IP-Adapters (ComfyUI's folders; IPAdapter_plus keeps adapters in ipadapter)
+    "clip_vision": ("clip_vision",),
+    "ipadapter": ("ipadapter",),
+    "style_models": ("style_models",),
 }
 
 

@@ -16,8 +16,11 @@ from atelier.engine.sampling.conditioning import CondEntry
 from atelier.engine.sampling.custom import Guider, Noise, Sampler
 from atelier.engine.types import SocketType
 
+from .clip_vision import ClipVisionHandle, ClipVisionOutput
 from .controlnet import ControlNetHandle
 from .handles import ClipHandle, ModelHandle, VaeHandle
+from .ipadapter import IPAdapterModel
+from .style_model import StyleModel
 from .upscale import UpscaleModelHandle
 
 MODEL: Final = SocketType(
@@ -68,4 +71,22 @@ GUIDER: Final = SocketType(
     f"{Guider.__name__}: a model with its conditioning and guidance (CFG, dual CFG, ...)",
     "#80cbc4",
     Guider,
+)
+CLIP_VISION: Final = SocketType(
+    "CLIP_VISION", f"{ClipVisionHandle.__name__}: a CLIP image encoder", "#a1887f", ClipVisionHandle
+)
+CLIP_VISION_OUTPUT: Final = SocketType(
+    "CLIP_VISION_OUTPUT",
+    f"{ClipVisionOutput.__name__}: image embeds and hidden states of a batch of images",
+    "#8d6e63",
+    ClipVisionOutput,
+)
+IPADAPTER: Final = SocketType(
+    "IPADAPTER", f"{IPAdapterModel.__name__}: an IP-Adapter (image prompt adapter)", "#ce93d8", IPAdapterModel
+)
+STYLE_MODEL: Final = SocketType(
+    "STYLE_MODEL",
+    f"{StyleModel.__name__}: a style adapter (CLIP vision encoding -> text tokens)",
+    "#bcaaa4",
+    StyleModel,
 )

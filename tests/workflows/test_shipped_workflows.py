@@ -22,6 +22,9 @@ FILES = {
     "checkpoint": "tiny15.safetensors",
     "image": "face.png",
     "upscale_model": "esrgan-x4.safetensors",
+    "reference": "face.png",
+    "ipadapter": "plus-face15.bin",
+    "clip_vision": "tiny-vit.safetensors",
     "controlnet": "cn15.safetensors",
     "pose": "face.png",
 }
@@ -30,10 +33,13 @@ FILES = {
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     from atelier.engine.models.tiny import write_tiny_checkpoint
+    from atelier.engine.models.tiny_ipadapter import write_tiny_clip_vision, write_tiny_ipadapter
 
     root = tmp_path_factory.mktemp("shipped")
     write_tiny_checkpoint("sd15", root / "models" / "checkpoints" / "tiny15.safetensors", seed=0)
     tiny.write_safetensors(tiny.esrgan(4), root / "models" / "upscale_models" / "esrgan-x4.safetensors")
+    write_tiny_clip_vision(root / "models" / "clip_vision" / "tiny-vit.safetensors")
+    write_tiny_ipadapter(root / "models" / "ipadapter" / "plus-face15.bin", "sd15", "plus")
     from atelier.engine.models.controlnet_tiny import write_tiny_controlnet
 
     write_tiny_controlnet("sd15", root / "models" / "controlnet" / "cn15.safetensors", seed=1)
