@@ -27,11 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from . import types as T
 from .workflow import Link, Parameter, Workflow, WorkflowFormatError, WorkflowNode, parse_workflow
 
 PREFIX = "pipeline:"
 SEP = ":"
+#: the spliced nodes parsed in one call, as a workflow written flat is
+_FLAT_NODES = TypeAdapter(dict[str, WorkflowNode])
 
 
 @dataclass
@@ -102,7 +106,7 @@ def expand(wf: Workflow, resolve: Resolver = no_library) -> Expanded:
     definitions = _definitions(wf, result.problems, "")
     nodes: dict[str, NodeData] = {}
     _expand_nodes(wf, resolve, (), result, definitions, {}, nodes)
-    result.workflow.nodes = {nid: WorkflowNode.model_validate(data) for nid, data in nodes.items()}
+    result.workflow.nodes = _FLAT_NODES.validate_python(nodes)
     return result
 
 

@@ -57,9 +57,10 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     recovered = services.store.recover_after_restart(requeue=settings.ray is not None)
     if recovered:
         log.warning(
-            "%s %d job(s) cut short by the last shutdown: %s",
-            "re-queued" if settings.ray is not None else "marked interrupted",
+            "%s %d job(s) %s by the last shutdown: %s",
+            "re-queued" if settings.ray is not None else "marked",
             len(recovered),
+            "cut short" if settings.ray is not None else "interrupted",
             ", ".join(recovered),
         )
 

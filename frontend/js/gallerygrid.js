@@ -136,7 +136,7 @@ export class GalleryGrid {
     this.boardSel = h("select", { class: "gal-select", "aria-label": "Board", title: "Board" })
     this.favBtn = h("button", { class: "icon-btn small gal-fav-filter", title: "Favourites only", "aria-pressed": "false" }, icon("star"))
     this.boardMenu = h("span", { class: "gal-board-actions" })
-    this.wideBtn = h("button", { class: "icon-btn small gal-wide", title: "Large gallery (Esc to return)" }, "⤢")
+    this.wideBtn = h("button", { class: "icon-btn small gal-wide", title: "Large gallery (Esc to return)" }, icon("fit"))
     this.count = h("span", { class: "gal-count hint" })
     this.spacer = h("div", { class: "gal-spacer" })
     this.scroller = h("div", { class: "gal-scroller", tabindex: "0" }, this.spacer)

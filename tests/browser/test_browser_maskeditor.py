@@ -239,7 +239,12 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
     assert copy[100, 20, 3] == 0 and copy[15, 100, 3] == 255
     assert np.abs(copy[..., :3].astype(np.int32) - result).max() == 0
 
-    # the node that shows an image offers the editor in its menu too
+    # the node that shows an image offers the editor in its menu too (brought into view first: the first
+    # view is at a legible zoom, which leaves the right end of this workflow off screen)
+    page.evaluate(
+        "(() => { const c = window.atelier.app.canvas; c.centerOnNode(window.atelier.findNode('save'));"
+        " c.setDirty(true, true) })()"
+    )
     r = page.evaluate("window.atelier.nodeRect('save')")
     page.mouse.click(r["x"] + 40, r["y"] + r["titleHeight"] / 2, button="right")
     page.click(".litecontextmenu >> text=Paint a mask on this image")

@@ -352,7 +352,7 @@ def test_nodes_added_inside_a_pipeline_join_its_definition(page: Any) -> None:
     assert wf["nodes"]["canvas_size"]["inputs"] == size  # batch_size, not exposed, stays inside
     assert wf["parameters"]["width"]["targets"] == ["canvas_size.width"]
     assert wf["nodes"]["sampler"]["inputs"]["latent_image"] == {"node": "canvas_size", "output": "LATENT"}
-    page.mouse.dblclick(*body_point(page, "canvas_size"))
+    menu(page, "canvas_size", "Edit inside")  # (the round trip above opens one by double-click)
     page.wait_for_selector(".breadcrumb.shown")
     assert page.inner_text(".breadcrumb .crumb.current") == "canvas size"
     box = page.locator("#graph-canvas").bounding_box()

@@ -174,8 +174,9 @@ def test_steps_run_in_order_and_a_failing_step_rolls_all_back(tmp_path: Path) ->
     db = tmp_path / "steps.db"
     unversioned_database(db)
     con = sqlite3.connect(db, isolation_level=None)
-    add_column = Step(2, "a column", ("ALTER TABLE jobs ADD COLUMN note TEXT", "UPDATE jobs SET note = id"))
-    broken = Step(3, "a mistake", ("CREATE TABLE later (x)", "SELECT * FROM no_such_table"))
+    n = latest() + 1  # the steps after this Atelier's own
+    add_column = Step(n, "a column", ("ALTER TABLE jobs ADD COLUMN note TEXT", "UPDATE jobs SET note = id"))
+    broken = Step(n + 1, "a mistake", ("CREATE TABLE later (x)", "SELECT * FROM no_such_table"))
     with pytest.raises(sqlite3.OperationalError):
         migrate(con, (*STEPS, add_column, broken))
     assert int(con.execute("PRAGMA user_version").fetchone()[0]) == 0  # not even stamped as version 1
@@ -186,11 +187,11 @@ def test_steps_run_in_order_and_a_failing_step_rolls_all_back(tmp_path: Path) ->
     )
 
     assert migrate(con, (*STEPS, add_column)) == 0
-    assert int(con.execute("PRAGMA user_version").fetchone()[0]) == 2
+    assert int(con.execute("PRAGMA user_version").fetchone()[0]) == n
     assert dict(con.execute("SELECT id, note FROM jobs")) == {
         j: j for j in ("done", "broke", "busy", "waiting")
     }
-    assert migrate(con, (*STEPS, add_column)) == 2  # already there: nothing runs
+    assert migrate(con, (*STEPS, add_column)) == n  # already there: nothing runs
     with pytest.raises(ValueError, match="in order"):
         migrate(con, (add_column, *STEPS))
     con.close()

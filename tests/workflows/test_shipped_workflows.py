@@ -72,7 +72,7 @@ def test_shipped_workflow_validates(engine: Engine, path: Path) -> None:
 def test_the_full_portrait_finish_runs_headless(engine: Engine) -> None:
     wf = json.loads((ROOT / "workflows" / "portrait_full.json").read_text())
     overrides = {
-        **{k: v for k, v in FILES.items() if k != "image"},
+        **{k: v for k, v in FILES.items() if k != "image" and k in wf["parameters"]},
         "width": 64,
         "height": 64,
         "steps": 2,
