@@ -20,7 +20,7 @@ def pytest_addoption(parser) -> None:
 def pytest_collection_modifyitems(config, items) -> None:
     if config.getoption("--runslow"):
         return
-    skip = pytest.mark.skip(reason="full-size run: use --runslow")
+    skip = pytest.mark.skip(reason="slow (a full-size run or a measurement): use --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)

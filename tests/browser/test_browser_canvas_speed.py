@@ -8,6 +8,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,6 +21,7 @@ def bench() -> Any:
     return mod
 
 
+@pytest.mark.slow  # a measurement (its figures also come from bench/): --runslow
 def test_300_node_workflow_interactions(page: Any) -> None:
     b = bench()
     wf = b.build_workflow(300)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.browser.test_browser_canvas import PIXELS_AROUND, drag, empty_spot, workflow
 
 
@@ -369,6 +371,7 @@ def _mark(page: Any, name: str) -> None:
     page.evaluate(f"performance.mark('gt:{name}')")
 
 
+@pytest.mark.slow  # a measurement (its figures also come from bench/): --runslow
 def test_graph_tools_on_a_300_node_workflow_performance_trace(page: Any, artifacts: Any) -> None:
     """Bypass, mute, the minimap and link styles on 301 nodes, under a performance trace; prints the longest
     main-thread task, input event and frame (the figures to keep under 50 ms), and keeps the trace."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 STATE = "window.atelierMaskEditor.state()"
@@ -368,6 +369,7 @@ def test_a_mask_that_does_not_fit_is_refused_with_the_reason(page: Any) -> None:
     page.click(".me-cancel")
 
 
+@pytest.mark.slow  # a measurement (its figures also come from bench/): --runslow
 def test_painting_speed_on_a_1024_image(page: Any, browser: Any, artifacts: Path) -> None:
     """Prints how long the editor takes per pointer event while painting on a 1024² image (no timed
     assert): handler time per event, overlay redraw per frame, and the trace's longest pointermove."""
