@@ -200,6 +200,15 @@ def flatten_subgraph(data: dict[str, Any], sid: str, keep: frozenset[str]) -> Fl
         keep=keep,
     )
     graph.outputs = [None] * len(sg.get("outputs") or [])
+    for k, origin, oslot in _output_links(sg, sid):
+        if 0 <= k < len(graph.outputs):
+            graph.outputs[k] = Source(str(origin), oslot)
+    return graph
+
+
+def _output_links(sg: dict[str, Any], name: str) -> list[tuple[int, Any, int]]:
+    """The links into subgraph ``sg``'s output node: (its output slot, origin node id, origin slot)."""
+    out = []
     for raw in sg.get("links") or []:
         target, slot = (
             (raw.get("target_id"), raw.get("target_slot")) if isinstance(raw, dict) else (raw[3], raw[4])
@@ -208,10 +217,10 @@ def flatten_subgraph(data: dict[str, Any], sid: str, keep: frozenset[str]) -> Fl
             origin, oslot = (
                 (raw["origin_id"], raw["origin_slot"]) if isinstance(raw, dict) else (raw[1], raw[2])
             )
-            k = _int(slot, f"subgraph {sid}: an output link's slot")
-            if 0 <= k < len(graph.outputs):
-                graph.outputs[k] = Source(str(origin), _int(oslot, "an origin slot"))
-    return graph
+            out.append(
+                (_int(slot, f"subgraph {name}: an output link's slot"), origin, _int(oslot, "an origin slot"))
+            )
+    return out
 
 
 def _add_level(
@@ -329,17 +338,9 @@ def _expand_subgraph(
         (*inside, node.type),
         keep=keep,
     )
-    for raw in sg.get("links") or []:
-        target, slot = (
-            (raw.get("target_id"), raw.get("target_slot")) if isinstance(raw, dict) else (raw[3], raw[4])
-        )
-        if target == SUBGRAPH_OUTPUT_ID:
-            origin, oslot = (
-                (raw["origin_id"], raw["origin_slot"]) if isinstance(raw, dict) else (raw[1], raw[2])
-            )
-            k = _int(slot, f"subgraph {node.type}: an output link's slot")
-            if 0 <= k < len(outs.inputs):
-                outs.inputs[k].source = Source(f"{inner}{origin}", _int(oslot, "an origin slot"))
+    for k, origin, oslot in _output_links(sg, node.type):
+        if 0 <= k < len(outs.inputs):
+            outs.inputs[k].source = Source(f"{inner}{origin}", oslot)
 
 
 def promoted_inputs(sg: dict[str, Any]) -> list[int]:
