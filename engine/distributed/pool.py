@@ -342,6 +342,10 @@ class RayWorkers:
                     self.store.requeue(job.id, died=False)
                     continue
                 slot.load += 1
+                # what it will hold once the job ran there: the next job is routed on that, not on a report
+                # that comes only when this one is done
+                slot.models |= needs.models
+                slot.signatures |= needs.signatures
             self.history.append(("routed", job.id, slot.name))
             slot.jobs.put(job)
             self.on_queue_change()
