@@ -246,6 +246,8 @@ def test_paint_save_and_queue_the_inpaint_pipeline(page: Any, tmp_path: Path) ->
         "(() => { const c = window.atelier.app.canvas; c.centerOnNode(window.atelier.findNode('save'));"
         " c.setDirty(true, true) })()"
     )
+    # litegraph finds the node under the pointer among the nodes it last drew: let it draw the new view
+    page.evaluate("new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)))")
     r = page.evaluate("window.atelier.nodeRect('save')")
     page.mouse.click(r["x"] + 40, r["y"] + r["titleHeight"] / 2, button="right")
     page.click(".litecontextmenu >> text=Paint a mask on this image")
