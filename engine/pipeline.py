@@ -149,6 +149,68 @@ def _node_data(wf: Workflow, memo: dict[Any, Any]) -> dict[str, NodeData]:
     return found
 
 
+@dataclass
+class _Plain:
+    """A node of a definition that is not a pipeline node, worked out once per definition and set of given
+    inputs: its JSON without inputs, its inputs in order with the values it holds (links and given inputs
+    are filled per instance), its links inside the definition (input, source id, output, whether the source is
+    a pipeline node), and the inputs the enclosing pipeline node gives."""
+
+    nid: str
+    base: NodeData
+    values: dict[str, Any]
+    links: list[tuple[str, str, Any, bool]]
+    given: list[str]
+
+
+@dataclass
+class _Template:
+    """A definition's nodes ready to splice: plain ones as :class:`_Plain`, pipeline nodes by id (they
+    expand recursively), in the definition's order; nodes nobody would read are left out."""
+
+    nodes: list[_Plain | str]
+
+
+def _template(
+    wf: Workflow, data: dict[str, NodeData], given: dict[str, dict[str, Any]] | None, memo: dict[Any, Any]
+) -> _Template:
+    key = (
+        "template",
+        id(wf),
+        frozenset((nid, k) for nid, values in given.items() for k in values) if given else None,
+    )
+    found = memo.get(key)
+    if found is not None:
+        return found
+    inputs_of = {
+        nid: {**n.get("inputs", {}), **given[nid]} if given and nid in given else n.get("inputs", {})
+        for nid, n in data.items()
+    }
+    dropped = _unread(data, inputs_of, wf) if given else set()
+    nodes: list[_Plain | str] = []
+    for nid, node in wf.nodes.items():
+        if nid in dropped:
+            continue
+        if is_pipeline_type(node.type):
+            nodes.append(nid)
+            continue
+        mine = given.get(nid, {}) if given else {}
+        plain = _Plain(nid, {k: v for k, v in data[nid].items() if k != "inputs"}, {}, [], [])
+        for k, v in inputs_of[nid].items():
+            plain.values[k] = None  # the order of the inputs is kept
+            if k in mine:
+                plain.given.append(k)
+            elif _is_link(v):
+                source = wf.nodes.get(v["node"])
+                piped = source is not None and is_pipeline_type(source.type)
+                plain.links.append((k, str(v["node"]), v["output"], piped))
+            else:
+                plain.values[k] = v
+        nodes.append(plain)
+    found = memo[key] = _Template(nodes)
+    return found
+
+
 def _expand_nodes(
     wf: Workflow,
     resolve: Resolver,
@@ -172,34 +234,44 @@ def _expand_nodes(
     produced: dict[str, dict[str | int, LinkData]] = {}
     pending: list[LinkData] = []
     data = _node_data(wf, memo)
-    inputs_of = {
-        nid: {**n.get("inputs", {}), **given[nid]} if given and nid in given else n.get("inputs", {})
-        for nid, n in data.items()
-    }
-    dropped = _replaced(data, inputs_of, wf, given, memo) if given else set()
     nodes = wf.nodes
 
-    def here_link(v: LinkData) -> LinkData:
-        link = {"node": prefix + str(v["node"]), "output": v["output"]}
-        target = nodes.get(v["node"])
-        if target is not None and is_pipeline_type(target.type):
-            pending.append(link)
-        return link
-
-    for nid, node in nodes.items():
-        if nid in dropped:
+    for item in _template(wf, data, given, memo).nodes:
+        if isinstance(item, _Plain):
+            flat_inputs = item.values.copy()
+            for k, source, output, piped in item.links:
+                link = {"node": prefix + source, "output": output}
+                if piped:
+                    pending.append(link)
+                flat_inputs[k] = link
+            if item.given:
+                mine = given[item.nid]  # type: ignore[index]
+                for k in item.given:
+                    v = mine[k]
+                    flat_inputs[k] = v.link if isinstance(v, _Bound) else v
+            flat_id = prefix + item.nid
+            if flat_id in out:
+                _refuse_twice(flat_id, item.base.get("type"), problems)
+            else:
+                out[flat_id] = {**item.base, "inputs": flat_inputs}
             continue
-        inputs = inputs_of[nid]
+        nid = item
+        node = nodes[nid]
         flat_inputs = {}
-        for k, v in inputs.items():
-            if type(v) is dict and len(v) == 2 and "node" in v and "output" in v:
-                v = here_link(v)
+        for k, v in (
+            {**data[nid].get("inputs", {}), **given[nid]}
+            if given and nid in given
+            else data[nid].get("inputs", {})
+        ).items():
+            if _is_link(v):
+                link = {"node": prefix + str(v["node"]), "output": v["output"]}
+                target = nodes.get(v["node"])
+                if target is not None and is_pipeline_type(target.type):
+                    pending.append(link)
+                v = link
             elif isinstance(v, _Bound):
                 v = v.link
             flat_inputs[k] = v
-        if not is_pipeline_type(node.type):
-            _add(out, prefix + nid, {**data[nid], "inputs": flat_inputs}, problems)
-            continue
         name = node.type[len(PREFIX) :]
         here = prefix + nid
         if name in chain:
@@ -213,7 +285,7 @@ def _expand_nodes(
         inner = definitions.get(name)
         if inner is None:
             try:
-                found = resolve(name, node.version, inputs)
+                found = resolve(name, node.version, flat_inputs)
             except LookupError as exc:
                 message = exc.args[0] if exc.args else str(exc)
                 problems.append(ExpansionProblem("unknown_pipeline", message, node=here, node_type=node.type))
@@ -227,8 +299,12 @@ def _expand_nodes(
                 )
                 found = found.workflow
             inner = found
-        inner_defs = {**definitions, **_definitions(inner, problems, f" inside {name!r}")}
-        bound = _bind_inputs(node.type, flat_inputs, inner, here, result)
+        inner_defs = (
+            {**definitions, **_definitions(inner, problems, f" inside {name!r}")}
+            if inner.definitions
+            else definitions
+        )
+        bound = _bind_inputs(node.type, flat_inputs, inner, here, result, memo)
         inner_produced = _expand_nodes(
             inner, resolve, (*chain, name), result, inner_defs, memo, out, here + SEP, bound
         )
@@ -241,21 +317,18 @@ def _expand_nodes(
     return produced
 
 
-def _add(out: dict[str, NodeData], nid: str, node: NodeData, problems: list[ExpansionProblem]) -> None:
-    """Put a node in the flat graph; an id that is already there (a node whose id spells a path inside a
-    pipeline, ``"fix:detailer"`` next to a pipeline node ``fix``) is refused, naming both."""
-    if nid in out:
-        problems.append(
-            ExpansionProblem(
-                "invalid_node_id",
-                f"node id {nid!r} is used twice once pipelines are expanded (ids inside pipelines are "
-                f"outer{SEP}inner paths): rename the node",
-                node=nid,
-                node_type=node.get("type"),
-            )
+def _refuse_twice(nid: str, node_type: str | None, problems: list[ExpansionProblem]) -> None:
+    """An id that is already in the flat graph (a node whose id spells a path inside a pipeline,
+    ``"fix:detailer"`` next to a pipeline node ``fix``) is refused, naming both."""
+    problems.append(
+        ExpansionProblem(
+            "invalid_node_id",
+            f"node id {nid!r} is used twice once pipelines are expanded (ids inside pipelines are "
+            f"outer{SEP}inner paths): rename the node",
+            node=nid,
+            node_type=node_type,
         )
-        return
-    out[nid] = node
+    )
 
 
 def _redirect(value: LinkData, prefix: str, produced: dict[str, dict[str | int, LinkData]]) -> LinkData:
@@ -276,7 +349,12 @@ def _redirect(value: LinkData, prefix: str, produced: dict[str, dict[str | int, 
 
 
 def _bind_inputs(
-    type_name: str, given: dict[str, Any], inner: Workflow, here: str, result: Expanded
+    type_name: str,
+    given: dict[str, Any],
+    inner: Workflow,
+    here: str,
+    result: Expanded,
+    memo: dict[Any, Any],
 ) -> dict[str, dict[str, Any]]:
     """What a pipeline node (of ``type_name``, with inputs ``given``) sets on its definition's inner inputs:
     inner node id -> input -> its value or, for a parameter not given, its default. ``given``'s links already
@@ -284,11 +362,15 @@ def _bind_inputs(
     problems = result.problems
     params = inner.parameters
     bound: dict[str, dict[str, Any]] = {}
+    targets = memo.get(("targets", id(inner)))
+    if targets is None:
+        targets = memo[("targets", id(inner))] = {
+            pname: [(n, k) for n, k in p.target_pairs() if n in inner.nodes] for pname, p in params.items()
+        }
 
     def put(pname: str, value: Any) -> None:
-        for target_node, target_input in params[pname].target_pairs():
-            if target_node in inner.nodes:
-                bound.setdefault(target_node, {})[target_input] = value
+        for target_node, target_input in targets[pname]:
+            bound.setdefault(target_node, {})[target_input] = value
 
     for input_name, value in given.items():
         if input_name not in params:
@@ -335,24 +417,6 @@ def _consumers(inputs_of: dict[str, dict[str, Any]], skip: set[str]) -> dict[str
             if _is_link(value) and value["node"] in used:
                 used[value["node"]] += 1
     return used
-
-
-def _replaced(
-    data: dict[str, NodeData],
-    inputs_of: dict[str, dict[str, Any]],
-    inner: Workflow,
-    given: dict[str, dict[str, Any]],
-    memo: dict[Any, Any],
-) -> set[str]:
-    """The inner nodes whose every consumer now takes a pipeline input instead (the LoadImage that fed the
-    definition when it ran alone), and what fed only them: they would compute nothing anybody reads. That
-    depends only on which inner inputs the pipeline node sets, so it is worked out once per definition and
-    set of inputs."""
-    key = (id(inner), frozenset((nid, k) for nid, values in given.items() for k in values))
-    found = memo.get(key)
-    if found is None:
-        found = memo[key] = _unread(data, inputs_of, inner)
-    return found
 
 
 def _unread(data: dict[str, NodeData], inputs_of: dict[str, dict[str, Any]], inner: Workflow) -> set[str]:

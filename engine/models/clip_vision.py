@@ -16,16 +16,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from atelier.engine.model_loader import LoadOptions
 
-from .build import assign_weights, build_empty, guard, resolve_dtype
+if TYPE_CHECKING:  # transformers and diffusers (through .build) load when a model does, not at start-up
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from .errors import CheckpointError
 from .files import TensorIndex, open_single_file
 
@@ -76,6 +76,8 @@ def _strip_prefix(keys: list[str], path: Path) -> str:
 
 
 def clip_vision_config(shape: Any, keys: list[str], prefix: str = "") -> CLIPVisionConfig:
+    from transformers import CLIPVisionConfig
+
     """The encoder's config from its tensor shapes (``shape(key) -> tuple``) and names."""
     patch = tuple(shape(f"{prefix}vision_model.embeddings.patch_embedding.weight"))
     positions = tuple(shape(f"{prefix}vision_model.embeddings.position_embedding.weight"))
@@ -170,6 +172,10 @@ def load_clip_vision(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> CLIPVisionModelWithProjection:
     """A CLIP vision encoder from a single file (see the module's docstring for the layouts)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from .build import assign_weights, build_empty, guard, resolve_dtype
+
     path = Path(path)
     index: TensorIndex = open_single_file(path)
     keys = index.keys()

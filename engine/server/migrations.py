@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class SchemaError(RuntimeError):
@@ -100,10 +101,7 @@ def migrate(db: sqlite3.Connection, steps: Sequence[Step] = STEPS, *, name: str 
     try:
         found = version_of(db)
         if found > target:
-            raise SchemaError(
-                f"{name} has store schema version {found}, written by a newer Atelier; this Atelier reads "
-                f"versions up to {target}: upgrade Atelier or start it with another --database"
-            )
+            raise _newer(name, found, target)
         current = found or _unversioned(db, name)
         for step in steps:
             if step.version > current:
@@ -117,6 +115,27 @@ def migrate(db: sqlite3.Connection, steps: Sequence[Step] = STEPS, *, name: str 
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _newer(name: str, found: int, target: int) -> SchemaError:
+    return SchemaError(
+        f"{name} has store schema version {found}, written by a newer Atelier; this Atelier reads "
+        f"versions up to {target}: upgrade Atelier or start it with another --database"
+    )
+
+
+def refuse_newer(path: Path, steps: Sequence[Step] = STEPS) -> None:
+    """Raise ``SchemaError`` if the database file at ``path`` is from a newer Atelier, reading it without
+    writing anything (a missing file is fine): the server says so before it loads anything heavy."""
+    if not path.is_file():
+        return
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = version_of(db)
+    finally:
+        db.close()
+    if found > latest(steps):
+        raise _newer(str(path), found, latest(steps))
 
 
 def _unversioned(db: sqlite3.Connection, name: str) -> int:

@@ -103,12 +103,7 @@ def _has_cuda() -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from atelier.engine.cli import engine_for
-
-    from .app import Settings, create_app
-    from .migrations import SchemaError
+    from .migrations import SchemaError, refuse_newer
 
     if not _is_loopback(args.host) and not args.token:
         print(
@@ -135,6 +130,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except FrontendMissing as exc:
             print(f"error: --frontend comfyui: {exc}", file=sys.stderr)
             return 2
+    database = args.database or Path("atelier.db")
+    try:
+        refuse_newer(database)  # before anything heavy loads
+    except SchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from atelier.engine.cli import engine_for
+
+    from .app import Settings, create_app
+
     engine = engine_for(args)
     if engine is None:
         return 2
@@ -142,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         token=args.token,
-        database=args.database or Path("atelier.db"),
+        database=database,
         allow_origins=list(args.allow_origin),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         preview_method=args.preview_method,
