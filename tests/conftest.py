@@ -1,6 +1,8 @@
 """Shared test set-up: offline, quiet, deterministic."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,17 +15,41 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: screenshots of the browser tests (tests/browser/conftest.py)
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def pytest_sessionstart(session) -> None:
+    if hasattr(session.config, "workerinput"):
+        # a worker of `pytest -n N`: the workers share the cores, so each runs torch on one thread
+        # (several threads per worker only spin against each other)
+        import torch
+
+        torch.set_num_threads(1)
+    else:  # the main process (alone or controlling workers) starts the screenshots afresh
+        shutil.rmtree(ARTIFACTS / "browser", ignore_errors=True)
+
+
 def pytest_addoption(parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run full-size (slow) tests")
 
 
+#: test folders and files whose tests share one worker under `pytest -n N --dist loadgroup`: the browser
+#: tests one served editor and one Chromium, the Ray tests one local cluster
+GROUPS = {"browser": "browser", "test_ray_cluster.py": "ray"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    if config.getoption("--runslow"):
-        return
     skip = pytest.mark.skip(reason="slow (a full-size run or a measurement): use --runslow")
+    runslow = config.getoption("--runslow")
     for item in items:
-        if "slow" in item.keywords:
+        if "slow" in item.keywords and not runslow:
             item.add_marker(skip)
+        parts = Path(str(item.path)).parts
+        group = next((g for name, g in GROUPS.items() if name in parts), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -157,9 +156,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # emptied when the session starts (tests/conftest.py)
     return ARTIFACTS
 
 
