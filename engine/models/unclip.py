@@ -264,16 +264,16 @@ class RefuseUnclip:
 
 def unclip_wrappers(loaded: Any, name: str = "") -> tuple[Any, ...]:
     """The core wrapper a MODEL over ``loaded`` (a LoadedCheckpoint) needs for unCLIP: the conditioner of
-    an unCLIP model, the refusal of a plain one."""
+    an unCLIP model, the refusal of a plain one. A UNet with an image-embedding input but no augmentor
+    from its file (a diffusers folder) gets the released models' settings: 1000 levels, no statistics."""
     info: CheckpointInfo = loaded.info
     augmentor = getattr(loaded, "noise_augmentor", None)
-    if info.unclip is None:
-        return (RefuseUnclip(name),)
-    if augmentor is None:  # a model built without its file's augmentor: the released models' settings
-        d = info.unclip.embed_dim
-        augmentor = NoiseAugmentor(
-            torch.zeros(1, d), torch.ones(1, d), *cosine_noise_schedule(info.unclip.noise_levels)
-        )
+    if augmentor is None:
+        if info.unet_config.get("class_embed_type") != "projection":
+            return (RefuseUnclip(name),)
+        d = int(info.unet_config["projection_class_embeddings_input_dim"]) // 2
+        levels = info.unclip.noise_levels if info.unclip is not None else DEFAULT_NOISE_LEVELS
+        augmentor = NoiseAugmentor(torch.zeros(1, d), torch.ones(1, d), *cosine_noise_schedule(levels))
     return (UnclipConditioner(augmentor, loaded.unet, name),)
 
 

@@ -270,6 +270,49 @@ def test_noise_augmentation_is_seeded_by_the_job_seed(engine: Any) -> None:
     assert not torch.equal(first, second)  # another seed, other noise on the embedding
 
 
+def test_a_bfloat16_model_gets_the_image_input_in_its_dtype(engine: Any, unclip_root: Path) -> None:
+    from atelier.engine.models.handles import handles_from_checkpoint
+    from atelier.engine.models.load import load_checkpoint
+    from atelier.nodes.clip_vision import CLIPVisionEncode
+    from atelier.nodes.conditioning import CLIPTextEncode
+    from atelier.nodes.sampling import KSampler
+    from atelier.nodes.unclip import UnclipCheckpointLoader, UnclipConditioning
+
+    _, clip, _, vision = _node(engine, UnclipCheckpointLoader, ckpt_name=UNCLIP)
+    loaded = load_checkpoint(unclip_root / "checkpoints" / UNCLIP, dtype=torch.bfloat16)
+    model = handles_from_checkpoint(loaded, UNCLIP)[0]
+    seen: list[torch.Tensor] = []
+    hook = loaded.unet.class_embedding.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    encoded = _node(engine, CLIPVisionEncode, clip_vision=vision, image=_image(0), crop="center")
+    text = _node(engine, CLIPTextEncode, clip=clip, text="a face")
+    positive = _node(
+        engine,
+        UnclipConditioning,
+        "u",
+        conditioning=text,
+        clip_vision_output=encoded,
+        strength=1.0,
+        noise_augmentation=0.2,
+    )
+    out = _node(
+        engine,
+        KSampler,
+        model=model,
+        seed=4,
+        steps=2,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=positive,
+        negative=_node(engine, CLIPTextEncode, clip=clip, text=""),
+        latent_image={"samples": torch.zeros(1, 4, 8, 8)},
+        denoise=1.0,
+    )
+    hook.remove()
+    assert seen and all(t.dtype == torch.bfloat16 for t in seen)
+    assert torch.isfinite(out["samples"]).all()
+
+
 # -- bad input --------------------------------------------------------------------------------------------
 
 
