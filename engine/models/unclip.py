@@ -20,7 +20,7 @@ concatenated with the sinusoidal embedding of its level and multiplied by its st
 summed and their embedding part noised again at level 0.05 (ComfyUI draws that second noise unseeded; here
 it is seeded ``seed - 11`` so that a job repeats). An entry without images gives zeros, as ComfyUI does,
 so strength 0 is the model without image bit for bit. A plain model's calls refuse entries that carry
-images (:class:`RefuseUnclip`), naming the node that attached them and the model's file.
+images (:func:`refuse_unclip`), naming the node that attached them and the model's file.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ __all__ = [
     "NOISE_AUGMENTOR_PREFIX",
     "UNCLIP_KEY",
     "NoiseAugmentor",
-    "RefuseUnclip",
     "UnclipConditioner",
     "UnclipError",
     "UnclipImage",
     "cosine_noise_schedule",
     "detect_unclip",
     "load_noise_augmentor",
+    "refuse_unclip",
     "unclip_adm",
     "unclip_clip_vision_loader",
     "unclip_wrappers",
@@ -243,34 +243,29 @@ class UnclipConditioner:
         return call_next(call.replace(unet_kwargs={**call.unet_kwargs, "class_labels": labels}))
 
 
-@dataclass(frozen=True, eq=False)
-class RefuseUnclip:
-    """Wrapper of a plain MODEL: a call whose entries carry unCLIP images fails, naming the node that
-    attached them and the model's file."""
-
-    name: str = ""
-
-    def __call__(self, call_next: ApplyModel, call: ModelCall) -> Tensor:
-        for entry in call.entries:
-            images = _images(entry)
-            if images:
-                raise UnclipError(
-                    f"{images[0].origin or 'unCLIPConditioning'}: the model {self.name!r} is not an unCLIP "
-                    "checkpoint (its UNet takes no image embedding); sample with a Stable unCLIP model "
-                    "(sd21-unclip-h/-l) loaded by unCLIPCheckpointLoader"
-                )
-        return call_next(call)
+def refuse_unclip(entries: Sequence[Any], name: str = "") -> None:
+    """Fail when a call to a model without image-embedding input (no ``class_labels`` from an
+    :class:`UnclipConditioner`) carries unCLIP images, naming the node that attached them and the model's
+    file."""
+    for entry in entries:
+        images = _images(entry)
+        if images:
+            raise UnclipError(
+                f"{images[0].origin or 'unCLIPConditioning'}: the model {name!r} is not an unCLIP "
+                "checkpoint (its UNet takes no image embedding); sample with a Stable unCLIP model "
+                "(sd21-unclip-h/-l) loaded by unCLIPCheckpointLoader"
+            )
 
 
 def unclip_wrappers(loaded: Any, name: str = "") -> tuple[Any, ...]:
-    """The core wrapper a MODEL over ``loaded`` (a LoadedCheckpoint) needs for unCLIP: the conditioner of
-    an unCLIP model, the refusal of a plain one. A UNet with an image-embedding input but no augmentor
-    from its file (a diffusers folder) gets the released models' settings: 1000 levels, no statistics."""
+    """The core wrapper a MODEL over ``loaded`` (a LoadedCheckpoint) needs: the conditioner of an unCLIP
+    model, nothing for a plain one. A UNet with an image-embedding input but no augmentor from its file (a
+    diffusers folder) gets the released models' settings: 1000 levels, no statistics."""
     info: CheckpointInfo = loaded.info
     augmentor = getattr(loaded, "noise_augmentor", None)
     if augmentor is None:
         if info.unet_config.get("class_embed_type") != "projection":
-            return (RefuseUnclip(name),)
+            return ()
         d = int(info.unet_config["projection_class_embeddings_input_dim"]) // 2
         levels = info.unclip.noise_levels if info.unclip is not None else DEFAULT_NOISE_LEVELS
         augmentor = NoiseAugmentor(torch.zeros(1, d), torch.ones(1, d), *cosine_noise_schedule(levels))
