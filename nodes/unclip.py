@@ -42,6 +42,11 @@ class UnclipCheckpointLoader(_ModelFileNode):
     ) -> tuple[ModelHandle, ClipHandle, VaeHandle, ClipVisionHandle]:
         path = ctx.files.find_model("checkpoints", ckpt_name)
         unclip = detect_checkpoint(path).unclip  # headers only: a plain model is refused before loading
+        if unclip is None and path.is_dir():
+            raise ValueError(
+                f"{_origin(ctx)}: {ckpt_name!r} is a diffusers folder; unCLIP models load from their single-file "
+                "checkpoint (sd21-unclip-h.ckpt / sd21-unclip-l.ckpt), which holds the CLIP vision tower"
+            )
         if unclip is None:
             raise ValueError(
                 f"{_origin(ctx)}: checkpoint {ckpt_name!r} is not a Stable unCLIP checkpoint (no image-embedding "

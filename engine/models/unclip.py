@@ -199,16 +199,18 @@ def unclip_adm(
     augmentor: NoiseAugmentor,
     seed: int,
     merge_noise_augmentation: float = MERGE_NOISE_AUGMENTATION,
+    name: str = "",
 ) -> Tensor:
-    """The UNet's image-embedding input ([1, 2D], CPU) for an entry's unCLIP images: zeros without any."""
+    """The UNet's image-embedding input ([1, 2D], CPU) for an entry's unCLIP images: zeros without any.
+    ``name`` is the model's file, for errors."""
     d = augmentor.embed_dim
     parts: list[Tensor] = []
     for image in images:
         embeds = image.embeds.reshape(-1, image.embeds.shape[-1])
         if embeds.shape[-1] != d:
             raise UnclipError(
-                f"{image.origin}: the image embedding is {embeds.shape[-1]} wide, this unCLIP model takes "
-                f"{d}-wide ones (encode with the CLIP_VISION of its own unCLIPCheckpointLoader)"
+                f"{image.origin}: the image embedding is {embeds.shape[-1]} wide, the unCLIP model {name!r} "
+                f"takes {d}-wide ones (encode with the CLIP_VISION of its own unCLIPCheckpointLoader)"
             )
         level = augmentor.level(image.noise_augmentation)
         for row in embeds:
@@ -238,7 +240,10 @@ class UnclipConditioner:
     def __call__(self, call_next: ApplyModel, call: ModelCall) -> Tensor:
         seed = call.sampling.seed if call.sampling is not None else 0
         param = next(self.unet.parameters())
-        rows = [unclip_adm(_images(e), self.augmentor, seed).expand(call.batch, -1) for e in call.entries]
+        rows = [
+            unclip_adm(_images(e), self.augmentor, seed, name=self.name).expand(call.batch, -1)
+            for e in call.entries
+        ]
         labels = torch.cat(rows).to(param.device, param.dtype)
         return call_next(call.replace(unet_kwargs={**call.unet_kwargs, "class_labels": labels}))
 

@@ -380,6 +380,7 @@ def test_an_image_embedding_of_another_width_is_named(engine: Any) -> None:
     assert not res.ok and res.failure.node == "sampler"
     message = res.failure.message
     assert "node unclip (unCLIPConditioning)" in message and "40 wide" in message and "48-wide" in message
+    assert UNCLIP in message
 
 
 def test_variation_from_photo_runs_and_saves(engine: Any) -> None:
