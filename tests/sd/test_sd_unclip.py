@@ -390,3 +390,44 @@ def test_variation_from_photo_runs_and_saves(engine: Any) -> None:
     ref = res.outputs["save"]["images"][0]
     saved = np.asarray(Image.open(engine.folders.output / ref["subfolder"] / ref["filename"]))
     assert saved.shape == (64, 64, 3)
+
+
+def test_a_comfyui_api_prompt_with_the_unclip_nodes_runs(engine: Any) -> None:
+    prompt = {
+        "1": {"class_type": "unCLIPCheckpointLoader", "inputs": {"ckpt_name": UNCLIP}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "3": {
+            "class_type": "CLIPVisionEncode",
+            "inputs": {"clip_vision": ["1", 3], "image": ["2", 0], "crop": "center"},
+        },
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a face", "clip": ["1", 1]}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "6": {
+            "class_type": "unCLIPConditioning",
+            "inputs": {
+                "conditioning": ["4", 0],
+                "clip_vision_output": ["3", 0],
+                "strength": 1.0,
+                "noise_augmentation": 0.1,
+            },
+        },
+        "7": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "8": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["1", 0],
+                "seed": 5,
+                "steps": 1,
+                "cfg": 4.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["6", 0],
+                "negative": ["5", 0],
+                "latent_image": ["7", 0],
+                "denoise": 1.0,
+            },
+        },
+    }
+    res = engine.executor.run(prompt, outputs=["8"])
+    assert res.ok, res.failure or res.errors
+    assert {"1", "3", "6", "8"} <= set(res.executed)
