@@ -316,30 +316,30 @@ def test_a_bfloat16_model_gets_the_image_input_in_its_dtype(engine: Any, unclip_
 def test_a_model_built_without_its_file_gets_the_released_augmentor(engine: Any) -> None:
     from atelier.engine.models.handles import checkpoint_loader, handles_from_checkpoint
     from atelier.engine.models.load import LoadedCheckpoint
-    from atelier.engine.models.tiny_unclip import build_tiny_unclip
-    from atelier.engine.models.tokenizer import load_clip_tokenizer
     from atelier.engine.models.unclip import UnclipConditioner
 
-    models, _ = build_tiny_unclip(seed=3)
-    tokenizers = [load_clip_tokenizer(te.pad_token) for te in models.info.text_encoders]
-    loaded = LoadedCheckpoint(
-        unet=models.unet,
-        vae=models.vae,
-        text_encoders=models.text_encoders,
-        tokenizers=tokenizers,
-        info=models.info,
-        sha256="0" * 64,
+    def load(name: str) -> Any:
+        return engine.executor.models.load(engine.folders.find_model("checkpoints", name), checkpoint_loader)
+
+    loaded = load(UNCLIP)
+    bare = (
+        LoadedCheckpoint(  # the same modules without the file's augmentor, as a diffusers folder gives them
+            unet=loaded.unet,
+            vae=loaded.vae,
+            text_encoders=loaded.text_encoders,
+            tokenizers=loaded.tokenizers,
+            info=loaded.info,
+            sha256="0" * 64,
+        )
     )
-    (conditioner,) = handles_from_checkpoint(loaded)[0].core_wrappers
-    assert isinstance(conditioner, UnclipConditioner)
+    (conditioner,) = handles_from_checkpoint(bare)[0].core_wrappers
+    assert isinstance(conditioner, UnclipConditioner) and conditioner.augmentor is not loaded.noise_augmentor
     assert (conditioner.augmentor.embed_dim, conditioner.augmentor.max_noise_level) == (
         TINY_UNCLIP_EMBED_DIM,
         1000,
     )
-    plain = engine.executor.models.load(
-        engine.folders.find_model("checkpoints", "tiny15.safetensors"), checkpoint_loader
-    )
-    assert handles_from_checkpoint(plain)[0].core_wrappers == ()
+    assert torch.equal(conditioner.augmentor.sqrt_alphas_cumprod, loaded.noise_augmentor.sqrt_alphas_cumprod)
+    assert handles_from_checkpoint(load("tiny15.safetensors"))[0].core_wrappers == ()
 
 
 # -- bad input --------------------------------------------------------------------------------------------
