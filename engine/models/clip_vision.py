@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +35,6 @@ __all__ = [
     "ClipVisionHandle",
     "ClipVisionOutput",
     "clip_vision_config",
-    "clip_vision_from_state",
     "clip_vision_loader",
     "load_clip_vision",
     "preprocess",
@@ -72,8 +70,7 @@ def _strip_prefix(keys: list[str], path: Path) -> str:
         raise CheckpointError(
             path,
             "is an open_clip / unCLIP checkpoint layout (visual.transformer.*); CLIPVisionLoader reads the "
-            "Hugging Face layout (vision_model.*, visual_projection.weight) that IP-Adapter encoders ship in; "
-            "an unCLIP checkpoint's encoder comes from unCLIPCheckpointLoader (models/checkpoints)",
+            "Hugging Face layout (vision_model.*, visual_projection.weight) that IP-Adapter encoders ship in",
         )
     raise CheckpointError(path, "not a CLIP vision model (no vision_model.embeddings.patch_embedding.weight)")
 
@@ -177,35 +174,19 @@ def load_clip_vision(
     index: TensorIndex = open_single_file(path)
     keys = index.keys()
     prefix = _strip_prefix(keys, path)
-    state = {k[len(prefix) :]: index.read(k) for k in keys if k.startswith(prefix)}
-    return clip_vision_from_state(state, path, device=device, dtype=dtype)
-
-
-def clip_vision_from_state(
-    state: Mapping[str, Tensor],
-    path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    component: str = "clip_vision",
-) -> CLIPVisionModelWithProjection:
-    """A CLIP vision encoder from its tensors in transformers' names (``vision_model.*``,
-    ``visual_projection.weight``), its architecture read from their shapes; ``path`` and ``component``
-    name the file and the part of it in errors."""
-    keys = list(state)
-    config = guard(path, component, lambda: clip_vision_config(lambda k: tuple(state[k].shape), keys))
-    if "visual_projection.weight" not in state:
-        raise CheckpointError(
-            path, f"{component}: CLIP vision model without visual_projection.weight (image embeds)"
-        )
+    config = guard(path, "clip_vision", lambda: clip_vision_config(index.shape, keys, prefix))
+    names = {k[len(prefix) :]: k for k in keys if k.startswith(prefix)}
+    if "visual_projection.weight" not in names:
+        raise CheckpointError(path, "CLIP vision model without visual_projection.weight (image embeds)")
     model = build_empty(lambda: CLIPVisionModelWithProjection(config))
+    state = {name: index.read(full) for name, full in names.items()}
     return assign_weights(
         model,
         state,
         device=device,
         dtype=resolve_dtype(device, dtype),
         path=path,
-        component=component,
+        component="clip_vision",
     )
 
 

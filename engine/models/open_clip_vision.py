@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from .errors import CheckpointError
 from .names import OPEN_CLIP_LAYER, OPEN_CLIP_QKV, NameMap, NamePair, PairKind
 
-__all__ = ["OPEN_CLIP_VISUAL_TOP", "open_clip_vision_names", "vision_from_original", "vision_layers"]
+__all__ = [
+    "OPEN_CLIP_VISUAL_TOP",
+    "clip_vision_from_state",
+    "open_clip_vision_names",
+    "vision_from_original",
+    "vision_layers",
+]
 
 #: Outside the residual blocks: (transformers name, open_clip name, kind). The projection is stored as
 #: ``[width, embed]`` (``x @ proj``), the class token and the position embedding as bare parameters.
@@ -71,3 +80,29 @@ def vision_from_original(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch
             value = value.t().contiguous()
         out[name] = value
     return out
+
+
+def clip_vision_from_state(
+    state: Mapping[str, torch.Tensor],
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    component: str = "clip_vision",
+) -> Any:
+    """A transformers ``CLIPVisionModelWithProjection`` from its tensors in transformers' names, its
+    architecture read from their shapes as ``CLIPVisionLoader`` reads it (``clip_vision.clip_vision_config``);
+    ``path`` and ``component`` name the file and the part of it in errors."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from .build import assign_weights, build_empty, guard, resolve_dtype
+    from .clip_vision import clip_vision_config
+
+    keys = list(state)
+    config = guard(path, component, lambda: clip_vision_config(lambda k: tuple(state[k].shape), keys))
+    if "visual_projection.weight" not in state:
+        raise CheckpointError(path, f"{component}: CLIP vision model without visual_projection.weight")
+    model = build_empty(lambda: CLIPVisionModelWithProjection(config))
+    return assign_weights(
+        model, state, device=device, dtype=resolve_dtype(device, dtype), path=path, component=component
+    )

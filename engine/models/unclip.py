@@ -32,17 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
 
-from .clip_vision import clip_vision_from_state
 from .errors import CheckpointError
 from .files import TensorIndex, open_single_file
 from .info import CheckpointInfo, UnclipInfo
-from .open_clip_vision import vision_from_original
+from .open_clip_vision import clip_vision_from_state, vision_from_original
 
 __all__ = [
     "EMBEDDER_PREFIX",
@@ -155,6 +153,8 @@ class NoiseAugmentor:
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
         z = self.sqrt_alphas_cumprod[level] * x + self.sqrt_one_minus_alphas_cumprod[level] * noise
         z = z * self.std + self.mean
+        from diffusers.models.embeddings import get_timestep_embedding  # with a model, not at start-up
+
         levels = torch.full((x.shape[0],), level, dtype=torch.long)
         level_emb = get_timestep_embedding(
             levels, self.embed_dim, flip_sin_to_cos=True, downscale_freq_shift=0
