@@ -1,5 +1,5 @@
 """CLIP vision: load an image encoder (``models/clip_vision``) and encode images with it; style models
-(``models/style_models``) that turn an encoding into prompt tokens. unCLIP is not supported yet."""
+(``models/style_models``) that turn an encoding into prompt tokens. unCLIP's nodes are in ``unclip.py``."""
 
 from __future__ import annotations
 

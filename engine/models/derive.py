@@ -155,8 +155,13 @@ def derive_unet_config(index: TensorIndex, family: Family, adm_pooled_dim: int |
         if rest or time_dim <= 0:
             raise fail(f"label_emb input {adm_in} does not fit pooled {pooled} + {sizes} size embeddings")
         config.update(projection_class_embeddings_input_dim=adm_in, addition_time_embed_dim=time_dim)
+    elif label in index and family == "sd2":
+        # Stable unCLIP: the image embedding and its noise level's embedding, added to the time embedding
+        config.update(
+            class_embed_type="projection", projection_class_embeddings_input_dim=index.shape(label)[1]
+        )
     elif label in index:
-        raise fail("the UNet has class/label embeddings (unCLIP or similar), which are not supported")
+        raise fail("the UNet has class/label embeddings (only SD2 unCLIP ones are supported)")
     return config
 
 

@@ -45,6 +45,7 @@ from atelier.engine.models.names import (
     UNET_PREFIX,
     VAE_PREFIX,
 )
+from atelier.engine.models.unclip import detect_unclip
 
 # SD2 files carry no prediction marker. ComfyUI's heuristic: the spread of one norm bias in the last output
 # block is above this in v-prediction models (768-v) and below it in eps ones (512-base).
@@ -146,6 +147,7 @@ def _detect_index(index: TensorIndex) -> CheckpointInfo:
             )
     pooled = text_encoders[-1].projection_dim if family in SDXL_FAMILIES and text_encoders else None
     unet_config = derive_unet_config(index, family, pooled)
+    unclip = detect_unclip(index, unet_config) if family == "sd2" else None
 
     has_vae = (
         VAE_PREFIX + "encoder.conv_in.weight" in index and VAE_PREFIX + "decoder.conv_in.weight" in index
@@ -179,6 +181,7 @@ def _detect_index(index: TensorIndex) -> CheckpointInfo:
         text_encoders=text_encoders,
         vae_scaling_factor=VAE_SCALING_FACTOR[family],
         tensor_count=len(index),
+        unclip=unclip,
     )
 
 

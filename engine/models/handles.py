@@ -45,6 +45,7 @@ from .inpaint import InpaintConcat
 from .interrupts import install_interrupt_points, unet_blocks, vae_blocks
 from .patches import PatchSet, WeightPatch, merge_patches, patched
 from .text_encode import TextEncoderSpec, encode_prompt, encode_sdxl
+from .unclip import refuse_unclip, unclip_wrappers
 
 EMPTY: Mapping[str, tuple[WeightPatch, ...]] = {}
 
@@ -137,6 +138,8 @@ class ModelHandle:
         x = call.x
         dtype = self.dtype
         kwargs: dict[str, Any] = dict(call.unet_kwargs)
+        if "class_labels" not in kwargs:
+            refuse_unclip(call.entries, self.name)  # unCLIP images reaching a model that takes none
         if call.added is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in call.added.items()}
         with torch.inference_mode():
@@ -393,7 +396,10 @@ def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, C
         family=info.family,
         name=name,
         latent_scale=info.vae_scaling_factor,
-        core_wrappers=(InpaintConcat(info.vae_scaling_factor),) if info.is_inpaint else (),
+        core_wrappers=(
+            *((InpaintConcat(info.vae_scaling_factor),) if info.is_inpaint else ()),
+            *unclip_wrappers(loaded, name),
+        ),
     )
     specs = []
     for te_info, module, tok in zip(info.text_encoders, loaded.text_encoders, loaded.tokenizers, strict=True):

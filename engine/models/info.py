@@ -62,6 +62,19 @@ class TextEncoderInfo(BaseModel):
     config: dict[str, Any]  # transformers CLIPTextConfig kwargs
 
 
+class UnclipInfo(BaseModel):
+    """What makes a checkpoint a Stable unCLIP one (SD2.1 unCLIP H/L): the UNet's image-embedding input
+    (``label_emb``, ``2 * embed_dim`` wide: the noised image embedding and its noise level's embedding),
+    the noise augmentor's schedule length and statistics, and the CLIP vision tower stored beside it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    embed_dim: int  # width of the image embedding (1024 for ViT-H, 768 for ViT-L)
+    noise_levels: int  # length of the augmentor's noise schedule (its max noise level)
+    has_stats: bool  # the file carries the embedding statistics (data_mean / data_std)
+    embedder_prefix: str | None  # where the CLIP vision tower is stored, None when the file has none
+
+
 class CheckpointInfo(BaseModel):
     """What a checkpoint holds, enough to build its modules without guessing."""
 
@@ -80,6 +93,8 @@ class CheckpointInfo(BaseModel):
     text_encoders: list[TextEncoderInfo]
     vae_scaling_factor: float
     tensor_count: int
+    #: set for a Stable unCLIP checkpoint (``unclip.py``)
+    unclip: UnclipInfo | None = None
 
     @property
     def text_encoder_configs(self) -> list[dict[str, Any]]:

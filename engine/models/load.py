@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -47,6 +48,7 @@ from atelier.engine.models.files import TensorIndex, open_single_file
 from atelier.engine.models.info import CheckpointInfo, TextEncoderInfo
 from atelier.engine.models.names import UNET_PREFIX, VAE_PREFIX
 from atelier.engine.models.tokenizer import tokenizers_for
+from atelier.engine.models.unclip import load_noise_augmentor
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class LoadedCheckpoint:
         path: str | Path | None = None,
         sha256: str | None = None,
         hashes: FileHashes | None = None,
+        noise_augmentor: Any = None,
     ) -> None:
         if path is None and sha256 is None:
             raise ValueError("a LoadedCheckpoint needs the path it was loaded from or a known sha256")
@@ -77,6 +80,8 @@ class LoadedCheckpoint:
         self.text_encoders = text_encoders
         self.tokenizers = tokenizers
         self.info = info
+        #: a Stable unCLIP checkpoint's image-embedding noise (``unclip.NoiseAugmentor``), else None
+        self.noise_augmentor = noise_augmentor
         self.path = Path(path) if path is not None else None
         self._hashes = hashes if hashes is not None else FileHashes(max_entries=1)
         self._sha256 = sha256
@@ -239,6 +244,7 @@ def load_checkpoint(
     dtype = resolve_dtype(device, dtype)
     if vae_dtype is not None:
         vae_dtype = resolve_dtype(device, vae_dtype)
+    augmentor = None
     if path.is_dir():
         if not is_diffusers_folder(path):
             raise CheckpointError(
@@ -251,10 +257,12 @@ def load_checkpoint(
         info = detect_index(index)
         unet, vae, encoders = load_from_index(index, info, device=device, dtype=dtype, vae_dtype=vae_dtype)
         tokenizers = tokenizers_for(info)
+        augmentor = load_noise_augmentor(index, info.unclip) if info.unclip is not None else None
     log.info("loaded %s: %s %s-prediction, %s", path.name, info.family, info.prediction, info.dtype)
     loaded = LoadedCheckpoint(
         unet=unet, vae=vae, text_encoders=encoders, tokenizers=tokenizers, info=info, path=path, hashes=hashes
     )
+    loaded.noise_augmentor = augmentor
     if compute_hash:
         loaded.sha256  # noqa: B018 - computed and kept now rather than on first access
     return loaded

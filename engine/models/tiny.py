@@ -260,13 +260,14 @@ def build_tiny_models(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     inpaint: bool = False,
+    unet_overrides: dict[str, Any] | None = None,
 ) -> TinyModels:
     """The tiny random modules that ``write_tiny_checkpoint(arch, seed=seed, dtype=dtype, inpaint=...)``
-    writes."""
+    writes; ``unet_overrides`` change the UNet's config (an unCLIP model's image-embedding input)."""
     if arch not in _TINY_UNET:
         raise ValueError(f"unknown tiny architecture {arch!r} (expected one of {sorted(_TINY_UNET)})")
     family: Family = arch
-    unet_config = {**family_config(family, "unet"), **_TINY_UNET[arch]}
+    unet_config = {**family_config(family, "unet"), **_TINY_UNET[arch], **(unet_overrides or {})}
     if inpaint:
         unet_config["in_channels"] = unet_config["out_channels"] + INPAINT_EXTRA_CHANNELS
     vae_config = {**family_config(family, "vae"), **_TINY_VAE}

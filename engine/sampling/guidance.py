@@ -42,6 +42,8 @@ class SamplingInputs:
     latent_image: Tensor
     denoise_mask: Tensor | None
     sigmas: Tensor
+    #: the run's seed (what seeded conditioning noise derives from: an unCLIP image embedding's)
+    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def sample_sigmas(
         get_sampler(sampler)  # an unknown name fails before any work
 
     mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
-    inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas)
+    inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas, seed=int(seed))
     denoiser = make_denoiser(inputs)
     step_mask = [mask]  # the mask of the latest step: where it is 0 the result is the input latent
     if mask is not None:
