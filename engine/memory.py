@@ -13,8 +13,9 @@ exceeded, room is made in this order:
 3. if still short, :class:`DeviceBudgetError` names what is needed and what is held.
 
 A node holds (pins) the modules reachable from its inputs for its run (``with budget.scope():
-budget.acquire(inputs)``, done by the executor), those it loads through ``ctx.models`` and any registered
-module whose forward is called while it runs (a pre-forward hook brings an offloaded module back).
+budget.acquire(inputs)``, done by the executor) and any registered module whose forward is called while
+it runs (a pre-forward hook brings an offloaded module back: what a node loads through ``ctx.models`` and
+uses at once).
 
 Nothing here knows Stable Diffusion: loaded objects name their modules through ``__atelier_modules__``
 (pairs of part name and module) or are walked (dataclass fields, tuples, lists, small dicts); a module is
@@ -95,6 +96,8 @@ class BudgetReport(BaseModel):
     offloads: int
     reloads: int
     spilled_for_models: int
+    #: the most bytes models and cached outputs held on the device together, seen at each load and reload
+    peak: int
     modules: list[ModuleReport]
 
 
@@ -211,6 +214,7 @@ class DeviceBudget:
         self.offloads = 0
         self.reloads = 0
         self.spilled_for_models = 0
+        self.peak = 0
 
     @property
     def enabled(self) -> bool:
@@ -270,6 +274,7 @@ class DeviceBudget:
                     m.register_forward_pre_hook(self._before_forward)
             if self.enabled:
                 self._fit(0, keep=set())
+            self._note_peak()
         return [m for _, m in found]
 
     def make_room(self, nbytes: int) -> None:
@@ -342,6 +347,7 @@ class DeviceBudget:
                     self.placement.reload(m)
                     acc.on_device = True
                     self.reloads += 1
+            self._note_peak()
 
     def _before_forward(self, module: Any, _args: Any) -> None:
         acc = self._accounts.get(id(module))
@@ -349,6 +355,10 @@ class DeviceBudget:
             self._acquire([module])
 
     # -- making room --------------------------------------------------------------------------------
+
+    def _note_peak(self) -> None:
+        outputs = self.outputs.device_bytes if self.outputs is not None else 0
+        self.peak = max(self.peak, self.models_on_device + outputs)
 
     def _free(self) -> int:
         outputs = self.outputs.device_bytes if self.outputs is not None else 0
@@ -420,6 +430,7 @@ class DeviceBudget:
                 offloads=self.offloads,
                 reloads=self.reloads,
                 spilled_for_models=self.spilled_for_models,
+                peak=self.peak,
                 modules=[
                     ModuleReport(
                         name=a.name,

@@ -5,9 +5,8 @@ a detector); this class loads it onto the engine's device in the engine's weight
 the same object while the file is unchanged (same path, size and modification time). The least recently
 used are dropped past ``max_loaded`` (their memory is freed once no cached output holds them).
 
-Device memory: the loader's :class:`~.memory.DeviceBudget` (the engine's) accounts for the modules of
-what it loads, makes room before a load and brings offloaded modules back when they are handed out again
-(the ``-- device budget`` section below).
+Device memory: the loader's :class:`~.memory.DeviceBudget` (the engine's) makes room before a load and
+accounts for the modules of what it loads (the ``-- device budget`` section below).
 """
 
 from __future__ import annotations
@@ -105,9 +104,9 @@ class ModelLoader:
                 pass
 
     def _on_device(self, path: Path, obj: Any) -> None:
-        """Account for ``obj``'s modules and hold them on the device for the running node."""
+        """Account for ``obj``'s modules (once). They come back onto the device when a node is handed them
+        or calls one, not here: a checkpoint larger than the budget works part by part."""
         self.budget.register(obj, path.name)
-        self.budget.acquire(obj)
 
     # -- what is loaded ---------------------------------------------------------------------------------
 
