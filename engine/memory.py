@@ -47,16 +47,25 @@ class Placement(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ModulePlacement:
-    """``module.to(host)`` and ``module.to(device)``: the module object is kept, its tensors move."""
+    """``module.to(host)`` and ``module.to(device)``: the module object is kept, its tensors move. Moves
+    made from a forward hook may run under ``torch.inference_mode``; they are made outside it, so that the
+    weights stay ordinary tensors (a LoRA patches them in place later, outside inference mode)."""
 
     device: str
     host: str = "cpu"
 
     def offload(self, module: Any) -> None:
-        module.to(self.host)
+        _move(module, self.host)
 
     def reload(self, module: Any) -> None:
-        module.to(self.device)
+        _move(module, self.device)
+
+
+def _move(module: Any, device: str) -> None:
+    import torch
+
+    with torch.inference_mode(False), torch.no_grad():
+        module.to(device)
 
 
 GIB = 1 << 30
