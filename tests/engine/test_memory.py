@@ -164,3 +164,26 @@ def test_the_budget_comes_from_the_flag_the_environment_or_the_device(monkeypatc
     assert engine.memory.capacity == 1 << 29 and other.memory.capacity is None  # one budget per engine
     assert engine.models.budget is engine.memory and engine.cache.device_room is not None
     assert engine.memory.outputs is engine.cache and other.memory is not engine.memory
+
+
+def test_the_default_placement_moves_modules_by_device_name_outside_inference_mode() -> None:
+    moves: list[tuple[str, str, bool]] = []
+
+    class Recorded(torch.nn.Linear):
+        """Records where it is asked to go (and stays on the CPU: there is no second device here)."""
+
+        def to(self, *args: Any, **kwargs: Any) -> Recorded:
+            moves.append((self.name, str(args[0]), torch.is_inference_mode_enabled()))
+            return self
+
+    a, b = Recorded(1024, 1, bias=False), Recorded(1024, 1, bias=False)
+    a.name, b.name = "a", "b"
+    budget = DeviceBudget(4 * KIB, "cuda:1")  # room for one
+    budget.register(a, "a")
+    budget.register(b, "b")
+    assert budget.where(a) == budget.where(b) == "host"  # their weights are on the CPU, not on cuda:1
+    budget.acquire(a)
+    assert moves == [("a", "cuda:1", False)]
+    with torch.inference_mode():  # as the UNet's call is made: the hook brings b, a goes
+        b(torch.ones(1, 1024))
+    assert moves[1:] == [("a", "cpu", False), ("b", "cuda:1", False)]
