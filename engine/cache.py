@@ -162,9 +162,10 @@ class OutputCache:
     ``max_bytes`` bounds the total size (None: unbounded), ``max_entries`` the number of entries.
     ``max_device_bytes`` bounds what stays on an accelerator: past it, the least recently used entries are
     spilled to host memory (``spill`` moves one tensor; by default ``.to("cpu")``) instead of being dropped,
-    so a later hit costs a copy back rather than a re-run. ``device_room`` (the engine's device budget,
-    engine/memory.py) says how many bytes outputs may keep on the device beside the loaded models, and
-    the budget spills outputs (``spill_device``) before it offloads a model. Thread-safe; lookups are O(1).
+    so a later hit costs a copy back rather than a re-run. ``device_room`` (set by the engine's device
+    budget, engine/memory.py) says how many bytes outputs may keep on the device beside the loaded models,
+    and the budget spills outputs (``spill_device``) before it offloads a model. Thread-safe; lookups are
+    O(1).
     """
 
     def __init__(

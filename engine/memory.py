@@ -30,7 +30,7 @@ import itertools
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -76,7 +76,10 @@ class DeviceBudgetError(MemoryError):
 
 
 class OutputsOnDevice(Protocol):
-    """What the budget needs of the output cache."""
+    """What the budget needs of an output cache (engine/cache.py)."""
+
+    #: asked how many bytes the cache may keep on the device (set by :meth:`DeviceBudget.attach`)
+    device_room: Callable[[], int | None] | None
 
     @property
     def device_bytes(self) -> int: ...
@@ -215,7 +218,8 @@ class DeviceBudget:
         self.device = device
         self.host = host
         self.placement: Placement = placement or ModulePlacement(device, host)
-        self.outputs: OutputsOnDevice | None = None
+        #: the output caches sharing the budget (engines built over one model loader share its budget)
+        self._outputs: weakref.WeakSet[OutputsOnDevice] = weakref.WeakSet()
         self._accounts: dict[int, _Account] = {}
         self._lock = threading.RLock()
         self._clock = itertools.count(1)
@@ -254,11 +258,22 @@ class DeviceBudget:
         its own)."""
         return sum(a.nbytes for a in list(self._accounts.values()) if a.on_device and a.ref() is not None)
 
-    def room_for_outputs(self) -> int | None:
-        """How many bytes cached outputs may keep on the device now (None: no limit)."""
+    def attach(self, outputs: OutputsOnDevice) -> None:
+        """Share the budget with an output cache: it spills past the room the models leave it."""
+        self._outputs.add(outputs)
+        outputs.device_room = lambda: self.room_for_outputs(outputs)
+
+    @property
+    def outputs_on_device(self) -> int:
+        return sum(o.device_bytes for o in list(self._outputs))
+
+    def room_for_outputs(self, outputs: OutputsOnDevice) -> int | None:
+        """How many bytes ``outputs`` may keep on the device now, beside the models and the other caches
+        (None: no limit)."""
         if self.capacity is None:
             return None
-        return max(0, self.capacity - self.models_on_device)
+        others = sum(o.device_bytes for o in list(self._outputs) if o is not outputs)
+        return max(0, self.capacity - self.models_on_device - others)
 
     def register(self, obj: Any, label: str) -> list[Any]:
         """Account for the modules of a loaded object (once each), as on the device unless their weights
@@ -366,12 +381,10 @@ class DeviceBudget:
     # -- making room --------------------------------------------------------------------------------
 
     def _note_peak(self) -> None:
-        outputs = self.outputs.device_bytes if self.outputs is not None else 0
-        self.peak = max(self.peak, self.models_on_device + outputs)
+        self.peak = max(self.peak, self.models_on_device + self.outputs_on_device)
 
     def _free(self) -> int:
-        outputs = self.outputs.device_bytes if self.outputs is not None else 0
-        return (self.capacity or 0) - self.models_on_device - outputs
+        return (self.capacity or 0) - self.models_on_device - self.outputs_on_device
 
     def _fit(self, needed: int, keep: set[int]) -> None:
         """Make ``needed`` bytes free: spill cached outputs first, then offload the least recently used
@@ -379,11 +392,15 @@ class DeviceBudget:
         free = self._free()
         if free >= needed:
             return
-        if self.outputs is not None and self.outputs.device_bytes > 0:
-            before = self.outputs.device_bytes
+        before = self.outputs_on_device
+        if before > 0:
             limit = max(0, (self.capacity or 0) - self.models_on_device - needed)
-            after = self.outputs.spill_device(limit)
-            self.spilled_for_models += max(0, before - after)
+            for outputs in sorted(self._outputs, key=lambda o: -o.device_bytes):
+                excess = self.outputs_on_device - limit
+                if excess <= 0:
+                    break
+                outputs.spill_device(max(0, outputs.device_bytes - excess))
+            self.spilled_for_models += max(0, before - self.outputs_on_device)
             free = self._free()
         if free >= needed:
             return
@@ -406,7 +423,7 @@ class DeviceBudget:
     def _shortage(self, needed: int, free: int, wanted: list[_Account]) -> str:
         names = ", ".join(a.name for a in wanted if not a.on_device)
         held = [a for a, _ in self._live() if a.on_device and a.pins > 0 and a not in wanted]
-        outputs = self.outputs.device_bytes if self.outputs is not None else 0
+        outputs = self.outputs_on_device
         text = (
             f"not enough device memory in the budget of {_size(self.capacity or 0)} on {self.device}: "
             f"{names} need {_size(needed)}, {_size(max(0, free))} can be freed"
@@ -435,7 +452,7 @@ class DeviceBudget:
                 capacity=self.capacity,
                 models_on_device=sum(a.nbytes for a, _ in live if a.on_device),
                 models_on_host=sum(a.nbytes for a, _ in live if not a.on_device),
-                outputs_on_device=self.outputs.device_bytes if self.outputs is not None else 0,
+                outputs_on_device=self.outputs_on_device,
                 offloads=self.offloads,
                 reloads=self.reloads,
                 spilled_for_models=self.spilled_for_models,

@@ -90,7 +90,7 @@ class ModelLoader:
             self._loaded[cache_key] = hit
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
-        self._on_device(path, hit)
+        self._account(path, hit)
         return hit
 
     # -- device budget (engine/memory.py) -------------------------------------------------------------
@@ -103,7 +103,7 @@ class ModelLoader:
             except OSError:
                 pass
 
-    def _on_device(self, path: Path, obj: Any) -> None:
+    def _account(self, path: Path, obj: Any) -> None:
         """Account for ``obj``'s modules (once). They come back onto the device when a node is handed them
         or calls one, not here: a checkpoint larger than the budget works part by part."""
         self.budget.register(obj, path.name)

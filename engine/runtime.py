@@ -214,12 +214,8 @@ def build_engine(
     memory = models.budget  # a shared loader brings its budget: the modules it accounts for are shared too
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
-        cache = OutputCache(
-            max_bytes=budget,
-            max_device_bytes=default_device_budget(cfg.device),
-            device_room=memory.room_for_outputs,
-        )
-        memory.outputs = cache
+        cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
+    memory.attach(cache)
     pipelines = PipelineLibrary(folders.pipelines)
     executor = Executor(
         registry,

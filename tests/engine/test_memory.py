@@ -84,8 +84,8 @@ def test_cached_outputs_spill_to_the_host_before_a_model_is_offloaded() -> None:
         log.append(("spill", str(t.numel() * 4 // KIB)))
         return torch.zeros(t.shape, dtype=t.dtype)
 
-    cache = OutputCache(max_device_bytes=None, spill=to_host, device_room=budget.room_for_outputs)
-    budget.outputs = cache
+    cache = OutputCache(max_device_bytes=None, spill=to_host)
+    budget.attach(cache)
     budget.register(a, "a")
     cache.put("x", (torch.empty(KIB, device="meta"),))  # 4 KiB of outputs on the device
     cache.put("y", (torch.empty(KIB, device="meta"),))
@@ -139,7 +139,7 @@ def test_modules_are_found_in_handles_and_forgotten_when_freed() -> None:
     budget = DeviceBudget(None, "cpu")  # no capacity: accounts only, never moves
     budget.register(loaded, "x.safetensors")
     assert [m.name for m in budget.report().modules] == ["x.safetensors:vae", "x.safetensors:unet"]
-    assert budget.models_on_device == 2 * KIB and budget.room_for_outputs() is None
+    assert budget.models_on_device == 2 * KIB and budget.room_for_outputs(OutputCache()) is None
     del loaded
     gc.collect()
     assert budget.report().modules == [] and budget.models_on_device == 0
@@ -163,7 +163,7 @@ def test_the_budget_comes_from_the_flag_the_environment_or_the_device(monkeypatc
     other = build_engine(EngineConfig(device="cpu", output_dir=tmp_path), plugins=[])
     assert engine.memory.capacity == 1 << 29 and other.memory.capacity is None  # one budget per engine
     assert engine.models.budget is engine.memory and engine.cache.device_room is not None
-    assert engine.memory.outputs is engine.cache and other.memory is not engine.memory
+    assert other.memory is not engine.memory
 
 
 def test_the_default_placement_moves_modules_by_device_name_outside_inference_mode() -> None:
@@ -187,3 +187,24 @@ def test_the_default_placement_moves_modules_by_device_name_outside_inference_mo
     with torch.inference_mode():  # as the UNet's call is made: the hook brings b, a goes
         b(torch.ones(1, 1024))
     assert moves[1:] == [("a", "cpu", False), ("b", "cuda:1", False)]
+
+
+def test_engines_sharing_a_model_loader_share_its_budget_with_both_caches() -> None:
+    a = linear(4)
+    budget, log = budget_with(12, a=a)
+    first, second = (
+        OutputCache(spill=lambda t: torch.zeros(t.shape)),
+        OutputCache(spill=lambda t: torch.zeros(t.shape)),
+    )
+    budget.attach(first)
+    budget.attach(second)
+    budget.register(a, "a")
+    first.put("x", (torch.empty(KIB, device="meta"),))  # 4 KiB
+    assert second.device_room() == 4 * KIB  # 12 less the model and the other cache
+    second.put("y", (torch.empty(2 * KIB, device="meta"),))  # 8 KiB: over, but the newest entry is kept
+    assert budget.outputs_on_device == 12 * KIB
+    budget.make_room(4 * KIB)  # the larger cache spills first; the model stays
+    assert second.device_bytes == 0 and first.device_bytes == 4 * KIB and log == []
+    del second
+    gc.collect()
+    assert budget.outputs_on_device == 4 * KIB  # a cache dropped with its engine is forgotten
