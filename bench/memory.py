@@ -225,7 +225,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--no-plan", action="store_true", help="skip part 2 (the 12 GiB card plan)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads on the CPU (default 1: shared cores)"
+    )
     args = p.parse_args()
+    if not args.device.startswith("cuda"):
+        torch.set_num_threads(args.threads)
     part1(args)
     if not args.no_plan:
         part2()
