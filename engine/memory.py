@@ -294,8 +294,9 @@ class DeviceBudget:
                 self._accounts[id(m)] = _Account(
                     ref, name, module_bytes(m), on_device, used=next(self._clock)
                 )
-                if self.enabled:
-                    m.register_forward_pre_hook(self._before_forward)
+                hook = getattr(m, "register_forward_pre_hook", None)
+                if self.enabled and hook is not None:
+                    hook(self._before_forward)  # a module called while offloaded comes back first
             if self.enabled:
                 self._fit(0, keep=set())
             self._note_peak()
