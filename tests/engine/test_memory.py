@@ -15,6 +15,7 @@ import torch
 
 from atelier.engine.cache import OutputCache
 from atelier.engine.memory import DeviceBudget, DeviceBudgetError, capacity_from, modules_of
+from atelier.engine.registry import Registry
 from atelier.engine.runtime import EngineConfig, add_engine_arguments, build_engine, config_from_args
 
 KIB = 1024
@@ -159,8 +160,8 @@ def test_the_budget_comes_from_the_flag_the_environment_or_the_device(monkeypatc
     add_engine_arguments(p)
     cfg = config_from_args(p.parse_args(["--vram-budget", "0.5", "--device", "cpu"]))
     assert cfg.vram_budget_gb == 0.5
-    engine = build_engine(cfg.model_copy(update={"output_dir": tmp_path}), plugins=[])
-    other = build_engine(EngineConfig(device="cpu", output_dir=tmp_path), plugins=[])
+    engine = build_engine(cfg.model_copy(update={"output_dir": tmp_path}), plugins=[], registry=Registry())
+    other = build_engine(EngineConfig(device="cpu", output_dir=tmp_path), plugins=[], registry=Registry())
     assert engine.memory.capacity == 1 << 29 and other.memory.capacity is None  # one budget per engine
     assert engine.models.budget is engine.memory and engine.cache.device_room is not None
     assert other.memory is not engine.memory
