@@ -162,7 +162,10 @@ class OutputCache:
     ``max_bytes`` bounds the total size (None: unbounded), ``max_entries`` the number of entries.
     ``max_device_bytes`` bounds what stays on an accelerator: past it, the least recently used entries are
     spilled to host memory (``spill`` moves one tensor; by default ``.to("cpu")``) instead of being dropped,
-    so a later hit costs a copy back rather than a re-run. Thread-safe; lookups are O(1).
+    so a later hit costs a copy back rather than a re-run. ``device_room`` (set by the engine's device
+    budget, engine/memory.py) says how many bytes outputs may keep on the device beside the loaded models,
+    and the budget spills outputs (``spill_device``) before it offloads a model. Thread-safe; lookups are
+    O(1).
     """
 
     def __init__(
@@ -172,7 +175,9 @@ class OutputCache:
         *,
         max_device_bytes: int | None = None,
         spill: Callable[[Any], Any] | None = None,
+        device_room: Callable[[], int | None] | None = None,
     ) -> None:
+        self.device_room = device_room
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.max_device_bytes = max_device_bytes
@@ -218,11 +223,30 @@ class OutputCache:
             self._evict(keep=signature)
             return True
 
-    def _spill(self, keep: str) -> None:
-        if self.max_device_bytes is None or self._device_bytes <= self.max_device_bytes:
+    def _device_limit(self) -> int | None:
+        room = self.device_room() if self.device_room is not None else None
+        if room is None:
+            return self.max_device_bytes
+        return room if self.max_device_bytes is None else min(room, self.max_device_bytes)
+
+    @property
+    def device_bytes(self) -> int:
+        return self._device_bytes
+
+    def spill_device(self, limit: int) -> int:
+        """Spill the least recently used entries to the host until at most ``limit`` bytes stay on the
+        device (the device budget's call before it offloads a model); returns the bytes left there."""
+        with self._lock:
+            self._spill(keep=None, limit=limit)
+            return self._device_bytes
+
+    def _spill(self, keep: str | None, limit: int | None = None) -> None:
+        if limit is None:
+            limit = self._device_limit()
+        if limit is None or self._device_bytes <= limit:
             return
         for sig in list(self._entries):
-            if self._device_bytes <= self.max_device_bytes:
+            if self._device_bytes <= limit:
                 break
             entry = self._entries[sig]
             if sig == keep or entry.device_bytes == 0:

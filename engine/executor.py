@@ -24,6 +24,7 @@ from . import events as E
 from .cache import OutputCache
 from .folders import Folders
 from .limits import Limits
+from .memory import DeviceBudget
 from .model_loader import ModelLoader
 from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
 from .node_lists import run_node
@@ -336,6 +337,7 @@ class Executor:
 
         registry = self.registry
         observers = self.observers
+        memory: DeviceBudget = getattr(self.models, "budget", None) or DeviceBudget()
         for nid in plan.to_run:
             node = nodes[nid]
             spec = node.type.spec
@@ -353,13 +355,16 @@ class Executor:
                 ctx = make_ctx(nid)
                 started = time.perf_counter()
                 instance = registry.instance(spec.type)
-                outputs, ui = run_node(
-                    lambda **args: instance.run(ctx, **args),  # noqa: B023 - called before the loop moves on
-                    kwargs,
-                    spec.input_is_list,
-                    lambda raw: _normalise(raw, spec, nid),  # noqa: B023
-                    tuple(spec.lists(n) for n in range(len(spec.outputs))),
-                )
+                with memory.scope():  # the models the node is handed stay on the device while it runs
+                    if memory.enabled:
+                        memory.acquire(kwargs)
+                    outputs, ui = run_node(
+                        lambda **args: instance.run(ctx, **args),  # noqa: B023 - called before the loop moves on
+                        kwargs,
+                        spec.input_is_list,
+                        lambda raw: _normalise(raw, spec, nid),  # noqa: B023
+                        tuple(spec.lists(n) for n in range(len(spec.outputs))),
+                    )
                 elapsed = (time.perf_counter() - started) * 1000.0
                 for observe in observers:
                     observe(nid, spec.type, outputs)

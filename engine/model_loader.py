@@ -4,6 +4,9 @@ Generic: the loader function says how a file becomes an object (a Stable Diffusi
 a detector); this class loads it onto the engine's device in the engine's weight dtype once and hands out
 the same object while the file is unchanged (same path, size and modification time). The least recently
 used are dropped past ``max_loaded`` (their memory is freed once no cached output holds them).
+
+Device memory: the loader's :class:`~.memory.DeviceBudget` (the engine's) makes room before a load and
+accounts for the modules of what it loads (the ``-- device budget`` section below).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .hashing import file_version
+from .memory import DeviceBudget
 
 T = TypeVar("T")
 
@@ -57,10 +61,14 @@ Loader = Callable[[Path, LoadOptions], T]
 class ModelLoader:
     """Loads model files onto one device once and hands out the same objects while files are unchanged."""
 
-    def __init__(self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2) -> None:
+    def __init__(
+        self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2, budget: DeviceBudget | None = None
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self.max_loaded = max_loaded
+        #: the device memory shared with the output cache (by default one without a capacity: report only)
+        self.budget = budget if budget is not None else DeviceBudget(None, device)
         self._loaded: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many files were actually loaded (for tests and statistics)
@@ -76,12 +84,31 @@ class ModelLoader:
         with self._lock:
             hit = self._loaded.pop(cache_key, None)
             if hit is None:
+                self._before_load(path)
                 hit = loader(path, self.options)
                 self.loads += 1
             self._loaded[cache_key] = hit
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
-            return hit
+        self._account(path, hit)
+        return hit
+
+    # -- device budget (engine/memory.py) -------------------------------------------------------------
+
+    def _before_load(self, path: Path) -> None:
+        """Room for about the file's size before it is read onto the device."""
+        if self.budget.enabled:
+            try:
+                self.budget.make_room(path.stat().st_size if path.is_file() else 0)
+            except OSError:
+                pass
+
+    def _account(self, path: Path, obj: Any) -> None:
+        """Account for ``obj``'s modules (once). They come back onto the device when a node is handed them
+        or calls one, not here: a checkpoint larger than the budget works part by part."""
+        self.budget.register(obj, path.name)
+
+    # -- what is loaded ---------------------------------------------------------------------------------
 
     def loaded(self) -> list[Hashable]:
         """Keys of what is loaded now, least recently used first."""

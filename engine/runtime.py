@@ -28,6 +28,7 @@ from .cache import OutputCache, default_budget, default_device_budget
 from .executor import Executor
 from .folders import Folders
 from .limits import Limits
+from .memory import DeviceBudget, capacity_from
 from .model_loader import ModelLoader, parse_dtype
 from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
@@ -56,6 +57,11 @@ class EngineConfig(BaseModel):
     )
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
     max_loaded_models: int = 3  # checkpoints and standalone VAEs together
+    vram_budget_gb: float | None = Field(
+        None,
+        description="device memory for models and cached outputs, GiB ($ATELIER_VRAM_BUDGET; default on "
+        "CUDA: total less a reserve; none on the CPU; 0: none)",
+    )
     limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
     def resolved(self) -> EngineConfig:
@@ -149,6 +155,8 @@ class Engine:
     executor: Executor
     pipelines: PipelineLibrary
     plugins: list[Plugin] = field(default_factory=list)
+    #: the device memory budget shared by loaded models and cached outputs (engine/memory.py)
+    memory: DeviceBudget = field(default_factory=DeviceBudget)
     #: problems met while loading plugins and node modules: (source, message)
     load_errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -199,10 +207,15 @@ def build_engine(
         registry = default_registry()
         errors.extend(registry.load_errors)
     if models is None:
-        models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models)
+        memory = DeviceBudget(capacity_from(cfg.vram_budget_gb, cfg.device), cfg.device)
+        models = ModelLoader(
+            cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, budget=memory
+        )
+    memory = models.budget  # a shared loader brings its budget: the modules it accounts for are shared too
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
         cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
+    memory.attach(cache)
     pipelines = PipelineLibrary(folders.pipelines)
     executor = Executor(
         registry,
@@ -213,7 +226,7 @@ def build_engine(
         pipelines=pipelines.resolve,
         limits=cfg.limits,
     )
-    return Engine(cfg, folders, registry, models, cache, executor, pipelines, plugin_list, errors)
+    return Engine(cfg, folders, registry, models, cache, executor, pipelines, plugin_list, memory, errors)
 
 
 # -- the shared command-line options ---------------------------------------------------------------
@@ -247,6 +260,15 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
+    )
+    g.add_argument(
+        "--vram-budget",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="device memory (GiB) for loaded models and cached outputs together: past it outputs spill to "
+        "RAM, then the least recently used models move to RAM (default $ATELIER_VRAM_BUDGET, on CUDA the "
+        "card's memory less a reserve of a quarter (at least 2 GiB); 0: no budget)",
     )
     d = Limits()
     lim = p.add_argument_group(
@@ -292,6 +314,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         temp_dir=getattr(args, "temp_dir", None),
         pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
+        vram_budget_gb=getattr(args, "vram_budget", None),
         limits=limits_from_args(args),
     )
 

@@ -94,6 +94,12 @@ class ModelHandle:
         # are evicted and their weights freed (the model manager keeps the recently used ones loaded).
         return module_bytes(self.unet)
 
+    def __atelier_modules__(self) -> Iterator[tuple[str, Any]]:
+        """What a node handed this MODEL needs on the device (engine/memory.py): the UNet and what the
+        patches attached to its call carry (a ControlNet, an IP-Adapter's modules)."""
+        yield "unet", self.unet
+        yield "wrappers", (*self.core_wrappers, *self.wrappers, *self.cfg_functions, *self.attention_patches)
+
     @property
     def needs_pooled(self) -> bool:
         return self.family in SDXL_FAMILIES
@@ -197,6 +203,10 @@ class ClipHandle:
     def __atelier_nbytes__(self) -> int:
         return sum(module_bytes(e.model) for e in self.encoders)
 
+    def __atelier_modules__(self) -> Iterator[tuple[str, Any]]:
+        for i, e in enumerate(self.encoders):
+            yield f"text_encoders[{i}]", e.model
+
     @contextmanager
     def session(self) -> Iterator[ClipHandle]:
         with ExitStack() as stack:
@@ -252,6 +262,9 @@ class VaeHandle:
 
     def __atelier_nbytes__(self) -> int:
         return module_bytes(self.vae)
+
+    def __atelier_modules__(self) -> Iterator[tuple[str, Any]]:
+        yield "vae", self.vae
 
     @property
     def device(self) -> torch.device:

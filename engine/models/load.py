@@ -12,7 +12,7 @@ remembered per file version by the engine's ``FileHashes``); caches should key o
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,14 @@ class LoadedCheckpoint:
         self._hashes = hashes if hashes is not None else FileHashes(max_entries=1)
         self._sha256 = sha256
         self._sha_lock = threading.Lock()
+
+    def __atelier_modules__(self) -> Iterator[tuple[str, Any]]:
+        """The parts the device budget (engine/memory.py) accounts for and moves separately."""
+        yield "unet", self.unet
+        for i, te in enumerate(self.text_encoders):
+            yield f"text_encoders[{i}]", te
+        if self.vae is not None:
+            yield "vae", self.vae
 
     @property
     def sha256(self) -> str:

@@ -10,6 +10,7 @@ down to 128 px, so a 4x upscale of a 1024 px image needs memory for one tile, no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +52,10 @@ class UpscaleModelHandle:
     architecture: str = ""
     #: "supported", "discouraged" or "internal" (the model tiles by itself: it gets the whole image)
     tiling: str = "supported"
+
+    def __atelier_modules__(self) -> Iterator[tuple[str, Any]]:
+        """The network to hold on the device while a node uses it (engine/memory.py)."""
+        yield "", self.model.model
 
     @property
     def device(self) -> torch.device:

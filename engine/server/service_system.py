@@ -41,6 +41,8 @@ class SystemService:
             "cache": self.engine.executor.cache.stats().model_dump(),
             "queue_remaining": self.jobs.queue_remaining(),
             "node_types": len(self.engine.registry),
+            # the device budget: models and cached outputs on the device, what is loaded where
+            "vram": self.engine.memory.report().model_dump(),
         }
         ram = _ram()
         if ram is not None:

@@ -404,6 +404,9 @@ def test_library_models_nodes_and_system(http: httpx.Client) -> None:
     system = http.get("/atelier/v1/system").json()
     real = [t for t, d in nodes.items() if not d.get("pipeline")]  # the library's pipelines are listed too
     assert system["device"] == "cpu" and system["node_types"] == len(real)
+    vram = system["vram"]  # the device budget: none on the CPU unless set; what is loaded, and where
+    assert vram["capacity"] is None and vram["device"] == "cpu" and vram["offloads"] == 0
+    assert all(m["where"] in ("device", "host") and m["bytes"] > 0 for m in vram["modules"])
     assert http.post("/atelier/v1/cache/clear").json()["cleared_entries"] >= 0
     assert http.get("/atelier/v1/system").json()["cache"]["entries"] == 0
     assert http.post("/atelier/v1/models/unload").json() == {"unloaded": True}
