@@ -38,7 +38,7 @@ from atelier.engine.sampling.guidance import (
 )
 
 from .attention import AttentionPatch, attention_patched
-from .controlnet import control_wrapper
+from .controlnet import INTRABLOCK, control_wrapper
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .info import SDXL_FAMILIES
 from .inpaint import InpaintConcat
@@ -137,6 +137,8 @@ class ModelHandle:
         x = call.x
         dtype = self.dtype
         kwargs: dict[str, Any] = dict(call.unet_kwargs)
+        if kwargs.get(INTRABLOCK) is not None:  # diffusers pops from it: a fresh list each forward
+            kwargs[INTRABLOCK] = list(kwargs[INTRABLOCK])
         if call.added is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in call.added.items()}
         with torch.inference_mode():

@@ -21,6 +21,7 @@ from .controlnet import ControlNetHandle
 from .handles import ClipHandle, ModelHandle, VaeHandle
 from .ipadapter import IPAdapterModel
 from .style_model import StyleModel
+from .t2i_adapter import T2IAdapterHandle
 from .upscale import UpscaleModelHandle
 
 MODEL: Final = SocketType(
@@ -44,9 +45,9 @@ UPSCALE_MODEL: Final = SocketType(
 )
 CONTROL_NET: Final = SocketType(
     "CONTROL_NET",
-    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL)",
+    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL) or a T2I-Adapter",
     "#4db6ac",
-    ControlNetHandle,
+    (ControlNetHandle, T2IAdapterHandle),
 )
 FACES: Final = SocketType(
     "FACES",
