@@ -11,8 +11,8 @@ Layouts read (safetensors, or ``.pth``/``.ckpt``/``.bin`` through ``torch.load(w
 
 The diffusers ``ControlNetModel`` config comes from the shapes (levels, widths, depths, attention layout,
 hint encoder), over the shipped family config (``configs/<family>/controlnet``) for what shapes cannot show;
-nothing is downloaded. Files of other control formats (T2I-Adapter, Control-LoRA, ControlNet-LLLite, ...)
-are refused with an error that names the format.
+nothing is downloaded. T2I-Adapters are read by ``t2i_adapter_files``; files of other control formats
+(Control-LoRA, ControlNet-LLLite, ...) are refused with an error that names the format.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _other_format(keys: list[str]) -> str | None:
     if any(k.startswith("lllite_") for k in keys):
         return "ControlNet-LLLite (kohya): not supported"
     if any(k.startswith(("adapter.body.", "body.0.", "adapter.conv_in.")) for k in keys):
-        return "T2I-Adapter: not supported yet, use a ControlNet"
+        return "T2I-Adapter (read by t2i_adapter_files, not as a ControlNet)"
     if any(k.startswith(("control_add_embedding.", "task_embedding")) for k in keys):
         return "ControlNet-Union (xinsir ProMax): not supported"
     return None

@@ -21,11 +21,19 @@ CONTROLNETS: dict[str, tuple[str, dict]] = {
     "cnxl.safetensors": ("sdxl", {"layout": "original", "seed": 3}),
     "cnxl_b.safetensors": ("sdxl", {"layout": "diffusers", "seed": 4}),
 }
+#: T2I-Adapters in models/controlnet: file name -> (kind, writer options)
+T2I_ADAPTERS: dict[str, tuple[str, dict]] = {
+    "t2i15.pth": ("sd15", {"layout": "original", "seed": 1}),
+    "t2i15_diffusers.safetensors": ("sd15", {"layout": "diffusers", "seed": 1}),
+    "t2i15_folder": ("sd15", {"layout": "diffusers_folder", "seed": 1}),
+    "t2ixl_folder": ("sdxl", {"layout": "diffusers_folder", "seed": 2}),
+}
 
 
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from atelier.engine.models.controlnet_tiny import write_tiny_controlnet
+    from atelier.engine.models.t2i_adapter_tiny import write_tiny_t2i_adapter
     from atelier.engine.models.tiny import write_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("models")
@@ -33,6 +41,8 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_checkpoint("sdxl", root / "checkpoints" / "tinyxl.safetensors", seed=0)
     for name, (arch, options) in CONTROLNETS.items():
         write_tiny_controlnet(arch, root / "controlnet" / name, **options)  # type: ignore[arg-type]
+    for name, (kind, options) in T2I_ADAPTERS.items():
+        write_tiny_t2i_adapter(kind, root / "controlnet" / name, **options)  # type: ignore[arg-type]
     return root
 
 
