@@ -30,6 +30,14 @@ from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
 from atelier.engine.sampling.model_sampling import ModelSampling
 
+from .control_lora import (
+    ControlLoraHandle,
+    build_control_lora,
+    control_lora_info,
+    is_control_lora,
+    load_control_lora_handle,
+    read_control_lora,
+)
 from .controlnet_files import (
     ControlNetInfo,
     add_base_weights,
@@ -37,6 +45,8 @@ from .controlnet_files import (
     detect_controlnet,
     read_controlnet_state,
 )
+from .errors import CheckpointError
+from .files import SAFETENSORS_SUFFIXES
 from .t2i_adapter import T2IAdapterHandle, load_t2i_adapter_handle
 from .t2i_adapter_files import is_t2i_adapter_file
 
@@ -111,7 +121,7 @@ class ControlHint:
     ``origin`` names the node that applied it, for error messages. Compared by identity: entries that
     share a hint object (the positive and negative of one ControlNetApplyAdvanced) share its forward."""
 
-    control: ControlNetHandle | T2IAdapterHandle
+    control: ControlNetHandle | T2IAdapterHandle | ControlLoraHandle
     image: Tensor
     strength: float = 1.0
     start_percent: float = 0.0
@@ -136,11 +146,13 @@ class ControlHint:
 
 def load_controlnet_handle(
     models: ModelLoader, path: Path, name: str = ""
-) -> ControlNetHandle | T2IAdapterHandle:
-    """A ControlNet (or T2I-Adapter) file loaded once per file version by ``models`` (onto the engine's
-    device)."""
+) -> ControlNetHandle | T2IAdapterHandle | ControlLoraHandle:
+    """A ControlNet (or T2I-Adapter, or Control-LoRA) file loaded once per file version by ``models``
+    (onto the engine's device; a Control-LoRA is built for the model it is sampled with)."""
     if is_t2i_adapter_file(path):
         return load_t2i_adapter_handle(models, path, name)
+    if _is_control_lora(path):
+        return load_control_lora_handle(models, path, name)
     net, info = models.load(path, _controlnet_loader)
     return ControlNetHandle(net, info, name=name or path.name)
 
@@ -158,9 +170,14 @@ def load_diff_controlnet(
 ) -> ControlNetHandle | T2IAdapterHandle:
     """A ControlNet whose file may be a "diff" (weights stored relative to a base UNet): with the marker,
     the base weights of ``unet`` are added (ComfyUI's DiffControlNetLoader). Built for that model, not
-    shared through the model loader. A T2I-Adapter loads as with :func:`load_controlnet_handle`."""
+    shared through the model loader; so is a Control-LoRA (built from ``unet``'s encoder). A T2I-Adapter
+    loads as with :func:`load_controlnet_handle`."""
     if models is not None and is_t2i_adapter_file(path):
         return load_t2i_adapter_handle(models, path, name)
+    if _is_control_lora(path):
+        weights = read_control_lora(path)
+        net = build_control_lora(weights, unet)
+        return ControlNetHandle(net, control_lora_info(weights, net), name=name or path.name)
     info = detect_controlnet(path)
     state = read_controlnet_state(path, info)
     if info.difference:
@@ -170,16 +187,25 @@ def load_diff_controlnet(
     return ControlNetHandle(net, info, name=name or path.name)
 
 
+def _is_control_lora(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in SAFETENSORS_SUFFIXES and is_control_lora(path)
+
+
 # -- on the model call ----------------------------------------------------------------------------------
 
 
 def control_wrapper(
-    unet_config: Mapping[str, Any], family: str, sampling: ModelSampling
+    unet_config: Mapping[str, Any],
+    family: str,
+    sampling: ModelSampling,
+    unet: torch.nn.Module | None = None,
+    patches: Any = None,
 ) -> Callable[[ApplyModel, ModelCall], Tensor]:
-    """The wrapper that applies the hints of a call's entries, for a model of ``unet_config``."""
+    """The wrapper that applies the hints of a call's entries, for a model of ``unet_config`` (``unet``
+    and its weight ``patches``: what a Control-LoRA is built from)."""
 
     def wrapper(call_next: ApplyModel, call: ModelCall) -> Tensor:
-        return apply_control(call_next, call, unet_config, family, sampling)
+        return apply_control(call_next, call, unet_config, family, sampling, unet, patches)
 
     return wrapper
 
@@ -190,6 +216,8 @@ def apply_control(
     unet_config: Mapping[str, Any],
     family: str,
     sampling: ModelSampling,
+    unet: torch.nn.Module | None = None,
+    patches: Any = None,
 ) -> Tensor:
     """Run the call with the ControlNet residuals of its entries' active hints (or untouched if none)."""
     if not any(entry.control for entry in call.entries):
@@ -221,7 +249,7 @@ def apply_control(
             for acc, f in zip(intra, features, strict=True):
                 acc.index_add_(0, index, f)
             continue
-        res_down, res_mid = _run_controlnet(hint, call, index)
+        res_down, res_mid = _run_controlnet(hint, call, index, _network(hint, unet, patches))
         if down is None:
             down = [torch.zeros((total, *r.shape[1:]), dtype=r.dtype, device=r.device) for r in res_down]
             mid = torch.zeros((total, *res_mid.shape[1:]), dtype=res_mid.dtype, device=res_mid.device)
@@ -260,17 +288,32 @@ def _run_adapter(hint: ControlHint, call: ModelCall) -> list[Tensor]:
     return [f.to(call.x.device) for f in adapter.features(pixels, hint.strength)]
 
 
-def _run_controlnet(hint: ControlHint, call: ModelCall, index: Tensor) -> tuple[list[Tensor], Tensor]:
-    """One ControlNet forward on the rows ``index`` of the call; residuals scaled by the strength."""
+def _network(hint: ControlHint, unet: torch.nn.Module | None, patches: Any) -> Any:
+    """The ControlNet module of a hint: its own, or a Control-LoRA's built for the sampled model."""
     control = hint.control
-    device, dtype = control.device, control.dtype
+    if not isinstance(control, ControlLoraHandle):
+        return control.net
+    if unet is None:
+        raise ControlError(f"{hint.label}: a Control-LoRA needs the model it is sampled with")
+    try:
+        return control.net_for(unet, patches)
+    except CheckpointError as exc:
+        raise ControlError(f"{hint.label} does not fit the model being sampled: {exc.problem}") from None
+
+
+def _run_controlnet(
+    hint: ControlHint, call: ModelCall, index: Tensor, net: Any
+) -> tuple[list[Tensor], Tensor]:
+    """One ControlNet forward on the rows ``index`` of the call; residuals scaled by the strength."""
+    param = next(net.parameters())
+    device, dtype = param.device, param.dtype
     image = hint_for_call(hint, call).to(device, dtype)
     cond_rows = image.repeat(len(index) // call.batch, 1, 1, 1)
     added = None
     if call.added is not None:
         added = {k: v[index].to(device, dtype) for k, v in call.added.items()}
     with torch.inference_mode():
-        res_down, res_mid = control.net(
+        res_down, res_mid = net(
             call.x[index].to(device, dtype),
             call.timestep[index].to(device),
             encoder_hidden_states=call.context[index].to(device, dtype),

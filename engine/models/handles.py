@@ -128,7 +128,7 @@ class ModelHandle:
     def apply_model(self, call: ModelCall) -> Tensor:
         """The network's raw output for a call, through the wrapper chain."""
         fn: ApplyModel = self._forward
-        control = control_wrapper(self.unet.config, self.family, self.sampling)  # hints entries carry
+        control = control_wrapper(self.unet.config, self.family, self.sampling, self.unet, self.patches)
         for wrapper in reversed((*self.wrappers, control, *self.core_wrappers)):
             fn = _bind(wrapper, fn)
         return fn(call)

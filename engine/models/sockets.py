@@ -17,6 +17,7 @@ from atelier.engine.sampling.custom import Guider, Noise, Sampler
 from atelier.engine.types import SocketType
 
 from .clip_vision import ClipVisionHandle, ClipVisionOutput
+from .control_lora import ControlLoraHandle
 from .controlnet import ControlNetHandle
 from .handles import ClipHandle, ModelHandle, VaeHandle
 from .ipadapter import IPAdapterModel
@@ -45,9 +46,9 @@ UPSCALE_MODEL: Final = SocketType(
 )
 CONTROL_NET: Final = SocketType(
     "CONTROL_NET",
-    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL) or a T2I-Adapter",
+    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL), T2I-Adapter or Control-LoRA",
     "#4db6ac",
-    (ControlNetHandle, T2IAdapterHandle),
+    (ControlNetHandle, T2IAdapterHandle, ControlLoraHandle),
 )
 FACES: Final = SocketType(
     "FACES",
