@@ -11,8 +11,9 @@ Layouts read (safetensors, or ``.pth``/``.ckpt``/``.bin`` through ``torch.load(w
 
 The diffusers ``ControlNetModel`` config comes from the shapes (levels, widths, depths, attention layout,
 hint encoder), over the shipped family config (``configs/<family>/controlnet``) for what shapes cannot show;
-nothing is downloaded. T2I-Adapters are read by ``t2i_adapter_files``; files of other control formats
-(Control-LoRA, ControlNet-LLLite, ...) are refused with an error that names the format.
+nothing is downloaded. T2I-Adapters are read by ``t2i_adapter_files`` and Control-LoRAs by ``control_lora``;
+files of other control formats (ControlNet-LLLite, ControlNet-Union, ...) are refused with an error that
+names the format.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _other_format(keys: list[str]) -> str | None:
     """The name of a known non-ControlNet control format these keys belong to, if any."""
     key_set = set(keys)
     if "lora_controlnet" in key_set:
-        return "Control-LoRA (Stability's control-lora): not supported, use a full ControlNet"
+        return "Control-LoRA (Stability's control-lora; the ControlNet loaders build it from the model)"
     if any(k.startswith("lllite_") for k in keys):
         return "ControlNet-LLLite (kohya): not supported"
     if any(k.startswith(("adapter.body.", "body.0.", "adapter.conv_in.")) for k in keys):
