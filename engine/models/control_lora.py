@@ -6,7 +6,9 @@ the ControlNet's copy of the UNet encoder, low-rank ``X.up``/``X.down`` pairs wh
 weight ``X.weight``, plus full tensors (biases, norms, and the whole hint encoder ``input_hint_block``, zero
 convolutions ``zero_convs`` and ``middle_block_out``). As in ComfyUI, the ControlNet is built from the
 sampled model's UNet (its encoder weights, with the model's LoRAs as they are applied during sampling) and
-the file: every file tensor replaces the UNet's, then each ``up @ down`` is added. Names go through the
+the file: every file tensor replaces the UNet's, then each ``up @ down`` is added; the encoder tensors
+neither changes stay the UNet's own (shared, as in ComfyUI: the model's weight patches are applied in
+place, so they follow them, and a build is only used with the patches it was made under). Names go through the
 project's ControlNet name map (``controlnet_original_names``, built on ``names.py``), in reverse.
 
 ControlNetLoader gives a :class:`ControlLoraHandle` (the file's tensors); the sampler's model call builds
