@@ -1,10 +1,12 @@
-"""The cost of one ControlNet per sampler step, relative to the plain step: ``python bench/controlnet.py``.
+"""The cost of one ControlNet (or T2I-Adapter) per sampler step, relative to the plain step:
+``python bench/controlnet.py``.
 
 For each model size (the tiny SD1.5-shaped test model, a mid-size SD1.5-shaped one with a quarter of
 SD1.5's widths, and with ``--full`` SD1.5 itself), random weights built in memory, it times the guided
 denoiser call a sampler makes per step (cond + uncond in one batched forward, cfg 7), alternating
-without and with one ControlNet of the model's shape applied to both prompts, and prints the medians side
-by side with their ratio (with / without). Defaults: CPU fp32, latent 32x32 (256 px), batch 1.
+without and with one ControlNet of the model's shape applied to both prompts, then with one full T2I-Adapter
+of the model's widths instead, and prints the best times side by side with their ratios (with / without).
+Defaults: CPU fp32, latent 32x32 (256 px), batch 1.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from atelier.engine.models.controlnet import ControlHint, ControlNetHandle, with
 from atelier.engine.models.controlnet_files import ControlNetInfo  # noqa: E402
 from atelier.engine.models.handles import ModelHandle  # noqa: E402
 from atelier.engine.models.info import family_config  # noqa: E402
+from atelier.engine.models.t2i_adapter import T2IAdapterHandle  # noqa: E402
+from atelier.engine.models.t2i_adapter_files import T2IAdapterInfo  # noqa: E402
 from atelier.engine.models.tiny import _TINY_UNET, _random_tensor, randomize  # noqa: E402
 from atelier.engine.sampling.conditioning import CondEntry  # noqa: E402
 from atelier.engine.sampling.guidance import CFGDenoiser  # noqa: E402
@@ -54,6 +58,20 @@ def build(size: str) -> tuple[ModelHandle, ControlNetHandle]:
     return model, ControlNetHandle(net, info, name=f"{size} controlnet")
 
 
+def build_adapter(model: ModelHandle) -> T2IAdapterHandle:
+    from diffusers import T2IAdapter
+
+    config = {
+        "adapter_type": "full_adapter",
+        "channels": list(model.unet.config.block_out_channels),
+        "num_res_blocks": 2,
+        "downscale_factor": 8,
+        "in_channels": 3,
+    }
+    net = T2IAdapter(**config).eval().requires_grad_(False)
+    return T2IAdapterHandle(net, T2IAdapterInfo("<bench>", "sd15", "diffusers", config), name="adapter")
+
+
 def time_step(denoiser: CFGDenoiser, x: torch.Tensor, sigma: torch.Tensor) -> float:
     start = time.perf_counter()
     denoiser(x, sigma)
@@ -71,7 +89,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     sizes = ["tiny", "mid", *(["full"] if args.full else [])]
     print(f"per-step guided denoiser call, CPU fp32, latent {args.latent}x{args.latent}, batch 1, cfg 7")
-    print(f"{'model':<6} {'UNet params':>12} {'plain s':>9} {'+ControlNet s':>14} {'ratio':>6}")
+    print(
+        f"{'model':<6} {'UNet params':>12} {'plain s':>9} {'+ControlNet s':>14} {'ratio':>6}"
+        f" {'+T2I-Adapter s':>15} {'ratio':>6}"
+    )
     for size in sizes:
         model, control = build(size)
         width = model.unet.config.cross_attention_dim
@@ -81,16 +102,21 @@ def main() -> int:
         hint = ControlHint(control, torch.rand(1, args.latent * 8, args.latent * 8, 3, generator=g))
         plain = CFGDenoiser(model, pos, neg, 7.0)
         controlled = CFGDenoiser(model, with_hint(pos, hint), with_hint(neg, hint), 7.0)
+        adapter_hint = ControlHint(build_adapter(model), hint.image)
+        adapted = CFGDenoiser(model, with_hint(pos, adapter_hint), with_hint(neg, adapter_hint), 7.0)
         x = torch.randn(1, 4, args.latent, args.latent, generator=g) * 5
         sigma = torch.tensor([5.0])
-        time_step(plain, x, sigma), time_step(controlled, x, sigma)  # warm-up
-        a, b = [], []
+        time_step(plain, x, sigma), time_step(controlled, x, sigma), time_step(adapted, x, sigma)  # warm-up
+        a, b, c = [], [], []
         for _ in range(args.repeat):
             a.append(time_step(plain, x, sigma))
             b.append(time_step(controlled, x, sigma))
-        ma, mb = min(a), min(b)
+            c.append(time_step(adapted, x, sigma))
+        ma, mb, mc = min(a), min(b), min(c)
         params = sum(p.numel() for p in model.unet.parameters()) / 1e6
-        print(f"{size:<6} {params:>11.1f}M {ma:>9.4f} {mb:>14.4f} {mb / ma:>6.2f}")
+        print(
+            f"{size:<6} {params:>11.1f}M {ma:>9.4f} {mb:>14.4f} {mb / ma:>6.2f} {mc:>15.4f} {mc / ma:>6.2f}"
+        )
     return 0
 
 

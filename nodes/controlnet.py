@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atelier.engine.models.control_lora import ControlLoraHandle
 from atelier.engine.models.controlnet import (
     ControlHint,
     ControlNetHandle,
@@ -14,6 +15,7 @@ from atelier.engine.models.controlnet import (
 )
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE
+from atelier.engine.models.t2i_adapter import T2IAdapterHandle
 from atelier.engine.node import Choice, Context, Float, Node, Output, Socket, model_files
 from atelier.engine.sampling.conditioning import Conditioning
 from atelier.nodes.loaders import _ModelFileNode
@@ -34,7 +36,8 @@ def _check_image(image: Any, ctx: Context) -> None:
 
 class ControlNetLoader(_ModelFileNode):
     """Load a ControlNet (SD1.x, SD2.x, SDXL; original single-file or diffusers layout, safetensors or
-    weights-only .pth) from models/controlnet."""
+    weights-only .pth), a T2I-Adapter (TencentARC's .pth or diffusers' layout, SD1.x and SDXL) or a
+    Control-LoRA (built from the sampled model's UNet) from models/controlnet."""
 
     display_name = "Load ControlNet Model"
     category = "loaders"
@@ -42,14 +45,17 @@ class ControlNetLoader(_ModelFileNode):
     inputs = (Choice("control_net_name", model_files("controlnet")),)
     outputs = (Output(CONTROL_NET),)
 
-    def run(self, ctx: Context, control_net_name: str) -> ControlNetHandle:
+    def run(
+        self, ctx: Context, control_net_name: str
+    ) -> ControlNetHandle | T2IAdapterHandle | ControlLoraHandle:
         path = ctx.files.find_model("controlnet", control_net_name)
         return load_controlnet_handle(ctx.models, path, control_net_name)
 
 
 class DiffControlNetLoader(_ModelFileNode):
     """Load a ControlNet for a model: a "diff" ControlNet (stored as a difference to its base model) gets
-    the model's weights added; any other ControlNet loads as with ControlNetLoader."""
+    the model's weights added, a Control-LoRA is built from the model's UNet; any other ControlNet loads as
+    with ControlNetLoader."""
 
     display_name = "Load ControlNet Model (diff)"
     category = "loaders"
@@ -57,10 +63,12 @@ class DiffControlNetLoader(_ModelFileNode):
     inputs = (Socket("model", MODEL), Choice("control_net_name", model_files("controlnet")))
     outputs = (Output(CONTROL_NET),)
 
-    def run(self, ctx: Context, model: ModelHandle, control_net_name: str) -> ControlNetHandle:
+    def run(
+        self, ctx: Context, model: ModelHandle, control_net_name: str
+    ) -> ControlNetHandle | T2IAdapterHandle:
         path = ctx.files.find_model("controlnet", control_net_name)
         with model.session():  # the weights as the model uses them (with its LoRAs)
-            return load_diff_controlnet(path, model.unet, control_net_name)
+            return load_diff_controlnet(path, model.unet, control_net_name, ctx.models)
 
 
 class ControlNetApply(Node):
@@ -82,7 +90,7 @@ class ControlNetApply(Node):
         self,
         ctx: Context,
         conditioning: Conditioning,
-        control_net: ControlNetHandle,
+        control_net: ControlNetHandle | T2IAdapterHandle | ControlLoraHandle,
         image: Any,
         strength: float,
     ) -> Conditioning:
@@ -119,7 +127,7 @@ class ControlNetApplyAdvanced(Node):
         ctx: Context,
         positive: Conditioning,
         negative: Conditioning,
-        control_net: ControlNetHandle,
+        control_net: ControlNetHandle | T2IAdapterHandle | ControlLoraHandle,
         image: Any,
         strength: float,
         start_percent: float,

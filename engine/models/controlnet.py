@@ -10,6 +10,10 @@ ControlNet once on the rows of the entries carrying it, scales and sums the resi
 them to diffusers' UNet as ``down_block_additional_residuals`` / ``mid_block_additional_residual``. A
 call whose entries carry no active hint goes to the UNet untouched, so strength 0 or a step outside
 ``start_percent..end_percent`` is bit for bit the run without the ControlNet.
+
+T2I-Adapters travel the same way (``t2i_adapter.py``): ControlNetLoader loads them, a hint carries one
+like a ControlNet, and this wrapper computes its features once per call for the hint's rows and hands them
+to the UNet as ``down_intrablock_additional_residuals``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
 from atelier.engine.sampling.model_sampling import ModelSampling
 
+from .control_lora import (
+    ControlLoraHandle,
+    build_control_lora,
+    control_lora_info,
+    is_control_lora,
+    load_control_lora_handle,
+    read_control_lora,
+)
 from .controlnet_files import (
     ControlNetInfo,
     add_base_weights,
@@ -33,9 +45,15 @@ from .controlnet_files import (
     detect_controlnet,
     read_controlnet_state,
 )
+from .errors import CheckpointError
+from .files import SAFETENSORS_SUFFIXES
+from .t2i_adapter import T2IAdapterHandle, load_t2i_adapter_handle
+from .t2i_adapter_files import is_t2i_adapter_file
 
 #: how many pixels one latent cell covers (SD1/SD2/SDXL VAEs)
 LATENT_FACTOR = 8
+#: diffusers' UNet argument for T2I-Adapter features
+INTRABLOCK = "down_intrablock_additional_residuals"
 #: how far (in latent cells) a hint's aspect ratio may be off the latent's before it is refused
 _ASPECT_SLACK = 1.0
 
@@ -52,6 +70,7 @@ class ControlNetHandle:
     net: Any  # diffusers ControlNetModel
     info: ControlNetInfo
     name: str = ""
+    kind: str = "ControlNet"
 
     @property
     def family(self) -> str:
@@ -102,7 +121,7 @@ class ControlHint:
     ``origin`` names the node that applied it, for error messages. Compared by identity: entries that
     share a hint object (the positive and negative of one ControlNetApplyAdvanced) share its forward."""
 
-    control: ControlNetHandle
+    control: ControlNetHandle | T2IAdapterHandle | ControlLoraHandle
     image: Tensor
     strength: float = 1.0
     start_percent: float = 0.0
@@ -112,7 +131,7 @@ class ControlHint:
     @property
     def label(self) -> str:
         where = f"{self.origin}: " if self.origin else ""
-        return f"{where}ControlNet {self.control.name or self.control.info.path!r}"
+        return f"{where}{self.control.kind} {self.control.name or self.control.info.path!r}"
 
     def sigma_range(self, sampling: ModelSampling) -> tuple[float, float]:
         """(highest, lowest) sigma the hint is active at, for a model's noise schedule."""
@@ -125,8 +144,15 @@ class ControlHint:
         return low <= sigma <= high
 
 
-def load_controlnet_handle(models: ModelLoader, path: Path, name: str = "") -> ControlNetHandle:
-    """A ControlNet file loaded once per file version by ``models`` (onto the engine's device)."""
+def load_controlnet_handle(
+    models: ModelLoader, path: Path, name: str = ""
+) -> ControlNetHandle | T2IAdapterHandle | ControlLoraHandle:
+    """A ControlNet (or T2I-Adapter, or Control-LoRA) file loaded once per file version by ``models``
+    (onto the engine's device; a Control-LoRA is built for the model it is sampled with)."""
+    if is_t2i_adapter_file(path):
+        return load_t2i_adapter_handle(models, path, name)
+    if _is_control_lora(path):
+        return load_control_lora_handle(models, path, name)
     net, info = models.load(path, _controlnet_loader)
     return ControlNetHandle(net, info, name=name or path.name)
 
@@ -139,10 +165,19 @@ def _controlnet_loader(path: Path, options: LoadOptions) -> tuple[Any, ControlNe
     return net, info
 
 
-def load_diff_controlnet(path: Path, unet: torch.nn.Module, name: str = "") -> ControlNetHandle:
+def load_diff_controlnet(
+    path: Path, unet: torch.nn.Module, name: str = "", models: ModelLoader | None = None
+) -> ControlNetHandle | T2IAdapterHandle:
     """A ControlNet whose file may be a "diff" (weights stored relative to a base UNet): with the marker,
     the base weights of ``unet`` are added (ComfyUI's DiffControlNetLoader). Built for that model, not
-    shared through the model loader."""
+    shared through the model loader; so is a Control-LoRA (built from ``unet``'s encoder). A T2I-Adapter
+    loads as with :func:`load_controlnet_handle`."""
+    if models is not None and is_t2i_adapter_file(path):
+        return load_t2i_adapter_handle(models, path, name)
+    if _is_control_lora(path):
+        weights = read_control_lora(path)
+        net = build_control_lora(weights, unet)
+        return ControlNetHandle(net, control_lora_info(weights, net), name=name or path.name)
     info = detect_controlnet(path)
     state = read_controlnet_state(path, info)
     if info.difference:
@@ -152,16 +187,25 @@ def load_diff_controlnet(path: Path, unet: torch.nn.Module, name: str = "") -> C
     return ControlNetHandle(net, info, name=name or path.name)
 
 
+def _is_control_lora(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in SAFETENSORS_SUFFIXES and is_control_lora(path)
+
+
 # -- on the model call ----------------------------------------------------------------------------------
 
 
 def control_wrapper(
-    unet_config: Mapping[str, Any], family: str, sampling: ModelSampling
+    unet_config: Mapping[str, Any],
+    family: str,
+    sampling: ModelSampling,
+    unet: torch.nn.Module | None = None,
+    patches: Any = None,
 ) -> Callable[[ApplyModel, ModelCall], Tensor]:
-    """The wrapper that applies the hints of a call's entries, for a model of ``unet_config``."""
+    """The wrapper that applies the hints of a call's entries, for a model of ``unet_config`` (``unet``
+    and its weight ``patches``: what a Control-LoRA is built from)."""
 
     def wrapper(call_next: ApplyModel, call: ModelCall) -> Tensor:
-        return apply_control(call_next, call, unet_config, family, sampling)
+        return apply_control(call_next, call, unet_config, family, sampling, unet, patches)
 
     return wrapper
 
@@ -172,6 +216,8 @@ def apply_control(
     unet_config: Mapping[str, Any],
     family: str,
     sampling: ModelSampling,
+    unet: torch.nn.Module | None = None,
+    patches: Any = None,
 ) -> Tensor:
     """Run the call with the ControlNet residuals of its entries' active hints (or untouched if none)."""
     if not any(entry.control for entry in call.entries):
@@ -186,6 +232,7 @@ def apply_control(
         return call_next(call)
     down: list[Tensor] | None = None
     mid: Tensor | None = None
+    intra: list[Tensor] | None = None
     b = call.batch
     total = call.x.shape[0]
     for hint, chunks in rows.values():
@@ -195,7 +242,14 @@ def apply_control(
                 f"{hint.label} ({hint.control.family}) does not fit the {family} model being sampled: {problem}"
             )
         index = torch.cat([torch.arange(c * b, (c + 1) * b) for c in chunks]).to(call.x.device)
-        res_down, res_mid = _run_controlnet(hint, call, index)
+        if isinstance(hint.control, T2IAdapterHandle):
+            features = [f.repeat(len(chunks), 1, 1, 1) for f in _run_adapter(hint, call)]
+            if intra is None:
+                intra = [torch.zeros((total, *f.shape[1:]), dtype=f.dtype, device=f.device) for f in features]
+            for acc, f in zip(intra, features, strict=True):
+                acc.index_add_(0, index, f)
+            continue
+        res_down, res_mid = _run_controlnet(hint, call, index, _network(hint, unet, patches))
         if down is None:
             down = [torch.zeros((total, *r.shape[1:]), dtype=r.dtype, device=r.device) for r in res_down]
             mid = torch.zeros((total, *res_mid.shape[1:]), dtype=res_mid.dtype, device=res_mid.device)
@@ -203,28 +257,63 @@ def apply_control(
             acc.index_add_(0, index, r)
         assert mid is not None
         mid.index_add_(0, index, res_mid)
-    assert down is not None and mid is not None
     kwargs = dict(call.unet_kwargs)
-    previous = kwargs.get("down_block_additional_residuals")
-    if previous is not None:
-        down = [a + p for a, p in zip(down, previous, strict=True)]
-        mid = mid + kwargs["mid_block_additional_residual"]
-    kwargs["down_block_additional_residuals"] = tuple(down)
-    kwargs["mid_block_additional_residual"] = mid
+    if down is not None and mid is not None:
+        previous = kwargs.get("down_block_additional_residuals")
+        if previous is not None:
+            down = [a + p for a, p in zip(down, previous, strict=True)]
+            mid = mid + kwargs["mid_block_additional_residual"]
+        kwargs["down_block_additional_residuals"] = tuple(down)
+        kwargs["mid_block_additional_residual"] = mid
+    if intra is not None:
+        before = kwargs.get(INTRABLOCK)
+        if before is not None:
+            intra = [a + p for a, p in zip(intra, before, strict=True)]
+        kwargs[INTRABLOCK] = tuple(intra)  # the UNet's forward takes a list it consumes: see handles.py
     return call_next(call.replace(unet_kwargs=kwargs))
 
 
-def _run_controlnet(hint: ControlHint, call: ModelCall, index: Tensor) -> tuple[list[Tensor], Tensor]:
-    """One ControlNet forward on the rows ``index`` of the call; residuals scaled by the strength."""
+def _run_adapter(hint: ControlHint, call: ModelCall) -> list[Tensor]:
+    """A T2I-Adapter's features for one chunk of the call (``batch`` rows), scaled by the strength."""
+    adapter = hint.control
+    assert isinstance(adapter, T2IAdapterHandle)
+    pixels = hint_for_call(hint, call)
+    h, w = pixels.shape[-2:]
+    step = adapter.unshuffle
+    if h % step or w % step:
+        raise ControlError(
+            f"{hint.label} ({adapter.family}) needs a picture whose sides are multiples of {step} pixels; "
+            f"the part being sampled is {w}x{h}"
+        )
+    return [f.to(call.x.device) for f in adapter.features(pixels, hint.strength)]
+
+
+def _network(hint: ControlHint, unet: torch.nn.Module | None, patches: Any) -> Any:
+    """The ControlNet module of a hint: its own, or a Control-LoRA's built for the sampled model."""
     control = hint.control
-    device, dtype = control.device, control.dtype
+    if not isinstance(control, ControlLoraHandle):
+        return control.net
+    if unet is None:
+        raise ControlError(f"{hint.label}: a Control-LoRA needs the model it is sampled with")
+    try:
+        return control.net_for(unet, patches)
+    except CheckpointError as exc:
+        raise ControlError(f"{hint.label} does not fit the model being sampled: {exc.problem}") from None
+
+
+def _run_controlnet(
+    hint: ControlHint, call: ModelCall, index: Tensor, net: Any
+) -> tuple[list[Tensor], Tensor]:
+    """One ControlNet forward on the rows ``index`` of the call; residuals scaled by the strength."""
+    param = next(net.parameters())
+    device, dtype = param.device, param.dtype
     image = hint_for_call(hint, call).to(device, dtype)
     cond_rows = image.repeat(len(index) // call.batch, 1, 1, 1)
     added = None
     if call.added is not None:
         added = {k: v[index].to(device, dtype) for k, v in call.added.items()}
     with torch.inference_mode():
-        res_down, res_mid = control.net(
+        res_down, res_mid = net(
             call.x[index].to(device, dtype),
             call.timestep[index].to(device),
             encoder_hidden_states=call.context[index].to(device, dtype),

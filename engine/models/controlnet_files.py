@@ -11,8 +11,9 @@ Layouts read (safetensors, or ``.pth``/``.ckpt``/``.bin`` through ``torch.load(w
 
 The diffusers ``ControlNetModel`` config comes from the shapes (levels, widths, depths, attention layout,
 hint encoder), over the shipped family config (``configs/<family>/controlnet``) for what shapes cannot show;
-nothing is downloaded. Files of other control formats (T2I-Adapter, Control-LoRA, ControlNet-LLLite, ...)
-are refused with an error that names the format.
+nothing is downloaded. T2I-Adapters are read by ``t2i_adapter_files`` and Control-LoRAs by ``control_lora``;
+files of other control formats (ControlNet-LLLite, ControlNet-Union, ...) are refused with an error that
+names the format.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from atelier.engine.models.derive import int_children
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, load_torch_state_dict, open_single_file
 from atelier.engine.models.info import family_config
+from atelier.engine.models.names import unet_names
 
 #: the prefix of the original layout's tensors (files saved from the training code carry it)
 ORIGINAL_PREFIX = "control_model."
@@ -46,6 +48,14 @@ _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model
 # (linear proj_in) 64 channels per head, as their UNets.
 _SD1_HEADS = 8
 _HEAD_CHANNELS = 64
+
+#: the hint encoder: diffusers ``controlnet_cond_embedding`` -> original ``input_hint_block`` (convolutions
+#: at even indices, SiLU between them)
+_HINT_CONV_IN = ("controlnet_cond_embedding.conv_in", "input_hint_block.0")
+_HINT_BLOCK = ("controlnet_cond_embedding.blocks.{n}", "input_hint_block.{m}")
+_HINT_CONV_OUT = ("controlnet_cond_embedding.conv_out", "input_hint_block.{m}")
+_ZERO_CONV = ("controlnet_down_blocks.{n}", "zero_convs.{n}.0")
+_MID_OUT = ("controlnet_mid_block", "middle_block_out.0")
 
 
 class ControlNetFormatError(CheckpointError):
@@ -72,11 +82,11 @@ def _other_format(keys: list[str]) -> str | None:
     """The name of a known non-ControlNet control format these keys belong to, if any."""
     key_set = set(keys)
     if "lora_controlnet" in key_set:
-        return "Control-LoRA (Stability's control-lora): not supported, use a full ControlNet"
+        return "Control-LoRA (Stability's control-lora; the ControlNet loaders build it from the model)"
     if any(k.startswith("lllite_") for k in keys):
         return "ControlNet-LLLite (kohya): not supported"
     if any(k.startswith(("adapter.body.", "body.0.", "adapter.conv_in.")) for k in keys):
-        return "T2I-Adapter: not supported yet, use a ControlNet"
+        return "T2I-Adapter (read by t2i_adapter_files, not as a ControlNet)"
     if any(k.startswith(("control_add_embedding.", "task_embedding")) for k in keys):
         return "ControlNet-Union (xinsir ProMax): not supported"
     return None
@@ -321,4 +331,25 @@ def add_base_weights(state: Mapping[str, torch.Tensor], unet: torch.nn.Module) -
             out[name] = value.float() + weight.detach().to("cpu", torch.float32)
         else:
             out[name] = value
+    return out
+
+
+def controlnet_original_names(state: Mapping[str, Any], unet_config: Mapping[str, Any]) -> dict[str, str]:
+    """diffusers name -> original-layout name (no prefix) for each tensor name of a ControlNet state dict
+    (the keys of ``state``; values unused), for a ControlNet copied from a UNet of ``unet_config``."""
+    unet_map = unet_names(unet_config)
+    hint_blocks = sorted(
+        {int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")}
+    )
+    fixed: dict[str, str] = {_HINT_CONV_IN[0]: _HINT_CONV_IN[1], _MID_OUT[0]: _MID_OUT[1]}
+    for n in hint_blocks:
+        fixed[_HINT_BLOCK[0].format(n=n)] = _HINT_BLOCK[1].format(m=2 * (n + 1))
+    fixed[_HINT_CONV_OUT[0]] = _HINT_CONV_OUT[1].format(m=2 * (len(hint_blocks) + 1))
+    zero = {int(k.split(".")[1]) for k in state if k.startswith("controlnet_down_blocks.")}
+    for n in zero:
+        fixed[_ZERO_CONV[0].format(n=n)] = _ZERO_CONV[1].format(n=n)
+    out: dict[str, str] = {}
+    for key in state:
+        module, _, leaf = key.rpartition(".")
+        out[key] = f"{fixed[module]}.{leaf}" if module in fixed else unet_map.to_original(key)
     return out

@@ -18,7 +18,6 @@ not change anything). It is written as
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,20 +25,15 @@ import torch
 from safetensors.torch import save_file
 
 from atelier.engine.models.build import empty_unet
-from atelier.engine.models.controlnet_files import DIFFERENCE_KEY, ORIGINAL_PREFIX
+from atelier.engine.models.controlnet_files import (
+    DIFFERENCE_KEY,
+    ORIGINAL_PREFIX,
+    controlnet_original_names,
+)
 from atelier.engine.models.info import family_config
-from atelier.engine.models.names import unet_names
 from atelier.engine.models.tiny import _TINY_UNET, TinyArch, _derived_seed, _random_tensor, randomize
 
 Layout = Literal["original", "diffusers", "diffusers_folder"]
-
-#: the hint encoder: diffusers ``controlnet_cond_embedding`` -> original ``input_hint_block`` (convolutions
-#: at even indices, SiLU between them)
-_HINT_CONV_IN = ("controlnet_cond_embedding.conv_in", "input_hint_block.0")
-_HINT_BLOCK = ("controlnet_cond_embedding.blocks.{n}", "input_hint_block.{m}")
-_HINT_CONV_OUT = ("controlnet_cond_embedding.conv_out", "input_hint_block.{m}")
-_ZERO_CONV = ("controlnet_down_blocks.{n}", "zero_convs.{n}.0")
-_MID_OUT = ("controlnet_mid_block", "middle_block_out.0")
 
 
 def build_tiny_controlnet(arch: TinyArch, *, seed: int = 0, unet_seed: int = 0) -> tuple[Any, dict[str, Any]]:
@@ -64,28 +58,6 @@ def tiny_unet(arch: TinyArch, seed: int = 0) -> torch.nn.Module:
     """The UNet of ``tiny.write_tiny_checkpoint(arch, seed=seed)`` alone (same config, same weights)."""
     config = {**family_config(arch, "unet"), **_TINY_UNET[arch]}
     return randomize(empty_unet(config), seed=seed, tag="unet", device="cpu", dtype=torch.float32)
-
-
-def controlnet_original_names(
-    state: Mapping[str, torch.Tensor], unet_config: Mapping[str, Any]
-) -> dict[str, str]:
-    """diffusers name -> original-layout name (no prefix) for each tensor of a ControlNet state dict."""
-    unet_map = unet_names(unet_config)
-    hint_blocks = sorted(
-        {int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")}
-    )
-    fixed: dict[str, str] = {_HINT_CONV_IN[0]: _HINT_CONV_IN[1], _MID_OUT[0]: _MID_OUT[1]}
-    for n in hint_blocks:
-        fixed[_HINT_BLOCK[0].format(n=n)] = _HINT_BLOCK[1].format(m=2 * (n + 1))
-    fixed[_HINT_CONV_OUT[0]] = _HINT_CONV_OUT[1].format(m=2 * (len(hint_blocks) + 1))
-    zero = {int(k.split(".")[1]) for k in state if k.startswith("controlnet_down_blocks.")}
-    for n in zero:
-        fixed[_ZERO_CONV[0].format(n=n)] = _ZERO_CONV[1].format(n=n)
-    out: dict[str, str] = {}
-    for key in state:
-        module, _, leaf = key.rpartition(".")
-        out[key] = f"{fixed[module]}.{leaf}" if module in fixed else unet_map.to_original(key)
-    return out
 
 
 def write_tiny_controlnet(

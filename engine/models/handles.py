@@ -38,7 +38,7 @@ from atelier.engine.sampling.guidance import (
 )
 
 from .attention import AttentionPatch, attention_patched
-from .controlnet import control_wrapper
+from .controlnet import INTRABLOCK, control_wrapper
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
 from .info import SDXL_FAMILIES
 from .inpaint import InpaintConcat
@@ -135,7 +135,7 @@ class ModelHandle:
     def apply_model(self, call: ModelCall) -> Tensor:
         """The network's raw output for a call, through the wrapper chain."""
         fn: ApplyModel = self._forward
-        control = control_wrapper(self.unet.config, self.family, self.sampling)  # hints entries carry
+        control = control_wrapper(self.unet.config, self.family, self.sampling, self.unet, self.patches)
         for wrapper in reversed((*self.wrappers, control, *self.core_wrappers)):
             fn = _bind(wrapper, fn)
         return fn(call)
@@ -146,6 +146,8 @@ class ModelHandle:
         kwargs: dict[str, Any] = dict(call.unet_kwargs)
         if "class_labels" not in kwargs:
             refuse_unclip(call.entries, self.name)  # unCLIP images reaching a model that takes none
+        if kwargs.get(INTRABLOCK) is not None:  # diffusers pops from it: a fresh list each forward
+            kwargs[INTRABLOCK] = list(kwargs[INTRABLOCK])
         if call.added is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in call.added.items()}
         with torch.inference_mode():

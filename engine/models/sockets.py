@@ -17,10 +17,12 @@ from atelier.engine.sampling.custom import Guider, Noise, Sampler
 from atelier.engine.types import SocketType
 
 from .clip_vision import ClipVisionHandle, ClipVisionOutput
+from .control_lora import ControlLoraHandle
 from .controlnet import ControlNetHandle
 from .handles import ClipHandle, ModelHandle, VaeHandle
 from .ipadapter import IPAdapterModel
 from .style_model import StyleModel
+from .t2i_adapter import T2IAdapterHandle
 from .upscale import UpscaleModelHandle
 
 MODEL: Final = SocketType(
@@ -44,9 +46,9 @@ UPSCALE_MODEL: Final = SocketType(
 )
 CONTROL_NET: Final = SocketType(
     "CONTROL_NET",
-    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL)",
+    "a ControlNet model (diffusers ControlNetModel, SD1.x / SD2.x / SDXL), T2I-Adapter or Control-LoRA",
     "#4db6ac",
-    ControlNetHandle,
+    (ControlNetHandle, T2IAdapterHandle, ControlLoraHandle),
 )
 FACES: Final = SocketType(
     "FACES",
