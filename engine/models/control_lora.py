@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from atelier.engine.model_loader import LoadOptions, ModelLoader
-from atelier.engine.models.build import assign_weights, build_empty
 from atelier.engine.models.controlnet_files import ControlNetInfo, controlnet_original_names
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import open_single_file
@@ -100,6 +99,8 @@ def build_control_lora(weights: ControlLoraWeights, unet: torch.nn.Module) -> An
     """A diffusers ``ControlNetModel`` made of ``unet``'s encoder and the Control-LoRA's tensors, on the
     UNet's device and in its dtype. Raises CheckpointError (naming the file) when they do not fit."""
     from diffusers import ControlNetModel
+
+    from atelier.engine.models.build import assign_weights, build_empty  # diffusers: with a model only
 
     path = weights.path
     try:

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
 from atelier.engine.models.derive import int_children
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import (
@@ -278,6 +277,8 @@ def build_t2i_adapter(
 ) -> Any:
     """A diffusers ``T2IAdapter`` from a config and diffusers-named tensors (strict)."""
     from diffusers import T2IAdapter
+
+    from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
 
     dtype = resolve_dtype(device, dtype)
     config = {k: v for k, v in info.config.items() if not k.startswith("_")}
