@@ -49,6 +49,8 @@ class LoadOptions:
 
     device: str
     dtype: Any  # torch.dtype | None
+    #: the fast sampling path's settings (engine/models/fast_path.FastPath), None when off
+    fast: Any = None
 
 
 Loader = Callable[[Path, LoadOptions], T]
@@ -57,9 +59,10 @@ Loader = Callable[[Path, LoadOptions], T]
 class ModelLoader:
     """Loads model files onto one device once and hands out the same objects while files are unchanged."""
 
-    def __init__(self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2) -> None:
+    def __init__(self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2, fast: Any = None) -> None:
         self.device = device
         self.dtype = dtype
+        self.fast = fast  # FastPath | None: loaders prepare models for it
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -67,7 +70,7 @@ class ModelLoader:
 
     @property
     def options(self) -> LoadOptions:
-        return LoadOptions(self.device, self.dtype)
+        return LoadOptions(self.device, self.dtype, self.fast)
 
     def load(self, path: Path, loader: Loader[T], *, key: Hashable = None) -> T:
         """``loader(path, options)``, or the object it gave before for this file version. ``key`` tells

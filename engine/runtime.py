@@ -56,6 +56,13 @@ class EngineConfig(BaseModel):
     )
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
     max_loaded_models: int = 3  # checkpoints and standalone VAEs together
+    fast_path: bool | None = Field(
+        None,
+        description="the GPU fast path (engine/models/fast_path.py); default: on for CUDA ($ATELIER_FAST_PATH)",
+    )
+    compile: str | None = Field(
+        None, description="torch.compile the UNet: default, reduce-overhead, max-autotune ($ATELIER_COMPILE)"
+    )
     limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
     def resolved(self) -> EngineConfig:
@@ -73,6 +80,14 @@ class EngineConfig(BaseModel):
             update={
                 "device": self.device or env.get("ATELIER_DEVICE") or default_device(),
                 "dtype": self.dtype or env.get("ATELIER_DTYPE") or None,
+                "fast_path": self.fast_path
+                if self.fast_path is not None
+                else (
+                    env["ATELIER_FAST_PATH"] not in ("0", "off", "false")
+                    if env.get("ATELIER_FAST_PATH")
+                    else None
+                ),
+                "compile": self.compile or env.get("ATELIER_COMPILE") or None,
                 "models_dir": path(self.models_dir, "ATELIER_MODELS", "models"),
                 "config_file": path(self.config_file, "ATELIER_CONFIG", None),
                 "output_dir": path(self.output_dir, "ATELIER_OUTPUT", "output"),
@@ -199,7 +214,12 @@ def build_engine(
         registry = default_registry()
         errors.extend(registry.load_errors)
     if models is None:
-        models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models)
+        fast = None
+        if cfg.fast_path or (cfg.fast_path is None and cfg.device.startswith("cuda")):
+            from .models.fast_path import resolve_fast_path  # the GPU fast path (Stable Diffusion models)
+
+            fast = resolve_fast_path(cfg.device, cfg.fast_path, cfg.compile)
+        models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, fast=fast)
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
         cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
@@ -225,6 +245,23 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     g.add_argument(
         "--dtype", default=None, help="model weights: float16 (GPU default), bfloat16, float32 (CPU default)"
+    )
+    g.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_const",
+        const=False,
+        default=None,
+        help="plain eager sampling on a GPU (the fast path is on by default on CUDA)",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="max-autotune-no-cudagraphs",
+        default=None,
+        metavar="MODE",
+        help="torch.compile the UNet on the fast path: default, reduce-overhead (CUDA graphs), max-autotune, "
+        "max-autotune-no-cudagraphs (the default MODE); a shape compiles once (minutes), then it is cached on disk",
     )
     g.add_argument(
         "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
@@ -282,6 +319,13 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     dtype = getattr(args, "dtype", None)
     if dtype is not None:
         parse_dtype(dtype)  # refuse an unknown name now, with the accepted ones named
+    if getattr(args, "compile", None):
+        from .models.fast_path import COMPILE_MODES
+
+        if args.compile not in COMPILE_MODES:
+            raise ValueError(
+                f"unknown --compile mode {args.compile!r}; use one of {', '.join(COMPILE_MODES)}"
+            )
     return EngineConfig(
         device=getattr(args, "device", None),
         dtype=dtype,
@@ -293,6 +337,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
         limits=limits_from_args(args),
+        fast_path=getattr(args, "fast_path", None),
+        compile=getattr(args, "compile", None),
     )
 
 
