@@ -257,11 +257,11 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         nargs="?",
-        const="max-autotune-no-cudagraphs",
+        const="reduce-overhead",
         default=None,
         metavar="MODE",
-        help="torch.compile the UNet on the fast path: default, reduce-overhead (CUDA graphs), max-autotune, "
-        "max-autotune-no-cudagraphs (the default MODE); a shape compiles once (minutes), then it is cached on disk",
+        help="torch.compile the UNet on the fast path: reduce-overhead (CUDA graphs, the default MODE), default, max-autotune, "
+        "max-autotune-no-cudagraphs; a shape compiles once (minutes), then it is cached on disk",
     )
     g.add_argument(
         "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
