@@ -48,24 +48,27 @@ SAMPLERS = {"euler": ("euler", "normal"), "dpmpp_2m_karras": ("dpmpp_2m", "karra
 TARGET = 1.25
 
 
-class KeepImage(Node):
-    """Bench-only output node: holds the decoded images (no PNG encoding, as diffusers' output_type="pt")."""
+def keep_nodes() -> tuple[type[Node], type[Node], list[Any]]:
+    """Bench-only output nodes: one holds the decoded images (no PNG encoding, as diffusers'
+    output_type="pt"), one ends the run at the sampled latent and keeps the last one (for the picture check)."""
+    latents: list[Any] = []
 
-    output_node = True
-    inputs = (Socket("images", "IMAGE"),)
+    class KeepImage(Node):
+        output_node = True
+        inputs = (Socket("images", "IMAGE"),)
 
-    def run(self, ctx: Context, images: Any) -> None:
-        return None
+        def run(self, ctx: Context, images: Any) -> None:
+            return None
 
+    class KeepLatent(Node):
+        output_node = True
+        inputs = (Socket("samples", "LATENT"),)
 
-class KeepLatent(Node):
-    """Bench-only output node: the run stops at the sampled latent."""
+        def run(self, ctx: Context, samples: Any) -> None:
+            latents[:] = [samples["samples"]]
+            return None
 
-    output_node = True
-    inputs = (Socket("samples", "LATENT"),)
-
-    def run(self, ctx: Context, samples: Any) -> None:
-        return None
+    return KeepImage, KeepLatent, latents
 
 
 def sync(device: str) -> None:
@@ -122,8 +125,9 @@ def make_engine(root: Path, device: str, dtype: str, *, fast: bool | None, compi
     from atelier.engine.registry import default_registry
 
     registry = default_registry()
-    registry.add(KeepImage, source="bench")
-    registry.add(KeepLatent, source="bench")
+    keep_image, keep_latent, latents = keep_nodes()
+    registry.add(keep_image, source="bench")
+    registry.add(keep_latent, source="bench")
     cfg = EngineConfig(
         device=device,
         dtype=dtype,
@@ -137,6 +141,7 @@ def make_engine(root: Path, device: str, dtype: str, *, fast: bool | None, compi
     )
     engine = build_engine(cfg, registry=registry)
     engine.folders.ensure()
+    engine.bench_latents = latents  # type: ignore[attr-defined]
     return engine
 
 
@@ -359,6 +364,17 @@ def bench_arch(
                     print(
                         f"   batch {batch}: first compiled run (compiles the shape) {t_warm['compiled']:.1f} s"
                     )
+            if "plain" in variants:
+                ref = engines["plain"].bench_latents[0].float()  # type: ignore[attr-defined]
+                gaps = {
+                    v: float((engines[v].bench_latents[0].float() - ref).norm() / ref.norm())  # type: ignore[attr-defined]
+                    for v in variants
+                    if v != "plain"
+                }
+                print(
+                    "   picture vs plain (relative L2 of the latent): "
+                    + ", ".join(f"{v} {g:.1e}" for v, g in gaps.items())
+                )
             ref_its = steps / res[False]["diffusers"]
             ref_img = res[True]["diffusers"] / batch
             print(f"   batch {batch}:   {'it/s':>8} {'x diff':>7}   {'s/image':>8} {'x diff':>7}")
