@@ -178,6 +178,15 @@ class FastUnet:
         self.compiled_calls = 0
         self._compiled: Any = None
         self._cudagraphs = fast.compile in CUDAGRAPH_MODES and fast.backend == "inductor"
+        # the attention processors as prepared: a call made while a wrapper has swapped some (an image
+        # prompt adapter, attention patches) changes the network's code and runs eagerly
+        self._processors = [
+            (m, m.processor) for _, m in unet.named_modules() if getattr(m, "processor", None) is not None
+        ]
+
+    def untouched(self) -> bool:
+        """Whether every attention layer still has the processor it was prepared with."""
+        return all(m.processor is p for m, p in self._processors)
 
     def _compiled_module(self) -> Any:
         if self._compiled is None:
@@ -214,15 +223,16 @@ class FastUnet:
         plain: bool = True,
         **unet_kwargs: Any,
     ) -> Tensor:
-        """The UNet's raw output (its dtype). ``plain``: the call uses the network as loaded (no attention
-        patches, no extra residuals), so a compiled graph may serve it."""
+        """The UNet's raw output (its dtype). A compiled graph serves only calls of the network as prepared:
+        ``plain`` (the handle has no attention patches), no extra forward arguments (ControlNet residuals)
+        and every attention processor the prepared one; others run eagerly."""
         if self.fast.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         kwargs = dict(unet_kwargs)
         if added is not None:
             kwargs["added_cond_kwargs"] = added
         fn: Any = self.unet
-        if self.fast.compile != "off" and plain and not unet_kwargs.get("down_block_additional_residuals"):
+        if self.fast.compile != "off" and plain and not unet_kwargs and self.untouched():
             key = self.bucket(x, context, added)
             if key in self.compiled_shapes or len(self.compiled_shapes) < self.fast.max_shapes:
                 if key not in self.compiled_shapes:

@@ -148,6 +148,19 @@ def test_compiled_unet_keeps_the_picture_loras_and_shape_buckets(ckpt, plain, co
     assert rel(with_lora, reference) > 1e-3  # the LoRA changes the picture
     assert len(compiles) == 1  # ... without a recompile
 
+    # a wrapper that swaps an attention processor for the call (as image prompts do) runs eagerly
+    attn = next(m for n, m in loaded.unet.named_modules() if n.endswith("attn2"))
+
+    def swapping(call_next, call):
+        saved, attn.processor = attn.processor, type(attn.processor)()
+        try:
+            return call_next(call)
+        finally:
+            attn.processor = saved
+
+    eager = state.eager_calls
+    assert rel(run(model.with_wrapper(swapping), conds), reference) < 1e-4
+    assert len(compiles) == 1 and state.eager_calls == eager + 4
     eager = state.eager_calls
     assert rel(run(model, conds, size=24), run(plain[0], conds, size=24)) < 1e-4
     assert len(compiles) == 1 and state.eager_calls == eager + 4  # past max_shapes: eager, no recompile
