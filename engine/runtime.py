@@ -219,6 +219,8 @@ def build_engine(
             from .models.fast_path import resolve_fast_path  # the GPU fast path (Stable Diffusion models)
 
             fast = resolve_fast_path(cfg.device, cfg.fast_path, cfg.compile)
+        elif cfg.compile:
+            log.warning("--compile is ignored: it needs the fast path (CUDA, or ATELIER_FAST_PATH=1)")
         models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, fast=fast)
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
