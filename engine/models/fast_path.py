@@ -61,7 +61,7 @@ class FastPath(BaseModel):
     compile: CompileMode = "off"
     #: torch.compile backend: "inductor" (the real one); tests use "eager"/"aot_eager" or a counting one
     backend: Any = "inductor"
-    #: compiled shape buckets per UNet; more distinct shapes run eagerly (dynamo recompiles at most 8 times)
+    #: compiled shape buckets per UNet (each a graph in memory); calls of further shapes run eagerly
     max_shapes: int = Field(8, ge=1, le=8)
     cache_dir: Path | None = None
 

@@ -59,14 +59,16 @@ def run(
             negative=conds[1],
             device="cuda",
             callback=callback,
-        ).cpu()
+        )
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float().cpu(), b.float().cpu()
     return float((a - b).norm() / b.norm())
 
 
 def guarded(model, conds, sampler: str) -> torch.Tensor:
+    """A run whose steps after the first may not synchronise with the device (the result stays there)."""
     with no_host_sync() as guard:
         out = run(model, conds, sampler=sampler, callback=lambda *a: guard.arm())
     assert not guard.refused
