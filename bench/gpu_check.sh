@@ -65,7 +65,7 @@ EOF
 stage "1. fast-path tests (CUDA fp16 equivalence, CUDA graphs + LoRA, sync guard, VAE NaN fallback)"
 timeout $(($(left) < 200 ? $(left) : 200)) "$PY" -m pytest tests/sd/test_sd_fast_path_cuda.py tests/sd/test_sd_fast_path.py \
   -q -s -p no:cacheprovider -p no:logging -o addopts="--import-mode=importlib" 2>&1 | tee "$LOGS/tests.log" |
-  grep -E "relative L2|passed|failed|skipped|Error|error|assert" | grep -v "^DEBUG"
+  grep -E "relative L2|passed|failed|FAILED|skipped|Error|assert" | grep -v "^DEBUG"
 echo "tests exit: ${PIPESTATUS[0]}"
 
 stage "2. bench/sampling.py: SD1.5 512², batch 1, euler, fp16; plain / fast / compiled vs diffusers eager"
