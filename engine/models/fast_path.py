@@ -93,11 +93,28 @@ def compile_cache_dir(fast: FastPath) -> Path:
 
 def _use_compile_cache(fast: FastPath) -> None:
     """Point inductor's and Triton's on-disk caches at :func:`compile_cache_dir` (their own environment
-    variables, read when they compile; a value the user set wins)."""
+    variables, read when they compile; a folder the user chose wins). Inductor writes its default folder
+    into the environment when it first looks, so that value counts as unset."""
     root = compile_cache_dir(fast)
-    root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    inductor = str((root / "inductor").absolute())
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        default = os.path.abspath(default_cache_dir())
+    except (ImportError, OSError):  # another torch layout: only an unset variable is ours to set
+        default = None
+    if current is None or os.path.abspath(current) == default:
+        (root / "inductor").mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor
+        if current is not None:
+            try:  # inductor keeps some paths in memory: forget them, as its own temporary_cache_dir does
+                from torch._inductor.utils import clear_caches
+
+                clear_caches()
+            except ImportError:
+                pass
+    os.environ.setdefault("TRITON_CACHE_DIR", str((root / "triton").absolute()))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
