@@ -282,11 +282,13 @@ def nan_fallback_dtype(device: torch.device) -> torch.dtype:
 
 def decode_checked(vae: torch.nn.Module, decode: Any, latent: Tensor) -> Tensor:
     """``decode(latent)`` (the VAE's raw output), checked when the VAE is float16: if any value is NaN or
-    inf, the VAE module is converted for good to :func:`nan_fallback_dtype` (remembered by the model itself,
+    inf while the latent was finite, the VAE module is converted for good to :func:`nan_fallback_dtype` (remembered by the model itself,
     so every later decode of it skips fp16) and the latent decoded again. One host sync per decode."""
     out = decode(latent)
     dtype = next(vae.parameters()).dtype
     if dtype != torch.float16 or bool(torch.isfinite(out).all()):
+        return out
+    if not bool(torch.isfinite(latent).all()):  # the NaN came in with the latent: not the VAE's doing
         return out
     device = next(vae.parameters()).device
     target = nan_fallback_dtype(device)

@@ -218,6 +218,10 @@ def test_fp16_vae_nan_is_detected_and_remembered(ckpt, plain) -> None:
     fine = handles_from_checkpoint(load_checkpoint(ckpt, dtype=torch.float16), "fine")[2]
     fine.decode(latent)
     assert fine.dtype == torch.float16 and vae_fallback(fine.vae) is None
+    broken = latent.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    assert not torch.isfinite(fine.decode(broken)).all()  # a NaN latent is not the VAE's fault
+    assert fine.dtype == torch.float16 and vae_fallback(fine.vae) is None
 
 
 def test_engine_options_switch_the_fast_path(ckpt, tmp_path) -> None:
