@@ -216,8 +216,14 @@ class FastUnet:
             # every UNet shares one forward code object, whose recompiles dynamo caps (8 by default): room
             # for each loaded model's buckets
             dynamo_config = torch._dynamo.config
-            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
-            dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 256)
+            for name, least in (
+                ("recompile_limit", 64),
+                ("cache_size_limit", 64),  # its name before torch 2.7
+                ("accumulated_recompile_limit", 256),
+                ("accumulated_cache_size_limit", 256),
+            ):
+                if hasattr(dynamo_config, name):
+                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), least))
             self._compiled = torch.compile(self.unet, **kwargs)
         return self._compiled
 
