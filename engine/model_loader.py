@@ -53,6 +53,8 @@ class LoadOptions:
 
     device: str
     dtype: Any  # torch.dtype | None
+    #: the fast sampling path's settings (engine/models/fast_path.FastPath), None when off
+    fast: Any = None
 
 
 Loader = Callable[[Path, LoadOptions], T]
@@ -62,10 +64,16 @@ class ModelLoader:
     """Loads model files onto one device once and hands out the same objects while files are unchanged."""
 
     def __init__(
-        self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2, budget: DeviceBudget | None = None
+        self,
+        device: str = "cpu",
+        dtype: Any = None,
+        max_loaded: int = 2,
+        budget: DeviceBudget | None = None,
+        fast: Any = None,
     ) -> None:
         self.device = device
         self.dtype = dtype
+        self.fast = fast  # FastPath | None: loaders prepare models for it
         self.max_loaded = max_loaded
         #: the device memory shared with the output cache (by default one without a capacity: report only)
         self.budget = budget if budget is not None else DeviceBudget(None, device)
@@ -75,7 +83,7 @@ class ModelLoader:
 
     @property
     def options(self) -> LoadOptions:
-        return LoadOptions(self.device, self.dtype)
+        return LoadOptions(self.device, self.dtype, self.fast)
 
     def load(self, path: Path, loader: Loader[T], *, key: Hashable = None) -> T:
         """``loader(path, options)``, or the object it gave before for this file version. ``key`` tells

@@ -62,6 +62,13 @@ class EngineConfig(BaseModel):
         description="device memory for models and cached outputs, GiB ($ATELIER_VRAM_BUDGET; default on "
         "CUDA: total less a reserve; none on the CPU; 0: none)",
     )
+    fast_path: bool | None = Field(
+        None,
+        description="the GPU fast path (engine/models/fast_path.py); default: on for CUDA ($ATELIER_FAST_PATH)",
+    )
+    compile: str | None = Field(
+        None, description="torch.compile the UNet: default, reduce-overhead, max-autotune ($ATELIER_COMPILE)"
+    )
     limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
     def resolved(self) -> EngineConfig:
@@ -79,6 +86,14 @@ class EngineConfig(BaseModel):
             update={
                 "device": self.device or env.get("ATELIER_DEVICE") or default_device(),
                 "dtype": self.dtype or env.get("ATELIER_DTYPE") or None,
+                "fast_path": self.fast_path
+                if self.fast_path is not None
+                else (
+                    env["ATELIER_FAST_PATH"] not in ("0", "off", "false")
+                    if env.get("ATELIER_FAST_PATH")
+                    else None
+                ),
+                "compile": self.compile or env.get("ATELIER_COMPILE") or None,
                 "models_dir": path(self.models_dir, "ATELIER_MODELS", "models"),
                 "config_file": path(self.config_file, "ATELIER_CONFIG", None),
                 "output_dir": path(self.output_dir, "ATELIER_OUTPUT", "output"),
@@ -207,9 +222,16 @@ def build_engine(
         registry = default_registry()
         errors.extend(registry.load_errors)
     if models is None:
+        fast = None
+        if cfg.fast_path or (cfg.fast_path is None and cfg.device.startswith("cuda")):
+            from .models.fast_path import resolve_fast_path  # the GPU fast path (Stable Diffusion models)
+
+            fast = resolve_fast_path(cfg.device, cfg.fast_path, cfg.compile)
+        elif cfg.compile:
+            log.warning("--compile is ignored: it needs the fast path (CUDA, or ATELIER_FAST_PATH=1)")
         memory = DeviceBudget(capacity_from(cfg.vram_budget_gb, cfg.device), cfg.device)
         models = ModelLoader(
-            cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, budget=memory
+            cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, budget=memory, fast=fast
         )
     memory = models.budget  # a shared loader brings its budget: the modules it accounts for are shared too
     if cache is None:
@@ -238,6 +260,23 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     g.add_argument(
         "--dtype", default=None, help="model weights: float16 (GPU default), bfloat16, float32 (CPU default)"
+    )
+    g.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_const",
+        const=False,
+        default=None,
+        help="plain eager sampling on a GPU (the fast path is on by default on CUDA)",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="reduce-overhead",
+        default=None,
+        metavar="MODE",
+        help="torch.compile the UNet on the fast path: reduce-overhead (CUDA graphs, the default MODE), default, max-autotune, "
+        "max-autotune-no-cudagraphs; a shape compiles once (minutes), then it is cached on disk",
     )
     g.add_argument(
         "--models-dir", type=Path, default=None, help="models root (default $ATELIER_MODELS or ./models)"
@@ -304,6 +343,13 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     dtype = getattr(args, "dtype", None)
     if dtype is not None:
         parse_dtype(dtype)  # refuse an unknown name now, with the accepted ones named
+    if getattr(args, "compile", None):
+        from .models.fast_path import COMPILE_MODES
+
+        if args.compile not in COMPILE_MODES:
+            raise ValueError(
+                f"unknown --compile mode {args.compile!r}; use one of {', '.join(COMPILE_MODES)}"
+            )
     return EngineConfig(
         device=getattr(args, "device", None),
         dtype=dtype,
@@ -316,6 +362,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         cache_mb=getattr(args, "cache_mb", None),
         vram_budget_gb=getattr(args, "vram_budget", None),
         limits=limits_from_args(args),
+        fast_path=getattr(args, "fast_path", None),
+        compile=getattr(args, "compile", None),
     )
 
 

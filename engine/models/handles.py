@@ -40,6 +40,7 @@ from atelier.engine.sampling.guidance import (
 from .attention import AttentionPatch, attention_patched
 from .controlnet import INTRABLOCK, control_wrapper
 from .embeddings import EmbeddingCache, EmbeddingSource, EncoderSlot, encoder_keys, resolve_prompt_embeddings
+from .fast_path import decode_checked, fast_unet, prepare_checkpoint, prepare_vae
 from .info import SDXL_FAMILIES
 from .inpaint import InpaintConcat
 from .interrupts import install_interrupt_points, unet_blocks, vae_blocks
@@ -150,6 +151,14 @@ class ModelHandle:
             kwargs[INTRABLOCK] = list(kwargs[INTRABLOCK])
         if call.added is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(x.device, dtype) for k, v in call.added.items()}
+        fast = fast_unet(self.unet)
+        if fast is not None:  # the fast path (fast_path.py): channels_last, compiled graphs
+            added = kwargs.pop("added_cond_kwargs", None)
+            plain = not self.attention_patches
+            with torch.inference_mode():
+                context = call.context.to(x.device, dtype)
+                out = fast(x.to(dtype), call.timestep, context, added, plain=plain, **kwargs)
+            return out.float()
         with torch.inference_mode():
             out = self.unet(
                 x.to(dtype),
@@ -281,9 +290,11 @@ class VaeHandle:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def decode(self, latent: Tensor) -> Tensor:
-        z = latent.to(self.device, self.dtype)
-        with torch.inference_mode():
-            x = self.vae.decode(z, return_dict=False)[0]
+        def raw(z: Tensor) -> Tensor:
+            with torch.inference_mode():
+                return self.vae.decode(z.to(self.device, self.dtype), return_dict=False)[0]
+
+        x = decode_checked(self.vae, raw, latent)  # an fp16 VAE that overflows falls back (fast_path.py)
         return ((x.float() + 1.0) / 2.0).clamp(0, 1).movedim(1, -1)
 
     def encode(self, image: Tensor) -> Tensor:
@@ -380,8 +391,10 @@ def _ramp(h: int, w: int, overlap: int, *, top: bool, left: bool, bottom: bool, 
 
 
 def vae_dtype(options: LoadOptions) -> torch.dtype | None:
-    """fp16 VAEs overflow (SDXL's notably): on CUDA decode in bf16 where supported, else fp32."""
-    if not str(options.device).startswith("cuda"):
+    """fp16 VAEs can overflow (SDXL's notably). With the fast path the VAE loads in the weights' dtype and
+    an fp16 one that gives NaN/inf falls back on its own (fast_path.decode_checked); without it, on CUDA it
+    decodes in bf16 where supported, else fp32."""
+    if not str(options.device).startswith("cuda") or getattr(options, "fast", None) is not None:
         return options.dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
 
@@ -390,15 +403,20 @@ def checkpoint_loader(path: Path, options: LoadOptions) -> Any:
     """``ctx.models`` loader of a checkpoint's modules (no content hash: provenance takes it lazily)."""
     from .checkpoint import load_checkpoint
 
-    return load_checkpoint(
+    loaded = load_checkpoint(
         path, device=options.device, dtype=options.dtype, vae_dtype=vae_dtype(options), compute_hash=False
     )
+    return prepare_checkpoint(loaded, getattr(options, "fast", None))
 
 
 def vae_loader(path: Path, options: LoadOptions) -> Any:
     from .checkpoint import load_vae
 
-    return load_vae(path, device=options.device, dtype=vae_dtype(options))
+    vae = load_vae(path, device=options.device, dtype=vae_dtype(options))
+    fast = getattr(options, "fast", None)
+    if fast is not None:
+        prepare_vae(vae, fast)
+    return vae
 
 
 def handles_from_checkpoint(loaded: Any, name: str = "") -> tuple[ModelHandle, ClipHandle, VaeHandle | None]:

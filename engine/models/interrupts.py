@@ -5,7 +5,8 @@ job's cancel token only between sampler steps (or nodes) would leave a user wait
 block of the UNet (down, mid, up) and of the VAE (encoder and decoder blocks) gets a forward pre-hook that
 calls :func:`~atelier.engine.node.interrupt_point`: outside a job it does nothing, inside one it raises
 ``Interrupted`` when the job was cancelled. About twenty checks per forward pass, each a context-variable
-read; hooks are installed once per module, whichever handle first wraps it.
+read; hooks are installed once per module, whichever handle first wraps it. A compiled UNet (the fast
+path's ``--compile``) traces past them: its cancel lands between steps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
 from atelier.engine.node import interrupt_point
@@ -21,6 +23,8 @@ _INSTALLED = "_atelier_interrupt_point"
 
 
 def _check(module: nn.Module, args: Any) -> None:
+    if torch.compiler.is_compiling():  # a compiled UNet (fast path) is interrupted between steps instead
+        return
     interrupt_point("between network blocks")
 
 

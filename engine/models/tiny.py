@@ -387,3 +387,31 @@ def build_random_sd15(
         info=models.info,
         sha256=hashlib.sha256(f"atelier random sd15 seed={seed}".encode()).hexdigest(),
     )
+
+
+def write_random_checkpoint(
+    family: Family, out: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write the full-size architecture of ``family`` ("sd15", "sdxl": the shipped configs) with random
+    weights as a single-file checkpoint in the original layout, for benchmarks that load through the real
+    loader (an SDXL file in fp16 is about 7 GB)."""
+    names = {"sd15": ["text_encoder"], "sd2": ["text_encoder"], "sdxl": ["text_encoder", "text_encoder_2"]}
+    if family not in names:
+        raise ValueError(f"no random full-size {family!r} (expected one of {sorted(names)})")
+    text_infos = [text_encoder_info(family, name) for name in names[family]]
+    models = _build(
+        family,
+        family_config(family, "unet"),
+        family_config(family, "vae"),
+        text_infos,
+        seed=seed,
+        device="cpu",
+        dtype=dtype,
+        label=f"<random {family}>",
+    )
+    state = {k: v.detach().contiguous() for k, v in models.original_state_dict().items()}
+    state.update(_realistic_extras(models, seed, dtype))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out), metadata={"format": "pt"})
+    return out

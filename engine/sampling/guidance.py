@@ -205,6 +205,16 @@ class ConditionedPredictor:
         self.max_batch = max_batch
         self.inputs = inputs
         self.model_calls = 0
+        # what a group's forward takes besides x and sigma (context, pooled/size inputs, area weights and
+        # masks), moved to the device once per run: copies inside the step loop would make every step wait
+        # for the device (a host-to-device copy from pageable memory synchronises)
+        self._static: dict[tuple[Any, ...], Any] = {}
+
+    def _once(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        value = self._static.get(key)
+        if value is None:
+            value = self._static[key] = make()
+        return value
 
     def predict(self, x: Tensor, sigma: Tensor, slots: Sequence[int] | None = None) -> list[Tensor]:
         """One denoised prediction per slot (a slot without entries, or not in ``slots`` when given, is not
@@ -259,26 +269,10 @@ class ConditionedPredictor:
         k = len(entries)
         xs = x_in[:, :, y : y + ah, x0 : x0 + aw]
         x_raw = x[:, :, y : y + ah, x0 : x0 + aw]
-        length = math.lcm(*(e.cond.embedding.shape[1] for e in entries))
-        contexts = []
-        for e in entries:
-            c = e.cond.embedding.to(x.device)
-            if c.shape[1] != length:
-                c = c.repeat(1, length // c.shape[1], 1)
-            contexts.append(c.expand(b, -1, -1) if c.shape[0] == 1 else c)
-        context = torch.cat(contexts)
-        added = None
-        if self.model.needs_pooled:
-            pooled, time_ids = [], []
-            for e in entries:
-                p = e.cond.pooled
-                if p is None:
-                    raise ValueError("this model (SDXL) needs a pooled text embedding: encode with its CLIP")
-                p = p.to(x.device)
-                pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
-                ids = torch.tensor(self.model.size_ids(e.cond, h, w, e.negative), device=x.device)
-                time_ids.append(ids.expand(b, -1))
-            added = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+        group = (tuple(id(e) for e in entries), b, h, w, x.device)
+        context, added = self._once(
+            ("inputs", *group), lambda: self._group_inputs(entries, b, h, w, x.device)
+        )
         call = ModelCall(
             x=xs.repeat(k, 1, 1, 1),
             timestep=t.repeat(k),
@@ -297,24 +291,59 @@ class ConditionedPredictor:
         denoised = self.model.sampling.calculate_denoised(sig, out.float(), x_raw.repeat(k, 1, 1, 1))
         for n, e in enumerate(entries):
             d = denoised[n * b : (n + 1) * b]
-            mask = e.cond.mask
-            if mask is None and e.cond.area is not None:
-                feathered, _ = area_weight(area, e.cond.strength, h, w)
-                wgt = feathered.to(d)[None, None].expand(b, 1, ah, aw)
-            else:
-                wgt = torch.full_like(d[:, :1], float(e.cond.strength))
-            if mask is not None:
-                m = mask.to(x.device, torch.float32)
-                if m.dim() == 2:
-                    m = m[None, None]
-                elif m.dim() == 3:
-                    m = m[:, None]
-                m = torch.nn.functional.interpolate(m, size=(h, w), mode="bilinear")[
-                    :, :, y : y + ah, x0 : x0 + aw
-                ]
-                wgt = wgt * m
+            wgt = self._once(
+                ("weight", id(e), *group, d.dtype), lambda e=e, d=d: self._weight(e, d, area, h, w)
+            )
             sums[e.slot][:, :, y : y + ah, x0 : x0 + aw] += d * wgt
             weights[e.slot][:, :, y : y + ah, x0 : x0 + aw] += wgt
+
+    def _group_inputs(
+        self, entries: Sequence[_Entry], b: int, h: int, w: int, device: torch.device
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """A group's context (token counts brought to a common length) and SDXL inputs, on ``device``."""
+        length = math.lcm(*(e.cond.embedding.shape[1] for e in entries))
+        contexts = []
+        for e in entries:
+            c = e.cond.embedding.to(device)
+            if c.shape[1] != length:
+                c = c.repeat(1, length // c.shape[1], 1)
+            contexts.append(c.expand(b, -1, -1) if c.shape[0] == 1 else c)
+        context = torch.cat(contexts)
+        if not self.model.needs_pooled:
+            return context, None
+        pooled, time_ids = [], []
+        for e in entries:
+            p = e.cond.pooled
+            if p is None:
+                raise ValueError("this model (SDXL) needs a pooled text embedding: encode with its CLIP")
+            p = p.to(device)
+            pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
+            ids = torch.tensor(self.model.size_ids(e.cond, h, w, e.negative)).to(device)
+            time_ids.append(ids.expand(b, -1))
+        return context, {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+
+    def _weight(self, e: _Entry, d: Tensor, area: tuple[int, int, int, int], h: int, w: int) -> Tensor:
+        """The weight of an entry's prediction ``d`` over ``area``: its strength, feathered over an area's
+        inner edges, times its mask."""
+        ah, aw, y, x0 = area
+        b = d.shape[0]
+        mask = e.cond.mask
+        if mask is None and e.cond.area is not None:
+            feathered, _ = area_weight(area, e.cond.strength, h, w)
+            wgt = feathered.to(d)[None, None].expand(b, 1, ah, aw)
+        else:
+            wgt = torch.full_like(d[:, :1], float(e.cond.strength))
+        if mask is not None:
+            m = mask.to(d.device, torch.float32)
+            if m.dim() == 2:
+                m = m[None, None]
+            elif m.dim() == 3:
+                m = m[:, None]
+            m = torch.nn.functional.interpolate(m, size=(h, w), mode="bilinear")[
+                :, :, y : y + ah, x0 : x0 + aw
+            ]
+            wgt = wgt * m
+        return wgt
 
 
 class CFGDenoiser(ConditionedPredictor):
