@@ -294,3 +294,37 @@ def test_cli_seed_sweep_samples_as_one_batch(engine, forwards, tmp_path: Path, c
     args = cli.build_parser().parse_args([*common, "--sweep", "seed=4,5", "--batch-jobs", "1"])
     assert cli.cmd_run(args, engine) == 0
     assert forwards == [2, 2, 2, 2]
+
+
+def test_ksampler_advanced_batches_its_step_range(engine_env, probe, forwards) -> None:
+    """Two KSamplerAdvanced jobs (steps 0-2 of 3, leftover noise kept) batch and match their lone runs."""
+
+    def advanced(sid: str, seed: int, cfg: float) -> dict:
+        w = job_workflow(sid, seed, "a face", cfg, sampler="euler_ancestral")
+        node = w["nodes"][sid]
+        node["type"] = "KSamplerAdvanced"
+        inputs = node["inputs"]
+        inputs["noise_seed"] = inputs.pop("seed")
+        del inputs["denoise"]
+        inputs.update(add_noise="enable", start_at_step=0, end_at_step=2, return_with_leftover_noise="enable")
+        return w
+
+    got: dict[str, torch.Tensor] = {}
+    engine_env.observers.append(
+        lambda nid, t, outs: (
+            got.__setitem__(nid, outs[0]["samples"].clone()) if t == "KSamplerAdvanced" else None
+        )
+    )
+    alone = {}
+    for sid, seed, cfg in (("a0", 1, 7.0), ("a1", 2, 3.0)):
+        engine_env.cache.clear()
+        assert engine_env.run(advanced(sid, seed, cfg)).ok
+        alone[sid] = got[sid]
+    engine_env.cache.clear()
+    calls = len(forwards)
+    results = engine_env.run_many([JobSpec(advanced("a0", 1, 7.0)), JobSpec(advanced("a1", 2, 3.0))])
+    assert all(r.ok for r in results)
+    assert forwards[calls:] == [4, 4]  # two steps, both jobs in each forward
+    scale = max(float(a.abs().max()) for a in alone.values())
+    for sid in alone:
+        torch.testing.assert_close(got[sid], alone[sid], rtol=0, atol=1e-5 * scale)
