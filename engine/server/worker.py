@@ -204,7 +204,7 @@ class Worker(threading.Thread):
 
     def _run_jobs(self, jobs: list[Job]) -> None:
         tokens = {job.id: CancelToken() for job in jobs}
-        self._tokens = tokens
+        self._tokens = dict(tokens)
         self.current = jobs[0].id
         for job_id in self._early_cancel & set(tokens):
             tokens[job_id].cancel()

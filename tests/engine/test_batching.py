@@ -183,8 +183,10 @@ def test_interrupting_one_batched_job_by_id(tmp_path: Path) -> None:
     store.add_job("b", job(2.0), {})
     first = store.next_queued()
     partners = worker._partners(first)
-    worker._early_cancel.add("b")  # as interrupt("b") does for a job taken but not started
+    assert [p.id for p in partners] == ["b"]
+    assert worker.interrupt("b") == "b"  # taken from the queue, not started: it starts cancelled
     worker._run_jobs([first, *partners])
     assert store.get_job("a").status == "success"
     assert store.get_job("b").status == "interrupted"
+    assert worker._early_cancel == set() and worker.interrupt("b") is None
     store.close()
