@@ -221,6 +221,32 @@ class Executor:
         cached = [n for n in order if n not in run_set]
         return Plan(order, signatures, to_run, cached, fingerprints, volatile, aliases)
 
+    def batch_signature(
+        self, workflow: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
+    ) -> Any:
+        """What two jobs must share for a server to offer them to one batch (:meth:`run_many`): the graph's
+        structure and every literal of its batching nodes but the ``batch_free`` ones (seeds, cfg). None
+        when the job has no node that can batch, or is not valid (it then runs, and fails, alone)."""
+        try:
+            checked = check(
+                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+            )
+        except Exception:
+            return None
+        graph = checked.graph
+        if graph is None or not any(n.type.has_batch for n in graph.nodes.values()):
+            return None
+        parts = []
+        for nid in sorted(graph.nodes):
+            node = graph.nodes[nid]
+            links = tuple(sorted((name, src, idx) for name, (src, idx) in node.links.items()))
+            fixed = None
+            if node.type.has_batch:
+                free = node.type.batch_free
+                fixed = repr(sorted((k, v) for k, v in node.literals.items() if k not in free))
+            parts.append((nid, node.type.spec.type, links, fixed))
+        return (tuple(parts), tuple(sorted(graph.outputs)))
+
     def make_context(
         self, job: JobContext, nid: str, node_type: str, cancel: CancelToken | None = None, emit: Any = None
     ) -> Context:

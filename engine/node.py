@@ -512,6 +512,9 @@ class Node:
     has_estimate: ClassVar[bool] = False
     #: Whether the class overrides ``run_batch`` (cross-job batching, ``engine/batching.py``).
     has_batch: ClassVar[bool] = False
+    #: Cross-job batching: the literal inputs whose values may differ between the jobs of one batch (a seed,
+    #: a guidance scale); the others must be equal for a server to offer two jobs to one batch.
+    batch_free: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

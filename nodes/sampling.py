@@ -32,6 +32,7 @@ class KSampler(Node):
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
     )
     outputs = (Output(LATENT),)
+    batch_free = ("seed", "cfg")
 
     @classmethod
     def check_inputs(cls, files: _F.Folders, **literals: Any) -> list[tuple[str | None, str]]:
@@ -118,6 +119,7 @@ class KSamplerAdvanced(Node):
         Choice("return_with_leftover_noise", ["disable", "enable"]),
     )
     outputs = (Output(LATENT),)
+    batch_free = ("noise_seed", "cfg")
 
     @classmethod
     def estimate(

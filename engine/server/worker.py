@@ -92,8 +92,8 @@ def outcome(
 
 def workflow_shape(workflow: Any) -> Any:
     """A workflow's structure without its values (keys kept, every string or number replaced by its type):
-    jobs queued from one workflow with other seeds, prompts or settings share it. The worker offers such
-    jobs to one run as batch partners; whether they batch is for the nodes to say (their batch key)."""
+    jobs queued from one workflow with other seeds, prompts or settings share it: a cheap first test before
+    the worker validates a queued job for its batch signature."""
     if isinstance(workflow, dict):
         return tuple(sorted((str(k), workflow_shape(v)) for k, v in workflow.items()))
     if isinstance(workflow, (list, tuple)):
@@ -102,9 +102,10 @@ def workflow_shape(workflow: Any) -> Any:
 
 
 class Worker(threading.Thread):
-    """Takes queued jobs and runs them. With ``max_batch`` above 1 it takes, with a job, up to
-    ``max_batch - 1`` more queued jobs of the same workflow shape (waiting up to ``batch_window_s`` for one
-    when none is queued), and runs them together: nodes that can batch (KSampler) run once for all of them
+    """Takes queued jobs and runs them. With ``max_batch`` above 1 it takes, with a job that has a node that
+    can batch, up to ``max_batch - 1`` more queued jobs with the same batch signature (same graph and sampler
+    settings; other seeds, cfg, prompts: ``Executor.batch_signature``), waiting up to ``batch_window_s`` for
+    one when none is queued, and runs them together: nodes that can batch (KSampler) run once for all of them
     (``Executor.run_many``); each job keeps its own events, result and errors."""
 
     def __init__(
@@ -136,6 +137,8 @@ class Worker(threading.Thread):
         #: every job that runs now (several when batched) and its cancel token
         self._tokens: dict[str, CancelToken] = {}
         self._early_cancel: set[str] = set()
+        #: job id -> (workflow shape, batch signature): a queued job is validated once to match partners
+        self._signatures: dict[str, Any] = {}
 
     def interrupt(self, job_id: str | None = None) -> str | None:
         """Interrupt the running jobs (or only ``job_id``); returns the id interrupted (the first running
@@ -177,16 +180,20 @@ class Worker(threading.Thread):
             self._run_jobs([job, *self._partners(job)])
 
     def _partners(self, job: Job) -> list[Job]:
-        """Queued jobs of ``job``'s workflow shape to run with it (taken from the queue): those queued now,
-        or, when there are none, the first to come within the batch window."""
+        """Queued jobs with ``job``'s batch signature to run with it (taken from the queue): those queued
+        now, or, when there are none, the first to come within the batch window."""
         if self.max_batch <= 1:
+            return []
+        signature = self._signature(job)
+        if signature is None:  # nothing in it can batch: no partner, no wait
             return []
         shape = workflow_shape(job.workflow)
 
+        def accept(other: Job) -> bool:  # the shape first: it is cheap, a signature validates the job
+            return workflow_shape(other.workflow) == shape and self._signature(other) == signature
+
         def take() -> list[Job]:
-            return self.store.take_queued(
-                self.max_batch - 1, lambda other: workflow_shape(other.workflow) == shape
-            )
+            return self.store.take_queued(self.max_batch - 1, accept)
 
         partners = take()
         deadline = time.monotonic() + self.batch_window_s
@@ -198,6 +205,16 @@ class Worker(threading.Thread):
                 self.wakeup.clear()
                 partners = take()
         return partners
+
+    def _signature(self, job: Job) -> Any:
+        """The job's batch signature (``Executor.batch_signature``; None: it cannot batch), once per job."""
+        if job.id in self._signatures:
+            return self._signatures[job.id]
+        signature = self.executor.batch_signature(job.workflow, job.overrides or {}, job.outputs_requested)
+        if len(self._signatures) >= 256:  # a bounded memo of queued jobs, not a history
+            self._signatures.clear()
+        self._signatures[job.id] = signature
+        return signature
 
     def _run_job(self, job: Job) -> None:
         self._run_jobs([job])

@@ -190,3 +190,31 @@ def test_interrupting_one_batched_job_by_id(tmp_path: Path) -> None:
     assert store.get_job("b").status == "interrupted"
     assert worker._early_cancel == set() and worker.interrupt("b") is None
     store.close()
+
+
+def test_worker_offers_partners_by_batch_signature_only(tmp_path: Path) -> None:
+    """A queued job of another group (a literal of the batching node) is not taken; a job without a node
+    that can batch takes no partner and does not wait."""
+    store, worker = make_worker(tmp_path, 0.5, [])
+    store.add_job("a", job(1.0, group=1), {})
+    store.add_job("b", job(2.0, group=2), {})
+    store.add_job("c", job(3.0, group=1), {})
+    first = store.next_queued()
+    assert [p.id for p in worker._partners(first)] == ["c"]
+    assert store.get_job("b").status == "queued"
+    plain = wf(
+        {
+            "a": {"type": "Number", "inputs": {"value": 1}},
+            "o": {"type": "Sink", "inputs": {"value": link("a")}},
+        }
+    )
+    store.add_job("plain", plain, {})
+    store.add_job("plain2", plain, {})
+    assert store.next_queued().id == "b"
+    lone = store.next_queued()
+    started = time.monotonic()
+    assert lone.id == "plain" and worker._partners(lone) == []
+    assert time.monotonic() - started < 0.4
+    assert worker.executor.batch_signature(plain) is None
+    assert worker.executor.batch_signature(job(1.0)) == worker.executor.batch_signature(job(5.0))
+    store.close()
