@@ -11,6 +11,7 @@ batch-invariant by construction (row by row), every sampler below is bit-exact: 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,14 @@ def test_ksampler_advanced_batches_its_step_range(engine_env, probe, forwards) -
     scale = max(float(a.abs().max()) for a in alone.values())
     for sid in alone:
         torch.testing.assert_close(got[sid], alone[sid], rtol=0, atol=1e-5 * scale)
+
+
+def test_server_partners_share_a_batch_signature(engine_env) -> None:
+    """What the server's worker compares before it takes a queued job as a partner (no run needed)."""
+    wf = json.loads((ROOT / "workflows" / "portrait.json").read_text())
+    base = {"checkpoint": "tiny15.safetensors", "steps": 2, "width": 64, "height": 64}
+    sig = engine_env.batch_signature(wf, {**base, "seed": 1})
+    assert sig is not None
+    assert engine_env.batch_signature(wf, {**base, "seed": 2, "cfg": 3.0, "prompt": "an old man"}) == sig
+    assert engine_env.batch_signature(wf, {**base, "seed": 1, "steps": 3}) != sig
+    assert engine_env.batch_signature(wf, {**base, "seed": 1, "sampler": "heun"}) != sig
