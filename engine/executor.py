@@ -5,6 +5,9 @@ of its type, version, literal inputs, fingerprint (for nodes that read files) an
 outputs it is linked to; never its id. Outputs are cached under that signature, so an identical sub-graph
 anywhere hits the same entries, and after an edit only the edited node and what lies downstream of it run.
 A node whose result is cached, or whose consumers are all cached, does not run (``node_cached``).
+
+:meth:`Executor.run_many` runs several jobs together: a node that can batch (``Node.run_batch``) runs once for
+all the jobs that reach it with the same batch key (``engine/batching.py``); everything else runs per job.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ OutputObserver = Callable[[str, str, tuple[Any, ...]], None]
 
 
 class Executor:
-    """Runs jobs one at a time against a shared output cache.
+    """Runs jobs (one at a time, or several together with :meth:`run_many`) against a shared output cache.
 
     Built by the composition root (``engine/runtime.py``) with the engine's folders and model loader,
     which every node reaches through its :class:`Context`."""
