@@ -105,11 +105,31 @@ def drive(
     return results
 
 
+class AnyCancelled(CancelToken):
+    """The cancel token of a batch, as code deep in a node sees it (``interrupt_point``): it trips when any
+    job of the batch is cancelled, so the batch stops within one network block and its jobs run alone (the
+    cancelled one stops at once, the others finish)."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self, tokens: Sequence[CancelToken]) -> None:
+        super().__init__()
+        self._tokens = tuple(tokens)
+
+    @property
+    def cancelled(self) -> bool:
+        return any(t.cancelled for t in self._tokens)
+
+    def check(self, where: str = "") -> None:
+        for token in self._tokens:
+            token.check(where)
+
+
 def _run_batch(requests: list[BatchRequest]) -> list[BatchReply | None]:
     """One ``run_batch`` for the requests; all None (each runs alone) when it raises or answers wrongly."""
     started = time.perf_counter()
     try:
-        with cancel_scope(CancelToken()):  # each job's own token is checked through its context
+        with cancel_scope(AnyCancelled([r.ctx.cancel for r in requests])):
             values = requests[0].instance.run_batch([r.ctx for r in requests], [r.inputs for r in requests])
         if not isinstance(values, (list, tuple)) or len(values) != len(requests):
             raise TypeError(f"run_batch returned {type(values).__name__}, not one value per job")
