@@ -301,18 +301,18 @@ class Executor:
         tokens: list[CancelToken] = []
         slots: list[int] = []
         with self._lock:
-            for n, job in enumerate(jobs):
-                prepared = self._prepare(job)
-                if isinstance(prepared, JobResult):
-                    results[n] = prepared
-                    if on_result is not None:
-                        on_result(n, prepared)
-                    continue
-                gen, token = prepared
-                steps.append(gen)
-                tokens.append(token)
-                slots.append(n)
             try:
+                for n, job in enumerate(jobs):
+                    prepared = self._prepare(job)
+                    if isinstance(prepared, JobResult):
+                        results[n] = prepared
+                        if on_result is not None:
+                            on_result(n, prepared)
+                        continue
+                    gen, token = prepared
+                    steps.append(gen)
+                    tokens.append(token)
+                    slots.append(n)
                 done = drive(
                     steps,
                     tokens,
