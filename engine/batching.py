@@ -70,13 +70,11 @@ def drive(
     tokens: Sequence[CancelToken],
     *,
     max_batch: int = 8,
-    on_batch: Callable[[BatchRequest, int], None] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """Run ``jobs`` (generators of :class:`BatchRequest`) to the end, batching their compatible requests
     (at most ``max_batch`` jobs in one). Each job advances under its own cancel token. Returns each job's
-    result in order. ``on_batch(first_request, size)`` is told of every batch that ran, ``on_result(i,
-    result)`` of each job's result as soon as it is known."""
+    result in order; ``on_result(i, result)`` is told of each job's result as soon as it is known."""
     results: list[Any] = [None] * len(jobs)
     pending: dict[int, BatchRequest] = {}
 
@@ -98,8 +96,6 @@ def drive(
         members = [i for i in sorted(pending) if pending[i].group == group][: max(1, max_batch)]
         requests = [pending.pop(i) for i in members]
         replies = _run_batch(requests) if len(members) > 1 else [None]
-        if on_batch is not None and replies[0] is not None:
-            on_batch(requests[0], len(members))
         for i, reply in zip(members, replies, strict=True):
             advance(i, reply)
     return results
