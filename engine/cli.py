@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from . import events as E
 from .cli_pipelines import add_pipeline_commands
-from .executor import JobResult
+from .executor import JobResult, JobSpec
 from .folders import Folders
 from .registry import Registry
 from .runtime import Engine, EngineConfig, add_engine_arguments, build_engine, config_from_args, load_plugins
@@ -288,15 +288,20 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     results: list[JobResult] = []
     try:
-        for path, wf, point in jobs:
-            if point and not args.quiet and args.events != "-":
-                shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
-                human_stream.write(f"{path} [{shown}]\n")
-            for w in admission_warnings(engine, engine.check(wf, point)):
-                print(f"{path}: {w}", file=sys.stderr)
-            res = executor.run(wf, overrides=point, on_event=on_event, source=path)
-            results.append(res)
-            if res.status == "interrupted":
+        # the points of a sweep run in rounds of up to --batch-jobs jobs: their samplers run as one batch
+        # when model, size, sampler and steps agree (each job keeps its seed, prompts and cfg)
+        for batch in _rounds(jobs, max(1, args.batch_jobs)):
+            specs = []
+            for path, wf, point in batch:
+                if point and not args.quiet and args.events != "-":
+                    shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                    human_stream.write(f"{path} [{shown}]\n")
+                for w in admission_warnings(engine, engine.check(wf, point)):
+                    print(f"{path}: {w}", file=sys.stderr)
+                specs.append(JobSpec(wf, overrides=point, on_event=on_event, source=path))
+            done = executor.run_many(specs)
+            results.extend(done)
+            if any(res.status == "interrupted" for res in done):
                 break
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -314,6 +319,17 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
             )
             print(f"job {r.job[:8]} {r.status}: {msg}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _rounds(jobs: list[Any], size: int) -> list[list[Any]]:
+    """Consecutive jobs of the same workflow file, ``size`` at most per round."""
+    rounds: list[list[Any]] = []
+    for job in jobs:
+        if rounds and len(rounds[-1]) < size and rounds[-1][0][0] == job[0]:
+            rounds[-1].append(job)
+        else:
+            rounds.append([job])
+    return rounds
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -461,6 +477,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="NAME=VALUE", help="parameter or NODE_ID.INPUT"
     )
     p.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="run once per value")
+    p.add_argument(
+        "--batch-jobs",
+        type=int,
+        default=8,
+        metavar="N",
+        help="run up to N sweep points together, their samplers as one batch (1: one at a time)",
+    )
     p.add_argument("--events", metavar="FILE|-", help="write events as JSON lines to FILE, or stdout with -")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 

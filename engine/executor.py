@@ -5,6 +5,9 @@ of its type, version, literal inputs, fingerprint (for nodes that read files) an
 outputs it is linked to; never its id. Outputs are cached under that signature, so an identical sub-graph
 anywhere hits the same entries, and after an edit only the edited node and what lies downstream of it run.
 A node whose result is cached, or whose consumers are all cached, does not run (``node_cached``).
+
+:meth:`Executor.run_many` runs several jobs together: a node that can batch (``Node.run_batch``) runs once for
+all the jobs that reach it with the same batch key (``engine/batching.py``); everything else runs per job.
 """
 
 from __future__ import annotations
@@ -14,20 +17,21 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import networkx as nx
 
 from . import events as E
+from .batching import BatchReply, BatchRequest, JobSteps, batch_key, drive
 from .cache import OutputCache
 from .folders import Folders
 from .limits import Limits
 from .memory import DeviceBudget
 from .model_loader import ModelLoader
-from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance, cancel_scope
-from .node_lists import run_node
+from .node import CancelToken, Context, Interrupted, JobContext, NodeResult, Provenance
+from .node_lists import ValueList, run_node
 from .pipeline import Resolver, no_library
 from .registry import Registry
 from .validate import CheckResult, Graph, NodeError, check
@@ -86,12 +90,27 @@ def _signature(
     return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+@dataclass
+class JobSpec:
+    """One job of :meth:`Executor.run_many`: what :meth:`Executor.run` takes."""
+
+    workflow: Any
+    job_id: str | None = None
+    overrides: dict[str, Any] | None = None
+    outputs: list[str] | None = None
+    on_event: E.EventSink | None = None
+    source: str = ""
+    client_id: str | None = None
+    cancel: CancelToken | None = None
+    previews: bool = True
+
+
 #: ``observer(node_id, node_type, outputs)`` after a node ran (for probes in tests and debugging tools)
 OutputObserver = Callable[[str, str, tuple[Any, ...]], None]
 
 
 class Executor:
-    """Runs jobs one at a time against a shared output cache.
+    """Runs jobs (one at a time, or several together with :meth:`run_many`) against a shared output cache.
 
     Built by the composition root (``engine/runtime.py``) with the engine's folders and model loader,
     which every node reaches through its :class:`Context`."""
@@ -117,23 +136,26 @@ class Executor:
         self.listeners: list[E.EventSink] = []
         self.observers: list[OutputObserver] = []
         self._lock = threading.Lock()
-        self._current: tuple[str, CancelToken] | None = None
+        #: the jobs running now (several while :meth:`run_many` runs a batch) and their cancel tokens
+        self._running: dict[str, CancelToken] = {}
+        #: the most jobs one batched node run takes (:meth:`run_many`)
+        self.max_batch = 8
 
     # -- control -----------------------------------------------------------------------------------
 
     @property
     def current_job(self) -> str | None:
-        current = self._current
-        return current[0] if current is not None else None
+        return next(iter(dict(self._running)), None)
 
     def interrupt(self, job_id: str | None = None) -> bool:
-        """Cancel the running job's token (or only if it is ``job_id``). Returns whether one was running.
+        """Cancel the running jobs' tokens (or only ``job_id``'s). Returns whether one was running.
         Callers that own a job's token (the server's worker) cancel it directly instead."""
-        current = self._current
-        if current is None or (job_id is not None and job_id != current[0]):
-            return False
-        current[1].cancel()
-        return True
+        running = dict(self._running)
+        if job_id is not None:
+            running = {job_id: running[job_id]} if job_id in running else {}
+        for token in running.values():
+            token.cancel()
+        return bool(running)
 
     # -- planning ----------------------------------------------------------------------------------
 
@@ -203,6 +225,32 @@ class Executor:
         cached = [n for n in order if n not in run_set]
         return Plan(order, signatures, to_run, cached, fingerprints, volatile, aliases)
 
+    def batch_signature(
+        self, workflow: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
+    ) -> Any:
+        """What two jobs must share for a server to offer them to one batch (:meth:`run_many`): the graph's
+        structure and every literal of its batching nodes but the ``batch_free`` ones (seeds, cfg). None
+        when the job has no node that can batch, or is not valid (it then runs, and fails, alone)."""
+        try:
+            checked = check(
+                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+            )
+        except Exception:
+            return None
+        graph = checked.graph
+        if graph is None or not any(n.type.has_batch for n in graph.nodes.values()):
+            return None
+        parts = []
+        for nid in sorted(graph.nodes):
+            node = graph.nodes[nid]
+            links = tuple(sorted((name, src, idx) for name, (src, idx) in node.links.items()))
+            fixed = None
+            if node.type.has_batch:
+                free = node.type.batch_free
+                fixed = repr(sorted((k, v) for k, v in node.literals.items() if k not in free))
+            parts.append((nid, node.type.spec.type, links, fixed))
+        return (tuple(parts), tuple(sorted(graph.outputs)))
+
     def make_context(
         self, job: JobContext, nid: str, node_type: str, cancel: CancelToken | None = None, emit: Any = None
     ) -> Context:
@@ -239,8 +287,51 @@ class Executor:
         ``cancel`` is the job's token: cancelling it stops the job at the next node or, inside a node, at
         its next ``ctx.progress``/``ctx.check_interrupt``. A token cancelled before the run starts stops
         the job before its first node. ``previews``: whether nodes publish previews of their work."""
-        job = job_id or uuid.uuid4().hex
-        sinks = [s for s in (*self.listeners, on_event) if s is not None]
+        spec = JobSpec(workflow, job_id, overrides, outputs, on_event, source, client_id, cancel, previews)
+        return self.run_many([spec])[0]
+
+    def run_many(
+        self, jobs: Sequence[JobSpec], on_result: Callable[[int, JobResult], None] | None = None
+    ) -> list[JobResult]:
+        """Run several jobs together: each as :meth:`run` would, with its own events, result and errors,
+        but a node that can batch (``Node.run_batch``) runs once for all the jobs that reach it with the
+        same batch key (``engine/batching.py``). Results come back in the order of ``jobs``; ``on_result(n,
+        result)`` is told of job ``n``'s as soon as it is known (a job may end before its partners)."""
+        results: list[JobResult | None] = [None] * len(jobs)
+        steps: list[JobSteps] = []
+        tokens: list[CancelToken] = []
+        slots: list[int] = []
+        with self._lock:
+            try:
+                for n, job in enumerate(jobs):
+                    prepared = self._prepare(job)
+                    if isinstance(prepared, JobResult):
+                        results[n] = prepared
+                        if on_result is not None:
+                            on_result(n, prepared)
+                        continue
+                    gen, token = prepared
+                    steps.append(gen)
+                    tokens.append(token)
+                    slots.append(n)
+                done = drive(
+                    steps,
+                    tokens,
+                    max_batch=self.max_batch,
+                    on_result=None if on_result is None else lambda i, res: on_result(slots[i], res),
+                )
+            finally:
+                for gen in steps:
+                    gen.close()
+                self._running.clear()
+            for n, res in zip(slots, done, strict=True):
+                results[n] = res
+        return [r for r in results if r is not None]
+
+    def _prepare(self, spec: JobSpec) -> JobResult | tuple[JobSteps, CancelToken]:
+        """Check a job: its result when it is not valid, else the generator of its steps and its token."""
+        job = spec.job_id or uuid.uuid4().hex
+        sinks = [s for s in (*self.listeners, spec.on_event) if s is not None]
 
         def emit(event: E.Event) -> None:
             for sink in sinks:
@@ -249,11 +340,17 @@ class Executor:
                 except Exception:  # a broken consumer must not break the job
                     pass
 
+        workflow = spec.workflow
         if isinstance(workflow, Graph):
             graph = workflow
         else:
             checked: CheckResult = check(
-                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+                workflow,
+                self.registry,
+                spec.overrides,
+                spec.outputs,
+                files=self.folders,
+                pipelines=self.pipelines,
             )
             if checked.graph is None:
                 errs = [e for e in checked.errors if e.severity == "error"]
@@ -267,25 +364,31 @@ class Executor:
                     )
                 return JobResult(job, "invalid", errors=checked.errors)
             graph = checked.graph
-        token = cancel if cancel is not None else CancelToken()
+        token = spec.cancel if spec.cancel is not None else CancelToken()
         job_ctx = JobContext(
             job,
-            source=source,
-            client_id=client_id,
+            source=spec.source,
+            client_id=spec.client_id,
             workflow=graph.workflow,
             parameters=graph.parameters,
-            previews=previews,
+            previews=spec.previews,
         )
-        with self._lock, cancel_scope(token):
-            self._current = (job, token)
-            try:
-                return self._run(graph, job_ctx, emit if sinks else None, token)
-            finally:
-                self._current = None
+        self._running[job] = token
+        return self._steps(graph, job_ctx, emit if sinks else None, token), token
+
+    def _steps(
+        self, graph: Graph, job_ctx: JobContext, emit: Callable[[E.Event], None] | None, token: CancelToken
+    ) -> JobSteps:
+        """Run a job's nodes; pauses with a :class:`BatchRequest` at a node that may run in a batch (the
+        answer is its outputs, or None to run it here). Returns the job's result."""
+        try:
+            return (yield from self._run(graph, job_ctx, emit, token))
+        finally:
+            self._running.pop(job_ctx.id, None)
 
     def _run(
         self, graph: Graph, job_ctx: JobContext, emit: Callable[[E.Event], None] | None, token: CancelToken
-    ) -> JobResult:
+    ) -> JobSteps:
         t0 = time.perf_counter()
         job = job_ctx.id
         nodes = graph.nodes
@@ -355,16 +458,25 @@ class Executor:
                 ctx = make_ctx(nid)
                 started = time.perf_counter()
                 instance = registry.instance(spec.type)
-                with memory.scope():  # the models the node is handed stay on the device while it runs
+                # the models the node is handed stay on the device while it runs (alone or in a batch:
+                # the scope stays open while the batch runs, with every partner's scope)
+                with memory.scope():
                     if memory.enabled:
                         memory.acquire(kwargs)
-                    outputs, ui = run_node(
-                        lambda **args: instance.run(ctx, **args),  # noqa: B023 - called before the loop moves on
-                        kwargs,
-                        spec.input_is_list,
-                        lambda raw: _normalise(raw, spec, nid),  # noqa: B023
-                        tuple(spec.lists(n) for n in range(len(spec.outputs))),
-                    )
+                    reply: BatchReply | None = None
+                    key = _batch_key(node.type, instance, kwargs)
+                    if key is not None:
+                        reply = yield BatchRequest(spec.type, spec.version, key, instance, ctx, kwargs)
+                    if reply is not None:  # ran in a batch with other jobs
+                        outputs, ui = _normalise(reply.value, spec, nid)
+                    else:
+                        outputs, ui = run_node(
+                            lambda **args: instance.run(ctx, **args),  # noqa: B023 - called before the loop moves on
+                            kwargs,
+                            spec.input_is_list,
+                            lambda raw: _normalise(raw, spec, nid),  # noqa: B023
+                            tuple(spec.lists(n) for n in range(len(spec.outputs))),
+                        )
                 elapsed = (time.perf_counter() - started) * 1000.0
                 for observe in observers:
                     observe(nid, spec.type, outputs)
@@ -501,6 +613,21 @@ class Executor:
                 )
             )
         return result
+
+
+def _batch_key(node_type: Any, instance: Any, kwargs: dict[str, Any]) -> Any:
+    """The batch key of a node about to run, or None: not a batching node, or list inputs or outputs
+    (those run element by element, see node_lists.py)."""
+    if not node_type.has_batch:
+        return None
+    spec = node_type.spec
+    if (
+        spec.input_is_list
+        or any(spec.output_is_list)
+        or any(isinstance(v, ValueList) for v in kwargs.values())
+    ):
+        return None
+    return batch_key(instance, kwargs)
 
 
 def _normalise(raw: Any, spec: Any, nid: str) -> tuple[tuple[Any, ...], dict[str, Any] | None]:

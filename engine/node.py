@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -510,6 +510,11 @@ class Node:
     has_provenance: ClassVar[bool] = False
     has_check_inputs: ClassVar[bool] = False
     has_estimate: ClassVar[bool] = False
+    #: Whether the class overrides ``run_batch`` (cross-job batching, ``engine/batching.py``).
+    has_batch: ClassVar[bool] = False
+    #: Cross-job batching: the literal inputs whose values may differ between the jobs of one batch (a seed,
+    #: a guidance scale); the others must be equal for a server to offer two jobs to one batch.
+    batch_free: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -538,9 +543,23 @@ class Node:
         cls.has_provenance = cls.provenance.__func__ is not Node.provenance.__func__  # type: ignore[attr-defined]
         cls.has_check_inputs = cls.check_inputs.__func__ is not Node.check_inputs.__func__  # type: ignore[attr-defined]
         cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__  # type: ignore[attr-defined]
+        cls.has_batch = cls.run_batch is not Node.run_batch
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
+
+    def batch_key(self, **inputs: Any) -> Hashable | None:
+        """Cross-job batching: what must be equal for several jobs that reach this node at once to run it
+        as one :meth:`run_batch` (same model, same sizes and settings, say), from the resolved inputs; None
+        when these inputs cannot share a run. Only asked of nodes that implement ``run_batch``."""
+        return None
+
+    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
+        """Run the node once for several jobs whose inputs have the same :meth:`batch_key`: job ``i``'s
+        context and inputs are ``ctxs[i]``, ``inputs[i]``; returns what ``run`` would have returned for each
+        job, in order. Each job's progress and previews go through its own context. Raising makes every job
+        of the batch run the node alone (a job whose own inputs fail then fails by itself)."""
+        raise NotImplementedError(f"{type(self).__name__}.run_batch")
 
     @classmethod
     def fingerprint(cls, ctx: Context, **literals: Any) -> Any:

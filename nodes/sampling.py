@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from atelier.engine import folders as _F
@@ -11,6 +11,7 @@ from atelier.engine.models import estimates as X
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.models.sockets import CONDITIONING, LATENT, MODEL
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket
+from atelier.engine.sampling import batch as B
 from atelier.engine.sampling.conditioning import Conditioning
 from atelier.engine.sampling.ksampler import denoise_problem
 from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED, run_sampler
@@ -31,6 +32,7 @@ class KSampler(Node):
         Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
     )
     outputs = (Output(LATENT),)
+    batch_free = ("seed", "cfg")
 
     @classmethod
     def check_inputs(cls, files: _F.Folders, **literals: Any) -> list[tuple[str | None, str]]:
@@ -80,6 +82,24 @@ class KSampler(Node):
             denoise=denoise,
         )
 
+    # cross-job batching: jobs that reach a KSampler with the same model, latent size and settings sample
+    # as one batch, each with its own seed, prompts and cfg (engine/sampling/batch.py)
+    @staticmethod
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+        job = B.SamplerJob(
+            inputs["latent_image"], inputs["seed"], inputs["cfg"], inputs["positive"], inputs["negative"]
+        )
+        settings = {k: inputs[k] for k in ("steps", "sampler_name", "scheduler", "denoise")}
+        return job, settings
+
+    def batch_key(self, **inputs: Any) -> Hashable | None:
+        job, settings = self._batch_parts(inputs)
+        return B.batch_key(inputs["model"], job, **settings)
+
+    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
+        parts = [self._batch_parts(i) for i in inputs]
+        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])
+
 
 class KSamplerAdvanced(Node):
     """KSampler with control over noise and the range of steps (for multi-stage sampling)."""
@@ -99,6 +119,7 @@ class KSamplerAdvanced(Node):
         Choice("return_with_leftover_noise", ["disable", "enable"]),
     )
     outputs = (Output(LATENT),)
+    batch_free = ("noise_seed", "cfg")
 
     @classmethod
     def estimate(
@@ -144,3 +165,31 @@ class KSamplerAdvanced(Node):
             last_step=end_at_step,
             force_full_denoise=return_with_leftover_noise != "enable",
         )
+
+    @staticmethod
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+        job = B.SamplerJob(
+            inputs["latent_image"],
+            inputs["noise_seed"],
+            inputs["cfg"],
+            inputs["positive"],
+            inputs["negative"],
+        )
+        settings = {
+            "steps": inputs["steps"],
+            "sampler_name": inputs["sampler_name"],
+            "scheduler": inputs["scheduler"],
+            "add_noise": inputs["add_noise"] == "enable",
+            "start_step": inputs["start_at_step"],
+            "last_step": inputs["end_at_step"],
+            "force_full_denoise": inputs["return_with_leftover_noise"] != "enable",
+        }
+        return job, settings
+
+    def batch_key(self, **inputs: Any) -> Hashable | None:
+        job, settings = self._batch_parts(inputs)
+        return B.batch_key(inputs["model"], job, **settings)
+
+    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
+        parts = [self._batch_parts(i) for i in inputs]
+        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])

@@ -10,23 +10,55 @@ shaped like ``x``), seeded as ComfyUI seeds it so that the same seed gives the s
   SDE samplers (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde) converge as the step count grows and give the
   picture ComfyUI gives. The tree lives on the CPU (``cpu=True``, ComfyUI's default samplers) or on
   ``x``'s device (the ``_gpu`` samplers); the two give different numbers on a GPU.
+
+Several jobs sampled as one batch (``batch.py``) pass a :class:`SeedBatch` as the seed: each job's rows of
+``x`` then draw from a sampler of their own, seeded with that job's seed, so every job gets exactly the
+noise stream it gets when it runs alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseSampler", "brownian_tree_noise_sampler", "default_noise_sampler"]
+__all__ = ["NoiseSampler", "SeedBatch", "brownian_tree_noise_sampler", "default_noise_sampler"]
 
 NoiseSampler = Callable[[float, float], Tensor]
 
 
-def default_noise_sampler(x: Tensor, seed: int | None = None) -> NoiseSampler:
+@dataclass(frozen=True)
+class SeedBatch:
+    """The seeds of a batch of jobs: ``parts[i] = (seed, rows)``, job ``i`` owning the next ``rows`` rows
+    of the batch. Noise samplers given one draw each job's rows from that job's own seed."""
+
+    parts: tuple[tuple[int, int], ...]
+
+    def split(self, x: Tensor) -> list[tuple[int, Tensor]]:
+        """(seed, rows of ``x``) for each job."""
+        if sum(rows for _, rows in self.parts) != x.shape[0]:
+            raise ValueError(f"a seed batch of {self.parts} does not cover a batch of {x.shape[0]}")
+        out, start = [], 0
+        for seed, rows in self.parts:
+            out.append((seed, x[start : start + rows]))
+            start += rows
+        return out
+
+
+def _joined(samplers: list[NoiseSampler]) -> NoiseSampler:
+    def sample(sigma: float, sigma_next: float) -> Tensor:
+        return torch.cat([s(sigma, sigma_next) for s in samplers])
+
+    return sample
+
+
+def default_noise_sampler(x: Tensor, seed: int | SeedBatch | None = None) -> NoiseSampler:
     """Unit gaussian noise shaped like ``x`` from a generator on ``x.device``: seeded with ``seed``
-    (0 when None), plus one on the CPU as ComfyUI does."""
+    (0 when None), plus one on the CPU as ComfyUI does; a :class:`SeedBatch`: each job's rows its own."""
+    if isinstance(seed, SeedBatch):
+        return _joined([default_noise_sampler(part, s) for s, part in seed.split(x)])
     seed = 0 if seed is None else int(seed)
     if x.device.type == "cpu":
         seed += 1
@@ -40,10 +72,15 @@ def default_noise_sampler(x: Tensor, seed: int | None = None) -> NoiseSampler:
 
 
 def brownian_tree_noise_sampler(
-    x: Tensor, sigma_min: float, sigma_max: float, seed: int | None = None, *, cpu: bool = True
+    x: Tensor, sigma_min: float, sigma_max: float, seed: int | SeedBatch | None = None, *, cpu: bool = True
 ) -> NoiseSampler:
     """Normalised increments (W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|) of one Brownian path
-    on [sigma_min, sigma_max], entropy ``seed`` (0 when None). Times are float32, as ComfyUI passes them."""
+    on [sigma_min, sigma_max], entropy ``seed`` (0 when None; a :class:`SeedBatch`: a tree per job). Times
+    are float32, as ComfyUI passes them."""
+    if isinstance(seed, SeedBatch):
+        return _joined(
+            [brownian_tree_noise_sampler(part, sigma_min, sigma_max, s, cpu=cpu) for s, part in seed.split(x)]
+        )
     import torchsde  # imported on use: only the SDE samplers need it
 
     t0 = torch.tensor(float(sigma_min), dtype=torch.float32)

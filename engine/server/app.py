@@ -88,6 +88,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
                 services.jobs.queue_changed,
                 engine.free,
                 previews=settings.previews,
+                max_batch=settings.batch_jobs,
+                batch_window_s=settings.batch_window_ms / 1000.0,
             )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
         await to_thread.run_sync(worker.start)

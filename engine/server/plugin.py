@@ -44,6 +44,18 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-queued", type=int, default=1000, help="most jobs queued or running; more are refused (503)"
     )
+    p.add_argument(
+        "--batch-jobs",
+        type=int,
+        default=8,
+        help="most queued jobs sampled as one batch (same model, size, sampler, steps); 1 turns batching off",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=5.0,
+        help="how long a job taken alone waits for a batch partner to be queued (milliseconds)",
+    )
     p.add_argument("--log-level", default="warning")
     p.add_argument(
         "--frontend",
@@ -118,6 +130,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"error: --token (or ATELIER_TOKEN): {problem}", file=sys.stderr)
             return 2
+    if args.batch_jobs < 1 or args.batch_window_ms < 0:
+        print("error: --batch-jobs must be at least 1 and --batch-window-ms at least 0", file=sys.stderr)
+        return 2
     if args.max_queued < 1:
         print("error: --max-queued must be at least 1", file=sys.stderr)
         return 2
@@ -156,6 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_image_pixels=engine.config.limits.max_image_pixels,
         limits=engine.config.limits,
         max_queued=args.max_queued,
+        batch_jobs=args.batch_jobs,
+        batch_window_ms=args.batch_window_ms,
         comfy_frontend=comfy_frontend,
         user_dir=args.user_dir,
         multi_user=args.multi_user,

@@ -35,6 +35,10 @@ class Settings:
 
     #: the most jobs queued or running at once: more are refused (503) until the queue drains
     max_queued: int = 1000
+    #: cross-job batching: the most queued jobs run together (their KSamplers as one batch; 1: never), and
+    #: how long a job taken alone waits for a partner to be queued
+    batch_jobs: int = 8
+    batch_window_ms: float = 5.0
     #: what a job may ask for (admission control); None: the engine's (``atelier serve --max-...``)
     limits: Limits | None = None
 

@@ -10,11 +10,15 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .jobs import FINISHED, Job
 from .migrations import migrate
+
+#: how many queued jobs :meth:`Store.take_queued` looks at, at most
+TAKE_SCAN = 64
 
 JSON_COLUMNS = ("workflow", "overrides", "outputs_requested", "outputs", "error", "executed", "cached")
 
@@ -108,6 +112,31 @@ class Store:
             job = self._row(row)
             assert job is not None
             return dataclasses.replace(job, status="running", started=started)
+
+    def take_queued(self, limit: int, accept: Callable[[Job], bool]) -> list[Job]:
+        """Take up to ``limit`` queued jobs that ``accept`` (in queue order: highest priority, then oldest)
+        and mark them running, atomically: the partners a worker runs in one batch with a job. Looks at the
+        first ``TAKE_SCAN`` queued jobs only."""
+        if limit <= 0:
+            return []
+        taken: list[Job] = []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE status = 'queued' ORDER BY priority DESC, number LIMIT ?",
+                (TAKE_SCAN,),
+            ).fetchall()
+            started = time.time()
+            for row in rows:
+                job = self._row(row)
+                if job is None or not accept(job):
+                    continue
+                self._db.execute(
+                    "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (started, job.id)
+                )
+                taken.append(dataclasses.replace(job, status="running", started=started))
+                if len(taken) >= limit:
+                    break
+        return taken
 
     def finish_job(
         self,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from atelier.engine import events as E
-from atelier.engine.executor import Executor
+from atelier.engine.executor import Executor, JobSpec
 from atelier.engine.node import CancelToken
 
 from .jobs import Job
@@ -90,7 +90,24 @@ def outcome(
     return ("success" if res.ok else res.status), error
 
 
+def workflow_shape(workflow: Any) -> Any:
+    """A workflow's structure without its values (keys kept, every string or number replaced by its type):
+    jobs queued from one workflow with other seeds, prompts or settings share it: a cheap first test before
+    the worker validates a queued job for its batch signature."""
+    if isinstance(workflow, dict):
+        return tuple(sorted((str(k), workflow_shape(v)) for k, v in workflow.items()))
+    if isinstance(workflow, (list, tuple)):
+        return tuple(workflow_shape(v) for v in workflow)
+    return type(workflow).__name__
+
+
 class Worker(threading.Thread):
+    """Takes queued jobs and runs them. With ``max_batch`` above 1 it takes, with a job that has a node that
+    can batch, up to ``max_batch - 1`` more queued jobs with the same batch signature (same graph and sampler
+    settings; other seeds, cfg, prompts: ``Executor.batch_signature``), waiting up to ``batch_window_s`` for
+    one when none is queued, and runs them together: nodes that can batch (KSampler) run once for all of them
+    (``Executor.run_many``); each job keeps its own events, result and errors."""
+
     def __init__(
         self,
         store: Store,
@@ -99,6 +116,9 @@ class Worker(threading.Thread):
         on_queue_change: Callable[[], None],
         on_out_of_memory: Callable[[], None] | None = None,
         previews: bool = True,
+        *,
+        max_batch: int = 8,
+        batch_window_s: float = 0.005,
     ) -> None:
         super().__init__(name="atelier-worker", daemon=True)
         self.store = store
@@ -107,27 +127,39 @@ class Worker(threading.Thread):
         self.on_queue_change = on_queue_change
         self.on_out_of_memory = on_out_of_memory
         self.previews = previews
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
         self.live = LiveState()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
+        #: the first job of what runs now (None when nothing runs)
         self.current: str | None = None
-        self._token: CancelToken | None = None
-        self._early_cancel: str | None = None
+        #: every job that runs now (several when batched) and its cancel token
+        self._tokens: dict[str, CancelToken] = {}
+        self._early_cancel: set[str] = set()
+        #: job id -> (workflow shape, batch signature): a queued job is validated once to match partners
+        self._signatures: dict[str, Any] = {}
 
     def interrupt(self, job_id: str | None = None) -> str | None:
-        """Interrupt the running job (or only if it is ``job_id``); returns its id, or None if none runs.
+        """Interrupt the running jobs (or only ``job_id``); returns the id interrupted (the first running
+        one when ``job_id`` is None), or None if none runs.
 
         Each job has its own cancel token, made before the job is taken, so a request holds whatever
         the job is doing (validation, planning, a node) and can never reach the next job."""
-        current, token = self.current, self._token
-        if current is None or token is None or (job_id is not None and job_id != current):
-            if job_id is not None and self._is_running(job_id):
+        tokens = dict(self._tokens)
+        if job_id is None:
+            for token in tokens.values():
+                token.cancel()
+            return next(iter(tokens), None)
+        token = tokens.get(job_id)
+        if token is None:
+            if self._is_running(job_id):
                 # taken from the queue a moment ago, not started yet: it starts cancelled
-                self._early_cancel = job_id
+                self._early_cancel.add(job_id)
                 return job_id
             return None
         token.cancel()
-        return current
+        return job_id
 
     def _is_running(self, job_id: str) -> bool:
         job = self.store.get_job(job_id)
@@ -145,59 +177,130 @@ class Worker(threading.Thread):
                 self.wakeup.wait(1.0)
                 self.wakeup.clear()
                 continue
-            self._run_job(job)
+            self._run_jobs([job, *self._partners(job)])
+
+    def _partners(self, job: Job) -> list[Job]:
+        """Queued jobs with ``job``'s batch signature to run with it (taken from the queue): those queued
+        now, or, when there are none, the first to come within the batch window."""
+        if self.max_batch <= 1:
+            return []
+        signature = self._signature(job)
+        if signature is None:  # nothing in it can batch: no partner, no wait
+            return []
+        shape = workflow_shape(job.workflow)
+
+        def accept(other: Job) -> bool:  # the shape first: it is cheap, a signature validates the job
+            return workflow_shape(other.workflow) == shape and self._signature(other) == signature
+
+        def take() -> list[Job]:
+            return self.store.take_queued(self.max_batch - 1, accept)
+
+        partners = take()
+        deadline = time.monotonic() + self.batch_window_s
+        while not partners and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.wakeup.wait(left):
+                self.wakeup.clear()
+                partners = take()
+        return partners
+
+    def _signature(self, job: Job) -> Any:
+        """The job's batch signature (``Executor.batch_signature``; None: it cannot batch), once per job."""
+        if job.id in self._signatures:
+            return self._signatures[job.id]
+        signature = self.executor.batch_signature(job.workflow, job.overrides or {}, job.outputs_requested)
+        if len(self._signatures) >= 256:  # a bounded memo of queued jobs, not a history
+            self._signatures.clear()
+        self._signatures[job.id] = signature
+        return signature
 
     def _run_job(self, job: Job) -> None:
-        job_id = job.id
-        token = CancelToken()
-        self._token = token
-        self.current = job_id
-        if self._early_cancel == job_id:
-            token.cancel()
+        self._run_jobs([job])
+
+    def _run_jobs(self, jobs: list[Job]) -> None:
+        tokens = {job.id: CancelToken() for job in jobs}
+        self._tokens = dict(tokens)
+        self.current = jobs[0].id
+        for job_id in self._early_cancel & set(tokens):
+            tokens[job_id].cancel()
         self.on_queue_change()
 
-        # The terminal event goes out only once the store has the job's final state: a client that
-        # reads /history or /atelier/v1/jobs/{id} on ``executing: null`` or ``job_finished`` must find it.
-        terminal: list[E.Event] = []
+        # A job's terminal event goes out only once the store has its final state: a client that reads
+        # /history or /atelier/v1/jobs/{id} on ``executing: null`` or ``job_finished`` must find it.
+        terminals: dict[str, list[E.Event]] = {job.id: [] for job in jobs}
+        finished: set[str] = set()
 
-        def on_event(ev: E.Event) -> None:
-            if isinstance(ev, TERMINAL_EVENTS):
-                terminal.append(ev)
-                return
-            self.live.update(ev)
-            self.publish(ev)
+        def sink(job_id: str) -> Callable[[E.Event], None]:
+            terminal = terminals[job_id]
 
-        try:
-            res = self.executor.run(
-                job.workflow,
-                job_id=job_id,
-                overrides=job.overrides or {},
-                outputs=job.outputs_requested,
-                on_event=on_event,
-                source="server",
-                client_id=job.client_id,
-                cancel=token,
-                previews=self.previews,
-            )
-            status, error = outcome(res, terminal, self.on_out_of_memory)
+            def on_event(ev: E.Event) -> None:
+                if isinstance(ev, TERMINAL_EVENTS):
+                    terminal.append(ev)
+                    return
+                self.live.update(ev)
+                self.publish(ev)
+
+            return on_event
+
+        def done(job_id: str, res: Any) -> None:
+            status, error = outcome(res, terminals[job_id], self.on_out_of_memory)
             if self.stopping.is_set() and status == "interrupted":
                 # the server is stopping: leave it for recovery to mark it (or the user to re-queue)
                 error = {"message": "the server stopped while this job was running"}
             self.store.finish_job(
                 job_id, status, outputs=res.outputs, error=error, executed=res.executed, cached=res.cached
             )
+            self._close(job_id, terminals[job_id], finished)
+
+        specs = [
+            JobSpec(
+                job.workflow,
+                job_id=job.id,
+                overrides=job.overrides or {},
+                outputs=job.outputs_requested,
+                on_event=sink(job.id),
+                source="server",
+                client_id=job.client_id,
+                cancel=tokens[job.id],
+                previews=self.previews,
+            )
+            for job in jobs
+        ]
+        try:
+            self.executor.run_many(specs, on_result=lambda n, res: done(jobs[n].id, res))
         except Exception as exc:  # the engine never raises for a job, but the worker must survive anything
-            log.exception("job %s crashed the worker loop", job_id)
+            log.exception("jobs %s crashed the worker loop", ", ".join(tokens))
             message = f"{type(exc).__name__}: {exc}"
-            self.store.finish_job(job_id, "failed", error={"message": message})
-            if not terminal:
-                terminal.append(E.JobFailed(job=job_id, message=message, exception_type=type(exc).__name__))
+            for job in jobs:
+                if job.id in finished:
+                    continue
+                self.store.finish_job(job.id, "failed", error={"message": message})
+                if not terminals[job.id]:
+                    terminals[job.id].append(
+                        E.JobFailed(job=job.id, message=message, exception_type=type(exc).__name__)
+                    )
+                self._close(job.id, terminals[job.id], finished)
         finally:
+            for job in jobs:  # a job the executor never answered for (it cannot happen; be safe)
+                if job.id not in finished:
+                    self.store.finish_job(job.id, "failed", error={"message": "the job did not run"})
+                    self._close(job.id, terminals[job.id], finished)
             self.current = None
-            self._token = None
-            self._early_cancel = None
-            for ev in terminal:
-                self.live.update(ev)
-                self.publish(ev)
+            self._tokens = {}
+            self._early_cancel -= set(tokens)
             self.on_queue_change()
             time.sleep(0)
+
+    def _close(self, job_id: str, terminal: list[E.Event], finished: set[str]) -> None:
+        """Publish a job's terminal event (its state is in the store) and stop counting it as running."""
+        finished.add(job_id)
+        self._tokens.pop(job_id, None)
+        if self.current == job_id:
+            self.current = next(iter(self._tokens), None)
+        for ev in terminal:
+            self.live.update(ev)
+            self.publish(ev)
+        if self._tokens:  # others still run (the last one's change is told when the round ends)
+            self.on_queue_change()
