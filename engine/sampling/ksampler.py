@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .guidance import CFGDenoiser, Conditioning, DenoiseMaskArgs, DiffusionModel, SamplingInputs
 from .model_sampling import ModelSampling
+from .noise import SeedBatch
 from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, MODEL_SAMPLING_SAMPLERS, Callback, get_sampler
 from .schedulers import calculate_sigmas
 
@@ -185,7 +186,10 @@ def sample_sigmas(
         get_sampler(sampler)  # an unknown name fails before any work
 
     mask = _latent_mask(noise_mask, latent).to(device) if noise_mask is not None else None
-    inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas, seed=int(seed))
+    # the seed conditioning noise derives from (an unCLIP image's): a batch of jobs has its first job's, and
+    # models whose wrappers draw such noise are not batched (engine/sampling/batch.py)
+    run_seed = seed.parts[0][0] if isinstance(seed, SeedBatch) else int(seed)
+    inputs = SamplingInputs(latent_image=latent, denoise_mask=mask, sigmas=sigmas, seed=run_seed)
     denoiser = make_denoiser(inputs)
     step_mask = [mask]  # the mask of the latest step: where it is 0 the result is the input latent
     if mask is not None:
