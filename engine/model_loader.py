@@ -3,7 +3,9 @@
 Generic: the loader function says how a file becomes an object (a Stable Diffusion checkpoint, an upscaler,
 a detector); this class loads it onto the engine's device in the engine's weight dtype once and hands out
 the same object while the file is unchanged (same path, size and modification time). The least recently
-used are dropped past ``max_loaded`` (their memory is freed once no cached output holds them).
+used are dropped past ``max_loaded`` (their memory is freed once no cached output holds them) into the
+loader's host cache when it has one (``host_cache.py``): loading the same file again then takes it from host
+memory instead of reading the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .hashing import file_version
+from .host_cache import HostCache
 
 T = TypeVar("T")
 
@@ -57,10 +60,14 @@ Loader = Callable[[Path, LoadOptions], T]
 class ModelLoader:
     """Loads model files onto one device once and hands out the same objects while files are unchanged."""
 
-    def __init__(self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2) -> None:
+    def __init__(
+        self, device: str = "cpu", dtype: Any = None, max_loaded: int = 2, host: HostCache | None = None
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self.max_loaded = max_loaded
+        #: where dropped models go, to be taken back without reading their file (None: nowhere)
+        self.host = host
         self._loaded: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many files were actually loaded (for tests and statistics)
@@ -75,12 +82,16 @@ class ModelLoader:
         cache_key = (key if key is not None else loader, file_version(path), self.device, str(self.dtype))
         with self._lock:
             hit = self._loaded.pop(cache_key, None)
+            if hit is None and self.host is not None:
+                hit = self.host.take(cache_key)
             if hit is None:
                 hit = loader(path, self.options)
                 self.loads += 1
             self._loaded[cache_key] = hit
             while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+                dropped_key, dropped = self._loaded.popitem(last=False)
+                if self.host is not None:
+                    self.host.put(dropped_key, dropped)
             return hit
 
     def loaded(self) -> list[Hashable]:
@@ -91,6 +102,8 @@ class ModelLoader:
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
+            if self.host is not None:
+                self.host.clear()
         try:
             import torch
 

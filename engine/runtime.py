@@ -27,11 +27,14 @@ from .admission import Admission, admit
 from .cache import OutputCache, default_budget, default_device_budget
 from .executor import Executor
 from .folders import Folders
+from .host_cache import HostCache
 from .limits import Limits
+from .manifest import HashIndex
 from .model_loader import ModelLoader, parse_dtype
 from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
 from .validate import CheckResult, Graph, check
+from .warmup import WarmupStep
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ class EngineConfig(BaseModel):
     )
     cache_mb: float | None = Field(None, description="output cache budget (default: RAM/4, at most 8 GiB)")
     max_loaded_models: int = 3  # checkpoints and standalone VAEs together
+    model_cache_mb: float | None = Field(
+        None,
+        description="host memory for models dropped from the device (default: RAM/4, at most 8 GiB; 0: none)",
+    )
     limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
     def resolved(self) -> EngineConfig:
@@ -104,6 +111,11 @@ class Plugin:
         pipelines it ships (``folders.pipelines``, after the user's)."""
 
     def commands(self) -> Sequence[Command]:
+        return ()
+
+    def warmup(self, engine: Engine, long_lived: bool = True) -> Sequence[WarmupStep]:
+        """Start-up work to do in the background (``engine/warmup.py``): for a server (``long_lived``), or
+        only what the first job of a one-shot process (``atelier run``) surely needs."""
         return ()
 
 
@@ -170,6 +182,10 @@ class Engine:
     def describe(self, type_name: str | None = None) -> dict[str, Any]:
         return self.registry.describe(type_name, files=self.folders)
 
+    def warmup_steps(self, long_lived: bool = True) -> list[WarmupStep]:
+        """What the plugins would warm up for this engine (``engine/warmup.py`` runs them)."""
+        return [step for plugin in self.plugins for step in plugin.warmup(self, long_lived)]
+
     def free(self) -> None:
         """Drop cached outputs and loaded models (after an out-of-memory failure, or on request)."""
         self.cache.clear()
@@ -191,6 +207,8 @@ def build_engine(
     assert cfg.device is not None and cfg.output_dir and cfg.input_dir and cfg.temp_dir
     plugin_list = list(plugins) if plugins is not None else load_plugins(errors)
     folders = Folders(output=cfg.output_dir, input=cfg.input_dir, temp=cfg.temp_dir)
+    if cfg.models_dir is not None:  # hashes outlive the process: a fresh one does not re-read model files
+        folders.hashes.store = HashIndex(cfg.models_dir / ".atelier" / "hashes.json")
     if cfg.pipelines_dir is not None:
         folders.pipelines.append(cfg.pipelines_dir)
     for plugin in plugin_list:
@@ -199,7 +217,15 @@ def build_engine(
         registry = default_registry()
         errors.extend(registry.load_errors)
     if models is None:
-        models = ModelLoader(cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models)
+        host_budget = (
+            int(cfg.model_cache_mb * 1024 * 1024) if cfg.model_cache_mb is not None else default_budget()
+        )
+        models = ModelLoader(
+            cfg.device,
+            parse_dtype(cfg.dtype),
+            max_loaded=cfg.max_loaded_models,
+            host=HostCache(host_budget, cfg.device),
+        )
     if cache is None:
         budget = int(cfg.cache_mb * 1024 * 1024) if cfg.cache_mb else default_budget()
         cache = OutputCache(max_bytes=budget, max_device_bytes=default_device_budget(cfg.device))
@@ -248,6 +274,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="output cache budget in MiB (default: a quarter of RAM, at most 8 GiB)",
     )
+    g.add_argument(
+        "--model-cache-mb",
+        type=float,
+        default=None,
+        help="host memory for recently used models, reloaded without reading their files (default: a "
+        "quarter of RAM, at most 8 GiB; 0: off)",
+    )
     d = Limits()
     lim = p.add_argument_group(
         "limits", "what a job may ask for: the server refuses a job over them, run and validate warn"
@@ -292,6 +325,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         temp_dir=getattr(args, "temp_dir", None),
         pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
+        model_cache_mb=getattr(args, "model_cache_mb", None),
         limits=limits_from_args(args),
     )
 

@@ -6,20 +6,27 @@ spent initialising weights that are overwritten anyway. Assignment is strict, so
 loudly instead of leaving random weights behind.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex
 from atelier.engine.models.info import TextEncoderInfo
 
-TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
+# diffusers, transformers and accelerate are imported when a module is built, not with this module: the
+# node library imports it, and a process (a server, a CLI validating a workflow) may start without them
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
+else:
+    TextEncoder = torch.nn.Module
 M = TypeVar("M", bound=torch.nn.Module)
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -41,19 +48,27 @@ def resolve_dtype(device: str | torch.device, dtype: torch.dtype | None) -> torc
 
 def build_empty(factory: Callable[[], M]) -> M:
     """Construct a module with its parameters on the meta device (no memory, no init)."""
+    from accelerate import init_empty_weights
+
     with init_empty_weights(include_buffers=False):
         return factory()
 
 
 def empty_unet(config: Mapping[str, Any]) -> UNet2DConditionModel:
+    from diffusers import UNet2DConditionModel
+
     return build_empty(lambda: UNet2DConditionModel.from_config(dict(config)))
 
 
 def empty_vae(config: Mapping[str, Any]) -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
     return build_empty(lambda: AutoencoderKL.from_config(dict(config)))
 
 
 def empty_text_encoder(te: TextEncoderInfo) -> TextEncoder:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
     config = CLIPTextConfig(**te.config)
     cls = CLIPTextModelWithProjection if te.model_class == "CLIPTextModelWithProjection" else CLIPTextModel
     return build_empty(lambda: cls(config))
@@ -90,6 +105,18 @@ class LazyTensors(Mapping[str, torch.Tensor]):
     def shape(self, key: str) -> tuple[int, ...]:
         return self._index.shape(self._names[key])
 
+    def ready(self, key: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor on ``device`` in ``dtype`` (floating point) or as stored: read straight onto the
+        device when the file's values are not wider than the target (nothing to shrink before the transfer),
+        else read on the host, shrunk, then moved."""
+        name = self._names[key]
+        stored = getattr(torch, self._index.dtype(name), None)
+        if device.type != "cpu" and self._index.reads_on_device and isinstance(stored, torch.dtype):
+            if not stored.is_floating_point or stored.itemsize <= dtype.itemsize:
+                tensor = self._index.read_on(name, device)
+                return tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
+        return _move(self._index.read(name), device, dtype)
+
 
 def _shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     if isinstance(state_dict, LazyTensors):
@@ -124,7 +151,10 @@ def assign_weights(
         raise CheckpointError(
             path, f"{component}: {len(wrong)} tensors with the wrong shape, e.g. {wrong[0]}"
         )
-    ready = {k: _move(state_dict[k], device, dtype) for k in expected}
+    if isinstance(state_dict, LazyTensors):
+        ready = {k: state_dict.ready(k, device, dtype) for k in expected}
+    else:
+        ready = {k: _move(state_dict[k], device, dtype) for k in expected}
     module.load_state_dict(ready, strict=True, assign=True)
     module.to(device)  # non-persistent buffers (e.g. CLIP position ids)
     module.requires_grad_(False)

@@ -16,18 +16,19 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from atelier.engine.model_loader import LoadOptions
 
-from .build import assign_weights, build_empty, guard, resolve_dtype
 from .errors import CheckpointError
 from .files import TensorIndex, open_single_file
+
+if TYPE_CHECKING:  # transformers and diffusers (through .build) load when a model does, not with the nodes
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 __all__ = [
     "CLIP_MEAN",
@@ -100,6 +101,8 @@ def clip_vision_config(shape: Any, keys: list[str], prefix: str = "") -> CLIPVis
         projection_dim=projection,
     )
     base.pop("model_type", None)
+    from transformers import CLIPVisionConfig
+
     return CLIPVisionConfig(**base)
 
 
@@ -170,6 +173,10 @@ def load_clip_vision(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> CLIPVisionModelWithProjection:
     """A CLIP vision encoder from a single file (see the module's docstring for the layouts)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from .build import assign_weights, build_empty, guard, resolve_dtype
+
     path = Path(path)
     index: TensorIndex = open_single_file(path)
     keys = index.keys()

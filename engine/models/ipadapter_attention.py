@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import Tensor
 
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
@@ -93,6 +92,8 @@ class IPAdapterAttnProcessor:
     def _fusable(self, attn: Any, hidden: Tensor, context: Tensor | None, mask: Tensor | None) -> bool:
         """Whether the inner processor is diffusers' plain one on a plain call, so that one pass can share
         the query and the output projection (as diffusers' IPAdapterAttnProcessor2_0 does)."""
+        from diffusers.models.attention_processor import AttnProcessor2_0  # loaded with the UNet already
+
         return (
             type(self.inner) is AttnProcessor2_0
             and context is not None
