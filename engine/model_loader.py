@@ -10,9 +10,10 @@ memory instead of reading the file.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,6 +94,14 @@ class ModelLoader:
                 if self.host is not None:
                     self.host.put(dropped_key, dropped)
             return hit
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off loads while work that loading depends on runs: the warm-up imports the model libraries
+        under it, so that a job's first load never imports them at the same time (two threads importing
+        diffusers at once can see a half-initialised module)."""
+        with self._lock:
+            yield
 
     def loaded(self) -> list[Hashable]:
         """Keys of what is loaded now, least recently used first."""

@@ -59,7 +59,12 @@ def hash_model_files(engine: Engine, kinds: tuple[str, ...] = HASHED_KINDS) -> i
 def warmup_steps(engine: Engine, long_lived: bool = True) -> list[WarmupStep]:
     """Both steps for a server; only the imports for a one-shot ``atelier run`` (its job hashes the one
     checkpoint it uses, in the background from planning: ``FileHashes.prefetch``)."""
-    steps: list[WarmupStep] = [("import diffusers and transformers", import_model_libraries)]
+
+    def imports() -> None:
+        with engine.models.exclusive():  # a job's first load waits for them rather than racing them
+            import_model_libraries()
+
+    steps: list[WarmupStep] = [("import diffusers and transformers", imports)]
     if long_lived:
         steps.append(("hash checkpoint files", lambda: hash_model_files(engine)))
     return steps

@@ -64,11 +64,18 @@ def test_direct_to_device_matches_the_host_path(files: dict[str, Path]) -> None:
     assert next(on_device.unet.parameters()).device.type == "cuda"
 
 
-def test_safetensors_reads_on_a_device_and_others_through_the_host(files: dict[str, Path]) -> None:
+def test_safetensors_reads_on_a_device_and_others_through_the_host(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     index = open_single_file(files["a"])
     assert index.reads_on_device
     key = next(k for k in index.keys() if k.startswith(UNET_PREFIX))
     assert torch.equal(index.read_on(key, "cpu"), index.read(key))
+    pickle = tmp_path / "small.ckpt"
+    torch.save({"state_dict": {key: index.read(key)}}, pickle)
+    torch_index = open_single_file(pickle)
+    assert not torch_index.reads_on_device  # torch.load reads on the host; moved from there
+    assert torch.equal(torch_index.read_on(key, "cpu"), index.read(key))
 
 
 # -- the host cache -----------------------------------------------------------------------------------

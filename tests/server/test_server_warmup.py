@@ -82,3 +82,25 @@ def test_sd_warmup_hashes_checkpoints_once_for_every_later_process(
     fresh = engine_in(tmp_path / "again", root)  # a new process: the index under the models root answers
     assert hash_model_files(fresh) == len(files) and reads == []
     assert fresh.folders.sha256(files[0]) == real(files[0].resolve()) and reads == []
+
+
+def test_loads_wait_for_the_warmup_imports() -> None:
+    """Two threads importing diffusers at once can see a half-initialised module: the warm-up imports under
+    the model loader's ``exclusive()``, which a load waits for."""
+    from atelier.engine.model_loader import ModelLoader
+
+    models = ModelLoader("cpu")
+    order: list[str] = []
+    done = threading.Event()
+
+    def load() -> None:
+        models.load(Path(__file__), lambda path, options: order.append("load"))
+        done.set()
+
+    with models.exclusive():
+        thread = threading.Thread(target=load)
+        thread.start()
+        assert not done.wait(0.3)  # held off while the imports run
+        order.append("imports")
+    thread.join(10)
+    assert order == ["imports", "load"]
