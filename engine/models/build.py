@@ -6,27 +6,20 @@ spent initialising weights that are overwritten anyway. Assignment is strict, so
 loudly instead of leaving random weights behind.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex
 from atelier.engine.models.info import TextEncoderInfo
 
-# diffusers, transformers and accelerate are imported when a module is built, not with this module: the
-# node library imports it, and a process (a server, a CLI validating a workflow) may start without them
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
-else:
-    TextEncoder = torch.nn.Module
+TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
 M = TypeVar("M", bound=torch.nn.Module)
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -48,27 +41,19 @@ def resolve_dtype(device: str | torch.device, dtype: torch.dtype | None) -> torc
 
 def build_empty(factory: Callable[[], M]) -> M:
     """Construct a module with its parameters on the meta device (no memory, no init)."""
-    from accelerate import init_empty_weights
-
     with init_empty_weights(include_buffers=False):
         return factory()
 
 
 def empty_unet(config: Mapping[str, Any]) -> UNet2DConditionModel:
-    from diffusers import UNet2DConditionModel
-
     return build_empty(lambda: UNet2DConditionModel.from_config(dict(config)))
 
 
 def empty_vae(config: Mapping[str, Any]) -> AutoencoderKL:
-    from diffusers import AutoencoderKL
-
     return build_empty(lambda: AutoencoderKL.from_config(dict(config)))
 
 
 def empty_text_encoder(te: TextEncoderInfo) -> TextEncoder:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     config = CLIPTextConfig(**te.config)
     cls = CLIPTextModelWithProjection if te.model_class == "CLIPTextModelWithProjection" else CLIPTextModel
     return build_empty(lambda: cls(config))

@@ -24,11 +24,10 @@ from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions
 
+if TYPE_CHECKING:  # transformers and diffusers (through .build) load when a model does, not at start-up
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from .errors import CheckpointError
 from .files import TensorIndex, open_single_file
-
-if TYPE_CHECKING:  # transformers and diffusers (through .build) load when a model does, not with the nodes
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 __all__ = [
     "CLIP_MEAN",
@@ -77,6 +76,8 @@ def _strip_prefix(keys: list[str], path: Path) -> str:
 
 
 def clip_vision_config(shape: Any, keys: list[str], prefix: str = "") -> CLIPVisionConfig:
+    from transformers import CLIPVisionConfig
+
     """The encoder's config from its tensor shapes (``shape(key) -> tuple``) and names."""
     patch = tuple(shape(f"{prefix}vision_model.embeddings.patch_embedding.weight"))
     positions = tuple(shape(f"{prefix}vision_model.embeddings.position_embedding.weight"))
@@ -101,8 +102,6 @@ def clip_vision_config(shape: Any, keys: list[str], prefix: str = "") -> CLIPVis
         projection_dim=projection,
     )
     base.pop("model_type", None)
-    from transformers import CLIPVisionConfig
-
     return CLIPVisionConfig(**base)
 
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
 from atelier.engine.models.derive import int_children
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, load_torch_state_dict, open_single_file
@@ -301,6 +300,8 @@ def build_controlnet(
     """A diffusers ``ControlNetModel`` from a config and diffusers-named tensors (strict: every tensor
     present with its shape)."""
     from diffusers import ControlNetModel
+
+    from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
 
     dtype = resolve_dtype(device, dtype)
     config = {k: v for k, v in info.config.items() if not k.startswith("_")}

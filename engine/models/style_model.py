@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from atelier.engine.model_loader import LoadOptions
 
-from .build import resolve_dtype
 from .errors import CheckpointError
 from .files import load_state_dict_file
 
@@ -112,6 +111,8 @@ def load_style_model(
         adapter.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(path, f"style model: {str(exc).splitlines()[0]}") from None
+    from .build import resolve_dtype  # diffusers loads with a model, not at start-up
+
     adapter = adapter.to(device, resolve_dtype(device, dtype)).eval().requires_grad_(False)
     return StyleModel(adapter, path.name)
 
