@@ -107,13 +107,16 @@ class HashIndex:
         return None
 
     def record(self, version: FileVersion, sha256: str) -> None:
-        """Remember a hash computed elsewhere (``FileHashes``) and save the index."""
+        """Remember a hash computed elsewhere (``FileHashes``) and save the index, unless the folder above
+        the index's own (the models root) does not exist: then it is kept for this process only."""
         name, size, mtime = version
         with self._lock:
             if self._known.get(name) == (size, mtime, sha256):
                 return
             self._known[name] = (size, mtime, sha256)
             self._dirty = True
+        if self.path is None or not self.path.parent.parent.is_dir():
+            return
         try:
             self.save()
         except OSError as exc:  # a read-only models folder: the hash is still used in this process

@@ -104,3 +104,14 @@ def test_loads_wait_for_the_warmup_imports() -> None:
         order.append("imports")
     thread.join(10)
     assert order == ["imports", "load"]
+
+
+def test_no_hash_index_is_written_where_there_is_no_models_root(tmp_path: Path) -> None:
+    import hashlib
+
+    engine = engine_in(tmp_path, tmp_path / "no-models")
+    engine.folders.ensure()
+    image = tmp_path / "input.png"
+    image.write_bytes(b"not really a picture")
+    assert engine.folders.sha256(image) == hashlib.sha256(b"not really a picture").hexdigest()
+    assert not (tmp_path / "no-models").exists()  # a run from the repository writes nothing into it
