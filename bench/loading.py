@@ -216,6 +216,59 @@ def first_image(models: Path, work: Path, device: str, python: str = sys.executa
     }
 
 
+def first_server_image(
+    models: Path, work: Path, device: str, python: str = sys.executable
+) -> dict[str, float]:
+    """A fresh ``atelier serve``: seconds until it answers, and until its first portrait (tiny checkpoint,
+    64 px, 2 steps, submitted as soon as it answers) is done."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(tempfile.mkdtemp(dir=work, prefix="serve-"))
+    args = ["serve", "--port", str(port), "--database", str(root / "a.db"), "--models-dir", str(models)]
+    args += ["--device", device, "--output-dir", str(root / "out"), "--input-dir", str(root / "in")]
+    args += ["--temp-dir", str(root / "tmp")]
+    base = f"http://127.0.0.1:{port}/atelier/v1"
+    started = time.time()
+    proc = subprocess.Popen(
+        [python, "-c", "from atelier.engine.cli import main; raise SystemExit(main())", *args],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def call(path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    try:
+        while True:
+            if proc.poll() is not None or time.time() - started > 300:
+                raise SystemExit(f"the server did not start ({python})")
+            try:
+                call("/system")
+                break
+            except OSError:
+                time.sleep(0.05)
+        ready = time.time() - started
+        workflow = json.loads((ROOT / "workflows" / "portrait.json").read_text())
+        values = {"checkpoint": "atelier-tiny-sd15.safetensors", "steps": 2, "width": 64, "height": 64}
+        job = call("/jobs", {"workflow": workflow, "overrides": values})["id"]
+        while (status := call(f"/jobs/{job}")["status"]) in ("queued", "running"):
+            time.sleep(0.05)
+        if status != "success":
+            raise SystemExit(f"the server's first job ended {status}")
+        return {"answers": ready, "first image done": time.time() - started}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -296,6 +349,15 @@ def main() -> None:
                 r["total (process start to exit)"] for r in columns["this"]
             )
             print(f"  time to first image, before / this: {ratio:.2f}x")
+
+        print("\nfresh `atelier serve`, seconds from process start (first job submitted once it answers)")
+        servers = {"this": first_server_image(models, work, args.device)}
+        if args.before:
+            servers["before"] = first_server_image(models, work, args.device, args.before)
+        for name, res in servers.items():
+            print(
+                f"  {name:<7} answers after {res['answers']:6.2f} s, first image done after {res['first image done']:6.2f} s"
+            )
 
 
 if __name__ == "__main__":
