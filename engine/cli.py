@@ -23,6 +23,7 @@ from .folders import Folders
 from .registry import Registry
 from .runtime import Engine, EngineConfig, add_engine_arguments, build_engine, config_from_args, load_plugins
 from .validate import CheckResult, NodeError
+from .warmup import start_warmup
 from .workflow import Workflow, WorkflowFormatError, parse_workflow, read_workflow_data
 
 
@@ -240,6 +241,8 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     if engine is None:
         return 2
     registry = engine.registry
+    # the model libraries import beside parsing, checking and planning (engine/warmup.py)
+    start_warmup(engine.warmup_steps(long_lived=False))
     engine.folders.ensure()
     workflows: list[tuple[str, Workflow]] = []
     for path in args.workflows:

@@ -58,6 +58,9 @@ def add_pipeline_commands(sub: Any) -> None:
 
 def hash_index(engine: Engine) -> HashIndex:
     """The engine's persistent hash index (under the models root)."""
+    store = engine.folders.hashes.store
+    if isinstance(store, HashIndex):
+        return store  # one object per file: two would each save their own view
     root = engine.config.models_dir
     return HashIndex(root / ".atelier" / "hashes.json" if root is not None else None)
 

@@ -9,11 +9,13 @@ no process-wide cache. The module functions :func:`file_sha256` and :func:`file_
 """
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 __all__ = [
     "FileHash",
@@ -27,6 +29,7 @@ __all__ = [
     "sha256_of_file",
 ]
 
+log = logging.getLogger(__name__)
 _CHUNK = 8 * 1024 * 1024
 #: (resolved path, size in bytes, mtime in ns): what identifies one version of a file.
 FileVersion = tuple[str, int, int]
@@ -79,17 +82,28 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class HashStore(Protocol):
+    """Where hashes outlive the process (``manifest.HashIndex``: a JSON file under the models root)."""
+
+    def known(self, version: FileVersion) -> str | None: ...
+
+    def record(self, version: FileVersion, sha256: str) -> None: ...
+
+
 class FileHashes:
     """Content hashes remembered per file version, at most ``max_entries`` (least recently used go first).
 
     Thread-safe, and a file version is hashed once even when several threads ask at the same time (the
     others wait for the first). A file that changes while it is being read is hashed again for its new
-    version rather than remembered under the old one."""
+    version rather than remembered under the old one. With a ``store``, hashes found there are not read
+    again and new ones are recorded there, so a fresh process does not re-read files an earlier one hashed.
+    :meth:`prefetch` starts hashing in the background, so that whoever asks later waits less."""
 
-    def __init__(self, max_entries: int = 512) -> None:
+    def __init__(self, max_entries: int = 512, store: HashStore | None = None) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
+        self.store = store
         self._done: OrderedDict[FileVersion, str] = OrderedDict()
         self._busy: dict[FileVersion, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -128,6 +142,12 @@ class FileHashes:
             with busy:
                 with self._lock:
                     hit = self._remembered(key)
+                if hit is None and self.store is not None:
+                    hit = self.store.known(key)
+                    if hit is not None:
+                        with self._lock:
+                            self._busy.pop(key, None)
+                            self._remember(key, hit)
                 if hit is not None:
                     return hit
                 value = sha256_of_file(resolved)
@@ -137,11 +157,33 @@ class FileHashes:
                     if unchanged:
                         self._remember(key, value)
                 if unchanged:
+                    if self.store is not None:
+                        self.store.record(key, value)
                     return value
         raise OSError(f"{resolved}: the file kept changing while it was being hashed")
 
     def hash(self, path: str | os.PathLike[str]) -> FileHash:
         return FileHash(self.sha256(path))
+
+    def prefetch(self, path: str | os.PathLike[str]) -> threading.Thread | None:
+        """Hash a file in a background thread unless its current version is known (None then), so that a
+        later :meth:`sha256` (a saved image's provenance) finds it ready or waits only for the rest. Errors
+        are logged: the later call raises them again."""
+        try:
+            if self.cached(path) is not None or not Path(path).is_file():
+                return None
+        except OSError:
+            return None
+
+        def run() -> None:
+            try:
+                self.sha256(path)
+            except Exception as exc:  # noqa: BLE001 - background work: logged, raised again when asked
+                log.warning("hashing %s in the background failed: %s", path, exc)
+
+        thread = threading.Thread(target=run, name=f"hash {Path(path).name}", daemon=True)
+        thread.start()
+        return thread
 
     def _remembered(self, key: FileVersion) -> str | None:
         hit = self._done.get(key)

@@ -13,6 +13,7 @@ version's sha256 on disk (``<models root>/.atelier/hashes.json``) and reads only
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -21,10 +22,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .folders import Folders
-from .hashing import file_version, sha256_of_file
+from .hashing import FileVersion, file_version, sha256_of_file
 from .pipeline import SEP
 from .registry import Registry
 from .validate import Graph
+
+log = logging.getLogger(__name__)
 
 
 class ModelRef(BaseModel):
@@ -84,16 +87,40 @@ class HashIndex:
                 self._known = {}  # a damaged index is rebuilt, not trusted
 
     def sha256(self, path: Path) -> str:
-        name, size, mtime = file_version(path)
+        version = file_version(path)
+        hit = self.known(version)
+        if hit is not None:
+            return hit
+        digest = sha256_of_file(Path(version[0]))
+        with self._lock:
+            self._known[version[0]] = (version[1], version[2], digest)
+            self._dirty = True
+        return digest
+
+    def known(self, version: FileVersion) -> str | None:
+        """The sha256 recorded for this file version, else None (nothing read)."""
+        name, size, mtime = version
         with self._lock:
             hit = self._known.get(name)
         if hit is not None and hit[0] == size and hit[1] == mtime:
             return hit[2]
-        digest = sha256_of_file(Path(name))
+        return None
+
+    def record(self, version: FileVersion, sha256: str) -> None:
+        """Remember a hash computed elsewhere (``FileHashes``) and save the index, unless the folder above
+        the index's own (the models root) does not exist: then it is kept for this process only."""
+        name, size, mtime = version
         with self._lock:
-            self._known[name] = (size, mtime, digest)
+            if self._known.get(name) == (size, mtime, sha256):
+                return
+            self._known[name] = (size, mtime, sha256)
             self._dirty = True
-        return digest
+        if self.path is None or not self.path.parent.parent.is_dir():
+            return
+        try:
+            self.save()
+        except OSError as exc:  # a read-only models folder: the hash is still used in this process
+            log.warning("could not save the hash index %s: %s", self.path, exc)
 
     def save(self) -> None:
         if self.path is None or not self._dirty:

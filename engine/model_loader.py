@@ -7,18 +7,23 @@ used are dropped past ``max_loaded`` (their memory is freed once no cached outpu
 
 Device memory: the loader's :class:`~.memory.DeviceBudget` (the engine's) makes room before a load and
 accounts for the modules of what it loads (the ``-- device budget`` section below).
+
+Host memory: models dropped past ``max_loaded`` go into the loader's host cache when it has one
+(``host_cache.py``): loading the same file again then takes it from host memory instead of reading the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .hashing import file_version
+from .host_cache import HostCache
 from .memory import DeviceBudget
 
 T = TypeVar("T")
@@ -70,6 +75,7 @@ class ModelLoader:
         max_loaded: int = 2,
         budget: DeviceBudget | None = None,
         fast: Any = None,
+        host: HostCache | None = None,
     ) -> None:
         self.device = device
         self.dtype = dtype
@@ -77,6 +83,8 @@ class ModelLoader:
         self.max_loaded = max_loaded
         #: the device memory shared with the output cache (by default one without a capacity: report only)
         self.budget = budget if budget is not None else DeviceBudget(None, device)
+        #: where dropped models go, to be taken back without reading their file (None: nowhere)
+        self.host = host
         self._loaded: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many files were actually loaded (for tests and statistics)
@@ -91,13 +99,17 @@ class ModelLoader:
         cache_key = (key if key is not None else loader, file_version(path), self.device, str(self.dtype))
         with self._lock:
             hit = self._loaded.pop(cache_key, None)
+            if hit is None and self.host is not None:
+                hit = self.host.take(cache_key)
             if hit is None:
                 self._before_load(path)
                 hit = loader(path, self.options)
                 self.loads += 1
             self._loaded[cache_key] = hit
             while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+                dropped_key, dropped = self._loaded.popitem(last=False)
+                if self.host is not None:
+                    self.host.put(dropped_key, dropped)
         self._account(path, hit)
         return hit
 
@@ -118,6 +130,14 @@ class ModelLoader:
 
     # -- what is loaded ---------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off loads while work that loading depends on runs: the warm-up imports the model libraries
+        under it, so that a job's first load never imports them at the same time (two threads importing
+        diffusers at once can see a half-initialised module)."""
+        with self._lock:
+            yield
+
     def loaded(self) -> list[Hashable]:
         """Keys of what is loaded now, least recently used first."""
         with self._lock:
@@ -126,6 +146,8 @@ class ModelLoader:
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
+            if self.host is not None:
+                self.host.clear()
         try:
             import torch
 

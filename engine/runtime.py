@@ -27,12 +27,15 @@ from .admission import Admission, admit
 from .cache import OutputCache, default_budget, default_device_budget
 from .executor import Executor
 from .folders import Folders
+from .host_cache import HostCache
 from .limits import Limits
+from .manifest import HashIndex
 from .memory import DeviceBudget, capacity_from
 from .model_loader import ModelLoader, parse_dtype
 from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
 from .validate import CheckResult, Graph, check
+from .warmup import WarmupStep
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,10 @@ class EngineConfig(BaseModel):
     )
     compile: str | None = Field(
         None, description="torch.compile the UNet: default, reduce-overhead, max-autotune ($ATELIER_COMPILE)"
+    )
+    model_cache_mb: float | None = Field(
+        None,
+        description="host memory for models dropped from the device (default: RAM/4, at most 8 GiB; 0: none)",
     )
     limits: Limits = Field(default_factory=Limits, description="admission limits (engine/limits.py)")
 
@@ -125,6 +132,11 @@ class Plugin:
         pipelines it ships (``folders.pipelines``, after the user's)."""
 
     def commands(self) -> Sequence[Command]:
+        return ()
+
+    def warmup(self, engine: Engine, long_lived: bool = True) -> Sequence[WarmupStep]:
+        """Start-up work to do in the background (``engine/warmup.py``): for a server (``long_lived``), or
+        only what the first job of a one-shot process (``atelier run``) surely needs."""
         return ()
 
 
@@ -193,6 +205,10 @@ class Engine:
     def describe(self, type_name: str | None = None) -> dict[str, Any]:
         return self.registry.describe(type_name, files=self.folders)
 
+    def warmup_steps(self, long_lived: bool = True) -> list[WarmupStep]:
+        """What the plugins would warm up for this engine (``engine/warmup.py`` runs them)."""
+        return [step for plugin in self.plugins for step in plugin.warmup(self, long_lived)]
+
     def free(self) -> None:
         """Drop cached outputs and loaded models (after an out-of-memory failure, or on request)."""
         self.cache.clear()
@@ -214,6 +230,8 @@ def build_engine(
     assert cfg.device is not None and cfg.output_dir and cfg.input_dir and cfg.temp_dir
     plugin_list = list(plugins) if plugins is not None else load_plugins(errors)
     folders = Folders(output=cfg.output_dir, input=cfg.input_dir, temp=cfg.temp_dir)
+    if cfg.models_dir is not None:  # hashes outlive the process: a fresh one does not re-read model files
+        folders.hashes.store = HashIndex(cfg.models_dir / ".atelier" / "hashes.json")
     if cfg.pipelines_dir is not None:
         folders.pipelines.append(cfg.pipelines_dir)
     for plugin in plugin_list:
@@ -230,8 +248,16 @@ def build_engine(
         elif cfg.compile:
             log.warning("--compile is ignored: it needs the fast path (CUDA, or ATELIER_FAST_PATH=1)")
         memory = DeviceBudget(capacity_from(cfg.vram_budget_gb, cfg.device), cfg.device)
+        host_budget = (
+            int(cfg.model_cache_mb * 1024 * 1024) if cfg.model_cache_mb is not None else default_budget()
+        )
         models = ModelLoader(
-            cfg.device, parse_dtype(cfg.dtype), max_loaded=cfg.max_loaded_models, budget=memory, fast=fast
+            cfg.device,
+            parse_dtype(cfg.dtype),
+            max_loaded=cfg.max_loaded_models,
+            budget=memory,
+            fast=fast,
+            host=HostCache(host_budget, cfg.device),
         )
     memory = models.budget  # a shared loader brings its budget: the modules it accounts for are shared too
     if cache is None:
@@ -309,6 +335,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         "RAM, then the least recently used models move to RAM (default $ATELIER_VRAM_BUDGET, on CUDA the "
         "card's memory less a reserve of a quarter (at least 2 GiB); 0: no budget)",
     )
+    g.add_argument(
+        "--model-cache-mb",
+        type=float,
+        default=None,
+        help="host memory for recently used models, reloaded without reading their files (default: a "
+        "quarter of RAM, at most 8 GiB; 0: off)",
+    )
     d = Limits()
     lim = p.add_argument_group(
         "limits", "what a job may ask for: the server refuses a job over them, run and validate warn"
@@ -361,6 +394,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         pipelines_dir=getattr(args, "pipelines_dir", None),
         cache_mb=getattr(args, "cache_mb", None),
         vram_budget_gb=getattr(args, "vram_budget", None),
+        model_cache_mb=getattr(args, "model_cache_mb", None),
         limits=limits_from_args(args),
         fast_path=getattr(args, "fast_path", None),
         compile=getattr(args, "compile", None),

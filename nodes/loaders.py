@@ -2,7 +2,8 @@
 
 Files are found through ``ctx.files`` and loaded through ``ctx.models`` (once per file version, onto the
 engine's device). A loader's cache signature carries the file's identity (path, size, modification time);
-the content hash is only taken when a result records its provenance (SaveImage), once per file version.
+the content hash is only needed when a result records its provenance (SaveImage), once per file version,
+and is read in the background from the moment the job is planned (``FileHashes.prefetch``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ class _ModelFileNode(Node, abstract=True):
     @classmethod
     def fingerprint(cls, ctx: Context, **literals: Any) -> str:
         kind, name = cls.file_input
-        return file_fingerprint(ctx.files.find_model(kind, literals[name]))
+        path = ctx.files.find_model(kind, literals[name])
+        # a saved image records the file's sha256: start reading it now, beside loading and sampling
+        ctx.files.hashes.prefetch(path)
+        return file_fingerprint(path)
 
     @classmethod
     def provenance(cls, ctx: Context, **literals: Any) -> dict[str, Any]:

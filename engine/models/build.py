@@ -90,6 +90,18 @@ class LazyTensors(Mapping[str, torch.Tensor]):
     def shape(self, key: str) -> tuple[int, ...]:
         return self._index.shape(self._names[key])
 
+    def ready(self, key: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor on ``device`` in ``dtype`` (floating point) or as stored: read straight onto the
+        device when the file's values are not wider than the target (nothing to shrink before the transfer),
+        else read on the host, shrunk, then moved."""
+        name = self._names[key]
+        stored = getattr(torch, self._index.dtype(name), None)
+        if device.type != "cpu" and self._index.reads_on_device and isinstance(stored, torch.dtype):
+            if not stored.is_floating_point or stored.itemsize <= dtype.itemsize:
+                tensor = self._index.read_on(name, device)
+                return tensor.to(dtype=dtype) if tensor.is_floating_point() else tensor
+        return _move(self._index.read(name), device, dtype)
+
 
 def _shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     if isinstance(state_dict, LazyTensors):
@@ -124,7 +136,10 @@ def assign_weights(
         raise CheckpointError(
             path, f"{component}: {len(wrong)} tensors with the wrong shape, e.g. {wrong[0]}"
         )
-    ready = {k: _move(state_dict[k], device, dtype) for k in expected}
+    if isinstance(state_dict, LazyTensors):
+        ready = {k: state_dict.ready(k, device, dtype) for k in expected}
+    else:
+        ready = {k: _move(state_dict[k], device, dtype) for k in expected}
     module.load_state_dict(ready, strict=True, assign=True)
     module.to(device)  # non-persistent buffers (e.g. CLIP position ids)
     module.requires_grad_(False)

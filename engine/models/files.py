@@ -32,11 +32,13 @@ class TensorIndex:
         source_format: SourceFormat,
         entries: Mapping[str, tuple[tuple[int, ...], str]],
         read: Callable[[str], torch.Tensor],
+        read_on: Callable[[str, str], torch.Tensor] | None = None,
     ) -> None:
         self.path = path
         self.source_format: SourceFormat = source_format
         self.entries = dict(entries)
         self._read = read
+        self._read_on = read_on
 
     def __contains__(self, key: object) -> bool:
         return key in self.entries
@@ -55,6 +57,20 @@ class TensorIndex:
 
     def read(self, key: str) -> torch.Tensor:
         return self._read(key)
+
+    @property
+    def reads_on_device(self) -> bool:
+        """Whether :meth:`read_on` reads straight onto a device (safetensors files) rather than through
+        the host."""
+        return self._read_on is not None
+
+    def read_on(self, key: str, device: str | torch.device) -> torch.Tensor:
+        """One tensor on ``device``: read there directly where the format allows (safetensors), else read
+        on the host and moved."""
+        kind = torch.device(device)
+        if kind.type == "cpu" or self._read_on is None:
+            return self._read(key).to(kind)
+        return self._read_on(key, str(kind))
 
     def read_prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
         return {key: self._read(key) for key in self.entries if key.startswith(prefix)}
@@ -146,21 +162,21 @@ def _safetensors_index(path: Path) -> TensorIndex:
     from safetensors import safe_open
 
     entries, _ = read_safetensors_header(path)
-    handle: list[Any] = []
+    handles: dict[str, Any] = {}  # device -> open file: safetensors puts each tensor there directly
 
-    def read(key: str) -> torch.Tensor:
-        if not handle:
+    def read_on(key: str, device: str) -> torch.Tensor:
+        if device not in handles:
             try:
-                handle.append(safe_open(str(path), framework="pt", device="cpu"))
+                handles[device] = safe_open(str(path), framework="pt", device=device)
             except Exception as exc:  # safetensors raises its own error types
                 raise CheckpointError(path, f"cannot open as safetensors: {exc}") from None
         try:
-            tensor: torch.Tensor = handle[0].get_tensor(key)
+            tensor: torch.Tensor = handles[device].get_tensor(key)
         except Exception as exc:
             raise CheckpointError(path, f"cannot read tensor {key!r}: {exc}") from None
         return tensor
 
-    return TensorIndex(path, "safetensors", entries, read)
+    return TensorIndex(path, "safetensors", entries, lambda key: read_on(key, "cpu"), read_on)
 
 
 def read_torch_file(path: Path) -> Any:
@@ -250,7 +266,13 @@ def normalise_sd1_clip_keys(index: TensorIndex) -> TensorIndex:
     rename = {k: SD1_CLIP_PREFIX + "text_model." + k[len(SD1_CLIP_PREFIX) :] for k in old}
     entries = {rename.get(k, k): v for k, v in index.entries.items()}
     back = {v: k for k, v in rename.items()}
-    return TensorIndex(index.path, index.source_format, entries, lambda key: index.read(back.get(key, key)))
+    return TensorIndex(
+        index.path,
+        index.source_format,
+        entries,
+        lambda key: index.read(back.get(key, key)),
+        (lambda key, device: index.read_on(back.get(key, key), device)) if index.reads_on_device else None,
+    )
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

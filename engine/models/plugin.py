@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atelier.engine.folders import Folders
-from atelier.engine.runtime import Command, EngineConfig, Plugin
+from atelier.engine.runtime import Command, Engine, EngineConfig, Plugin
+from atelier.engine.warmup import WarmupStep
 
 from .folders import configured_model_folders
 
@@ -85,6 +86,11 @@ class StableDiffusionPlugin(Plugin):
         assert config.models_dir is not None
         folders.models.update(configured_model_folders(config.models_dir, config.config_file))
         folders.pipelines.append(WORKFLOWS_DIR)  # the shipped portrait workflows, after the user's library
+
+    def warmup(self, engine: Engine, long_lived: bool = True) -> Sequence[WarmupStep]:
+        from .warmup import warmup_steps
+
+        return warmup_steps(engine, long_lived)
 
     def commands(self) -> Sequence[Command]:
         return (

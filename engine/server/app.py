@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier.engine.runtime import Engine
+from atelier.engine.warmup import start_warmup
 
 from .comfy.messages import ComfyFormat
 from .http_errors import documented_errors_only, http_error, validation_error
@@ -93,6 +94,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             )
         await to_thread.run_sync(services.jobs.attach, worker, hub)
         await to_thread.run_sync(worker.start)
+        if settings.warmup and settings.ray is None:
+            # in the background: the server answers at once, the first job finds the libraries imported
+            app.state.warmup = start_warmup(engine.warmup_steps())
         try:
             yield
         finally:

@@ -58,6 +58,12 @@ def _args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default="warning")
     p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="do not import the model libraries and hash the checkpoints in the background at start-up",
+    )
+    p.add_argument(
         "--frontend",
         choices=("atelier", "comfyui"),
         default="atelier",
@@ -176,6 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         comfy_frontend=comfy_frontend,
         user_dir=args.user_dir,
         multi_user=args.multi_user,
+        warmup=args.warmup,
         ray=None if args.ray is None else _ray_settings(args, None if args.ray == "local" else args.ray),
     )
     logging.basicConfig(level=args.log_level.upper())

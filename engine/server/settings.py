@@ -33,6 +33,9 @@ class Settings:
     def previews(self) -> bool:
         return self.preview_method != "none"
 
+    #: warm up in the background at start-up (``engine/warmup.py``: model libraries, checkpoint hashes)
+    warmup: bool = True
+
     #: the most jobs queued or running at once: more are refused (503) until the queue drains
     max_queued: int = 1000
     #: cross-job batching: the most queued jobs run together (their KSamplers as one batch; 1: never), and
