@@ -34,22 +34,13 @@ def pytest_addoption(parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run full-size (slow) tests")
 
 
-#: test folders and files whose tests share one worker under `pytest -n N --dist loadgroup`: the browser
-#: tests one served editor and one Chromium, the Ray tests one local cluster
-GROUPS = {"browser": "browser", "test_ray_cluster.py": "ray"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--runslow"):
+        return
     skip = pytest.mark.skip(reason="slow (a full-size run or a measurement): use --runslow")
-    runslow = config.getoption("--runslow")
     for item in items:
-        if "slow" in item.keywords and not runslow:
+        if "slow" in item.keywords:
             item.add_marker(skip)
-        parts = Path(str(item.path)).parts
-        group = next((g for name, g in GROUPS.items() if name in parts), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
