@@ -41,6 +41,7 @@ from . import types as T
 from .folders import Folders
 from .limits import Estimate, Extent, Limits
 from .model_loader import ModelLoader
+from .traits import Declared, Traits
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -510,6 +511,7 @@ class Node:
     has_provenance: ClassVar[bool] = False
     has_check_inputs: ClassVar[bool] = False
     has_estimate: ClassVar[bool] = False
+    has_traits: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -538,6 +540,7 @@ class Node:
         cls.has_provenance = cls.provenance.__func__ is not Node.provenance.__func__  # type: ignore[attr-defined]
         cls.has_check_inputs = cls.check_inputs.__func__ is not Node.check_inputs.__func__  # type: ignore[attr-defined]
         cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__  # type: ignore[attr-defined]
+        cls.has_traits = cls.traits.__func__ is not Node.traits.__func__  # type: ignore[attr-defined]
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -569,6 +572,18 @@ class Node:
         Gets the engine's folders (a loader may read a file's header, never decode it), the extents
         flowing into its linked inputs where the nodes upstream declared them (keyed by input name), and
         its literal inputs. Must be cheap. The default, None: nothing to say."""
+        return None
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared | None:
+        """What validation knows of this node's outputs before running (``engine/traits.py``): per output
+        index, the traits it has (a model's family, read from a file header) or the needs it carries (a
+        ControlNet's family, for whatever model it meets). Gets the engine's folders, the traits flowing
+        into the linked inputs (keyed by input name), this node's id (to name in traits it creates) and its
+        literal inputs. Must be cheap. The default, None: each output carries the traits of the inputs of
+        its socket type."""
         return None
 
     @classmethod

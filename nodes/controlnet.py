@@ -3,8 +3,10 @@ conditioning. The sampler's model call applies it (``engine/models/controlnet.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from atelier.engine.folders import Folders
 from atelier.engine.models.controlnet import (
     ControlHint,
     ControlNetHandle,
@@ -12,10 +14,12 @@ from atelier.engine.models.controlnet import (
     load_diff_controlnet,
     with_hint,
 )
+from atelier.engine.models.family_traits import controlnet_family
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE
 from atelier.engine.node import Choice, Context, Float, Node, Output, Socket, model_files
 from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.traits import Declared, Traits, pass_through
 from atelier.nodes.loaders import _ModelFileNode
 
 _STRENGTH = Float("strength", 1.0, min=0.0, max=10.0, step=0.01)
@@ -25,6 +29,22 @@ def _origin(ctx: Context) -> str:
     return f"node {ctx.node_id} ({ctx.node_type})"
 
 
+def _needs_family(upstream: Mapping[str, Traits], *conditionings: str) -> set[Any]:
+    """A conditioning with a ControlNet attached needs the ControlNet's family (validation's check)."""
+    return pass_through(upstream, *conditionings) | {t.as_need() for t in upstream.get("control_net", ())}
+
+
+class _ControlNetFileNode(_ModelFileNode, abstract=True):
+    file_input = ("controlnet", "control_net_name")
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        name = literals["control_net_name"]
+        return {0: controlnet_family(files, node_id, name, "control_net_name")}
+
+
 def _check_image(image: Any, ctx: Context) -> None:
     if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(
@@ -32,7 +52,7 @@ def _check_image(image: Any, ctx: Context) -> None:
         )
 
 
-class ControlNetLoader(_ModelFileNode):
+class ControlNetLoader(_ControlNetFileNode):
     """Load a ControlNet (SD1.x, SD2.x, SDXL; original single-file or diffusers layout, safetensors or
     weights-only .pth) from models/controlnet."""
 
@@ -47,7 +67,7 @@ class ControlNetLoader(_ModelFileNode):
         return load_controlnet_handle(ctx.models, path, control_net_name)
 
 
-class DiffControlNetLoader(_ModelFileNode):
+class DiffControlNetLoader(_ControlNetFileNode):
     """Load a ControlNet for a model: a "diff" ControlNet (stored as a difference to its base model) gets
     the model's weights added; any other ControlNet loads as with ControlNetLoader."""
 
@@ -77,6 +97,12 @@ class ControlNetApply(Node):
         _STRENGTH,
     )
     outputs = (Output(CONDITIONING),)
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        return {0: _needs_family(upstream, "conditioning")}
 
     def run(
         self,
@@ -113,6 +139,12 @@ class ControlNetApplyAdvanced(Node):
         ),
     )
     outputs = (Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative"))
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        return {0: _needs_family(upstream, "positive"), 1: _needs_family(upstream, "negative")}
 
     def run(
         self,

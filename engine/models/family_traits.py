@@ -1,0 +1,56 @@
+"""Stable Diffusion model families as validation traits (``engine/traits.py``).
+
+A checkpoint loader's MODEL has the trait ``sd.family`` = its family; a ControlNet has its family, and
+applying it to a conditioning makes the conditioning need that family, so a sampler that meets an SDXL
+ControlNet's conditioning with an SD1.5 model is refused at validation, naming the ControlNet's node and
+file and both families. Families come from headers only (safetensors headers, diffusers configs), through
+the loaders' own detection; torch pickles are never unpickled here (their family is unknown: the run-time
+check still catches a mismatch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from atelier.engine.folders import Folders
+from atelier.engine.traits import Trait
+
+from .browse import family_label
+from .controlnet_files import detect_controlnet
+from .detect import detect_checkpoint
+from .files import sniff_format
+
+FAMILY = "sd.family"
+
+
+def _readable_without_unpickling(path: Path) -> bool:
+    return path.is_dir() or sniff_format(path) == "safetensors"
+
+
+def _family_trait(family: str, node_id: str, source: str, input_name: str) -> Trait:
+    return Trait(
+        FAMILY,
+        family,
+        node_id,
+        source,
+        input=input_name,
+        value_label=family_label(family) or family,
+    )
+
+
+def checkpoint_family(files: Folders, node_id: str, name: str, input_name: str) -> list[Trait]:
+    """The family trait of checkpoint ``name`` (none when it cannot be told from headers)."""
+    path = files.find_model("checkpoints", name)
+    if not _readable_without_unpickling(path):
+        return []
+    family = detect_checkpoint(path).family
+    return [_family_trait(family, node_id, f"checkpoint {name!r}", input_name)]
+
+
+def controlnet_family(files: Folders, node_id: str, name: str, input_name: str) -> list[Trait]:
+    """The family trait of ControlNet ``name`` (none when it cannot be told from headers)."""
+    path = files.find_model("controlnet", name)
+    if not _readable_without_unpickling(path):
+        return []
+    family = detect_controlnet(path).family
+    return [_family_trait(family, node_id, f"ControlNet {name!r}", input_name)]
