@@ -44,8 +44,9 @@ class Trait:
     value_label: str = ""
     need: bool = False
 
-    def as_need(self) -> Trait:
-        return Trait(self.key, self.value, self.node, self.source, self.input, self.value_label, True)
+    def as_need(self, key: str | None = None) -> Trait:
+        """This trait as a requirement (of ``key``, by default its own)."""
+        return Trait(key or self.key, self.value, self.node, self.source, self.input, self.value_label, True)
 
     @property
     def shown(self) -> str:

@@ -14,7 +14,7 @@ from atelier.engine.models.controlnet import (
     load_diff_controlnet,
     with_hint,
 )
-from atelier.engine.models.family_traits import controlnet_family
+from atelier.engine.models.family_traits import controlnet_family, needs_controlnet_family
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE
 from atelier.engine.node import Choice, Context, Float, Node, Output, Socket, model_files
@@ -31,7 +31,7 @@ def _origin(ctx: Context) -> str:
 
 def _needs_family(upstream: Mapping[str, Traits], *conditionings: str) -> set[Any]:
     """A conditioning with a ControlNet attached needs the ControlNet's family (validation's check)."""
-    return pass_through(upstream, *conditionings) | {t.as_need() for t in upstream.get("control_net", ())}
+    return pass_through(upstream, *conditionings) | needs_controlnet_family(upstream.get("control_net", ()))
 
 
 class _ControlNetFileNode(_ModelFileNode, abstract=True):

@@ -10,6 +10,7 @@ check still catches a mismatch).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from atelier.engine.folders import Folders
@@ -21,15 +22,17 @@ from .detect import detect_checkpoint
 from .files import sniff_format
 
 FAMILY = "sd.family"
+#: a ControlNet's own family (another key: two ControlNets do not check each other, the model checks both)
+CONTROLNET_FAMILY = "sd.controlnet_family"
 
 
 def _readable_without_unpickling(path: Path) -> bool:
     return path.is_dir() or sniff_format(path) == "safetensors"
 
 
-def _family_trait(family: str, node_id: str, source: str, input_name: str) -> Trait:
+def _family_trait(family: str, node_id: str, source: str, input_name: str, key: str = FAMILY) -> Trait:
     return Trait(
-        FAMILY,
+        key,
         family,
         node_id,
         source,
@@ -53,4 +56,9 @@ def controlnet_family(files: Folders, node_id: str, name: str, input_name: str) 
     if not _readable_without_unpickling(path):
         return []
     family = detect_controlnet(path).family
-    return [_family_trait(family, node_id, f"ControlNet {name!r}", input_name)]
+    return [_family_trait(family, node_id, f"ControlNet {name!r}", input_name, CONTROLNET_FAMILY)]
+
+
+def needs_controlnet_family(controlnet: Iterable[Trait]) -> set[Trait]:
+    """What a conditioning with this ControlNet attached needs: a model of the ControlNet's family."""
+    return {t.as_need(FAMILY) for t in controlnet if t.key == CONTROLNET_FAMILY}

@@ -8,10 +8,11 @@ from typing import Any
 
 from atelier.engine.runtime import Engine
 from atelier.engine.validate import check
-from tests.controlnet.test_controlnet_sampling import graph
+from tests.controlnet.test_controlnet_sampling import graph, hint_png
 
 
 def refusals(engine: Engine, wf: dict[str, Any]) -> list[Any]:
+    hint_png(engine)
     res = check(wf, engine.executor.registry, outputs=["sampler"], files=engine.folders)
     return [e for e in res.errors if e.severity == "error"]
 
