@@ -236,6 +236,32 @@ def test_openpose_node_draws_the_photo_pose_and_skips_an_empty_picture(engine: E
     assert "no person found" in str(events)
 
 
+@needs_mediapipe
+def test_the_pose_from_a_photo_workflow_runs_headless(engine: Engine) -> None:
+    import json
+    from pathlib import Path
+
+    Image.fromarray(photo_of_a_person()).save(engine.folders.input / "astronaut.png")
+    wf = json.loads(
+        (Path(__file__).resolve().parents[2] / "workflows" / "portrait_pose_photo.json").read_text()
+    )
+    overrides = {
+        "checkpoint": "tiny15.safetensors",
+        "controlnet": "cn15.safetensors",
+        "photo": "astronaut.png",
+        "width": 64,
+        "height": 96,
+        "steps": 2,
+    }
+    events: list = []
+    res = engine.executor.run(wf, overrides=overrides, on_event=events.append)
+    assert res.ok, (res.failure, res.errors)
+    ref = res.outputs["save"]["images"][0]
+    picture = Image.open(engine.folders.output / ref["subfolder"] / ref["filename"])
+    assert picture.size == (64, 96)
+    assert res.outputs["pose_preview"]["images"]  # the estimated skeleton is shown
+
+
 def test_openpose_node_without_mediapipe_says_how_to_install_it(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
