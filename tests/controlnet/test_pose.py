@@ -6,6 +6,7 @@ nodes' skip and error paths."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +27,14 @@ from atelier.engine.imaging.pose import (
     mediapipe_to_openpose,
     output_size,
 )
-from atelier.engine.imaging.pose_dwpose import coco_wholebody_to_openpose, simcc_decode, yolox_people
+from atelier.engine.imaging.pose_dwpose import (
+    coco_wholebody_to_openpose,
+    load_dwpose,
+    simcc_decode,
+    yolox_people,
+)
 from atelier.engine.runtime import Engine
+from atelier.engine.validate import check
 
 W, H = 200, 300
 #: a standing person, OpenPose order (x, y) in pixels of a 200x300 picture
@@ -217,8 +224,6 @@ def test_openpose_node_draws_the_photo_pose_and_skips_an_empty_picture(engine: E
     node["inputs"]["image"] = ["img", 0]
     res = engine.executor.run(wf, outputs=["pose"], on_event=events.append)
     assert res.ok, (res.failure, res.errors)
-    from atelier.engine.validate import check
-
     ex = engine.executor
     plan = ex.plan(check(wf, ex.registry, outputs=["pose"], files=ex.folders).graph)
     picture = ex.cache.get(plan.signatures["pose"]).outputs[0]
@@ -239,7 +244,6 @@ def test_openpose_node_draws_the_photo_pose_and_skips_an_empty_picture(engine: E
 @needs_mediapipe
 def test_the_pose_from_a_photo_workflow_runs_headless(engine: Engine) -> None:
     import json
-    from pathlib import Path
 
     Image.fromarray(photo_of_a_person()).save(engine.folders.input / "astronaut.png")
     wf = json.loads(
@@ -280,8 +284,6 @@ def test_openpose_node_without_mediapipe_says_how_to_install_it(
 
 
 def test_dwpose_without_its_files_is_refused_at_validation_naming_them(engine: Engine) -> None:
-    from atelier.engine.validate import check
-
     wf = {
         "img": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
         "pose": {"class_type": "DWPreprocessor", "inputs": {"image": ["img", 0]}},
@@ -293,3 +295,91 @@ def test_dwpose_without_its_files_is_refused_at_validation_naming_them(engine: E
     assert "yolox_l.onnx not found" in found[("pose", "bbox_detector")]
     assert "dw-ll_ucoco_384.onnx not found" in found[("pose", "pose_estimator")]
     assert "pose" in found[("pose", "pose_estimator")]  # names the folder it looked in
+
+
+def write_live_onnx(
+    path: Path, input_name: str, input_shape: list[int], outputs: dict[str, np.ndarray]
+) -> None:
+    """An ONNX model in a real file's input/output layout: each output is a constant plus the input's mean
+    times small random weights (live: it depends on the picture, but not enough to move an argmax)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("ReduceMean", [input_name], ["m"], keepdims=0)]
+    inits = []
+    outs = []
+    for name, const in outputs.items():
+        weights = (rng.standard_normal(const.shape) * 1e-6).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(const.astype(np.float32), f"{name}_c"),
+            numpy_helper.from_array(weights, f"{name}_w"),
+        ]
+        nodes += [
+            helper.make_node("Mul", ["m", f"{name}_w"], [f"{name}_mw"]),
+            helper.make_node("Add", [f"{name}_c", f"{name}_mw"], [name]),
+        ]
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(const.shape)))
+    graph = helper.make_graph(
+        nodes,
+        "live",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)],
+        outs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def test_dwpose_node_runs_the_users_onnx_files(engine: Engine) -> None:
+    folder = engine.folders.models["pose"][0]
+    det = np.full((1, 84, 85), -5.0, dtype=np.float32)  # a 64x64 YOLOX: 8x8 + 4x4 + 2x2 rows
+    det[..., 4:] = 0.0
+    det[0, 64 + 2 * 4 + 1, :6] = (
+        0.5,
+        0.5,
+        math.log(2.0),
+        math.log(3.0),
+        0.9,
+        0.9,
+    )  # a person at 8..40, 16..64
+    write_live_onnx(folder / "yolox_l.onnx", "images", [1, 3, 64, 64], {"dets": det})
+    rng = np.random.default_rng(3)
+    xs, ys = rng.integers(0, 48, 133), rng.integers(0, 64, 133)
+    sx, sy = np.zeros((1, 133, 48)), np.zeros((1, 133, 64))
+    sx[0, np.arange(133), xs] = 1.0
+    sy[0, np.arange(133), ys] = 1.0
+    sy[0, 7, ys[7]] = 0.1  # the left elbow unsure: left out
+    write_live_onnx(folder / "dw-ll_ucoco_384.onnx", "input", [1, 3, 32, 24], {"simcc_x": sx, "simcc_y": sy})
+    photo = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(engine.folders.input / "people.png")
+    wf = {
+        "img": {"class_type": "LoadImage", "inputs": {"image": "people.png"}},
+        "pose": {
+            "class_type": "DWPreprocessor",
+            "inputs": {"image": ["img", 0], "resolution": 64, "detect_face": "disable"},
+        },
+    }
+    ex = engine.executor
+    res = ex.run(wf, outputs=["pose"])
+    assert res.ok, (res.failure, res.errors)
+    got = ex.cache.get(
+        ex.plan(check(wf, ex.registry, outputs=["pose"], files=ex.folders).graph).signatures["pose"]
+    ).outputs[0]
+    # by hand: the box 8..40 x 16..64 grown by 1.25 to 40x60, widened to the model's 3:4, is 45x60 at (24, 40);
+    # model pixel (x, y) of the 24x32 crop (SimCC index / 2) is picture pixel (x/24*45 + 1.5, y/32*60 + 10)
+    kps = np.stack([xs / 2 / 24 * 45 + 1.5, ys / 2 / 32 * 60 + 10], axis=1) / 64
+    scores = np.ones(133)
+    scores[7] = 0.1
+    body, hands = coco_wholebody_to_openpose(kps, scores)
+    assert np.isnan(body[6]).all()  # OpenPose's left elbow is COCO's 7
+    [found] = load_dwpose(engine.folders, engine.models, "yolox_l.onnx", "dw-ll_ucoco_384.onnx").poses(photo)
+    assert np.allclose(found.body, body, atol=0.01 / 64, equal_nan=True)
+    assert all(np.allclose(a, b, atol=0.01 / 64) for a, b in zip(found.hands, hands, strict=True))
+    want = torch.from_numpy(draw_openpose([Pose(body, hands)], 64, 64)).float() / 255
+    assert got.shape == (1, 64, 64, 3)
+    assert (got[0] != want).any(
+        -1
+    ).float().mean() < 0.01  # the same skeleton, but for rounding at half pixels
