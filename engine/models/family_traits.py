@@ -4,7 +4,7 @@ A checkpoint loader's MODEL has the trait ``sd.family`` = its family; a ControlN
 applying it to a conditioning makes the conditioning need that family, so a sampler that meets an SDXL
 ControlNet's conditioning with an SD1.5 model is refused at validation, naming the ControlNet's node and
 file and both families. Families come from headers only (safetensors headers, diffusers configs), through
-the loaders' own detection; torch pickles are never unpickled here (their family is unknown: the run-time
+the loaders' own detection, remembered per file version (``files.memo``); torch pickles are never unpickled here (their family is unknown: the run-time
 check still catches a mismatch).
 """
 
@@ -46,7 +46,7 @@ def checkpoint_family(files: Folders, node_id: str, name: str, input_name: str) 
     path = files.find_model("checkpoints", name)
     if not _readable_without_unpickling(path):
         return []
-    family = detect_checkpoint(path).family
+    family = files.memo.get("sd.checkpoint_family", path, lambda p: detect_checkpoint(p).family)
     return [_family_trait(family, node_id, f"checkpoint {name!r}", input_name)]
 
 
@@ -55,7 +55,7 @@ def controlnet_family(files: Folders, node_id: str, name: str, input_name: str) 
     path = files.find_model("controlnet", name)
     if not _readable_without_unpickling(path):
         return []
-    family = detect_controlnet(path).family
+    family = files.memo.get("sd.controlnet_family", path, lambda p: detect_controlnet(p).family)
     return [_family_trait(family, node_id, f"ControlNet {name!r}", input_name, CONTROLNET_FAMILY)]
 
 

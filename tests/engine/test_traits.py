@@ -4,7 +4,9 @@ it came from, and a broken declaration ignored."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from atelier.engine.folders import Folders
@@ -124,3 +126,22 @@ def test_pass_through_nodes_carry_traits_by_socket_type_and_each_pair_is_reporte
 def test_without_folders_or_with_a_broken_declaration_nothing_is_refused() -> None:
     assert check(graph("diesel", "petrol"), REGISTRY).ok  # no folders: no file to read, no traits
     assert errors(graph("broken", "petrol")) == []  # the run will report what the declaration could not
+
+
+def test_file_memo_computes_once_per_file_version(tmp_path: Path) -> None:
+    from atelier.engine.hashing import FileMemo
+
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"one")
+    calls: list[Path] = []
+
+    def size(p: Path) -> int:
+        calls.append(p)
+        return p.stat().st_size
+
+    memo = FileMemo(max_entries=2)
+    assert memo.get("size", f, size) == 3 and memo.get("size", f, size) == 3 and len(calls) == 1
+    f.write_bytes(b"three")
+    os.utime(f, ns=(1, 10**18))  # a new version even within the file system's time resolution
+    assert memo.get("size", f, size) == 5 and len(calls) == 2
+    assert memo.get("other", f, size) == 5 and len(calls) == 3  # another kind of value, computed apart
