@@ -120,7 +120,7 @@ def _outputs(gn: GraphNode, upstream: Mapping[str, Traits], files: Folders) -> d
         try:
             declared = cls.traits(files, upstream, node_id=gn.id, **gn.literals) or {}
         except Exception as exc:  # advice before a run: a broken declaration must not refuse a job
-            log.debug("traits of node %s (%s) failed: %s", gn.id, cls.spec.type, exc)
+            log.warning("traits of node %s (%s) failed: %s", gn.id, cls.spec.type, exc)
             declared = {}
     out: dict[int, Traits] = {}
     for index, spec in enumerate(cls.spec.outputs):

@@ -19,6 +19,7 @@ from atelier.engine.traits import Trait
 from .browse import family_label
 from .controlnet_files import detect_controlnet
 from .detect import detect_checkpoint
+from .errors import CheckpointError
 from .files import sniff_format
 
 FAMILY = "sd.family"
@@ -28,6 +29,14 @@ CONTROLNET_FAMILY = "sd.controlnet_family"
 
 def _readable_without_unpickling(path: Path) -> bool:
     return path.is_dir() or sniff_format(path) == "safetensors"
+
+
+def _find(files: Folders, kind: str, name: str) -> Path | None:
+    """The file, or None when it is missing (validation reports that on the input already)."""
+    try:
+        return files.find_model(kind, name)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _family_trait(family: str, node_id: str, source: str, input_name: str, key: str = FAMILY) -> Trait:
@@ -43,19 +52,25 @@ def _family_trait(family: str, node_id: str, source: str, input_name: str, key: 
 
 def checkpoint_family(files: Folders, node_id: str, name: str, input_name: str) -> list[Trait]:
     """The family trait of checkpoint ``name`` (none when it cannot be told from headers)."""
-    path = files.find_model("checkpoints", name)
-    if not _readable_without_unpickling(path):
+    path = _find(files, "checkpoints", name)
+    if path is None or not _readable_without_unpickling(path):
         return []
-    family = files.memo.get("sd.checkpoint_family", path, lambda p: detect_checkpoint(p).family)
+    try:
+        family = files.memo.get("sd.checkpoint_family", path, lambda p: detect_checkpoint(p).family)
+    except CheckpointError:  # not a checkpoint it can read: the loader says why when it runs
+        return []
     return [_family_trait(family, node_id, f"checkpoint {name!r}", input_name)]
 
 
 def controlnet_family(files: Folders, node_id: str, name: str, input_name: str) -> list[Trait]:
     """The family trait of ControlNet ``name`` (none when it cannot be told from headers)."""
-    path = files.find_model("controlnet", name)
-    if not _readable_without_unpickling(path):
+    path = _find(files, "controlnet", name)
+    if path is None or not _readable_without_unpickling(path):
         return []
-    family = files.memo.get("sd.controlnet_family", path, lambda p: detect_controlnet(p).family)
+    try:
+        family = files.memo.get("sd.controlnet_family", path, lambda p: detect_controlnet(p).family)
+    except CheckpointError:
+        return []
     return [_family_trait(family, node_id, f"ControlNet {name!r}", input_name, CONTROLNET_FAMILY)]
 
 
