@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hashing import FileHashes
+from .hashing import FileHashes, FileMemo
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -35,6 +35,8 @@ class Folders:
     #: the pipeline library's folders: the user's own first (installs go there), then shipped ones
     pipelines: list[Path] = field(default_factory=list)
     hashes: FileHashes = field(default_factory=FileHashes, repr=False, compare=False)
+    #: small values derived from files (what validation reads in model headers), per file version
+    memo: FileMemo = field(default_factory=FileMemo, repr=False, compare=False)
 
     def ensure(self) -> None:
         for p in (self.output, self.input, self.temp):

@@ -13,13 +13,15 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 __all__ = [
     "FileHash",
     "FileHashes",
+    "FileMemo",
     "FileVersion",
     "file_autov2",
     "file_fingerprint",
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 8 * 1024 * 1024
 #: (resolved path, size in bytes, mtime in ns): what identifies one version of a file.
 FileVersion = tuple[str, int, int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -212,3 +215,34 @@ def file_hash(path: str | os.PathLike[str]) -> FileHash:
 def file_autov2(path: str | os.PathLike[str]) -> str:
     """The AUTOV2 short hash (first 10 hex digits of the sha256) A1111 and Civitai show."""
     return file_hash(path).autov2
+
+
+class FileMemo:
+    """Small values derived from files (what a model file's header says), remembered per file version and
+    per kind of value, at most ``max_entries`` (least recently used go first). Thread-safe; a value may be
+    computed twice when two threads ask at once (both results are the same)."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._values: OrderedDict[tuple[str, FileVersion], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, what: str, path: str | os.PathLike[str], compute: Callable[[Path], T]) -> T:
+        """``compute(path)``, or the value it gave before for this version of the file (a folder is
+        computed every time: its version does not follow its contents)."""
+        resolved = Path(path).resolve()
+        if resolved.is_dir():
+            return compute(resolved)
+        key = (what, file_version(resolved))
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]  # type: ignore[return-value]
+        value = compute(resolved)
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.max_entries:
+                self._values.popitem(last=False)
+        return value

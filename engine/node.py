@@ -41,6 +41,7 @@ from . import types as T
 from .folders import Folders
 from .limits import Estimate, Extent, Limits
 from .model_loader import ModelLoader
+from .traits import Declared, Traits
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+][0-9A-Za-z.-]+)?$")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -515,6 +516,7 @@ class Node:
     #: Cross-job batching: the literal inputs whose values may differ between the jobs of one batch (a seed,
     #: a guidance scale); the others must be equal for a server to offer two jobs to one batch.
     batch_free: ClassVar[tuple[str, ...]] = ()
+    has_traits: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -544,6 +546,7 @@ class Node:
         cls.has_check_inputs = cls.check_inputs.__func__ is not Node.check_inputs.__func__  # type: ignore[attr-defined]
         cls.has_estimate = cls.estimate.__func__ is not Node.estimate.__func__  # type: ignore[attr-defined]
         cls.has_batch = cls.run_batch is not Node.run_batch
+        cls.has_traits = cls.traits.__func__ is not Node.traits.__func__  # type: ignore[attr-defined]
 
     def run(self, ctx: Context, **inputs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -588,6 +591,18 @@ class Node:
         Gets the engine's folders (a loader may read a file's header, never decode it), the extents
         flowing into its linked inputs where the nodes upstream declared them (keyed by input name), and
         its literal inputs. Must be cheap. The default, None: nothing to say."""
+        return None
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared | None:
+        """What validation knows of this node's outputs before running (``engine/traits.py``): per output
+        index, the traits it has (a model's family, read from a file header) or the needs it carries (a
+        ControlNet's family, for whatever model it meets). Gets the engine's folders, the traits flowing
+        into the linked inputs (keyed by input name), this node's id (to name in traits it creates) and its
+        literal inputs. Must be cheap. The default, None: each output carries the traits of the inputs of
+        its socket type."""
         return None
 
     @classmethod

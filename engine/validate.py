@@ -21,6 +21,7 @@ from .modes import ACTIVE, resolve_modes
 from .node import InputSpec, Node
 from .pipeline import SEP, Resolver, expand, is_pipeline_type, no_library, uses_pipelines
 from .registry import Registry
+from .traits import flow_traits
 from .workflow import Link, Parameter, Workflow, WorkflowFormatError, parse_workflow
 
 
@@ -269,7 +270,10 @@ def _check(
             gn.title = node.title
             nodes[nid] = gn
 
+    cycles = len(errors)
     _check_cycles(flat, errors)
+    if files is not None and len(errors) == cycles:
+        errors.extend(flow_traits(nodes, files))
 
     output_ids = _check_outputs(flat, registry, outputs, errors, removed)
     _spare_unreached(flat, output_ids, errors)

@@ -3,8 +3,10 @@ conditioning. The sampler's model call applies it (``engine/models/controlnet.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from atelier.engine.folders import Folders
 from atelier.engine.models.control_lora import ControlLoraHandle
 from atelier.engine.models.controlnet import (
     ControlHint,
@@ -13,11 +15,13 @@ from atelier.engine.models.controlnet import (
     load_diff_controlnet,
     with_hint,
 )
+from atelier.engine.models.family_traits import controlnet_family, needs_controlnet_family
 from atelier.engine.models.handles import ModelHandle, VaeHandle
 from atelier.engine.models.sockets import CONDITIONING, CONTROL_NET, IMAGE, MODEL, VAE
 from atelier.engine.models.t2i_adapter import T2IAdapterHandle
 from atelier.engine.node import Choice, Context, Float, Node, Output, Socket, model_files
 from atelier.engine.sampling.conditioning import Conditioning
+from atelier.engine.traits import Declared, Traits, pass_through
 from atelier.nodes.loaders import _ModelFileNode
 
 _STRENGTH = Float("strength", 1.0, min=0.0, max=10.0, step=0.01)
@@ -27,6 +31,22 @@ def _origin(ctx: Context) -> str:
     return f"node {ctx.node_id} ({ctx.node_type})"
 
 
+def _needs_family(upstream: Mapping[str, Traits], *conditionings: str) -> set[Any]:
+    """A conditioning with a ControlNet attached needs the ControlNet's family (validation's check)."""
+    return pass_through(upstream, *conditionings) | needs_controlnet_family(upstream.get("control_net", ()))
+
+
+class _ControlNetFileNode(_ModelFileNode, abstract=True):
+    file_input = ("controlnet", "control_net_name")
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        name = literals["control_net_name"]
+        return {0: controlnet_family(files, node_id, name, "control_net_name")}
+
+
 def _check_image(image: Any, ctx: Context) -> None:
     if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(
@@ -34,7 +54,7 @@ def _check_image(image: Any, ctx: Context) -> None:
         )
 
 
-class ControlNetLoader(_ModelFileNode):
+class ControlNetLoader(_ControlNetFileNode):
     """Load a ControlNet (SD1.x, SD2.x, SDXL; original single-file or diffusers layout, safetensors or
     weights-only .pth), a T2I-Adapter (TencentARC's .pth or diffusers' layout, SD1.x and SDXL) or a
     Control-LoRA (built from the sampled model's UNet) from models/controlnet."""
@@ -52,7 +72,7 @@ class ControlNetLoader(_ModelFileNode):
         return load_controlnet_handle(ctx.models, path, control_net_name)
 
 
-class DiffControlNetLoader(_ModelFileNode):
+class DiffControlNetLoader(_ControlNetFileNode):
     """Load a ControlNet for a model: a "diff" ControlNet (stored as a difference to its base model) gets
     the model's weights added, a Control-LoRA is built from the model's UNet; any other ControlNet loads as
     with ControlNetLoader."""
@@ -85,6 +105,12 @@ class ControlNetApply(Node):
         _STRENGTH,
     )
     outputs = (Output(CONDITIONING),)
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        return {0: _needs_family(upstream, "conditioning")}
 
     def run(
         self,
@@ -121,6 +147,12 @@ class ControlNetApplyAdvanced(Node):
         ),
     )
     outputs = (Output(CONDITIONING, "positive"), Output(CONDITIONING, "negative"))
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        return {0: _needs_family(upstream, "positive"), 1: _needs_family(upstream, "negative")}
 
     def run(
         self,

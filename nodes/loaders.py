@@ -8,9 +8,12 @@ and is read in the background from the moment the job is planned (``FileHashes.p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from atelier.engine.folders import Folders
 from atelier.engine.hashing import file_fingerprint
+from atelier.engine.models.family_traits import checkpoint_family
 from atelier.engine.models.handles import (
     ClipHandle,
     ModelHandle,
@@ -20,6 +23,7 @@ from atelier.engine.models.handles import (
 )
 from atelier.engine.models.sockets import CLIP, MODEL, VAE
 from atelier.engine.node import Choice, Context, Float, Int, Node, Output, Socket, model_files
+from atelier.engine.traits import Declared, Traits
 
 
 class _ModelFileNode(Node, abstract=True):
@@ -50,6 +54,12 @@ class CheckpointLoaderSimple(_ModelFileNode):
     file_input = ("checkpoints", "ckpt_name")
     inputs = (Choice("ckpt_name", model_files("checkpoints")),)
     outputs = (Output(MODEL), Output(CLIP), Output(VAE))
+
+    @classmethod
+    def traits(
+        cls, files: Folders, upstream: Mapping[str, Traits], node_id: str, **literals: Any
+    ) -> Declared:
+        return {0: checkpoint_family(files, node_id, literals["ckpt_name"], "ckpt_name")}
 
     def run(self, ctx: Context, ckpt_name: str) -> tuple[ModelHandle, ClipHandle, VaeHandle]:
         path = ctx.files.find_model("checkpoints", ckpt_name)

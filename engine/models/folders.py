@@ -1,7 +1,7 @@
 """Model folders for Stable Diffusion: the kinds, their A1111 aliases, and extra folders from a config file.
 
 A models root (``--models-dir`` or ``ATELIER_MODELS``, default ``./models``) has subfolders ``checkpoints,
-vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks, clip_vision, ipadapter, style_models``; more roots or per-kind folders
+vae, loras, upscale_models, controlnet, embeddings, styles, face_detectors, hypernetworks, clip_vision, ipadapter, style_models, pose, depth``; more roots or per-kind folders
 come from a TOML file (``--config`` or ``ATELIER_CONFIG``), so an existing ComfyUI or A1111 models folder
 works as it is (A1111's folder names ``Stable-diffusion``, ``Lora``, ``VAE``, ``ESRGAN`` are recognised, and
 face detectors in Impact Pack's ``ultralytics/bbox`` or ADetailer's ``adetailer``)::
@@ -30,6 +30,8 @@ MODEL_KINDS = (
     "clip_vision",
     "ipadapter",
     "style_models",
+    "pose",
+    "depth",
 )
 ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),
@@ -47,6 +49,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "clip_vision": ("clip_vision",),
     "ipadapter": ("ipadapter",),
     "style_models": ("style_models",),
+    # the user's annotator models (engine/imaging/pose_dwpose.py, depth.py): DWPose and depth ONNX files;
+    # ComfyUI's controlnet_aux keeps DWPose's beside its own node folder
+    "pose": ("pose", "../custom_nodes/comfyui_controlnet_aux/ckpts/yzd-v/DWPose"),
+    "depth": ("depth",),
 }
 
 

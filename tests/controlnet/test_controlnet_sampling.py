@@ -233,7 +233,17 @@ def test_a_hint_of_another_aspect_ratio_is_an_error_naming_node_file_and_sizes(e
 
 def test_a_controlnet_of_another_family_is_an_error_naming_node_file_and_mismatch(engine: Engine) -> None:
     hint_png(engine)
-    message = failure(engine, graph("sd15", [{"name": "cnxl.safetensors"}]))
+    wf = graph("sd15", [{"name": "cnxl.safetensors"}])
+    refused = engine.executor.run(wf, outputs=["sampler"])  # validation refuses it (test_family_check.py)
+    assert not refused.ok and any(e.code == "incompatible" for e in refused.errors)
+    # the run-time check stays, for what validation cannot tell (here: the file swapped after validation)
+    ok = graph("sd15", [{"name": "cn15.safetensors"}])
+    checked = check(ok, engine.executor.registry, outputs=["sampler"], files=engine.folders).graph
+    assert checked is not None
+    checked.nodes["load0"].literals["control_net_name"] = "cnxl.safetensors"
+    res = engine.executor.run(checked)
+    assert not res.ok and res.failure is not None
+    message = f"{res.failure.node} {res.failure.message}"
     assert "apply0" in message and "ControlNetApplyAdvanced" in message and "cnxl.safetensors" in message
     assert "sdxl" in message and "sd15" in message
 

@@ -27,6 +27,7 @@ FILES = {
     "clip_vision": "tiny-vit.safetensors",
     "controlnet": "cn15.safetensors",
     "pose": "face.png",
+    "photo": "face.png",
 }
 
 

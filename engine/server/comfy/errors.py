@@ -18,6 +18,7 @@ COMFY_TYPES: dict[str, tuple[str, str]] = {
     "link_missing_node": ("bad_linked_input", "Bad linked input"),
     "link_missing_output": ("bad_linked_input", "Bad linked input"),
     "invalid_value": ("custom_validation_failed", "Custom validation failed for node"),
+    "incompatible": ("custom_validation_failed", "Custom validation failed for node"),
     "invalid_choices": ("exception_during_validation", "Exception when validating node"),
     "cycle": ("dependency_cycle", "Dependency cycle detected"),
     "unknown_node_type": ("missing_node_type", "Node not found"),
