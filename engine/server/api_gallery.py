@@ -108,7 +108,14 @@ def move_images(body: MoveRequest, services: Services = Svc) -> Any:
     return _missing(out) if isinstance(out, (NoSuchImage, NoSuchBoard)) else {"moved": out}
 
 
-@router.get("/images/{image_id}/thumb", responses=documented(404, 422))
+@router.get(
+    "/images/{image_id}/thumb",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/webp": {}}, "description": "the thumbnail, WebP"},
+        **documented(404, 422),
+    },
+)
 def thumbnail(image_id: RowId, size: int = Query(256, ge=64, le=512), services: Services = Svc) -> Any:
     """A small WebP of the image (longer edge ``size``), cached until the file changes."""
     out = services.gallery.thumbnail(image_id, size)
