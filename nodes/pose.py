@@ -57,6 +57,16 @@ def _render(
     return torch.stack(pictures).float().div(255.0).to(image.device), notes
 
 
+#: the inputs both pose estimators take, as controlnet_aux's nodes name them
+_POSE_INPUTS = (
+    Socket("image", IMAGE),
+    _switch("detect_hand"),
+    _switch("detect_body"),
+    _switch("detect_face"),
+    _resolution(),
+)
+
+
 class OpenposePreprocessor(Node):
     """The pose of the person in each picture as an OpenPose skeleton on black (body and hands), found
     by MediaPipe Pose and Hands (models inside the MediaPipe wheel; nothing is downloaded). MediaPipe finds
@@ -64,13 +74,7 @@ class OpenposePreprocessor(Node):
 
     display_name = "OpenPose Pose"
     category = "ControlNet Preprocessors/Faces and Poses Estimators"
-    inputs = (
-        Socket("image", IMAGE),
-        _switch("detect_hand"),
-        _switch("detect_body"),
-        _switch("detect_face"),
-        _resolution(),
-    )
+    inputs = _POSE_INPUTS
     outputs = (Output(IMAGE),)
 
     def run(
@@ -111,11 +115,7 @@ class DWPreprocessor(Node):
     display_name = "DWPose Estimator"
     category = "ControlNet Preprocessors/Faces and Poses Estimators"
     inputs = (
-        Socket("image", IMAGE),
-        _switch("detect_hand"),
-        _switch("detect_body"),
-        _switch("detect_face"),
-        _resolution(),
+        *_POSE_INPUTS,
         Choice("bbox_detector", _pose_files, DETECTOR_DEFAULT),
         Choice("pose_estimator", _pose_files, ESTIMATOR_DEFAULT),
     )

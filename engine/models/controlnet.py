@@ -30,6 +30,7 @@ from atelier.engine.model_loader import LoadOptions, ModelLoader
 from atelier.engine.sampling.guidance import ApplyModel, ModelCall
 from atelier.engine.sampling.model_sampling import ModelSampling
 
+from .control_handle import LoadedControl
 from .control_lora import (
     ControlLoraHandle,
     build_control_lora,
@@ -64,30 +65,13 @@ class ControlError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
-class ControlNetHandle:
+class ControlNetHandle(LoadedControl):
     """CONTROL_NET: a loaded diffusers ``ControlNetModel`` with what its file said about it."""
 
     net: Any  # diffusers ControlNetModel
     info: ControlNetInfo
     name: str = ""
     kind: str = "ControlNet"
-
-    @property
-    def family(self) -> str:
-        return self.info.family
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
-
-    def __atelier_nbytes__(self) -> int:
-        from .handles import module_bytes
-
-        return module_bytes(self.net)
 
     def mismatch(self, unet_config: Mapping[str, Any]) -> str | None:
         """What keeps this ControlNet's residuals from fitting a UNet of ``unet_config``, or None."""

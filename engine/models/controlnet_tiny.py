@@ -83,17 +83,28 @@ def write_tiny_controlnet(
         state = {ORIGINAL_PREFIX + names[k]: v for k, v in state.items()}
     if difference:
         state[DIFFERENCE_KEY] = torch.tensor([])
+    return save_net_files(out, state, "ControlNetModel", net.config, layout, (".pth", ".pt", ".ckpt"))
+
+
+def save_net_files(
+    out: Path,
+    state: dict[str, torch.Tensor],
+    class_name: str,
+    config: Any,
+    layout: str,
+    pickle_suffixes: tuple[str, ...],
+) -> Path:
+    """Write a tiny network's tensors as users have such files: a diffusers folder (``config.json`` naming
+    ``class_name``, ``diffusion_pytorch_model.safetensors``), a torch pickle (original layout only) for
+    ``out`` ending in one of ``pickle_suffixes``, or one safetensors file; returns ``out``."""
     if layout == "diffusers_folder":
         out.mkdir(parents=True, exist_ok=True)
-        config = {
-            "_class_name": "ControlNetModel",
-            **{k: v for k, v in net.config.items() if not k.startswith("_")},
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        written = {"_class_name": class_name, **{k: v for k, v in config.items() if not k.startswith("_")}}
+        (out / "config.json").write_text(json.dumps(written, indent=2), encoding="utf-8")
         save_file(state, str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() in (".pth", ".pt", ".ckpt"):
+    if out.suffix.lower() in pickle_suffixes:
         if layout != "original":
             raise ValueError("torch pickles are written in the original layout only")
         torch.save(state, out)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions, ModelLoader
 
+from .control_handle import LoadedControl
 from .t2i_adapter_files import T2IAdapterInfo, build_t2i_adapter, read_t2i_adapter
 
 #: a feature map's (channels, downscale relative to the latent grid)
@@ -27,25 +28,13 @@ Point = tuple[int, int]
 
 
 @dataclass(frozen=True, eq=False)
-class T2IAdapterHandle:
+class T2IAdapterHandle(LoadedControl):
     """CONTROL_NET carrying a T2I-Adapter: a loaded diffusers ``T2IAdapter`` and what its file said."""
 
     net: Any  # diffusers T2IAdapter
     info: T2IAdapterInfo
     name: str = ""
     kind: str = "T2I-Adapter"
-
-    @property
-    def family(self) -> str:
-        return self.info.family
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
 
     @property
     def in_channels(self) -> int:
@@ -55,11 +44,6 @@ class T2IAdapterHandle:
     def unshuffle(self) -> int:
         """Pixels per side that one input cell of the adapter covers (8 or 16)."""
         return int(self.info.config["downscale_factor"])
-
-    def __atelier_nbytes__(self) -> int:
-        from .handles import module_bytes
-
-        return module_bytes(self.net)
 
     def mismatch(self, unet_config: Mapping[str, Any]) -> str | None:
         """What keeps this adapter's features from fitting a UNet of ``unet_config``, or None."""

@@ -14,13 +14,12 @@ deterministic random. Written as
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import save_file
 
+from atelier.engine.models.controlnet_tiny import save_net_files
 from atelier.engine.models.derive import int_children
 from atelier.engine.models.t2i_adapter_files import original_name_pairs
 from atelier.engine.models.tiny import _derived_seed, _random_tensor
@@ -92,20 +91,4 @@ def write_tiny_t2i_adapter(
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
     if layout == "original":
         state = to_original_names(state, _TINY_CONFIGS[kind]["adapter_type"])
-    if layout == "diffusers_folder":
-        out.mkdir(parents=True, exist_ok=True)
-        config = {
-            "_class_name": "T2IAdapter",
-            **{k: v for k, v in net.config.items() if not k.startswith("_")},
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        save_file(state, str(out / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() in (".pth", ".pt"):
-        if layout != "original":
-            raise ValueError("torch pickles are written in the original layout only")
-        torch.save(state, out)
-    else:
-        save_file(state, str(out), metadata={"format": "pt"})
-    return out
+    return save_net_files(out, state, "T2IAdapter", net.config, layout, (".pth", ".pt"))
