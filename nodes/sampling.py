@@ -17,7 +17,25 @@ from atelier.engine.sampling.ksampler import denoise_problem
 from atelier.engine.sampling.runner import SAMPLER_SETTINGS, SEED, run_sampler
 
 
-class KSampler(Node):
+class _BatchedSampler(Node, abstract=True):
+    """Cross-job batching of a sampler node: jobs that reach it with the same model, latent size and
+    settings sample as one batch, each with its own seed, prompts and cfg (engine/sampling/batch.py).
+    Subclasses say how their inputs make a job and its shared settings."""
+
+    @staticmethod
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+        raise NotImplementedError
+
+    def batch_key(self, **inputs: Any) -> Hashable | None:
+        job, settings = self._batch_parts(inputs)
+        return B.batch_key(inputs["model"], job, **settings)
+
+    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
+        parts = [self._batch_parts(i) for i in inputs]
+        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])
+
+
+class KSampler(_BatchedSampler):
     """Denoise a latent: the sampler's step loop, guided by positive and negative conditioning."""
 
     display_name = "KSampler"
@@ -82,8 +100,6 @@ class KSampler(Node):
             denoise=denoise,
         )
 
-    # cross-job batching: jobs that reach a KSampler with the same model, latent size and settings sample
-    # as one batch, each with its own seed, prompts and cfg (engine/sampling/batch.py)
     @staticmethod
     def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
         job = B.SamplerJob(
@@ -92,16 +108,8 @@ class KSampler(Node):
         settings = {k: inputs[k] for k in ("steps", "sampler_name", "scheduler", "denoise")}
         return job, settings
 
-    def batch_key(self, **inputs: Any) -> Hashable | None:
-        job, settings = self._batch_parts(inputs)
-        return B.batch_key(inputs["model"], job, **settings)
 
-    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
-        parts = [self._batch_parts(i) for i in inputs]
-        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])
-
-
-class KSamplerAdvanced(Node):
+class KSamplerAdvanced(_BatchedSampler):
     """KSampler with control over noise and the range of steps (for multi-stage sampling)."""
 
     display_name = "KSampler (Advanced)"
@@ -185,11 +193,3 @@ class KSamplerAdvanced(Node):
             "force_full_denoise": inputs["return_with_leftover_noise"] != "enable",
         }
         return job, settings
-
-    def batch_key(self, **inputs: Any) -> Hashable | None:
-        job, settings = self._batch_parts(inputs)
-        return B.batch_key(inputs["model"], job, **settings)
-
-    def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
-        parts = [self._batch_parts(i) for i in inputs]
-        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])

@@ -57,7 +57,18 @@ def conds(plain):
     return [CondEntry(clip.encode("a portrait, soft light")[0])], [CondEntry(clip.encode("blurry")[0])]
 
 
-def run(model, conds, *, seed: int = 1, sampler: str = "euler", size: int = 16, callback=None, cond=None):
+def run(
+    model,
+    conds,
+    *,
+    seed: int = 1,
+    sampler: str = "euler",
+    size: int = 16,
+    callback=None,
+    cond=None,
+    device: str = "cpu",
+):
+    """A 4-step KSampler run of ``model`` (latents and result on ``device``)."""
     pos, neg = conds
     with model.session():
         return sample(
@@ -70,11 +81,14 @@ def run(model, conds, *, seed: int = 1, sampler: str = "euler", size: int = 16, 
             scheduler="normal",
             positive=cond or pos,
             negative=neg,
+            device=device,
             callback=callback,
         )
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 distance of ``a`` to ``b``, in float32 on the host."""
+    a, b = a.float().cpu(), b.float().cpu()
     return float((a - b).norm() / b.norm())
 
 

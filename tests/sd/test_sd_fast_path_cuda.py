@@ -8,6 +8,7 @@ step loop runs under ``torch.cuda.set_sync_debug_mode("error")`` from its second
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ from atelier.engine.models.handles import handles_from_checkpoint
 from atelier.engine.models.patches import WeightPatch
 from atelier.engine.models.tiny import write_tiny_checkpoint
 from atelier.engine.sampling.conditioning import CondEntry
-from atelier.engine.sampling.ksampler import sample
 from atelier.engine.sampling.sync_check import no_host_sync
+from tests.sd.test_sd_fast_path import rel
+from tests.sd.test_sd_fast_path import run as cpu_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 FP16 = torch.float16
@@ -43,28 +45,8 @@ def conds(plain):
     return [CondEntry(clip.encode("a portrait, soft light")[0])], [CondEntry(clip.encode("blurry")[0])]
 
 
-def run(
-    model, conds, *, seed: int = 1, sampler: str = "euler", size: int = 32, callback=None
-) -> torch.Tensor:
-    with model.session():
-        return sample(
-            model,
-            torch.zeros(1, 4, size, size),
-            seed=seed,
-            steps=4,
-            cfg=7.0,
-            sampler_name=sampler,
-            scheduler="normal",
-            positive=conds[0],
-            negative=conds[1],
-            device="cuda",
-            callback=callback,
-        )
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float().cpu(), b.float().cpu()
-    return float((a - b).norm() / b.norm())
+#: the CPU tests' run at 32 px, on the GPU
+run = functools.partial(cpu_run, size=32, device="cuda")
 
 
 def guarded(model, conds, sampler: str) -> torch.Tensor:
