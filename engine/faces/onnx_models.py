@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from atelier.engine.model_loader import LoadOptions
+from atelier.engine.onnx_sessions import OnnxRuntimeMissing, cpu_session
 
 from .boxes import nms
 from .detector import DetectorUnavailable, RawFace, downscale_factor
@@ -228,17 +229,13 @@ def load(path: Path, options: LoadOptions) -> YoloOnnx | YuNet:
             f"{name}: a face detector file must be ONNX (.onnx), not {path.suffix or 'no extension'}"
         )
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
+        session = cpu_session(path)
+    except OnnxRuntimeMissing as exc:
         raise DetectorUnavailable(
             f"ONNX face detectors need onnxruntime ({exc}): pip install onnxruntime"
         ) from exc
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise DetectorUnavailable(f"{name} is not an ONNX model onnxruntime can run: {exc}") from exc
+    except ValueError as exc:
+        raise DetectorUnavailable(str(exc)) from exc
     outputs = [o.name for o in session.get_outputs()]
     if "yunet" in name.lower() or any(o.startswith(YUNET_OUTPUT_PREFIXES) for o in outputs):
         import cv2

@@ -19,6 +19,7 @@ import numpy as np
 
 from atelier.engine.folders import Folders
 from atelier.engine.model_loader import LoadOptions, ModelLoader
+from atelier.engine.onnx_sessions import cpu_session
 
 MODEL_KIND = "depth"
 DEFAULT_MODEL = "depth_anything_v2_vits.onnx"
@@ -73,14 +74,7 @@ def check_depth_model(files: Folders, name: str) -> str | None:
 
 
 def _session(path: Path, options: LoadOptions) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ValueError(f"{path.name} is not an ONNX model onnxruntime can run: {exc}") from exc
+    return cpu_session(path)
 
 
 def load_depth_model(files: Folders, models: ModelLoader, name: str) -> Any:

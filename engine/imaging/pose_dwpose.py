@@ -25,6 +25,7 @@ import numpy as np
 
 from atelier.engine.folders import Folders
 from atelier.engine.model_loader import LoadOptions, ModelLoader
+from atelier.engine.onnx_sessions import OnnxRuntimeMissing, cpu_session
 
 from .pose import BODY_PARTS, Pose
 
@@ -199,15 +200,9 @@ class DWPose:
 
 def _session(path: Path, options: LoadOptions) -> Any:
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
+        return cpu_session(path)
+    except OnnxRuntimeMissing as exc:
         raise PoseModelMissing(f"DWPose runs on onnxruntime ({exc}): pip install onnxruntime") from None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ValueError(f"{path.name} is not an ONNX model onnxruntime can run: {exc}") from exc
 
 
 def load_dwpose(files: Folders, models: ModelLoader, detector: str, estimator: str) -> DWPose:
