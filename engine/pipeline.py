@@ -23,6 +23,7 @@ This module is part of the generic core: it knows workflows, not what their node
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,19 @@ from .workflow import Link, Parameter, Workflow, WorkflowFormatError, WorkflowNo
 
 PREFIX = "pipeline:"
 SEP = ":"
-#: the spliced nodes parsed in one call, as a workflow written flat is
-_FLAT_NODES = TypeAdapter(dict[str, WorkflowNode])
+
+
+class SplicedNode(WorkflowNode):
+    """A node the expansion made. Its links are :class:`Link` objects already (the splicing makes them), so
+    the search for links in JSON form that parsing a node does is left out; otherwise a WorkflowNode."""
+
+    @classmethod
+    def _links(cls, v: Any) -> Any:  # replaces WorkflowNode's validator of the same name
+        return v
+
+
+#: the spliced nodes made into models in one call
+_FLAT_NODES = TypeAdapter(dict[str, SplicedNode])
 
 
 @dataclass
@@ -99,13 +111,18 @@ def expand(wf: Workflow, resolve: Resolver = no_library) -> Expanded:
     ``wf``'s own parameters must already be applied to its nodes (validation does this first); the flat
     workflow keeps ``wf``'s metadata and carries no parameters.
 
-    The splicing works on the nodes' plain JSON form (each definition's nodes dumped once, whatever number of
-    instances use it) and the flat graph is parsed once at the end, as a workflow written flat is: building a
-    pydantic node and link per inner node instead made planning a nested graph twice as slow as the flat one."""
+    Each definition is worked out once per expansion, whatever number of instances use it (a template of its
+    nodes without their links); each instance splices that template's nodes as plain dicts with its links
+    made, and the flat graph's node models are made in one call at the end. Building each node model on its
+    own instead made planning a nested graph twice as slow as the flat one (bench/pipelines.py)."""
     result = Expanded(Workflow(metadata=wf.metadata))
     definitions = _definitions(wf, result.problems, "")
     nodes: dict[str, NodeData] = {}
-    _expand_nodes(wf, resolve, (), result, definitions, {}, nodes)
+    loose: list[tuple[dict[str, Any], str]] = []
+    _expand_nodes(wf, resolve, (), result, definitions, {}, nodes, loose)
+    for inputs, k in loose:  # links crossing a pipeline's boundary, final now
+        v = inputs[k]
+        inputs[k] = Link(node=v["node"], output=v["output"])
     result.workflow.nodes = _FLAT_NODES.validate_python(nodes)
     return result
 
@@ -141,19 +158,11 @@ def _is_link(value: Any) -> bool:
     return type(value) is dict and len(value) == 2 and "node" in value and "output" in value
 
 
-def _node_data(wf: Workflow, memo: dict[Any, Any]) -> dict[str, NodeData]:
-    """``wf``'s nodes as JSON, dumped once per definition however many pipeline nodes use it."""
-    found = memo.get(id(wf))
-    if found is None:
-        found = memo[id(wf)] = {nid: n.model_dump(exclude_unset=True) for nid, n in wf.nodes.items()}
-    return found
-
-
 @dataclass
 class _Plain:
     """A node of a definition that is not a pipeline node, worked out once per definition and set of given
-    inputs: its JSON without inputs, its inputs in order with the values it holds (links and given inputs
-    are filled per instance), its links inside the definition (input, source id, output, whether the source is
+    inputs: its JSON without inputs, its inputs in order with the values it holds (a copy of the definition's;
+    links and given inputs are filled per instance), its links inside the definition (input, source id, output, whether the source is
     a pipeline node), and the inputs the enclosing pipeline node gives."""
 
     nid: str
@@ -171,9 +180,7 @@ class _Template:
     nodes: list[_Plain | str]
 
 
-def _template(
-    wf: Workflow, data: dict[str, NodeData], given: dict[str, dict[str, Any]] | None, memo: dict[Any, Any]
-) -> _Template:
+def _template(wf: Workflow, given: dict[str, dict[str, Any]] | None, memo: dict[Any, Any]) -> _Template:
     key = (
         "template",
         id(wf),
@@ -183,10 +190,9 @@ def _template(
     if found is not None:
         return found
     inputs_of = {
-        nid: {**n.get("inputs", {}), **given[nid]} if given and nid in given else n.get("inputs", {})
-        for nid, n in data.items()
+        nid: {**n.inputs, **given[nid]} if given and nid in given else n.inputs for nid, n in wf.nodes.items()
     }
-    dropped = _unread(data, inputs_of, wf) if given else set()
+    dropped = _unread(wf, inputs_of) if given else set()
     nodes: list[_Plain | str] = []
     for nid, node in wf.nodes.items():
         if nid in dropped:
@@ -195,17 +201,17 @@ def _template(
             nodes.append(nid)
             continue
         mine = given.get(nid, {}) if given else {}
-        plain = _Plain(nid, {k: v for k, v in data[nid].items() if k != "inputs"}, {}, [], [])
+        plain = _Plain(nid, node.model_dump(exclude_unset=True, exclude={"inputs"}), {}, [], [])
         for k, v in inputs_of[nid].items():
             plain.values[k] = None  # the order of the inputs is kept
             if k in mine:
                 plain.given.append(k)
-            elif _is_link(v):
-                source = wf.nodes.get(v["node"])
+            elif isinstance(v, Link):
+                source = wf.nodes.get(v.node)
                 piped = source is not None and is_pipeline_type(source.type)
-                plain.links.append((k, str(v["node"]), v["output"], piped))
+                plain.links.append((k, v.node, v.output, piped))
             else:
-                plain.values[k] = v
+                plain.values[k] = copy.deepcopy(v) if isinstance(v, (list, dict)) else v
         nodes.append(plain)
     found = memo[key] = _Template(nodes)
     return found
@@ -219,6 +225,7 @@ def _expand_nodes(
     definitions: dict[str, Workflow],
     memo: dict[Any, Any],
     out: dict[str, NodeData],
+    loose: list[tuple[dict[str, Any], str]],
     prefix: str = "",
     given: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str | int, LinkData]]:
@@ -229,26 +236,34 @@ def _expand_nodes(
 
     A link naming a pipeline node of this level is made here, as a new dict, whether it lands on a node of
     this level or is handed into a pipeline as a bound input (then the inner nodes hold that very dict); once
-    the level is expanded, each such dict is rewritten in place to the inner node producing the output."""
+    the level is expanded, each such dict is rewritten in place to the inner node producing the output. Where
+    a spliced node holds such a dict is put in ``loose``, for :func:`expand` to make it a Link at the end;
+    the other links are made Links here."""
     problems = result.problems
     produced: dict[str, dict[str | int, LinkData]] = {}
     pending: list[LinkData] = []
-    data = _node_data(wf, memo)
     nodes = wf.nodes
 
-    for item in _template(wf, data, given, memo).nodes:
+    for item in _template(wf, given, memo).nodes:
         if isinstance(item, _Plain):
             flat_inputs = item.values.copy()
             for k, source, output, piped in item.links:
-                link = {"node": prefix + source, "output": output}
-                if piped:
+                if piped:  # rewritten in place once this level is expanded
+                    link = {"node": prefix + source, "output": output}
                     pending.append(link)
-                flat_inputs[k] = link
+                    flat_inputs[k] = link
+                    loose.append((flat_inputs, k))
+                else:
+                    flat_inputs[k] = Link(node=prefix + source, output=output)
             if item.given:
                 mine = given[item.nid]  # type: ignore[index]
                 for k in item.given:
                     v = mine[k]
-                    flat_inputs[k] = v.link if isinstance(v, _Bound) else v
+                    if isinstance(v, _Bound):
+                        flat_inputs[k] = v.link
+                        loose.append((flat_inputs, k))
+                    else:
+                        flat_inputs[k] = v
             flat_id = prefix + item.nid
             if flat_id in out:
                 _refuse_twice(flat_id, item.base.get("type"), problems)
@@ -258,14 +273,10 @@ def _expand_nodes(
         nid = item
         node = nodes[nid]
         flat_inputs = {}
-        for k, v in (
-            {**data[nid].get("inputs", {}), **given[nid]}
-            if given and nid in given
-            else data[nid].get("inputs", {})
-        ).items():
-            if _is_link(v):
-                link = {"node": prefix + str(v["node"]), "output": v["output"]}
-                target = nodes.get(v["node"])
+        for k, v in ({**node.inputs, **given[nid]} if given and nid in given else node.inputs).items():
+            if isinstance(v, Link):
+                link = {"node": prefix + v.node, "output": v.output}
+                target = nodes.get(v.node)
                 if target is not None and is_pipeline_type(target.type):
                     pending.append(link)
                 v = link
@@ -306,7 +317,7 @@ def _expand_nodes(
         )
         bound = _bind_inputs(node.type, flat_inputs, inner, here, result, memo)
         inner_produced = _expand_nodes(
-            inner, resolve, (*chain, name), result, inner_defs, memo, out, here + SEP, bound
+            inner, resolve, (*chain, name), result, inner_defs, memo, out, loose, here + SEP, bound
         )
         produced[nid] = _declared_outputs(inner, here, inner_produced)
     for link in pending:
@@ -414,13 +425,14 @@ def _consumers(inputs_of: dict[str, dict[str, Any]], skip: set[str]) -> dict[str
         if nid in skip:
             continue
         for value in inputs.values():
-            if _is_link(value) and value["node"] in used:
-                used[value["node"]] += 1
+            if isinstance(value, Link) and value.node in used:
+                used[value.node] += 1
     return used
 
 
-def _unread(data: dict[str, NodeData], inputs_of: dict[str, dict[str, Any]], inner: Workflow) -> set[str]:
-    before = _consumers({nid: n.get("inputs", {}) for nid, n in data.items()}, set())
+def _unread(inner: Workflow, inputs_of: dict[str, dict[str, Any]]) -> set[str]:
+    """The nodes of ``inner`` left without a consumer once the given inputs replace links inside it."""
+    before = _consumers({nid: n.inputs for nid, n in inner.nodes.items()}, set())
     declared = {decl.node for decl in (inner.outputs or {}).values()}
     dropped: set[str] = set()
     while True:

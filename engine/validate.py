@@ -253,8 +253,7 @@ def _check(
             )
             for p in expanded.problems
         )
-        for nid, input_name, param, value in expanded.literals:
-            _check_pipeline_input(nid, input_name, param, value, errors)
+        _check_pipeline_inputs(expanded.literals, errors)
         flat = expanded.workflow
         values = {nid: dict(n.inputs) for nid, n in flat.nodes.items()}
         _apply_inner_overrides(flat, registry, values, inner_overrides, errors)
@@ -439,27 +438,41 @@ def coerce_parameter(param: Parameter, value: Any) -> tuple[Any, tuple[str, str]
     """``value`` checked against a parameter's own type, range and choices (a workflow's exposed input, or
     a pipeline's): the coerced value and None, or the value and (code, message). A COMBO without its own
     choices is left to the inputs it targets."""
-    if param.type == T.COMBO and param.choices is None:
+    pspec = parameter_spec(param)
+    if pspec is None:
         return value, None
-    pspec = InputSpec(
+    coerced, problem = coerce_literal(pspec, value)
+    return (value, problem) if problem is not None else (coerced, None)
+
+
+def parameter_spec(param: Parameter) -> InputSpec | None:
+    """The input spec a parameter's values are checked against; None for a COMBO without its own choices
+    (left to the inputs it targets)."""
+    if param.type == T.COMBO and param.choices is None:
+        return None
+    return InputSpec(
         name="value",
         type=param.type,
         min=param.min,
         max=param.max,
         choices=tuple(param.choices) if param.choices is not None else None,
     )
-    coerced, problem = coerce_literal(pspec, value)
-    return (value, problem) if problem is not None else (coerced, None)
 
 
-def _check_pipeline_input(
-    nid: str, input_name: str, param: Parameter, value: Any, errors: list[NodeError]
-) -> None:
-    """A literal given to a pipeline node's input, against that input's own constraints (the inner inputs it
-    reaches check theirs with their nodes)."""
-    _, problem = coerce_parameter(param, value)
-    if problem is not None:
-        errors.append(NodeError(code=problem[0], message=problem[1], node=nid, input=input_name))
+def _check_pipeline_inputs(literals: list[tuple[str, str, Parameter, Any]], errors: list[NodeError]) -> None:
+    """The literals given to pipeline nodes' inputs, each against that input's own constraints (the inner
+    inputs it reaches check theirs with their nodes). The instances of one definition share its parameters,
+    so each parameter's spec is made once."""
+    specs: dict[int, tuple[Parameter, InputSpec | None]] = {}
+    for nid, input_name, param, value in literals:
+        found = specs.get(id(param))
+        if found is None:
+            found = specs[id(param)] = (param, parameter_spec(param))  # param kept: its id stays its own
+        if found[1] is None:
+            continue
+        _, problem = coerce_literal(found[1], value)
+        if problem is not None:
+            errors.append(NodeError(code=problem[0], message=problem[1], node=nid, input=input_name))
 
 
 def _apply_inner_overrides(
