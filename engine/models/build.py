@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex
 from atelier.engine.models.info import TextEncoderInfo
+from atelier.engine.models.libraries import (
+    AutoencoderKL,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    UNet2DConditionModel,
+    init_empty_weights,
+)
 
 TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
 M = TypeVar("M", bound=torch.nn.Module)

@@ -25,7 +25,7 @@ from torch import Tensor
 from atelier.engine.model_loader import LoadOptions
 
 if TYPE_CHECKING:  # transformers and diffusers (through .build) load when a model does, not at start-up
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from atelier.engine.models.libraries import CLIPVisionConfig, CLIPVisionModelWithProjection
 from .errors import CheckpointError
 from .files import TensorIndex, open_single_file
 
@@ -76,7 +76,7 @@ def _strip_prefix(keys: list[str], path: Path) -> str:
 
 
 def clip_vision_config(shape: Any, keys: list[str], prefix: str = "") -> CLIPVisionConfig:
-    from transformers import CLIPVisionConfig
+    from atelier.engine.models.libraries import CLIPVisionConfig
 
     """The encoder's config from its tensor shapes (``shape(key) -> tuple``) and names."""
     patch = tuple(shape(f"{prefix}vision_model.embeddings.patch_embedding.weight"))
@@ -172,7 +172,7 @@ def load_clip_vision(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> CLIPVisionModelWithProjection:
     """A CLIP vision encoder from a single file (see the module's docstring for the layouts)."""
-    from transformers import CLIPVisionModelWithProjection
+    from atelier.engine.models.libraries import CLIPVisionModelWithProjection
 
     from .build import assign_weights, build_empty, guard, resolve_dtype
 

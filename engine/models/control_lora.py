@@ -98,9 +98,8 @@ def read_control_lora(path: str | Path) -> ControlLoraWeights:
 def build_control_lora(weights: ControlLoraWeights, unet: torch.nn.Module) -> Any:
     """A diffusers ``ControlNetModel`` made of ``unet``'s encoder and the Control-LoRA's tensors, on the
     UNet's device and in its dtype. Raises CheckpointError (naming the file) when they do not fit."""
-    from diffusers import ControlNetModel
-
     from atelier.engine.models.build import assign_weights, build_empty  # diffusers: with a model only
+    from atelier.engine.models.libraries import ControlNetModel
 
     path = weights.path
     try:

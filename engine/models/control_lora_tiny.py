@@ -31,7 +31,7 @@ def build_tiny_control_lora(
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """(reference ControlNetModel, the Control-LoRA file's tensors) for the tiny ``arch`` model of
     ``unet_seed``."""
-    from diffusers import ControlNetModel
+    from atelier.engine.models.libraries import ControlNetModel
 
     unet = tiny_unet(arch, unet_seed)
     net = ControlNetModel.from_unet(unet, load_weights_from_unet=True)

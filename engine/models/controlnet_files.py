@@ -133,7 +133,7 @@ def original_to_diffusers(
     state: Mapping[str, torch.Tensor], layers_per_block: int
 ) -> dict[str, torch.Tensor]:
     """An original-layout ControlNet state dict (no prefix) in diffusers' names, by diffusers' converter."""
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    from atelier.engine.models.libraries import convert_controlnet_checkpoint
 
     converted = convert_controlnet_checkpoint(dict(state), {"layers_per_block": layers_per_block})
     out = {k: v for k, v in converted.items() if v is not None}
@@ -309,9 +309,8 @@ def build_controlnet(
 ) -> Any:
     """A diffusers ``ControlNetModel`` from a config and diffusers-named tensors (strict: every tensor
     present with its shape)."""
-    from diffusers import ControlNetModel
-
     from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
+    from atelier.engine.models.libraries import ControlNetModel
 
     dtype = resolve_dtype(device, dtype)
     config = {k: v for k, v in info.config.items() if not k.startswith("_")}

@@ -39,7 +39,7 @@ Layout = Literal["original", "diffusers", "diffusers_folder"]
 def build_tiny_controlnet(arch: TinyArch, *, seed: int = 0, unet_seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """(ControlNetModel, the tiny UNet's config): a tiny ControlNet for the tiny ``arch`` model written with
     ``unet_seed``, every tensor random (deterministic per ``seed``)."""
-    from diffusers import ControlNetModel
+    from atelier.engine.models.libraries import ControlNetModel
 
     unet = tiny_unet(arch, unet_seed)
     net = ControlNetModel.from_unet(unet, load_weights_from_unet=True)

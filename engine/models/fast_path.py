@@ -127,7 +127,7 @@ def sdpa_everywhere(module: torch.nn.Module) -> bool:
     (diffusers picks SDPA itself on torch 2; an older default or a loaded state may not). Returns whether
     all attention layers now use scaled_dot_product_attention (custom processors, such as IP-Adapter's,
     are left alone and counted by their class name)."""
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    from atelier.engine.models.libraries import AttnProcessor, AttnProcessor2_0
 
     all_sdpa = True
     for _name, m in module.named_modules():

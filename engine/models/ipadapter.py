@@ -150,7 +150,7 @@ class IPAdapterModel:
 
 def _convert_image_proj(source: IPAdapterSource, kind: IPAdapterKind, path: Path) -> torch.nn.Module:
     # diffusers' converter only reads the state dict (``self`` is unused when not loading on the meta device)
-    from diffusers.loaders.unet import UNet2DConditionLoadersMixin
+    from atelier.engine.models.libraries import UNet2DConditionLoadersMixin
 
     try:
         return UNet2DConditionLoadersMixin._convert_ip_adapter_image_proj_to_diffusers(

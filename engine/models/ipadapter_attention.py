@@ -92,7 +92,7 @@ class IPAdapterAttnProcessor:
     def _fusable(self, attn: Any, hidden: Tensor, context: Tensor | None, mask: Tensor | None) -> bool:
         """Whether the inner processor is diffusers' plain one on a plain call, so that one pass can share
         the query and the output projection (as diffusers' IPAdapterAttnProcessor2_0 does)."""
-        from diffusers.models.attention_processor import AttnProcessor2_0  # loaded by then: a model runs
+        from atelier.engine.models.libraries import AttnProcessor2_0  # loaded by then: a model runs
 
         return (
             type(self.inner) is AttnProcessor2_0

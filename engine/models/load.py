@@ -17,14 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import (
-    convert_ldm_clip_checkpoint,
-    convert_ldm_unet_checkpoint,
-    convert_ldm_vae_checkpoint,
-    convert_open_clip_checkpoint,
-)
-from transformers import CLIPTokenizer
 
 from atelier.engine.hashing import FileHashes, file_fingerprint
 from atelier.engine.models.build import (
@@ -46,6 +38,15 @@ from atelier.engine.models.diffusers_folder import (
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, open_single_file
 from atelier.engine.models.info import CheckpointInfo, TextEncoderInfo
+from atelier.engine.models.libraries import (
+    AutoencoderKL,
+    CLIPTokenizer,
+    UNet2DConditionModel,
+    convert_ldm_clip_checkpoint,
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+    convert_open_clip_checkpoint,
+)
 from atelier.engine.models.names import UNET_PREFIX, VAE_PREFIX
 from atelier.engine.models.tokenizer import tokenizers_for
 from atelier.engine.models.unclip import load_noise_augmentor

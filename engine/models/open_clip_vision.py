@@ -93,7 +93,7 @@ def clip_vision_from_state(
     """A transformers ``CLIPVisionModelWithProjection`` from its tensors in transformers' names, its
     architecture read from their shapes as ``CLIPVisionLoader`` reads it (``clip_vision.clip_vision_config``);
     ``path`` and ``component`` name the file and the part of it in errors."""
-    from transformers import CLIPVisionModelWithProjection
+    from atelier.engine.models.libraries import CLIPVisionModelWithProjection
 
     from .build import assign_weights, build_empty, guard, resolve_dtype
     from .clip_vision import clip_vision_config

@@ -276,9 +276,8 @@ def build_t2i_adapter(
     dtype: torch.dtype | None = None,
 ) -> Any:
     """A diffusers ``T2IAdapter`` from a config and diffusers-named tensors (strict)."""
-    from diffusers import T2IAdapter
-
     from atelier.engine.models.build import assign_weights, build_empty, resolve_dtype
+    from atelier.engine.models.libraries import T2IAdapter
 
     dtype = resolve_dtype(device, dtype)
     config = {k: v for k, v in info.config.items() if not k.startswith("_")}

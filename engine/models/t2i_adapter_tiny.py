@@ -51,7 +51,7 @@ _TINY_CONFIGS: dict[str, dict[str, Any]] = {
 
 def build_tiny_t2i_adapter(kind: Kind, *, seed: int = 0, in_channels: int = 3) -> Any:
     """A tiny diffusers ``T2IAdapter`` of ``kind``, every tensor random (deterministic per ``seed``)."""
-    from diffusers import T2IAdapter
+    from atelier.engine.models.libraries import T2IAdapter
 
     net = T2IAdapter(in_channels=in_channels, **_TINY_CONFIGS[kind])
     generator = torch.Generator().manual_seed(_derived_seed(seed, f"t2i_adapter_{kind}"))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from atelier.engine.models.build import (
@@ -36,6 +35,7 @@ from atelier.engine.models.info import (
     family_text_layer,
 )
 from atelier.engine.models.layout import original_state_dict
+from atelier.engine.models.libraries import AutoencoderKL, UNet2DConditionModel
 from atelier.engine.models.load import LoadedCheckpoint
 from atelier.engine.models.names import (
     SD1_CLIP_PREFIX,

@@ -17,7 +17,8 @@ from typing import Literal
 
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from atelier.engine.models.libraries import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .attention import attention_layers
 from .build import build_empty, empty_unet

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from atelier.engine.models.libraries import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .build import build_empty
 from .layout import to_original, with_prefix

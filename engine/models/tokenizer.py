@@ -5,9 +5,8 @@ diffusers folders may bring their own (``tokenizer/``, ``tokenizer_2/``), which 
 
 from pathlib import Path
 
-from transformers import CLIPTokenizer
-
 from atelier.engine.models.info import TOKENIZER_DIR, CheckpointInfo
+from atelier.engine.models.libraries import CLIPTokenizer
 
 
 def load_clip_tokenizer(pad_token: str = "<|endoftext|>", directory: str | None = None) -> CLIPTokenizer:

@@ -153,7 +153,7 @@ class NoiseAugmentor:
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
         z = self.sqrt_alphas_cumprod[level] * x + self.sqrt_one_minus_alphas_cumprod[level] * noise
         z = z * self.std + self.mean
-        from diffusers.models.embeddings import get_timestep_embedding  # with a model, not at start-up
+        from atelier.engine.models.libraries import get_timestep_embedding  # with a model, not at start-up
 
         levels = torch.full((x.shape[0],), level, dtype=torch.long)
         level_emb = get_timestep_embedding(

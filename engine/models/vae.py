@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
-from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from atelier.engine.models.build import assign_weights, empty_vae, guard, resolve_dtype
 from atelier.engine.models.derive import children, derive_vae_config
@@ -19,6 +17,7 @@ from atelier.engine.models.diffusers_folder import read_weight_files
 from atelier.engine.models.errors import CheckpointError
 from atelier.engine.models.files import TensorIndex, open_single_file
 from atelier.engine.models.info import VAE_SCALING_FACTOR, Family
+from atelier.engine.models.libraries import AutoencoderKL, convert_ldm_vae_checkpoint
 from atelier.engine.models.names import UNET_PREFIX, vae_names
 
 _OLD_VAE_ATTENTION = {

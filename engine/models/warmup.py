@@ -25,12 +25,9 @@ HASHED_KINDS = ("checkpoints",)
 
 
 def import_model_libraries() -> None:
-    """Import what loading a checkpoint needs (a no-op once imported)."""
-    import accelerate  # noqa: F401
-    import diffusers.loaders.single_file_utils  # noqa: F401
-    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
-
+    """Import what loading a checkpoint needs (a no-op once imported): the model libraries, through the one
+    module that imports them (engine/models/libraries.py), and the checkpoint loader."""
+    import atelier.engine.models.libraries  # noqa: F401
     import atelier.engine.models.load  # noqa: F401
 
 
