@@ -1,5 +1,6 @@
 """One worker of a Ray cluster: an engine of its own, built by the same composition root as the
-single-process server (``engine/runtime.py``), running one job at a time and streaming its events back.
+single-process server (``engine/runtime.py``), running one job, or one batch of jobs, at a time and streaming
+their events back.
 
 :class:`WorkerCore` is plain Python (tests drive it without Ray); :func:`worker_actor_class` wraps it as a
 Ray actor class. The actor runs with several threads so that ``interrupt`` and ``report`` answer while a
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from atelier.engine.executor import JobSpec
 from atelier.engine.node import CancelToken
 
 #: how many cache signatures a worker reports (most recently used first)
@@ -36,57 +38,69 @@ class WorkerCore:
         self.engine = build_engine(EngineConfig.model_validate(config))
         self.engine.folders.ensure()
         self._lock = threading.Lock()
-        self._current: str | None = None
-        self._token: CancelToken | None = None
+        #: the jobs running now (several when batched) and their cancel tokens
+        self._tokens: dict[str, CancelToken] = {}
         self.jobs_run = 0
 
     def run_job(self, job: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         """Run one job: yields ``("event", event)`` as the executor sends them, then ``("result", result)``."""
-        token = CancelToken()
+        for kind, value in self.run_jobs([job]):
+            yield (kind, value[1] if kind == "result" else value)
+
+    def run_jobs(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+        """Run jobs together, as one batch where their nodes can batch (``Executor.run_many``): yields
+        ``("event", event)`` as the executor sends them (each event names its job) and ``("result", (n,
+        result))`` as soon as job ``n`` has ended, which may be before its partners."""
+        tokens = {job["id"]: CancelToken() for job in jobs}
         with self._lock:
-            self._current, self._token = job["id"], token
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            self._tokens = dict(tokens)
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
         done = object()
-        result: dict[str, Any] = {}
+        failure: dict[str, BaseException] = {}
+        specs = [
+            JobSpec(
+                job["workflow"],
+                job_id=job["id"],
+                overrides=job.get("overrides") or {},
+                outputs=job.get("outputs_requested"),
+                on_event=lambda ev: items.put(("event", ev)),
+                source="server",
+                client_id=job.get("client_id"),
+                cancel=tokens[job["id"]],
+                previews=job.get("previews", True),
+            )
+            for job in jobs
+        ]
 
         def work() -> None:
             try:
-                result["value"] = self.engine.executor.run(
-                    job["workflow"],
-                    job_id=job["id"],
-                    overrides=job.get("overrides") or {},
-                    outputs=job.get("outputs_requested"),
-                    on_event=events.put,
-                    source="server",
-                    client_id=job.get("client_id"),
-                    cancel=token,
-                    previews=job.get("previews", True),
-                )
+                self.engine.executor.run_many(specs, on_result=lambda n, res: items.put(("result", (n, res))))
             except BaseException as exc:  # handed to the caller below
-                result["error"] = exc
+                failure["error"] = exc
             finally:
-                events.put(done)
+                items.put(done)
 
         thread = threading.Thread(target=work, name=f"{self.name}-job", daemon=True)
         thread.start()
         try:
-            while (item := events.get()) is not done:
-                yield ("event", item)
+            while (item := items.get()) is not done:
+                yield item
         finally:
             thread.join()
             with self._lock:
-                self._current, self._token = None, None
-            self.jobs_run += 1
-        if "error" in result:
-            raise result["error"]
-        yield ("result", result["value"])
+                self._tokens = {}
+            self.jobs_run += len(jobs)
+        if "error" in failure:
+            raise failure["error"]
 
     def interrupt(self, job_id: str | None = None) -> str | None:
+        """Interrupt ``job_id`` (None: every job running here); returns the id interrupted (the first one
+        for None), or None when it does not run here."""
         with self._lock:
-            if self._current is None or self._token is None or job_id not in (None, self._current):
-                return None
-            self._token.cancel()
-            return self._current
+            hit = [jid for jid in self._tokens if job_id in (None, jid)]
+            for jid in hit:
+                self._tokens[jid].cancel()
+        return hit[0] if hit else None
 
     def report(self) -> dict[str, Any]:
         """What routing needs: the model files loaded (by file name), the cache's signatures, what runs."""
@@ -100,7 +114,8 @@ class WorkerCore:
             "pid": os.getpid(),
             "models": sorted(set(models)),
             "signatures": self.engine.cache.signatures(REPORTED_SIGNATURES),
-            "running": self._current,
+            "running": next(iter(self._tokens), None),
+            "running_jobs": list(self._tokens),
             "jobs_run": self.jobs_run,
             "model_loads": self.engine.models.loads,
         }

@@ -6,8 +6,11 @@ and answers the same calls (``start``, ``stop``, ``join``, ``interrupt``, ``live
 ``atelier worker`` started on other machines (detached actors named ``atelier-worker-*`` in the
 ``atelier`` namespace), looked for every few seconds, so workers join and leave while jobs run.
 
-A scheduler thread takes the next queued job from the store and routes it (``routing.py``) by what each
-worker last reported: model files loaded, cache signatures, jobs on it. Each worker has a runner thread
+A scheduler thread takes the next queued job from the store, with the queued jobs that can run with it as
+one batch (``server/partners.py``, as the single-process worker does), and routes them (``routing.py``) by
+what each worker last reported: model files loaded, cache signatures, jobs on it. A worker runs a batch with
+``Executor.run_many``: its samplers sample once for all the jobs, and each job keeps its own events and
+result. Each worker has a runner thread
 that streams its job's events to the hub (websocket clients see the same messages as with one process)
 and writes the result to the store once the worker is done (outputs are written by the worker into the
 output folder the server serves: on one machine the same folder, across machines a shared one).
@@ -34,6 +37,7 @@ from pydantic import BaseModel
 from atelier.engine import events as E
 from atelier.engine.runtime import Engine
 from atelier.engine.server.jobs import Job
+from atelier.engine.server.partners import BatchPartners
 from atelier.engine.server.store import Store
 from atelier.engine.server.worker import TERMINAL_EVENTS, LiveState, outcome
 
@@ -75,9 +79,11 @@ class Slot:
     name: str
     actor: Any
     owned: bool
-    jobs: queue.Queue[Job] = field(default_factory=queue.Queue)
+    #: what was routed here and waits: one job, or a batch of jobs to run together
+    jobs: queue.Queue[list[Job]] = field(default_factory=queue.Queue)
     load: int = 0
-    running: str | None = None
+    #: the jobs running there now (several when batched)
+    running: list[str] = field(default_factory=list)
     models: frozenset[str] = frozenset()
     signatures: frozenset[str] = frozenset()
     alive: bool = True
@@ -150,6 +156,9 @@ class RayWorkers:
         on_queue_change: Callable[[], None],
         settings: RaySettings,
         previews: bool = True,
+        *,
+        max_batch: int = 8,
+        batch_window_s: float = 0.005,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -171,13 +180,17 @@ class RayWorkers:
         self._names: set[str] = set()
         #: jobs interrupted while waiting on a worker: they end there without running
         self._cancelled: set[str] = set()
+        #: a job that can batch goes to its worker with the queued jobs of its batch signature
+        self.partners = BatchPartners(
+            store, engine.executor, max_batch, batch_window_s, self.wakeup, self.stopping
+        )
 
     # -- the Worker interface ------------------------------------------------------------------------
 
     @property
     def current(self) -> str | None:
         with self._lock:
-            return next((s.running for s in self.slots.values() if s.running), None)
+            return next((s.running[0] for s in self.slots.values() if s.running), None)
 
     def start(self) -> None:
         self._ray = connect(self.settings)
@@ -213,10 +226,11 @@ class RayWorkers:
         with self._lock:
             slots = list(self.slots.values())
         for slot in slots:
-            if slot.running is not None and job_id in (None, slot.running):
-                hit = hit or slot.running
-                with contextlib.suppress(Exception):
-                    slot.actor.interrupt.remote(slot.running)
+            for running in list(slot.running):
+                if job_id in (None, running):
+                    hit = hit or running
+                    with contextlib.suppress(Exception):
+                        slot.actor.interrupt.remote(running)
         if hit is None and job_id is not None:
             job = self.store.get_job(job_id)
             if job is not None and job.status == "running":  # taken, waiting on a worker
@@ -334,92 +348,128 @@ class RayWorkers:
                 self.wakeup.wait(0.5)
                 self.wakeup.clear()
                 continue
+            batch = [job, *self.partners.take(job)]
             needs = self.needs(job) if self.settings.affinity else JobNeeds()
             target = route(needs, self._views(), self.settings.max_load)
             with self._lock:
                 slot = self.slots.get(target) if target is not None else None
                 if slot is None or not slot.alive:
-                    self.store.requeue(job.id, died=False)
+                    for taken in batch:
+                        self.store.requeue(taken.id, died=False)
                     continue
                 slot.load += 1
                 # what it will hold once the job ran there: the next job is routed on that, not on a report
                 # that comes only when this one is done
                 slot.models |= needs.models
                 slot.signatures |= needs.signatures
-            self.history.append(("routed", job.id, slot.name))
-            slot.jobs.put(job)
+            self.history.extend(("routed", taken.id, slot.name) for taken in batch)
+            if len(batch) > 1:
+                self.history.append(("batched", ",".join(taken.id for taken in batch), slot.name))
+            slot.jobs.put(batch)
             self.on_queue_change()
 
     def _serve(self, slot: Slot) -> None:
         self._refresh(slot)
         while not self.stopping.is_set() and slot.alive:
             try:
-                job = slot.jobs.get(timeout=0.5)
+                jobs = slot.jobs.get(timeout=0.5)
             except queue.Empty:
                 continue
             try:
-                self._run(slot, job)
+                self._run(slot, jobs)
             finally:
                 with self._lock:
                     slot.load -= 1
-                    slot.running = None
+                    slot.running = []
                 self.wakeup.set()
 
-    def _run(self, slot: Slot, job: Job) -> None:
+    def _run(self, slot: Slot, jobs: list[Job]) -> None:
+        """Run ``jobs`` (one, or a batch) on ``slot``'s worker: stream their events to the hub and write
+        each job's result to the store as soon as the worker has it (a job may end before its partners)."""
         ray = self._ray
-        terminal: list[E.Event] = []
-        with self._lock:
-            slot.running = job.id
-        if job.id in self._cancelled:
-            self._cancelled.discard(job.id)
-            self.store.finish_job(job.id, "interrupted", error={"message": "interrupted"})
-            self.publish(E.JobInterrupted(job=job.id))
+        cancelled = {j.id for j in jobs if j.id in self._cancelled}
+        for job_id in cancelled:  # interrupted while waiting here: it ends without running
+            self._cancelled.discard(job_id)
+            self.store.finish_job(job_id, "interrupted", error={"message": "interrupted"})
+            self.publish(E.JobInterrupted(job=job_id))
+        jobs = [j for j in jobs if j.id not in cancelled]
+        if not jobs:
             self.on_queue_change()
             return
-        payload = {
-            "id": job.id,
-            "workflow": job.workflow,
-            "overrides": job.overrides or {},
-            "outputs_requested": job.outputs_requested,
-            "client_id": job.client_id,
-            "previews": self.previews,
-        }
-        started = False
+        with self._lock:
+            slot.running = [job.id for job in jobs]
+        payloads = [
+            {
+                "id": job.id,
+                "workflow": job.workflow,
+                "overrides": job.overrides or {},
+                "outputs_requested": job.outputs_requested,
+                "client_id": job.client_id,
+                "previews": self.previews,
+            }
+            for job in jobs
+        ]
+        terminals: dict[str, list[E.Event]] = {job.id: [] for job in jobs}
+        started: set[str] = set()
+        finished: set[str] = set()
+
+        def close(job_id: str) -> None:
+            """The job's state is in the store: publish its terminal event."""
+            finished.add(job_id)
+            for ev in terminals[job_id]:
+                self.live.update(ev)
+                self.publish(ev)
+
         try:
-            result = None
-            for ref in slot.actor.run_job.remote(payload):
+            for ref in slot.actor.run_jobs.remote(payloads):
                 kind, value = ray.get(ref)
-                started = True
                 if kind == "result":
-                    result = value
-                elif isinstance(value, TERMINAL_EVENTS):
-                    terminal.append(value)
+                    n, result = value
+                    job = jobs[n]
+                    started.add(job.id)
+                    status, error = outcome(result, terminals[job.id])
+                    self.store.finish_job(
+                        job.id,
+                        status,
+                        outputs=result.outputs,
+                        error=error,
+                        executed=result.executed,
+                        cached=result.cached,
+                    )
+                    self.history.append(("finished", job.id, slot.name))
+                    close(job.id)
+                    continue
+                started.add(value.job)
+                if isinstance(value, TERMINAL_EVENTS):
+                    terminals[value.job].append(value)
                 else:
                     self.live.update(value)
                     self.publish(value)
-            assert result is not None
-            status, error = outcome(result, terminal)
-            self.store.finish_job(
-                job.id,
-                status,
-                outputs=result.outputs,
-                error=error,
-                executed=result.executed,
-                cached=result.cached,
-            )
-            self.history.append(("finished", job.id, slot.name))
             self._refresh(slot)
         except actor_died_errors(ray) as exc:
-            terminal = self._worker_died(slot, job, exc, started)
+            for job in jobs:
+                if job.id not in finished:
+                    terminals[job.id] = self._worker_died(slot, job, exc, job.id in started)
+                    close(job.id)
         except Exception as exc:  # the job's own failure reaches us as a task error: fail it alone
-            log.exception("job %s failed on worker %s", job.id, slot.name)
+            log.exception("jobs %s failed on worker %s", ", ".join(terminals), slot.name)
             message = f"{type(exc).__name__}: {exc}"
-            self.store.finish_job(job.id, "failed", error={"message": message})
-            terminal = [E.JobFailed(job=job.id, message=message, exception_type=type(exc).__name__)]
+            for job in jobs:
+                if job.id not in finished:
+                    self.store.finish_job(job.id, "failed", error={"message": message})
+                    terminals[job.id] = [
+                        E.JobFailed(job=job.id, message=message, exception_type=type(exc).__name__)
+                    ]
+                    close(job.id)
         finally:
-            for ev in terminal:
-                self.live.update(ev)
-                self.publish(ev)
+            for job in jobs:  # a job the worker never answered for (it cannot happen; be safe)
+                if job.id not in finished:
+                    message = "the worker ended without this job's result"
+                    self.store.finish_job(job.id, "failed", error={"message": message})
+                    terminals[job.id] = [
+                        E.JobFailed(job=job.id, message=message, exception_type="WorkerError")
+                    ]
+                    close(job.id)
             self.on_queue_change()
 
     def _remove(self, slot: Slot) -> None:

@@ -80,6 +80,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
                 services.jobs.queue_changed,
                 settings.ray,
                 previews=settings.previews,
+                max_batch=settings.batch_jobs,
+                batch_window_s=settings.batch_window_ms / 1000.0,
             )
         else:
             worker = Worker(

@@ -13,6 +13,7 @@ from atelier.engine.executor import Executor, JobSpec
 from atelier.engine.node import CancelToken
 
 from .jobs import Job
+from .partners import BatchPartners
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,6 @@ def outcome(
     return ("success" if res.ok else res.status), error
 
 
-def workflow_shape(workflow: Any) -> Any:
-    """A workflow's structure without its values (keys kept, every string or number replaced by its type):
-    jobs queued from one workflow with other seeds, prompts or settings share it: a cheap first test before
-    the worker validates a queued job for its batch signature."""
-    if isinstance(workflow, dict):
-        return tuple(sorted((str(k), workflow_shape(v)) for k, v in workflow.items()))
-    if isinstance(workflow, (list, tuple)):
-        return tuple(workflow_shape(v) for v in workflow)
-    return type(workflow).__name__
-
-
 class Worker(threading.Thread):
     """Takes queued jobs and runs them. With ``max_batch`` above 1 it takes, with a job that has a node that
     can batch, up to ``max_batch - 1`` more queued jobs with the same batch signature (same graph and sampler
@@ -127,8 +117,6 @@ class Worker(threading.Thread):
         self.on_queue_change = on_queue_change
         self.on_out_of_memory = on_out_of_memory
         self.previews = previews
-        self.max_batch = max_batch
-        self.batch_window_s = batch_window_s
         self.live = LiveState()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
@@ -137,8 +125,7 @@ class Worker(threading.Thread):
         #: every job that runs now (several when batched) and its cancel token
         self._tokens: dict[str, CancelToken] = {}
         self._early_cancel: set[str] = set()
-        #: job id -> (workflow shape, batch signature): a queued job is validated once to match partners
-        self._signatures: dict[str, Any] = {}
+        self.partners = BatchPartners(store, executor, max_batch, batch_window_s, self.wakeup, self.stopping)
 
     def interrupt(self, job_id: str | None = None) -> str | None:
         """Interrupt the running jobs (or only ``job_id``); returns the id interrupted (the first running
@@ -177,44 +164,7 @@ class Worker(threading.Thread):
                 self.wakeup.wait(1.0)
                 self.wakeup.clear()
                 continue
-            self._run_jobs([job, *self._partners(job)])
-
-    def _partners(self, job: Job) -> list[Job]:
-        """Queued jobs with ``job``'s batch signature to run with it (taken from the queue): those queued
-        now, or, when there are none, the first to come within the batch window."""
-        if self.max_batch <= 1:
-            return []
-        signature = self._signature(job)
-        if signature is None:  # nothing in it can batch: no partner, no wait
-            return []
-        shape = workflow_shape(job.workflow)
-
-        def accept(other: Job) -> bool:  # the shape first: it is cheap, a signature validates the job
-            return workflow_shape(other.workflow) == shape and self._signature(other) == signature
-
-        def take() -> list[Job]:
-            return self.store.take_queued(self.max_batch - 1, accept)
-
-        partners = take()
-        deadline = time.monotonic() + self.batch_window_s
-        while not partners and not self.stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if self.wakeup.wait(left):
-                self.wakeup.clear()
-                partners = take()
-        return partners
-
-    def _signature(self, job: Job) -> Any:
-        """The job's batch signature (``Executor.batch_signature``; None: it cannot batch), once per job."""
-        if job.id in self._signatures:
-            return self._signatures[job.id]
-        signature = self.executor.batch_signature(job.workflow, job.overrides or {}, job.outputs_requested)
-        if len(self._signatures) >= 256:  # a bounded memo of queued jobs, not a history
-            self._signatures.clear()
-        self._signatures[job.id] = signature
-        return signature
+            self._run_jobs([job, *self.partners.take(job)])
 
     def _run_job(self, job: Job) -> None:
         self._run_jobs([job])

@@ -74,13 +74,33 @@ def test_jobs_run_on_workers_and_a_warm_worker_reuses_its_model_and_cache(cluste
     assert files and all((output / f).is_file() for f in files)
 
 
+def test_queued_jobs_of_one_workflow_run_as_one_batch_on_a_worker(cluster) -> None:
+    client, pool, output = cluster
+    pool.partners.window_s = 2.0  # the next submission comes within it: it runs with the first job
+    try:
+        jobs = [submit(client, seed=500 + n) for n in range(3)]
+        views = [wait_job(client, j, timeout=240) for j in jobs]
+    finally:
+        pool.partners.window_s = 0.005
+    assert all(v["status"] == "success" for v in views), views
+    batches = [(ids.split(","), w) for kind, ids, w in pool.history if kind == "batched"]
+    (together, where) = next((b, w) for b, w in batches if jobs[0] in b)
+    assert jobs[1] in together
+    assert {worker_of(pool, j) for j in together} == {where}
+    pictures = set()
+    for view in views:
+        (name,) = [i["filename"] for out in view["outputs"].values() for i in out.get("images", [])]
+        pictures.add((output / name).read_bytes())
+    assert len(pictures) == 3  # each job its own seed, its own picture
+
+
 def test_a_killed_worker_loses_no_job(cluster) -> None:
     client, pool, _ = cluster
     job = submit(client, seed=11, steps=60)
     deadline = time.monotonic() + 120
     victim = None
     while time.monotonic() < deadline and victim is None:
-        victim = next((s for s in list(pool.slots.values()) if s.running == job), None)
+        victim = next((s for s in list(pool.slots.values()) if job in s.running), None)
         time.sleep(0.05)
     assert victim is not None, "the job never started"
     time.sleep(0.5)
@@ -99,7 +119,7 @@ def test_a_job_under_which_two_workers_die_fails_with_the_reason(cluster) -> Non
     killed = []
     deadline = time.monotonic() + 240
     while len(killed) < 2 and time.monotonic() < deadline:
-        slot = next((s for s in list(pool.slots.values()) if s.running == job and s.name not in killed), None)
+        slot = next((s for s in list(pool.slots.values()) if job in s.running and s.name not in killed), None)
         if slot is not None:
             time.sleep(0.3)
             ray.kill(slot.actor)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
 
 from atelier.engine import events as E
 from atelier.engine.distributed.actor import WorkerCore
+from atelier.engine.models.handles import ModelHandle
 from atelier.engine.runtime import EngineConfig
 from tests.server.harness import portrait, write_models
 
@@ -56,3 +62,63 @@ def test_interrupt_reaches_only_the_running_job(tmp_path: Path) -> None:
     assert worker.interrupt("j3") == "j3"
     rest = list(stream)
     assert rest[-1][0] == "result" and rest[-1][1].status == "interrupted"
+
+
+def _image(output: Path, result: Any) -> np.ndarray:
+    (name,) = [img["filename"] for out in result.outputs.values() for img in out.get("images", [])]
+    return np.asarray(Image.open(output / name).convert("RGB"), dtype=np.int16)
+
+
+def test_jobs_sent_together_sample_as_one_batch_and_each_gets_its_lone_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    widths: list[int] = []
+    forward = ModelHandle._forward
+
+    def counted(self: ModelHandle, call: Any) -> Any:
+        widths.append(call.x.shape[0])
+        return forward(self, call)
+
+    monkeypatch.setattr(ModelHandle, "_forward", counted)
+    jobs = []
+    for n, seed in enumerate((21, 22)):
+        request = portrait(seed=seed, steps=2)
+        jobs.append({"id": f"b{n}", "workflow": request["workflow"], "overrides": request["overrides"]})
+
+    batched = core(tmp_path / "batched")
+    items = list(batched.run_jobs(jobs))
+    assert widths == [4, 4]  # two steps, cond and uncond of both jobs in each forward
+    results = dict(v for k, v in items if k == "result")
+    assert sorted(results) == [0, 1] and all(r.ok for r in results.values())
+    events = [v for k, v in items if k == "event"]
+    for job in ("b0", "b1"):
+        mine = [ev for ev in events if ev.job == job]
+        assert isinstance(mine[0], E.JobStarted) and isinstance(mine[-1], E.JobFinished)
+        assert any(isinstance(ev, E.Progress) for ev in mine)
+    assert batched.report()["running"] is None and batched.jobs_run == 2
+
+    for n, job in enumerate(jobs):  # each alone, on a worker of its own: the same picture
+        alone = core(tmp_path / f"alone{n}")
+        (result,) = [v for k, v in alone.run_job(job) if k == "result"]
+        a = _image(tmp_path / f"alone{n}" / "output", result)
+        b = _image(tmp_path / "batched" / "output", results[n])
+        assert np.abs(a - b).max() <= 1
+    assert not np.array_equal(
+        _image(tmp_path / "batched" / "output", results[0]),
+        _image(tmp_path / "batched" / "output", results[1]),
+    )
+
+
+def test_interrupt_reaches_the_one_job_of_a_batch_it_names(tmp_path: Path) -> None:
+    worker = core(tmp_path)
+    jobs = []
+    for n, seed in enumerate((31, 32)):
+        request = portrait(seed=seed, steps=6)
+        jobs.append({"id": f"i{n}", "workflow": request["workflow"], "overrides": request["overrides"]})
+    stream = worker.run_jobs(jobs)
+    for kind, value in stream:
+        if kind == "event" and isinstance(value, E.Progress):
+            break
+    assert worker.interrupt("i1") == "i1"
+    results = dict(v for k, v in stream if k == "result")
+    assert results[1].status == "interrupted" and results[0].ok

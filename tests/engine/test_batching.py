@@ -15,8 +15,9 @@ from atelier.engine import events as E
 from atelier.engine.executor import Executor, JobSpec
 from atelier.engine.node import Context, Int, Node, Output, Socket
 from atelier.engine.registry import Registry
+from atelier.engine.server.partners import workflow_shape
 from atelier.engine.server.store import Store
-from atelier.engine.server.worker import Worker, workflow_shape
+from atelier.engine.server.worker import Worker
 from tests.engine.toy_nodes import NUMBER, RUNS, TOY_TYPES, Sink, link, wf
 
 BATCHES: list[list[float]] = []
@@ -142,7 +143,7 @@ def test_worker_runs_queued_jobs_of_one_shape_as_a_batch(tmp_path: Path) -> None
     store.add_job("other", wf({"a": {"type": "Number", "inputs": {"value": 1}}}), {})  # another shape
     first = store.next_queued()
     assert first is not None
-    worker._run_jobs([first, *worker._partners(first)])
+    worker._run_jobs([first, *worker.partners.take(first)])
     assert BATCHES == [[1.0, 2.0, 4.0]]
     for n in range(3):
         assert store.get_job(f"j{n}").status == "success"
@@ -158,7 +159,7 @@ def test_a_lone_job_waits_no_longer_than_the_window_and_takes_a_partner_that_com
     store.add_job("lone", job(1.0), {})
     lone = store.next_queued()
     started = time.monotonic()
-    assert worker._partners(lone) == []
+    assert worker.partners.take(lone) == []
     waited = time.monotonic() - started
     assert 0.25 <= waited < 1.5
 
@@ -170,7 +171,7 @@ def test_a_lone_job_waits_no_longer_than_the_window_and_takes_a_partner_that_com
     thread = threading.Thread(target=queue_one)
     started = time.monotonic()
     thread.start()
-    partners = worker._partners(lone)
+    partners = worker.partners.take(lone)
     thread.join()
     assert [p.id for p in partners] == ["late"] and time.monotonic() - started < 1.5
     store.close()
@@ -182,7 +183,7 @@ def test_interrupting_one_batched_job_by_id(tmp_path: Path) -> None:
     store.add_job("a", job(1.0), {})
     store.add_job("b", job(2.0), {})
     first = store.next_queued()
-    partners = worker._partners(first)
+    partners = worker.partners.take(first)
     assert [p.id for p in partners] == ["b"]
     assert worker.interrupt("b") == "b"  # taken from the queue, not started: it starts cancelled
     worker._run_jobs([first, *partners])
@@ -200,7 +201,7 @@ def test_worker_offers_partners_by_batch_signature_only(tmp_path: Path) -> None:
     store.add_job("b", job(2.0, group=2), {})
     store.add_job("c", job(3.0, group=1), {})
     first = store.next_queued()
-    assert [p.id for p in worker._partners(first)] == ["c"]
+    assert [p.id for p in worker.partners.take(first)] == ["c"]
     assert store.get_job("b").status == "queued"
     plain = wf(
         {
@@ -213,7 +214,7 @@ def test_worker_offers_partners_by_batch_signature_only(tmp_path: Path) -> None:
     assert store.next_queued().id == "b"
     lone = store.next_queued()
     started = time.monotonic()
-    assert lone.id == "plain" and worker._partners(lone) == []
+    assert lone.id == "plain" and worker.partners.take(lone) == []
     assert time.monotonic() - started < 0.4
     assert worker.executor.batch_signature(plain) is None
     assert worker.executor.batch_signature(job(1.0)) == worker.executor.batch_signature(job(5.0))
