@@ -241,8 +241,6 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     if engine is None:
         return 2
     registry = engine.registry
-    # the model libraries import beside parsing, checking and planning (engine/warmup.py)
-    start_warmup(engine.warmup_steps(long_lived=False))
     engine.folders.ensure()
     workflows: list[tuple[str, Workflow]] = []
     for path in args.workflows:
@@ -290,6 +288,9 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     results: list[JobResult] = []
+    # the model libraries import beside checking, planning and the first nodes (engine/warmup.py); started
+    # once the jobs are known to run, and waited for when they are done, so no import outlives the command
+    warming = start_warmup(engine.warmup_steps(long_lived=False))
     try:
         # the points of a sweep run in rounds of up to --batch-jobs jobs: their samplers run as one batch
         # when model, size, sampler and steps agree (each job keeps its seed, prompts and cfg)
@@ -310,6 +311,7 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
         signal.signal(signal.SIGINT, previous)
         if event_file is not None:
             event_file.close()
+        warming.join()
     if any(r.status == "interrupted" for r in results):
         return 130
     failed = [r for r in results if not r.ok]

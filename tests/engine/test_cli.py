@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,35 @@ def test_nodes_lists_and_describes(capsys: pytest.CaptureFixture) -> None:
 
 def test_split_sweep_honours_escaped_commas() -> None:
     assert cli.split_sweep(r"a,b\,c,d") == ["a", "b,c", "d"]
+
+
+class SlowWarmup(runtime.Plugin):
+    """A warm-up step slower than the job (as importing the model libraries is for a toy job)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def warmup(self, engine: runtime.Engine, long_lived: bool = True) -> list[tuple[str, object]]:
+        def step() -> None:
+            time.sleep(0.5)
+            self.done.set()
+
+        return [("slow", step)] if not long_lived else []
+
+
+def test_the_warm_up_ends_with_the_command_and_does_not_start_for_a_refused_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A command-line run warms up beside its jobs but returns only once the warm-up has ended: an import
+    left running on a thread would race the caller's own imports (engine/models/libraries.py)."""
+    plugin = SlowWarmup()
+    monkeypatch.setattr(
+        cli,
+        "build_engine",
+        lambda config, **_: runtime.build_engine(config, registry=Registry(TOY_TYPES), plugins=[plugin]),
+    )
+    assert cli.main(["run", write(tmp_path, sample()), "--set", "seed=abc"]) == 2
+    assert not [t for t in threading.enumerate() if t.name == "atelier-warmup"]  # refused: nothing started
+    assert cli.main(["run", write(tmp_path, sample()), "-q"]) == 0
+    assert plugin.done.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "atelier-warmup"]
