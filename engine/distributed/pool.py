@@ -348,7 +348,9 @@ class RayWorkers:
                 self.wakeup.wait(0.5)
                 self.wakeup.clear()
                 continue
-            batch = [job, *self.partners.take(job)]
+            # a batch per idle worker: eight queued jobs on two idle workers go four and four
+            idle = sum(1 for v in views if v.load == 0)
+            batch = [job, *self.partners.take(job, self.partners.max_batch // max(1, idle))]
             needs = self.needs(job) if self.settings.affinity else JobNeeds()
             target = route(needs, self._views(), self.settings.max_load)
             with self._lock:

@@ -55,9 +55,11 @@ class BatchPartners:
         self.stopping = stopping
         self._signatures: dict[str, Any] = {}
 
-    def take(self, job: Job) -> list[Job]:
-        """Queued jobs with ``job``'s batch signature, taken from the queue (none when it cannot batch)."""
-        if self.max_batch <= 1:
+    def take(self, job: Job, size: int | None = None) -> list[Job]:
+        """Queued jobs with ``job``'s batch signature, taken from the queue (none when it cannot batch), for
+        a batch of ``size`` jobs at most (default and cap: ``max_batch``)."""
+        size = self.max_batch if size is None else min(size, self.max_batch)
+        if size <= 1:
             return []
         signature = self.signature(job)
         if signature is None:  # nothing in it can batch: no partner, no wait
@@ -68,7 +70,7 @@ class BatchPartners:
             return workflow_shape(other.workflow) == shape and self.signature(other) == signature
 
         def take() -> list[Job]:
-            return self.store.take_queued(self.max_batch - 1, accept)
+            return self.store.take_queued(size - 1, accept)
 
         partners = take()
         deadline = time.monotonic() + self.window_s

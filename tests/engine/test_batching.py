@@ -154,6 +154,21 @@ def test_worker_runs_queued_jobs_of_one_shape_as_a_batch(tmp_path: Path) -> None
     store.close()
 
 
+def test_a_batch_size_caps_the_partners_taken_and_one_takes_none_without_waiting(tmp_path: Path) -> None:
+    """The Ray scheduler asks for a batch per idle worker: the partners beyond it stay queued."""
+    store, worker = make_worker(tmp_path, 5.0, [])
+    for n in range(5):
+        store.add_job(f"j{n}", job(float(n)), {})
+    first = store.next_queued()
+    assert [p.id for p in worker.partners.take(first, 3)] == ["j1", "j2"]
+    assert store.get_job("j3").status == "queued"
+    second = store.next_queued()
+    started = time.monotonic()
+    assert worker.partners.take(second, 1) == [] and time.monotonic() - started < 1.0
+    assert store.get_job("j4").status == "queued"
+    store.close()
+
+
 def test_a_lone_job_waits_no_longer_than_the_window_and_takes_a_partner_that_comes(tmp_path: Path) -> None:
     store, worker = make_worker(tmp_path, 0.3, [])
     store.add_job("lone", job(1.0), {})
