@@ -282,6 +282,8 @@ def _expand_nodes(
                 v = link
             elif isinstance(v, _Bound):
                 v = v.link
+            elif isinstance(v, (list, dict)):  # the flat graph never shares a value with a definition
+                v = copy.deepcopy(v)
             flat_inputs[k] = v
         name = node.type[len(PREFIX) :]
         here = prefix + nid
@@ -415,7 +417,8 @@ def _bind_inputs(
                 )
             )
         elif param.default is not None:
-            put(pname, param.default)
+            default = param.default
+            put(pname, copy.deepcopy(default) if isinstance(default, (list, dict)) else default)
     return bound
 
 

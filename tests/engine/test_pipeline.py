@@ -231,3 +231,32 @@ def test_a_connected_socket_input_replaces_the_inner_wiring_and_what_fed_only_it
     assert res.ok and "p:src" not in res.graph.nodes and "q:src" in res.graph.nodes
     Executor(REG).run(top)
     assert sorted(Sink.received) == [("out", 9.0), ("out", 21.0)]
+
+
+def test_the_flat_graph_shares_no_value_with_a_library_definition() -> None:
+    """A library keeps its parsed definitions between checks: the flat graph's list and dict values (inner
+    literals, inputs of nested pipeline nodes, parameter defaults) are copies, so nothing done to one
+    expansion reaches the definition or the next expansion."""
+    from atelier.engine.pipeline import expand
+
+    inner = parse_workflow(
+        wf(
+            {
+                "t": {"type": "Text", "inputs": {"text": ["a", "b"], "repeat": 1}},
+                "u": {"type": "Text", "inputs": {"text": "x", "repeat": 1}},
+                "o": {"type": "Sink", "inputs": {"value": link("t")}},
+            },
+            parameters={"words": {"type": "STRING", "targets": ["u.text"], "default": ["c"]}},
+        )
+    )
+    top = parse_workflow(wf({"p": {"type": "pipeline:lib", "inputs": {}}}))
+
+    def library(name: str, version: str | None, node_inputs: dict[str, Any]) -> Workflow:
+        return inner
+
+    first = expand(top, library).workflow
+    first.nodes["p:t"].inputs["text"].append("mutated")
+    first.nodes["p:u"].inputs["text"].append("mutated")
+    assert inner.nodes["t"].inputs["text"] == ["a", "b"] and inner.parameters["words"].default == ["c"]
+    second = expand(top, library).workflow
+    assert second.nodes["p:t"].inputs["text"] == ["a", "b"] and second.nodes["p:u"].inputs["text"] == ["c"]
