@@ -23,16 +23,16 @@ class _BatchedSampler(Node, abstract=True):
     Subclasses say how their inputs make a job and its shared settings."""
 
     @staticmethod
-    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, B.SamplerSettings]:
         raise NotImplementedError
 
     def batch_key(self, **inputs: Any) -> Hashable | None:
         job, settings = self._batch_parts(inputs)
-        return B.batch_key(inputs["model"], job, **settings)
+        return B.batch_key(inputs["model"], job, settings)
 
     def run_batch(self, ctxs: Sequence[Context], inputs: Sequence[dict[str, Any]]) -> list[Any]:
         parts = [self._batch_parts(i) for i in inputs]
-        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], **parts[0][1])
+        return B.run_sampler_batch(ctxs, inputs[0]["model"], [p[0] for p in parts], parts[0][1])
 
 
 class KSampler(_BatchedSampler):
@@ -101,11 +101,13 @@ class KSampler(_BatchedSampler):
         )
 
     @staticmethod
-    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, B.SamplerSettings]:
         job = B.SamplerJob(
             inputs["latent_image"], inputs["seed"], inputs["cfg"], inputs["positive"], inputs["negative"]
         )
-        settings = {k: inputs[k] for k in ("steps", "sampler_name", "scheduler", "denoise")}
+        settings = B.SamplerSettings(
+            inputs["steps"], inputs["sampler_name"], inputs["scheduler"], denoise=inputs["denoise"]
+        )
         return job, settings
 
 
@@ -175,7 +177,7 @@ class KSamplerAdvanced(_BatchedSampler):
         )
 
     @staticmethod
-    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, dict[str, Any]]:
+    def _batch_parts(inputs: Mapping[str, Any]) -> tuple[B.SamplerJob, B.SamplerSettings]:
         job = B.SamplerJob(
             inputs["latent_image"],
             inputs["noise_seed"],
@@ -183,13 +185,13 @@ class KSamplerAdvanced(_BatchedSampler):
             inputs["positive"],
             inputs["negative"],
         )
-        settings = {
-            "steps": inputs["steps"],
-            "sampler_name": inputs["sampler_name"],
-            "scheduler": inputs["scheduler"],
-            "add_noise": inputs["add_noise"] == "enable",
-            "start_step": inputs["start_at_step"],
-            "last_step": inputs["end_at_step"],
-            "force_full_denoise": inputs["return_with_leftover_noise"] != "enable",
-        }
+        settings = B.SamplerSettings(
+            inputs["steps"],
+            inputs["sampler_name"],
+            inputs["scheduler"],
+            add_noise=inputs["add_noise"] == "enable",
+            start_step=inputs["start_at_step"],
+            last_step=inputs["end_at_step"],
+            force_full_denoise=inputs["return_with_leftover_noise"] != "enable",
+        )
         return job, settings

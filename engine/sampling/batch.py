@@ -52,6 +52,47 @@ class SamplerJob:
     negative: Conditioning
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What the jobs of one batch share besides the model: the settings of the sampler's step loop
+    (KSampler gives the first four; KSamplerAdvanced its noise switch and step range instead of denoise)."""
+
+    steps: int
+    sampler_name: str
+    scheduler: str
+    denoise: float = 1.0
+    add_noise: bool = True
+    start_step: int | None = None
+    last_step: int | None = None
+    force_full_denoise: bool = False
+
+    def sigmas(self, model: ModelHandle) -> Tensor:
+        """The sigmas the batch walks (:func:`~.ksampler.effective_sigmas`)."""
+        return effective_sigmas(
+            model,
+            self.scheduler,
+            self.sampler_name,
+            self.steps,
+            self.denoise,
+            self.start_step,
+            self.last_step,
+            self.force_full_denoise,
+        )
+
+    def key(self) -> tuple[Any, ...]:
+        """The settings as a batch key's part: equal for runs that walk the same steps."""
+        return (
+            self.sampler_name,
+            self.scheduler,
+            int(self.steps),
+            float(self.denoise),
+            bool(self.add_noise),
+            self.start_step,
+            self.last_step,
+            bool(self.force_full_denoise),
+        )
+
+
 def _plain(cond: Conditioning) -> bool:
     return all(
         isinstance(e, CondEntry)
@@ -69,22 +110,10 @@ def _rows_ok(t: Tensor | None, rows: int) -> bool:
     return t is None or t.shape[0] in (1, rows)
 
 
-def batch_key(
-    model: ModelHandle,
-    job: SamplerJob,
-    *,
-    steps: int,
-    sampler_name: str,
-    scheduler: str,
-    denoise: float = 1.0,
-    add_noise: bool = True,
-    start_step: int | None = None,
-    last_step: int | None = None,
-    force_full_denoise: bool = False,
-) -> Hashable | None:
+def batch_key(model: ModelHandle, job: SamplerJob, settings: SamplerSettings) -> Hashable | None:
     """What must be equal for sampler runs to share a batch, or None when this run cannot batch."""
     samples = job.latent.get("samples") if isinstance(job.latent, dict) else None
-    if not isinstance(samples, Tensor) or samples.dim() != 4 or sampler_name in UNBATCHABLE_SAMPLERS:
+    if not isinstance(samples, Tensor) or samples.dim() != 4 or settings.sampler_name in UNBATCHABLE_SAMPLERS:
         return None
     if job.latent.get("noise_mask") is not None or model.wrappers or model.core_wrappers:
         return None
@@ -104,14 +133,7 @@ def batch_key(
         tuple(samples.shape),
         samples.dtype,
         samples.device,
-        sampler_name,
-        scheduler,
-        int(steps),
-        float(denoise),
-        bool(add_noise),
-        start_step,
-        last_step,
-        bool(force_full_denoise),
+        *settings.key(),
         guided,
         length,
         float(job.cfg) if model.cfg_functions else None,  # CFG functions may read cfg as one number
@@ -221,30 +243,21 @@ class BatchCFGDenoiser:
 def sample_batch(
     model: ModelHandle,
     jobs: Sequence[SamplerJob],
+    settings: SamplerSettings,
     *,
-    steps: int,
-    sampler_name: str,
-    scheduler: str,
-    denoise: float = 1.0,
-    add_noise: bool = True,
-    start_step: int | None = None,
-    last_step: int | None = None,
-    force_full_denoise: bool = False,
     device: str | torch.device = "cpu",
     callbacks: Sequence[StepCallback | None] = (),
 ) -> list[Tensor]:
     """Denoise every job's latent (model space, ``job.latent["samples"]``) in one step loop; returns each
     job's float32 latent on ``device``. ``callbacks[i]`` gets job ``i``'s rows after every step."""
-    sigmas = effective_sigmas(
-        model, scheduler, sampler_name, steps, denoise, start_step, last_step, force_full_denoise
-    )
+    sigmas = settings.sigmas(model)
     latents = [j.latent["samples"].to(device, torch.float32) for j in jobs]
     if len(sigmas) < 2:
         return latents
     rows = [lat.shape[0] for lat in latents]
     noises = [
         prepare_noise(j.latent["samples"], j.seed, j.latent.get("batch_index"))
-        if add_noise
+        if settings.add_noise
         else torch.zeros(j.latent["samples"].shape)
         for j in jobs
     ]
@@ -263,7 +276,7 @@ def sample_batch(
         torch.cat(noises).to(device),
         sigmas,
         lambda inputs: BatchCFGDenoiser(model, jobs, rows, inputs),
-        sampler_name,
+        settings.sampler_name,
         seed=SeedBatch(tuple((int(j.seed), r) for j, r in zip(jobs, rows, strict=True))),  # type: ignore[arg-type]
         device=device,
         callback=on_step,
@@ -272,11 +285,10 @@ def sample_batch(
 
 
 def run_sampler_batch(
-    ctxs: Sequence[Context], model: ModelHandle, jobs: Sequence[SamplerJob], **settings: Any
+    ctxs: Sequence[Context], model: ModelHandle, jobs: Sequence[SamplerJob], settings: SamplerSettings
 ) -> list[dict[str, Any]]:
     """A sampling node's ``run_batch``: each job's LATENT result (as :func:`~.runner.run_sampler` gives it
-    alone), with progress and previews through each job's own context. ``settings`` are the shared
-    sampler settings of :func:`batch_key`."""
+    alone), with progress and previews through each job's own context."""
     from .runner import step_reporter
 
     callbacks = [step_reporter(ctx, model.family) for ctx in ctxs]
@@ -290,20 +302,10 @@ def run_sampler_batch(
         )
         for j in jobs
     ]
-    walk = effective_sigmas(
-        model,
-        settings["scheduler"],
-        settings["sampler_name"],
-        settings["steps"],
-        settings.get("denoise", 1.0),
-        settings.get("start_step"),
-        settings.get("last_step"),
-        settings.get("force_full_denoise", False),
-    )
-    if len(walk) < 2:  # nothing to walk: every latent passes through untouched, as alone
+    if len(settings.sigmas(model)) < 2:  # nothing to walk: every latent passes through untouched, as alone
         return [dict(j.latent) for j in jobs]
     with model.session():
-        outs = sample_batch(model, in_model, device=model.device, callbacks=callbacks, **settings)
+        outs = sample_batch(model, in_model, settings, device=model.device, callbacks=callbacks)
     results = []
     for job, out in zip(jobs, outs, strict=True):
         result = dict(job.latent)

@@ -22,7 +22,7 @@ from atelier.engine import events as E
 from atelier.engine.executor import JobSpec
 from atelier.engine.models.handles import ModelHandle
 from atelier.engine.node import CancelToken
-from atelier.engine.sampling.batch import SamplerJob, batch_key
+from atelier.engine.sampling.batch import SamplerJob, SamplerSettings, batch_key
 from atelier.engine.sampling.noise import SeedBatch, brownian_tree_noise_sampler, default_noise_sampler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,18 +219,22 @@ def test_batch_keys_tell_models_and_plain_conditioning_apart(engine_env) -> None
     assert engine_env.run(job_workflow("s", 1, "x", 7.0)).ok
     m, pos, neg = handles["ckpt"], conds["pos"], conds["neg"]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    settings = {"steps": 3, "sampler_name": "euler", "scheduler": "normal"}
-    key = batch_key(m, SamplerJob(latent, 1, 7.0, pos, neg), **settings)
+    settings = SamplerSettings(steps=3, sampler_name="euler", scheduler="normal")
+    key = batch_key(m, SamplerJob(latent, 1, 7.0, pos, neg), settings)
     assert key is not None
-    assert batch_key(m, SamplerJob(latent, 99, 3.0, neg, pos), **settings) == key  # seed, cfg, prompts free
+    assert batch_key(m, SamplerJob(latent, 99, 3.0, neg, pos), settings) == key  # seed, cfg, prompts free
     other_model = dataclasses.replace(m)  # another MODEL (a LoRA applied, say): its own batches
-    assert batch_key(other_model, SamplerJob(latent, 1, 7.0, pos, neg), **settings) != key
+    assert batch_key(other_model, SamplerJob(latent, 1, 7.0, pos, neg), settings) != key
     masked = {**latent, "noise_mask": torch.ones(1, 8, 8)}
-    assert batch_key(m, SamplerJob(masked, 1, 7.0, pos, neg), **settings) is None
+    assert batch_key(m, SamplerJob(masked, 1, 7.0, pos, neg), settings) is None
     area = [pos[0].replace(area=(4, 4, 0, 0))]
-    assert batch_key(m, SamplerJob(latent, 1, 7.0, area, neg), **settings) is None
+    assert batch_key(m, SamplerJob(latent, 1, 7.0, area, neg), settings) is None
     assert (
-        batch_key(m, SamplerJob(latent, 1, 7.0, pos, neg), **{**settings, "sampler_name": "dpm_adaptive"})
+        batch_key(
+            m,
+            SamplerJob(latent, 1, 7.0, pos, neg),
+            dataclasses.replace(settings, sampler_name="dpm_adaptive"),
+        )
         is None
     )
 
