@@ -334,6 +334,21 @@ def _realistic_extras(models: TinyModels, seed: int, dtype: torch.dtype) -> dict
     return extras
 
 
+def _write_checkpoint(
+    models: TinyModels, out: str | Path, seed: int, dtype: torch.dtype, extra: dict[str, torch.Tensor]
+) -> Path:
+    """``models`` as a single-file checkpoint in the original layout, with what real files carry besides
+    the networks (the noise schedule, the CLIP position ids) and ``extra`` keys."""
+    state = {k: v.detach().contiguous() for k, v in models.original_state_dict().items()}
+    state.update(_realistic_extras(models, seed, dtype))
+    state.update(extra)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one metadata entry only: safetensors writes metadata in hash-map order, which varies between runs
+    save_file(state, str(out), metadata={"format": "pt"})
+    return out
+
+
 def write_tiny_checkpoint(
     arch: TinyArch,
     out: str | Path,
@@ -348,27 +363,26 @@ def write_tiny_checkpoint(
     Deterministic: the same ``(arch, seed, dtype, inpaint)`` gives a byte-identical file. ``v_prediction``
     adds the ``v_pred`` marker key (as ComfyUI writes for v-prediction models); ``inpaint`` makes the UNet
     an inpainting one (9 input channels). Returns the path written."""
-    out = Path(out)
     models = build_tiny_models(arch, seed=seed, dtype=dtype, inpaint=inpaint)
-    state = {k: v.detach().contiguous() for k, v in models.original_state_dict().items()}
-    state.update(_realistic_extras(models, seed, dtype))
-    if v_prediction:
-        state["v_pred"] = torch.tensor([])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # one metadata entry only: safetensors writes metadata in hash-map order, which varies between runs
-    save_file(state, str(out), metadata={"format": "pt"})
-    return out
+    return _write_checkpoint(models, out, seed, dtype, {"v_pred": torch.tensor([])} if v_prediction else {})
 
 
-def build_random_sd15(
-    *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> LoadedCheckpoint:
-    """The full-size SD1.5 architecture (UNet 860M, VAE 84M, CLIP-L 123M) with random weights, built in
-    memory from the shipped configs, for benchmarks. Weights are generated on the CPU (float32,
-    deterministic per seed), then cast and moved tensor by tensor."""
-    dtype = resolve_dtype(device, dtype)
-    family: Family = "sd15"
-    text_infos = [text_encoder_info(family, "text_encoder")]
+#: the text encoders of each full-size family's checkpoint
+_FULL_SIZE_TEXT = {
+    "sd15": ["text_encoder"],
+    "sd2": ["text_encoder"],
+    "sdxl": ["text_encoder", "text_encoder_2"],
+}
+
+
+def _build_full_size(
+    family: Family, seed: int, device: str | torch.device, dtype: torch.dtype
+) -> tuple[TinyModels, list[TextEncoderInfo]]:
+    """The full-size architecture of ``family`` (the shipped configs) with random weights, generated on the
+    CPU (float32, deterministic per seed), then cast and moved tensor by tensor."""
+    if family not in _FULL_SIZE_TEXT:
+        raise ValueError(f"no random full-size {family!r} (expected one of {sorted(_FULL_SIZE_TEXT)})")
+    text_infos = [text_encoder_info(family, name) for name in _FULL_SIZE_TEXT[family]]
     models = _build(
         family,
         family_config(family, "unet"),
@@ -377,8 +391,17 @@ def build_random_sd15(
         seed=seed,
         device=device,
         dtype=dtype,
-        label="<random sd15>",
+        label=f"<random {family}>",
     )
+    return models, text_infos
+
+
+def build_random_sd15(
+    *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> LoadedCheckpoint:
+    """The full-size SD1.5 architecture (UNet 860M, VAE 84M, CLIP-L 123M) with random weights, built in
+    memory, for benchmarks."""
+    models, text_infos = _build_full_size("sd15", seed, device, resolve_dtype(device, dtype))
     return LoadedCheckpoint(
         unet=models.unet,
         vae=models.vae,
@@ -392,26 +415,8 @@ def build_random_sd15(
 def write_random_checkpoint(
     family: Family, out: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float16
 ) -> Path:
-    """Write the full-size architecture of ``family`` ("sd15", "sdxl": the shipped configs) with random
-    weights as a single-file checkpoint in the original layout, for benchmarks that load through the real
-    loader (an SDXL file in fp16 is about 7 GB)."""
-    names = {"sd15": ["text_encoder"], "sd2": ["text_encoder"], "sdxl": ["text_encoder", "text_encoder_2"]}
-    if family not in names:
-        raise ValueError(f"no random full-size {family!r} (expected one of {sorted(names)})")
-    text_infos = [text_encoder_info(family, name) for name in names[family]]
-    models = _build(
-        family,
-        family_config(family, "unet"),
-        family_config(family, "vae"),
-        text_infos,
-        seed=seed,
-        device="cpu",
-        dtype=dtype,
-        label=f"<random {family}>",
-    )
-    state = {k: v.detach().contiguous() for k, v in models.original_state_dict().items()}
-    state.update(_realistic_extras(models, seed, dtype))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"format": "pt"})
-    return out
+    """Write the full-size architecture of ``family`` ("sd15", "sd2", "sdxl") with random weights as a
+    single-file checkpoint in the original layout, for benchmarks that load through the real loader (an
+    SDXL file in fp16 is about 7 GB)."""
+    models, _ = _build_full_size(family, seed, "cpu", dtype)
+    return _write_checkpoint(models, out, seed, dtype, {})
