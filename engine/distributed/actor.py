@@ -42,11 +42,6 @@ class WorkerCore:
         self._tokens: dict[str, CancelToken] = {}
         self.jobs_run = 0
 
-    def run_job(self, job: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        """Run one job: yields ``("event", event)`` as the executor sends them, then ``("result", result)``."""
-        for kind, value in self.run_jobs([job]):
-            yield (kind, value[1] if kind == "result" else value)
-
     def run_jobs(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
         """Run jobs together, as one batch where their nodes can batch (``Executor.run_many``): yields
         ``("event", event)`` as the executor sends them (each event names its job) and ``("result", (n,

@@ -33,20 +33,20 @@ def test_a_job_streams_its_events_then_its_result_and_the_report_tells_what_is_l
     assert worker.report()["models"] == [] and worker.report()["signatures"] == []
     request = portrait(seed=3)
     job = {"id": "j1", "workflow": request["workflow"], "overrides": request["overrides"], "previews": False}
-    items = list(worker.run_job(job))
+    items = list(worker.run_jobs([job]))
     kinds = [k for k, _ in items]
     assert kinds[-1] == "result" and set(kinds[:-1]) == {"event"}
     events = [v for k, v in items if k == "event"]
     assert isinstance(events[0], E.JobStarted) and isinstance(events[-1], E.JobFinished)
-    result = items[-1][1]
-    assert result.ok and result.outputs
+    n, result = items[-1][1]
+    assert n == 0 and result.ok and result.outputs
     files = [img["filename"] for out in result.outputs.values() for img in out.get("images", [])]
     assert files and all((tmp_path / "output" / f).is_file() for f in files)
     report = worker.report()
     assert report["models"] == ["tiny15.safetensors"] and report["running"] is None
     assert len(report["signatures"]) >= 5 and report["model_loads"] >= 1
     # the same job again is cached whole: the signatures reported are the ones it plans
-    again = [v for k, v in worker.run_job({**job, "id": "j2"}) if k == "event"]
+    again = [v for k, v in worker.run_jobs([{**job, "id": "j2"}]) if k == "event"]
     assert any(isinstance(ev, E.NodeCached) for ev in again)
     assert not any(isinstance(ev, E.NodeStarted) for ev in again)
 
@@ -55,13 +55,15 @@ def test_interrupt_reaches_only_the_running_job(tmp_path: Path) -> None:
     worker = core(tmp_path)
     assert worker.interrupt("nothing-runs") is None
     request = portrait(seed=4, steps=6)
-    stream = worker.run_job({"id": "j3", "workflow": request["workflow"], "overrides": request["overrides"]})
+    stream = worker.run_jobs(
+        [{"id": "j3", "workflow": request["workflow"], "overrides": request["overrides"]}]
+    )
     first = next(stream)
     assert first[0] == "event"
     assert worker.interrupt("another-job") is None
     assert worker.interrupt("j3") == "j3"
     rest = list(stream)
-    assert rest[-1][0] == "result" and rest[-1][1].status == "interrupted"
+    assert rest[-1][0] == "result" and rest[-1][1][1].status == "interrupted"
 
 
 def _image(output: Path, result: Any) -> np.ndarray:
@@ -99,7 +101,7 @@ def test_jobs_sent_together_sample_as_one_batch_and_each_gets_its_lone_picture(
 
     for n, job in enumerate(jobs):  # each alone, on a worker of its own: the same picture
         alone = core(tmp_path / f"alone{n}")
-        (result,) = [v for k, v in alone.run_job(job) if k == "result"]
+        ((_, result),) = [v for k, v in alone.run_jobs([job]) if k == "result"]
         a = _image(tmp_path / f"alone{n}" / "output", result)
         b = _image(tmp_path / "batched" / "output", results[n])
         assert np.abs(a - b).max() <= 1
