@@ -463,14 +463,14 @@ def _check_pipeline_inputs(literals: list[tuple[str, str, Parameter, Any]], erro
     """The literals given to pipeline nodes' inputs, each against that input's own constraints (the inner
     inputs it reaches check theirs with their nodes). The instances of one definition share its parameters,
     so each parameter's spec is made once."""
-    specs: dict[int, tuple[Parameter, InputSpec | None]] = {}
+    specs: dict[int, InputSpec | None] = {}  # by id: ``literals`` holds every parameter while this runs
     for nid, input_name, param, value in literals:
-        found = specs.get(id(param))
-        if found is None:
-            found = specs[id(param)] = (param, parameter_spec(param))  # param kept: its id stays its own
-        if found[1] is None:
+        if id(param) not in specs:
+            specs[id(param)] = parameter_spec(param)
+        spec = specs[id(param)]
+        if spec is None:
             continue
-        _, problem = coerce_literal(found[1], value)
+        _, problem = coerce_literal(spec, value)
         if problem is not None:
             errors.append(NodeError(code=problem[0], message=problem[1], node=nid, input=input_name))
 
