@@ -422,6 +422,11 @@ class RayWorkers:
                 self.live.update(ev)
                 self.publish(ev)
 
+        def fail(job_id: str, message: str, exception_type: str) -> None:
+            self.store.finish_job(job_id, "failed", error={"message": message})
+            terminals[job_id] = [E.JobFailed(job=job_id, message=message, exception_type=exception_type)]
+            close(job_id)
+
         try:
             for ref in slot.actor.run_jobs.remote(payloads):
                 kind, value = ray.get(ref)
@@ -458,20 +463,11 @@ class RayWorkers:
             message = f"{type(exc).__name__}: {exc}"
             for job in jobs:
                 if job.id not in finished:
-                    self.store.finish_job(job.id, "failed", error={"message": message})
-                    terminals[job.id] = [
-                        E.JobFailed(job=job.id, message=message, exception_type=type(exc).__name__)
-                    ]
-                    close(job.id)
+                    fail(job.id, message, type(exc).__name__)
         finally:
             for job in jobs:  # a job the worker never answered for (it cannot happen; be safe)
                 if job.id not in finished:
-                    message = "the worker ended without this job's result"
-                    self.store.finish_job(job.id, "failed", error={"message": message})
-                    terminals[job.id] = [
-                        E.JobFailed(job=job.id, message=message, exception_type="WorkerError")
-                    ]
-                    close(job.id)
+                    fail(job.id, "the worker ended without this job's result", "WorkerError")
             self.on_queue_change()
 
     def _remove(self, slot: Slot) -> None:
