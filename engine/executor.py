@@ -225,6 +225,14 @@ class Executor:
         cached = [n for n in order if n not in run_set]
         return Plan(order, signatures, to_run, cached, fingerprints, volatile, aliases)
 
+    def check(
+        self, workflow: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
+    ) -> CheckResult:
+        """Validate a job against this executor's registry, model folders and pipeline library."""
+        return check(
+            workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
+        )
+
     def batch_signature(
         self, workflow: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
     ) -> Any:
@@ -232,9 +240,7 @@ class Executor:
         structure and every literal of its batching nodes but the ``batch_free`` ones (seeds, cfg). None
         when the job has no node that can batch, or is not valid (it then runs, and fails, alone)."""
         try:
-            checked = check(
-                workflow, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines
-            )
+            checked = self.check(workflow, overrides, outputs)
         except Exception:
             return None
         graph = checked.graph
@@ -344,14 +350,7 @@ class Executor:
         if isinstance(workflow, Graph):
             graph = workflow
         else:
-            checked: CheckResult = check(
-                workflow,
-                self.registry,
-                spec.overrides,
-                spec.outputs,
-                files=self.folders,
-                pipelines=self.pipelines,
-            )
+            checked = self.check(workflow, spec.overrides, spec.outputs)
             if checked.graph is None:
                 errs = [e for e in checked.errors if e.severity == "error"]
                 if sinks:

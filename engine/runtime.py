@@ -34,7 +34,7 @@ from .memory import DeviceBudget, capacity_from
 from .model_loader import ModelLoader, parse_dtype
 from .pipeline_library import PipelineLibrary
 from .registry import Registry, default_registry
-from .validate import CheckResult, Graph, check
+from .validate import CheckResult, Graph
 from .warmup import WarmupStep
 
 log = logging.getLogger(__name__)
@@ -194,9 +194,7 @@ class Engine:
     def check(
         self, data: Any, overrides: dict[str, Any] | None = None, outputs: list[str] | None = None
     ) -> CheckResult:
-        return check(
-            data, self.registry, overrides, outputs, files=self.folders, pipelines=self.pipelines.resolve
-        )
+        return self.executor.check(data, overrides, outputs)
 
     def admit(self, graph: Graph, limits: Limits | None = None) -> Admission:
         """Whether a checked job fits ``limits`` (default: the engine's) and the device's memory."""
