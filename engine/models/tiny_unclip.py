@@ -11,7 +11,6 @@ detection and loading code as the real files.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from .layout import to_original, with_prefix
 from .open_clip_vision import open_clip_vision_names
 from .tiny import TinyModels, _derived_seed, _realistic_extras, build_tiny_models, randomize
 from .tiny_ipadapter import TINY_CLIP_VISION
-from .unclip import EMBEDDER_PREFIX, NOISE_AUGMENTOR_PREFIX
+from .unclip import EMBEDDER_PREFIX, NOISE_AUGMENTOR_PREFIX, cosine_betas
 
 __all__ = ["TINY_UNCLIP_EMBED_DIM", "build_tiny_unclip", "write_tiny_unclip_checkpoint"]
 
@@ -53,13 +52,7 @@ def build_tiny_unclip(
 def _noise_augmentor_buffers(levels: int = 1000) -> dict[str, torch.Tensor]:
     """The schedule buffers the reference code's CLIPEmbeddingNoiseAugmentation saves (squaredcos_cap_v2)."""
 
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    betas = torch.tensor(
-        [min(1 - alpha_bar((i + 1) / levels) / alpha_bar(i / levels), 0.999) for i in range(levels)],
-        dtype=torch.float64,
-    )
+    betas = cosine_betas(levels)
     cumprod = torch.cumprod(1.0 - betas, dim=0)
     buffers = {
         "betas": betas,

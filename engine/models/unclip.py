@@ -106,19 +106,23 @@ def detect_unclip(index: TensorIndex, unet_config: dict[str, Any]) -> UnclipInfo
     return UnclipInfo(embed_dim=embed_dim, noise_levels=levels, has_stats=stats, embedder_prefix=embedder)
 
 
-def cosine_noise_schedule(levels: int) -> tuple[Tensor, Tensor]:
-    """``sqrt(alphas_cumprod)`` and ``sqrt(1 - alphas_cumprod)`` of the ``squaredcos_cap_v2`` schedule (betas
-    from the cosine alpha-bar, capped at 0.999), computed in float64 and kept as float32 like the
-    reference code's buffers."""
+def cosine_betas(levels: int) -> Tensor:
+    """The betas of the ``squaredcos_cap_v2`` schedule (from the cosine alpha-bar, capped at 0.999), in
+    float64, as the reference code's CLIPEmbeddingNoiseAugmentation makes them."""
 
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    betas = torch.tensor(
+    return torch.tensor(
         [min(1.0 - alpha_bar((i + 1) / levels) / alpha_bar(i / levels), 0.999) for i in range(levels)],
         dtype=torch.float64,
     )
-    cumprod = torch.cumprod(1.0 - betas, dim=0)
+
+
+def cosine_noise_schedule(levels: int) -> tuple[Tensor, Tensor]:
+    """``sqrt(alphas_cumprod)`` and ``sqrt(1 - alphas_cumprod)`` of :func:`cosine_betas`, computed in
+    float64 and kept as float32 like the reference code's buffers."""
+    cumprod = torch.cumprod(1.0 - cosine_betas(levels), dim=0)
     return cumprod.sqrt().float(), (1.0 - cumprod).sqrt().float()
 
 
